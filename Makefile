@@ -1,0 +1,42 @@
+# The two commands: `make run` starts the whole system, `make test` runs the test suite.
+# Everything else (a pinned uv, the locked virtualenv) is installed by these targets.
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+
+.PHONY: setup run test test-unit lint fmt clean
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet "uv==$(UV_VERSION)"
+
+$(VENV)/.synced: $(UV) uv.lock pyproject.toml */*/pyproject.toml
+	$(UV) sync --frozen --python $(PYTHON) --all-packages
+	touch $@
+
+setup: $(VENV)/.synced
+
+run: setup ## start NATS, Redis, Postgres and the three services; Ctrl-C stops all
+	$(VENV)/bin/chat-stack run $(ARGS)
+
+test: setup ## the whole suite against real servers (what .ci/run calls)
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+test-unit: setup
+	$(VENV)/bin/python -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+fmt: setup
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Sans-I/O wire codecs: Engine.IO/Socket.IO and the native JSON protocol."""
