@@ -1,0 +1,156 @@
+"""NATS plumbing: connecting for the long run, calling endpoints, serving endpoints.
+
+* :func:`connect` keeps trying until NATS answers (or shutdown starts) and configures
+  unlimited reconnects, so an outage of any length never kills a service.
+* :func:`call` sends a request and turns every failure into a :class:`ChatError`
+  (``UNAVAILABLE`` for no responders and timeouts; the responder's code otherwise).
+* :func:`serve` exposes handlers as ``nats.micro`` endpoints in a queue group, each request
+  handled in its own tracked task behind an error boundary: a handler's exception becomes a
+  stable error code in the reply, never a ``repr``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable, Callable, Mapping
+
+import nats
+import nats.errors
+from nats.aio.client import Client
+from nats.micro import add_service
+from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER, Request
+from nats.micro.service import EndpointConfig, Service
+
+from chat_common.errors import ChatError, ErrorCode, Unavailable
+from chat_common.settings import ServiceSettings
+from chat_common.supervisor import InFlight
+
+__all__ = ["Handler", "call", "connect", "serve"]
+
+_log = logging.getLogger("chat.nats")
+
+Handler = Callable[[bytes], Awaitable[bytes]]
+"""An endpoint handler: request body in, reply body out; raises ChatError to refuse."""
+
+
+async def connect(settings: ServiceSettings, *, name: str, stopping: asyncio.Event) -> Client:
+    """Connect to NATS, retrying with jittered backoff until it works or ``stopping`` is set."""
+    delay = 0.1
+    while True:
+        try:
+            return await nats.connect(
+                servers=settings.nats_url.split(","),
+                name=f"{name}:{settings.instance_id}",
+                connect_timeout=settings.nats_connect_timeout_s,
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=settings.nats_reconnect_wait_s,
+                ping_interval=settings.nats_ping_interval_s,
+                max_outstanding_pings=3,
+                disconnected_cb=_on_disconnected,
+                reconnected_cb=_on_reconnected,
+                error_cb=_on_error,
+            )
+        except (nats.errors.NoServersError, OSError, TimeoutError) as exc:
+            _log.warning("NATS not reachable yet; retrying", extra={"error": type(exc).__name__})
+        if stopping.is_set():
+            raise Unavailable("shutdown before NATS became reachable")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), random.uniform(0, delay))
+        delay = min(delay * 2, 5.0)
+
+
+async def _on_disconnected() -> None:
+    _log.warning("NATS disconnected")
+
+
+async def _on_reconnected() -> None:
+    _log.info("NATS reconnected")
+
+
+async def _on_error(exc: Exception) -> None:
+    _log.warning("NATS client error", extra={"error": type(exc).__name__, "detail": str(exc)})
+
+
+async def call(
+    nc: Client,
+    subject: str,
+    payload: bytes,
+    *,
+    timeout: float,
+    headers: Mapping[str, str] | None = None,
+) -> bytes:
+    """Request/reply with errors mapped to :class:`ChatError`."""
+    try:
+        msg = await nc.request(subject, payload, timeout=timeout, headers=dict(headers or {}))
+    except nats.errors.NoRespondersError as exc:
+        raise Unavailable("no instance is serving this request") from exc
+    except (TimeoutError, nats.errors.TimeoutError) as exc:
+        raise Unavailable("request timed out") from exc
+    except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError) as exc:
+        raise Unavailable("message bus unavailable") from exc
+    if msg.headers and (code := msg.headers.get(ERROR_CODE_HEADER)):
+        raise ChatError(code, msg.headers.get(ERROR_HEADER, ""))
+    return msg.data
+
+
+async def serve(
+    nc: Client,
+    *,
+    name: str,
+    version: str,
+    instance_id: str,
+    endpoints: Mapping[str, tuple[str, Handler]],
+    inflight: InFlight,
+) -> Service:
+    """Register a micro service; ``endpoints`` maps endpoint name → (subject, handler).
+
+    Every endpoint joins the queue group ``name`` so instances share the load.
+    """
+    service = await add_service(
+        nc, name=name, version=version, metadata={"instance": instance_id}, queue_group=name
+    )
+    for endpoint, (subject, handler) in endpoints.items():
+        await service.add_endpoint(
+            EndpointConfig(
+                name=endpoint, subject=subject, handler=_bounded(endpoint, handler, inflight)
+            )
+        )
+    return service
+
+
+def _bounded(
+    endpoint: str, handler: Handler, inflight: InFlight
+) -> Callable[[Request], Awaitable[None]]:
+    async def on_request(request: Request) -> None:
+        await inflight.spawn(_answer(endpoint, handler, request), name=f"nats:{endpoint}")
+
+    return on_request
+
+
+async def _answer(endpoint: str, handler: Handler, request: Request) -> None:
+    try:
+        reply = await handler(request.data)
+    except ChatError as exc:
+        if exc.code is ErrorCode.INTERNAL:
+            _log.error("endpoint failed", extra={"endpoint": endpoint, "code": exc.code.value})
+        await _respond_error(request, exc.code.value, exc.message)
+        return
+    except Exception:
+        _log.exception("endpoint crashed", extra={"endpoint": endpoint})
+        await _respond_error(request, ErrorCode.INTERNAL.value, "internal error")
+        return
+    try:
+        await request.respond(reply)
+    except Exception:
+        _log.exception("could not send reply", extra={"endpoint": endpoint})
+
+
+async def _respond_error(request: Request, code: str, message: str) -> None:
+    try:
+        await request.respond_error(code, message)
+    except Exception:
+        _log.exception("could not send error reply", extra={"code": code})

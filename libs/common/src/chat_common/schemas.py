@@ -1,0 +1,154 @@
+"""Message schemas shared over NATS: the contract between gateway, session and history.
+
+All structs encode to JSON with camelCase keys (``roomId``), the same spelling clients see.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, TypeVar
+
+import msgspec
+
+from chat_common.errors import InvalidArgument
+
+__all__ = [
+    "EMAIL_PATTERN",
+    "ROOM_ID_PATTERN",
+    "AppendRequest",
+    "DisconnectRequest",
+    "DisconnectResponse",
+    "Email",
+    "FetchRequest",
+    "FetchResponse",
+    "JoinRequest",
+    "JoinResponse",
+    "LeaveRequest",
+    "LeaveResponse",
+    "Message",
+    "PresenceEvent",
+    "RoomEvent",
+    "RoomId",
+    "decode",
+    "encode",
+    "is_valid_room_id",
+    "parse_request",
+]
+
+ROOM_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+"""Room ids become one NATS subject token: no dots, wildcards, whitespace or ``$``."""
+EMAIL_PATTERN = r"^[^\s@]{1,64}@[^\s@]{1,190}$"
+
+RoomId = Annotated[str, msgspec.Meta(pattern=ROOM_ID_PATTERN)]
+Email = Annotated[str, msgspec.Meta(pattern=EMAIL_PATTERN, max_length=254)]
+_ROOM_RE = re.compile(ROOM_ID_PATTERN)
+_T = TypeVar("_T")
+
+
+class _Wire(msgspec.Struct, rename="camel", kw_only=True, frozen=True):
+    """Base of every wire struct."""
+
+
+class Message(_Wire):
+    """One stored chat message, exactly as clients receive it."""
+
+    id: str
+    room_id: str
+    seq: int
+    email: str
+    text: str
+    ts: str
+    client_msg_id: str | None
+
+
+class JoinRequest(_Wire):
+    session_id: str
+    gateway_id: str
+    email: Email
+    room_id: RoomId
+
+
+class JoinResponse(_Wire):
+    users: list[str]
+    first: bool
+
+
+class LeaveRequest(_Wire):
+    session_id: str
+    room_id: RoomId
+
+
+class LeaveResponse(_Wire):
+    users: list[str]
+    last: bool
+
+
+class DisconnectRequest(_Wire):
+    session_id: str
+
+
+class DisconnectResponse(_Wire):
+    rooms: list[str]
+
+
+class AppendRequest(_Wire):
+    room_id: RoomId
+    email: Email
+    text: str
+    client_msg_id: str
+
+
+class FetchRequest(_Wire):
+    room_id: RoomId
+    before_seq: int | None = None
+    after_seq: int | None = None
+    limit: int = 50
+
+
+class FetchResponse(_Wire):
+    messages: list[Message]
+    last_seq: int
+
+
+class PresenceEvent(_Wire):
+    room_id: str
+    email: str
+    users: list[str]
+
+
+class RoomEvent(_Wire):
+    """What travels on a room's fan-out subject.
+
+    ``data`` stays raw JSON so that a gateway can splice it into client frames without
+    decoding and re-encoding it; ``seq`` is set for ``new_message`` events.
+    """
+
+    event: str
+    data: msgspec.Raw
+    seq: int | None = None
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def encode(obj: object) -> bytes:
+    """Encode a struct (or plain JSON value) to JSON bytes."""
+    return _encoder.encode(obj)
+
+
+def decode(data: bytes, kind: type[_T]) -> _T:
+    """Decode JSON bytes into ``kind``; raises ``msgspec.ValidationError``/``DecodeError``."""
+    return msgspec.json.decode(data, type=kind)
+
+
+def parse_request(data: bytes, kind: type[_T]) -> _T:
+    """Decode a request body; any decode or validation failure is ``INVALID_ARGUMENT``."""
+    try:
+        return msgspec.json.decode(data, type=kind)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise InvalidArgument(f"invalid request: {exc}") from None
+
+
+def is_valid_room_id(room_id: str) -> bool:
+    """Whether ``room_id`` is safe to use as a subject token and a key part."""
+    return bool(_ROOM_RE.match(room_id))

@@ -1,0 +1,51 @@
+"""Typed settings: one object per service, read from the environment once in ``main``.
+
+Every service extends :class:`ServiceSettings` with its own ``env_prefix`` (``GATEWAY_``,
+``SESSION_``, ``HISTORY_``). Tests build settings with keyword arguments.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["ServiceSettings", "default_instance_id"]
+
+
+def default_instance_id() -> str:
+    """A readable id for this process: ``<host>-<pid>``."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class ServiceSettings(BaseSettings):
+    """What every service needs: NATS, its ops HTTP port, logging and shutdown timing."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    nats_url: str = Field(
+        default="nats://127.0.0.1:4222", description="NATS server URL(s), comma-separated"
+    )
+    nats_connect_timeout_s: float = Field(default=2.0, gt=0)
+    nats_ping_interval_s: float = Field(
+        default=10.0, gt=0, description="how often the client pings NATS to spot a dead link"
+    )
+    nats_reconnect_wait_s: float = Field(default=0.5, gt=0)
+    request_timeout_s: float = Field(
+        default=5.0, gt=0, description="deadline of one NATS request to another service"
+    )
+    http_host: str = Field(default="127.0.0.1", description="bind address of the ops HTTP port")
+    http_port: int = Field(
+        default=0, ge=0, le=65535, description="ops HTTP port (/livez, /readyz, /metrics)"
+    )
+    instance_id: str = Field(default_factory=default_instance_id)
+    log_level: str = Field(default="INFO")
+    log_format: str = Field(default="json", pattern="^(json|text)$")
+    max_inflight: int = Field(
+        default=1024, gt=0, description="NATS requests handled concurrently per endpoint"
+    )
+    shutdown_grace_s: float = Field(
+        default=10.0, gt=0, description="how long in-flight work may take after SIGTERM"
+    )

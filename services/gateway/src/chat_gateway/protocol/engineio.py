@@ -1,0 +1,90 @@
+"""Engine.IO v4, server side, WebSocket transport only (no polling, no upgrade), without I/O.
+
+Over WebSocket each text frame is one packet: a type digit then its data.
+
+====  =======  ==========================================================
+Type  Name     What this server does with it
+====  =======  ==========================================================
+0     open     sent once by the server (``encode_open``); from a client: error
+1     close    ``Close``: the client ends the session
+2     ping     sent by the server (``PING``); from a client: ``Ping``, answer ``PONG``
+3     pong     ``Pong``: the client answered the server's ping
+4     message  ``EngineMessage``: its data is a Socket.IO packet
+5     upgrade  error: there is nothing to upgrade from
+6     noop     ``Noop``
+====  =======  ==========================================================
+
+Data after a control packet type (``2probe``) is ignored. A binary frame is an Engine.IO binary
+message; only the Socket.IO layer knows whether one is expected. Errors raise
+``ProtocolError``: an empty frame, an unknown type, and the open and upgrade types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import msgspec
+
+from .messages import Close, Noop, Ping, Pong, ProtocolError
+
+__all__ = [
+    "CLOSE",
+    "NOOP",
+    "PING",
+    "PONG",
+    "EngineMessage",
+    "decode_text",
+    "encode_open",
+]
+
+CLOSE = b"1"
+"""An Engine.IO close packet."""
+PING = b"2"
+"""An Engine.IO ping packet: the server sends one every ``pingInterval``."""
+PONG = b"3"
+"""An Engine.IO pong packet: the answer to a client's ping."""
+NOOP = b"6"
+"""An Engine.IO noop packet."""
+
+_CONTROL: dict[str, Close | Ping | Pong | Noop] = {
+    "1": Close(),
+    "2": Ping(),
+    "3": Pong(),
+    "6": Noop(),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class EngineMessage:
+    """An Engine.IO message packet; ``data`` is the Socket.IO packet it carries."""
+
+    data: str
+
+
+def encode_open(sid: str, *, ping_interval_ms: int, ping_timeout_ms: int, max_payload: int) -> str:
+    """The handshake the server sends first: ``0{"sid":...,"upgrades":[],...}``."""
+    handshake = {
+        "sid": sid,
+        "upgrades": [],
+        "pingInterval": ping_interval_ms,
+        "pingTimeout": ping_timeout_ms,
+        "maxPayload": max_payload,
+    }
+    return "0" + msgspec.json.encode(handshake).decode()
+
+
+def decode_text(frame: str) -> EngineMessage | Close | Ping | Pong | Noop:
+    """Decode one Engine.IO text frame; raise ``ProtocolError`` when it is not a valid packet."""
+    kind = frame[:1]
+    if kind == "4":
+        return EngineMessage(frame[1:])
+    control = _CONTROL.get(kind)
+    if control is not None:
+        return control
+    if not kind:
+        raise ProtocolError("empty Engine.IO packet")
+    if kind == "0":
+        raise ProtocolError("Engine.IO open is server-only")
+    if kind == "5":
+        raise ProtocolError("Engine.IO upgrade is not supported")
+    raise ProtocolError("unknown Engine.IO packet type")

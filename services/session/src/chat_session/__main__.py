@@ -1,0 +1,3 @@
+from chat_session.main import run
+
+run()

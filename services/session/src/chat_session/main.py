@@ -1,0 +1,50 @@
+"""Composition root of the session service: settings, Redis, endpoints, one lifespan."""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+
+from chat_common.lifecycle import Phase
+from chat_common.runner import run_main
+from chat_common.runtime import ServiceRuntime
+from chat_common.subjects import SESSION_SERVICE, session_endpoint
+from chat_session.handlers import SessionHandlers
+from chat_session.settings import SessionSettings
+from chat_session.store import RedisSessionStore
+
+__all__ = ["main", "run"]
+
+VERSION = "0.1.0"
+
+
+async def main(settings: SessionSettings | None = None) -> int:
+    settings = settings or SessionSettings()
+    runtime = ServiceRuntime(settings, name=SESSION_SERVICE)
+    async with runtime as rt:
+        redis = Redis.from_url(
+            settings.redis_url,
+            decode_responses=True,
+            socket_timeout=settings.redis_timeout_s,
+            socket_connect_timeout=settings.redis_timeout_s,
+            health_check_interval=10,
+        )
+        rt.lifecycle.on_shutdown(Phase.CLOSE_POOLS, "redis", redis.aclose)
+        store = RedisSessionStore(redis, prefix=settings.key_prefix)
+        handlers = SessionHandlers(store, rt.nc.publish)
+        rt.add_check("redis", store.ping)
+        await rt.serve(
+            version=VERSION,
+            endpoints={
+                "join": (session_endpoint("join"), handlers.join),
+                "leave": (session_endpoint("leave"), handlers.leave),
+                "disconnect": (session_endpoint("disconnect"), handlers.disconnect),
+            },
+        )
+        rt.lifecycle.mark_ready()
+        await rt.lifecycle.wait_stopping()
+    return runtime.exit_code
+
+
+def run() -> None:
+    """Console entry point ``chat-session``."""
+    run_main(main)

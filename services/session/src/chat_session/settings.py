@@ -1,0 +1,20 @@
+"""Session service settings (env prefix ``SESSION_``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from chat_common.settings import ServiceSettings
+
+__all__ = ["SessionSettings"]
+
+
+class SessionSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="SESSION_", extra="ignore", frozen=True)
+
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="Redis URL")
+    redis_timeout_s: float = Field(
+        default=2.0, gt=0, description="socket timeout of one Redis call"
+    )
+    key_prefix: str = Field(default="chat", description="prefix of every Redis key we own")
