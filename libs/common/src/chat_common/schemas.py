@@ -49,7 +49,7 @@ class _Wire(msgspec.Struct, rename="camel", kw_only=True, frozen=True):
     """Base of every wire struct."""
 
 
-class Message(_Wire):
+class Message(_Wire, frozen=True):
     """One stored chat message, exactly as clients receive it."""
 
     id: str
@@ -61,62 +61,62 @@ class Message(_Wire):
     client_msg_id: str | None
 
 
-class JoinRequest(_Wire):
+class JoinRequest(_Wire, frozen=True):
     session_id: str
     gateway_id: str
     email: Email
     room_id: RoomId
 
 
-class JoinResponse(_Wire):
+class JoinResponse(_Wire, frozen=True):
     users: list[str]
     first: bool
 
 
-class LeaveRequest(_Wire):
+class LeaveRequest(_Wire, frozen=True):
     session_id: str
     room_id: RoomId
 
 
-class LeaveResponse(_Wire):
+class LeaveResponse(_Wire, frozen=True):
     users: list[str]
     last: bool
 
 
-class DisconnectRequest(_Wire):
+class DisconnectRequest(_Wire, frozen=True):
     session_id: str
 
 
-class DisconnectResponse(_Wire):
+class DisconnectResponse(_Wire, frozen=True):
     rooms: list[str]
 
 
-class AppendRequest(_Wire):
+class AppendRequest(_Wire, frozen=True):
     room_id: RoomId
     email: Email
     text: str
     client_msg_id: str
 
 
-class FetchRequest(_Wire):
+class FetchRequest(_Wire, frozen=True):
     room_id: RoomId
     before_seq: int | None = None
     after_seq: int | None = None
     limit: int = 50
 
 
-class FetchResponse(_Wire):
+class FetchResponse(_Wire, frozen=True):
     messages: list[Message]
     last_seq: int
 
 
-class PresenceEvent(_Wire):
+class PresenceEvent(_Wire, frozen=True):
     room_id: str
     email: str
     users: list[str]
 
 
-class RoomEvent(_Wire):
+class RoomEvent(_Wire, frozen=True):
     """What travels on a room's fan-out subject.
 
     ``data`` stays raw JSON so that a gateway can splice it into client frames without
