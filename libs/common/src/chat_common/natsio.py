@@ -28,12 +28,14 @@ from chat_common.errors import ChatError, ErrorCode, Unavailable
 from chat_common.settings import ServiceSettings
 from chat_common.supervisor import InFlight
 
-__all__ = ["Handler", "call", "connect", "serve"]
+__all__ = ["Handler", "Publish", "call", "connect", "serve"]
 
 _log = logging.getLogger("chat.nats")
 
 Handler = Callable[[bytes], Awaitable[bytes]]
 """An endpoint handler: request body in, reply body out; raises ChatError to refuse."""
+Publish = Callable[[str, bytes], Awaitable[None]]
+"""Publish ``payload`` on ``subject`` (``nc.publish``, or a test double of the same shape)."""
 
 
 async def connect(settings: ServiceSettings, *, name: str, stopping: asyncio.Event) -> Client:

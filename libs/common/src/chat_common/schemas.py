@@ -96,6 +96,8 @@ class AppendRequest(_Wire, frozen=True):
     email: Email
     text: str
     client_msg_id: str
+    client_supplied: bool = True
+    """False when the gateway generated ``client_msg_id`` (the message then shows null)."""
 
 
 class FetchRequest(_Wire, frozen=True):

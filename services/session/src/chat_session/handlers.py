@@ -15,6 +15,7 @@ import msgspec
 from redis.exceptions import RedisError
 
 from chat_common.errors import ChatError, ErrorCode, Unavailable
+from chat_common.natsio import Publish
 from chat_common.schemas import (
     DisconnectRequest,
     DisconnectResponse,
@@ -30,11 +31,10 @@ from chat_common.schemas import (
 from chat_common.subjects import room_events
 from chat_session.store import SessionStore
 
-__all__ = ["Publish", "SessionHandlers"]
+__all__ = ["SessionHandlers"]
 
 _log = logging.getLogger("chat.session")
 
-Publish = Callable[[str, bytes], Awaitable[None]]
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 

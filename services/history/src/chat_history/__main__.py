@@ -1,0 +1,3 @@
+from chat_history.main import run
+
+run()

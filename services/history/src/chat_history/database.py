@@ -1,0 +1,115 @@
+"""The Postgres pool: created with retries, migrated, monitored, and closed on shutdown.
+
+The pool is created in the background: while Postgres is down the service is up but not
+ready, and requests fail fast with ``UNAVAILABLE``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import AsyncIterator
+
+import asyncpg
+
+from chat_common.errors import Unavailable
+from chat_history.migrate import apply_migrations
+from chat_history.settings import HistorySettings
+
+__all__ = ["Database"]
+
+_log = logging.getLogger("chat.history.db")
+
+
+class Database:
+    """Owns the asyncpg pool; ``pool`` raises ``UNAVAILABLE`` until it exists."""
+
+    def __init__(self, settings: HistorySettings) -> None:
+        self._s = settings
+        self._pool: asyncpg.Pool | None = None
+        self.connected = asyncio.Event()
+        self.waiting = 0
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise Unavailable("database not connected yet")
+        return self._pool
+
+    async def connect_forever(self) -> None:
+        """Create the pool and migrate, retrying with jittered backoff until it works."""
+        delay = 0.2
+        while self._pool is None:
+            try:
+                pool = await self._create_pool()
+                async with pool.acquire() as conn:
+                    await apply_migrations(conn)
+                self._pool = pool
+            except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+                _log.warning("database not reachable yet", extra={"error": type(exc).__name__})
+                await asyncio.sleep(random.uniform(0, delay))
+                delay = min(delay * 2, 5.0)
+        self.connected.set()
+        _log.info(
+            "database ready", extra={"pool_min": self._s.pool_min, "pool_max": self._s.pool_max}
+        )
+
+    async def _create_pool(self) -> asyncpg.Pool:
+        s = self._s
+        return await asyncpg.create_pool(
+            s.postgres_dsn.get_secret_value(),
+            min_size=s.pool_min,
+            max_size=s.pool_max,
+            command_timeout=s.command_timeout_s,
+            timeout=s.pool_acquire_timeout_s,
+            server_settings={
+                "statement_timeout": str(s.statement_timeout_ms),
+                "idle_in_transaction_session_timeout": str(s.idle_in_transaction_timeout_ms),
+                "application_name": f"chat-history:{s.instance_id}",
+            },
+        )
+
+    @contextlib.asynccontextmanager
+    async def acquire(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection, waiting at most the acquire timeout (then ``UNAVAILABLE``)."""
+        pool = self.pool
+        self.waiting += 1
+        try:
+            conn = await pool.acquire(timeout=self._s.pool_acquire_timeout_s)
+        except TimeoutError:
+            raise Unavailable("database busy: no free connection") from None
+        finally:
+            self.waiting -= 1
+        try:
+            yield conn
+        finally:
+            await pool.release(conn)
+
+    async def check(self) -> None:
+        """Readiness: the pool exists and a trivial query answers."""
+        async with self.acquire() as conn:
+            await conn.fetchval("SELECT 1")
+
+    def pool_stats(self) -> dict[str, int | bool]:
+        """``{size, idle, in_use, min, max, waiting, healthy}`` for ``/health/db-pool``."""
+        s = self._s
+        if self._pool is None:
+            return {"size": 0, "idle": 0, "in_use": 0, "min": s.pool_min, "max": s.pool_max,
+                    "waiting": self.waiting, "healthy": False}  # fmt: skip
+        size = self._pool.get_size()
+        idle = self._pool.get_idle_size()
+        return {
+            "size": size,
+            "idle": idle,
+            "in_use": size - idle,
+            "min": s.pool_min,
+            "max": s.pool_max,
+            "waiting": self.waiting,
+            "healthy": self.waiting == 0 or idle > 0,
+        }
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()

@@ -1,0 +1,76 @@
+"""History endpoints: ``append`` (durable, idempotent, ordered) and ``fetch`` (pages)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+import msgspec
+
+from chat_common.errors import InvalidArgument, Unavailable
+from chat_common.natsio import Publish
+from chat_common.schemas import (
+    AppendRequest,
+    FetchRequest,
+    FetchResponse,
+    Message,
+    RoomEvent,
+    encode,
+    parse_request,
+)
+from chat_common.subjects import room_events
+from chat_history import repository
+from chat_history.database import Database
+from chat_history.writer import TRANSIENT_ERRORS, BatchWriter
+
+__all__ = ["HistoryHandlers", "publish_committed"]
+
+
+class HistoryHandlers:
+    """The history service's endpoints, independent of how they are served."""
+
+    def __init__(self, db: Database, writer: BatchWriter, *, max_page: int, max_text: int) -> None:
+        self._db = db
+        self._writer = writer
+        self._max_page = max_page
+        self._max_text = max_text
+
+    async def append(self, body: bytes) -> bytes:
+        req = parse_request(body, AppendRequest)
+        if not 1 <= len(req.text) <= self._max_text or not req.client_msg_id:
+            raise InvalidArgument("text or clientMsgId out of range")
+        message = await self._writer.append(req, client_supplied=req.client_supplied)
+        return encode(message)
+
+    async def fetch(self, body: bytes) -> bytes:
+        req = parse_request(body, FetchRequest)
+        if not 1 <= req.limit <= self._max_page:
+            raise InvalidArgument(f"limit must be 1..{self._max_page}")
+        try:
+            async with self._db.acquire() as conn:
+                messages = await repository.page(
+                    conn,
+                    req.room_id,
+                    before_seq=req.before_seq,
+                    after_seq=req.after_seq,
+                    limit=req.limit,
+                )
+                last = await repository.last_seq(conn, req.room_id)
+        except TRANSIENT_ERRORS as exc:
+            raise Unavailable("message store unavailable") from exc
+        except asyncpg.PostgresError as exc:
+            raise Unavailable("message store error") from exc
+        return encode(FetchResponse(messages=messages, last_seq=last))
+
+
+def publish_committed(publish: Publish) -> Callable[[list[Message]], Awaitable[None]]:
+    """Fan out committed messages on their rooms' subjects, in seq order."""
+
+    async def on_committed(messages: list[Message]) -> None:
+        for message in messages:
+            event = RoomEvent(
+                event="new_message", data=msgspec.Raw(encode(message)), seq=message.seq
+            )
+            await publish(room_events(message.room_id), encode(event))
+
+    return on_committed

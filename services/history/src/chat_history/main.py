@@ -1,0 +1,59 @@
+"""Composition root of the history service: settings, Postgres pool, writer, endpoints."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from chat_common.lifecycle import Phase
+from chat_common.runner import run_main
+from chat_common.runtime import ServiceRuntime
+from chat_common.subjects import HISTORY_SERVICE, history_endpoint
+from chat_history.database import Database
+from chat_history.handlers import HistoryHandlers, publish_committed
+from chat_history.settings import HistorySettings
+from chat_history.writer import BatchWriter
+
+__all__ = ["main", "run"]
+
+VERSION = "0.1.0"
+
+
+async def main(settings: HistorySettings | None = None) -> int:
+    settings = settings or HistorySettings()
+    db = Database(settings)
+
+    async def db_pool(_request: web.Request) -> web.Response:
+        stats = db.pool_stats()
+        return web.json_response(stats, status=200 if stats["healthy"] else 503)
+
+    runtime = ServiceRuntime(settings, name=HISTORY_SERVICE, routes={"/health/db-pool": db_pool})
+    async with runtime as rt:
+        rt.lifecycle.supervisor.spawn("db-connect", db.connect_forever, restart=True)
+        rt.lifecycle.on_shutdown(Phase.CLOSE_POOLS, "postgres", db.close)
+        writer = BatchWriter(
+            db,
+            batch_max=settings.batch_max,
+            linger_s=settings.batch_linger_ms / 1000,
+            attempts=settings.batch_attempts,
+            on_committed=publish_committed(rt.nc.publish),
+        )
+        rt.lifecycle.supervisor.spawn("batch-writer", writer.run)
+        handlers = HistoryHandlers(
+            db, writer, max_page=settings.max_page, max_text=settings.max_text_length
+        )
+        rt.add_check("postgres", db.check)
+        await rt.serve(
+            version=VERSION,
+            endpoints={
+                "append": (history_endpoint("append"), handlers.append),
+                "fetch": (history_endpoint("fetch"), handlers.fetch),
+            },
+        )
+        rt.lifecycle.mark_ready()
+        await rt.lifecycle.wait_stopping()
+    return runtime.exit_code
+
+
+def run() -> None:
+    """Console entry point ``chat-history``."""
+    run_main(main)

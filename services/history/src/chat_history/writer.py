@@ -1,0 +1,157 @@
+"""Group commit: appends collected for a few milliseconds are written in one transaction.
+
+Each caller gets its message only after the transaction that holds it has committed
+(ack means durable). A failed batch is retried as a whole; because messages are keyed by
+``(room_id, client_msg_id)``, a retry after a lost COMMIT finds the rows instead of writing
+them twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import asyncpg
+
+from chat_common.errors import Unavailable
+from chat_common.schemas import AppendRequest, Message
+from chat_common.timefmt import iso_ms
+from chat_history import repository
+from chat_history.batching import Key, assign_seqs, count_per_room, unique_keys
+from chat_history.database import Database
+
+__all__ = ["TRANSIENT_ERRORS", "BatchWriter"]
+
+_log = logging.getLogger("chat.history.writer")
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    Unavailable,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+    asyncpg.UniqueViolationError,
+    asyncpg.QueryCanceledError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+)
+
+OnCommitted = Callable[[list[Message]], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class _Pending:
+    req: AppendRequest
+    client_supplied: bool
+    future: asyncio.Future[Message] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+    @property
+    def key(self) -> Key:
+        return (self.req.room_id, self.req.client_msg_id)
+
+
+class BatchWriter:
+    """Queue of appends and the loop that commits them in batches."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        batch_max: int,
+        linger_s: float,
+        attempts: int,
+        on_committed: OnCommitted,
+    ) -> None:
+        self._db = db
+        self._max = batch_max
+        self._linger = linger_s
+        self._attempts = attempts
+        self._on_committed = on_committed
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+
+    async def append(self, req: AppendRequest, *, client_supplied: bool) -> Message:
+        """Store ``req`` (or find it stored) and return the message once durable."""
+        pending = _Pending(req, client_supplied)
+        self._queue.put_nowait(pending)
+        return await pending.future
+
+    async def run(self) -> None:
+        """The commit loop (a supervised task)."""
+        while True:
+            batch = [await self._queue.get()]
+            if self._linger > 0 and self._queue.qsize() < self._max - 1:
+                await asyncio.sleep(self._linger)
+            while len(batch) < self._max and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            await self._commit_with_retries(batch)
+
+    async def _commit_with_retries(self, batch: list[_Pending]) -> None:
+        live = [p for p in batch if not p.future.done()]
+        if not live:
+            return
+        delay = 0.05
+        for attempt in range(1, self._attempts + 1):
+            try:
+                stored = await self._commit(live)
+                break
+            except TRANSIENT_ERRORS as exc:
+                _log.warning(
+                    "batch commit failed",
+                    extra={"attempt": attempt, "size": len(live), "error": type(exc).__name__},
+                )
+                if attempt == self._attempts:
+                    for p in live:
+                        if not p.future.done():
+                            p.future.set_exception(Unavailable("message store unavailable"))
+                    return
+                await asyncio.sleep(random.uniform(0, delay))
+                delay *= 4
+        for p in live:
+            if not p.future.done():
+                p.future.set_result(stored[p.key])
+        committed = sorted(set(stored.values()), key=lambda m: (m.room_id, m.seq))
+        try:
+            await self._on_committed(committed)
+        except Exception:
+            _log.exception("fan-out publish failed after commit")
+
+    async def _commit(self, batch: list[_Pending]) -> dict[Key, Message]:
+        first_by_key: dict[Key, _Pending] = {}
+        for p in batch:
+            first_by_key.setdefault(p.key, p)
+        keys = unique_keys(p.key for p in batch)
+        async with self._db.acquire() as conn, conn.transaction():
+            found = await repository.fetch_existing(conn, keys)
+            new_keys = [k for k in keys if k not in found]
+            if not new_keys:
+                return found
+            last = await repository.bump_rooms(conn, count_per_room(new_keys))
+            now = datetime.now(UTC)
+            rows: list[repository.NewRow] = []
+            for plan in assign_seqs(new_keys, last):
+                p = first_by_key[plan.key]
+                msg_id = uuid.uuid4().hex
+                rows.append(
+                    (p.req.room_id, plan.seq, msg_id, p.req.email, p.req.text,
+                     p.req.client_msg_id, p.client_supplied, now)
+                )  # fmt: skip
+                found[plan.key] = Message(
+                    id=msg_id,
+                    room_id=p.req.room_id,
+                    seq=plan.seq,
+                    email=p.req.email,
+                    text=p.req.text,
+                    ts=iso_ms(now),
+                    client_msg_id=p.req.client_msg_id if p.client_supplied else None,
+                )
+            await repository.insert_messages(conn, rows)
+        return found
