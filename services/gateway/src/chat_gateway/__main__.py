@@ -1,0 +1,3 @@
+from chat_gateway.main import run
+
+run()

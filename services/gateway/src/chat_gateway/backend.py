@@ -1,0 +1,67 @@
+"""The gateway's view of the session and history services: typed calls over NATS.
+
+Every call is idempotent on the other side, so each one is retried on ``UNAVAILABLE``
+with full-jitter backoff within the configured deadline.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from nats.aio.client import Client as Nats
+
+from chat_common.natsio import call
+from chat_common.retry import RetryPolicy, retry_call
+from chat_common.schemas import (
+    AppendRequest,
+    DisconnectRequest,
+    FetchRequest,
+    FetchResponse,
+    JoinRequest,
+    JoinResponse,
+    LeaveRequest,
+    LeaveResponse,
+    Message,
+    decode,
+    encode,
+)
+from chat_common.subjects import history_endpoint, session_endpoint
+
+__all__ = ["Backend", "NatsBackend"]
+
+
+class Backend(Protocol):
+    async def join(self, req: JoinRequest) -> JoinResponse: ...
+    async def leave(self, req: LeaveRequest) -> LeaveResponse: ...
+    async def disconnect(self, req: DisconnectRequest) -> None: ...
+    async def append(self, req: AppendRequest) -> Message: ...
+    async def fetch(self, req: FetchRequest) -> FetchResponse: ...
+
+
+class NatsBackend:
+    """:class:`Backend` over NATS request/reply."""
+
+    def __init__(self, nc: Nats, *, timeout_s: float, policy: RetryPolicy) -> None:
+        self._nc = nc
+        self._timeout = timeout_s
+        self._policy = policy
+
+    async def _call(self, subject: str, body: bytes) -> bytes:
+        return await retry_call(
+            self._policy, lambda: call(self._nc, subject, body, timeout=self._timeout)
+        )
+
+    async def join(self, req: JoinRequest) -> JoinResponse:
+        return decode(await self._call(session_endpoint("join"), encode(req)), JoinResponse)
+
+    async def leave(self, req: LeaveRequest) -> LeaveResponse:
+        return decode(await self._call(session_endpoint("leave"), encode(req)), LeaveResponse)
+
+    async def disconnect(self, req: DisconnectRequest) -> None:
+        await self._call(session_endpoint("disconnect"), encode(req))
+
+    async def append(self, req: AppendRequest) -> Message:
+        return decode(await self._call(history_endpoint("append"), encode(req)), Message)
+
+    async def fetch(self, req: FetchRequest) -> FetchResponse:
+        return decode(await self._call(history_endpoint("fetch"), encode(req)), FetchResponse)

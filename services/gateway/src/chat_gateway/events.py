@@ -1,0 +1,192 @@
+"""Client events: join, send_message, get_history, leave, and the disconnect cleanup.
+
+:meth:`EventHandlers.dispatch` is the error boundary of every client event: whatever
+happens, the client gets an ack ``{ok: false, error: {code, message}}`` (or an ``error``
+event when it asked for no ack) and the connection stays up. Unexpected exceptions are
+logged and answered with ``INTERNAL``; their details never reach the client.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from chat_common.errors import ChatError, ErrorCode, InvalidArgument
+from chat_common.schemas import (
+    AppendRequest,
+    DisconnectRequest,
+    FetchRequest,
+    JoinRequest,
+    LeaveRequest,
+    encode,
+)
+from chat_gateway.backend import Backend
+from chat_gateway.client import Client
+from chat_gateway.payloads import (
+    GetHistoryPayload,
+    JoinPayload,
+    LeavePayload,
+    SendMessagePayload,
+    parse_payload,
+)
+from chat_gateway.protocol.messages import BadEvent, ClientEvent
+from chat_gateway.rooms import RoomHub
+from chat_gateway.settings import GatewaySettings
+
+__all__ = ["EventHandlers"]
+
+_log = logging.getLogger("chat.gateway.events")
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A handler's answer, and what to do once it has been sent."""
+
+    body: dict[str, Any]
+    then: Callable[[], None] | None = None
+
+
+class EventHandlers:
+    """Protocol-independent handling of client events."""
+
+    def __init__(self, settings: GatewaySettings, backend: Backend, hub: RoomHub) -> None:
+        self._s = settings
+        self._backend = backend
+        self._hub = hub
+        self._table: dict[str, Callable[[Client, object], Awaitable[Reply]]] = {
+            "join": self.join,
+            "send_message": self.send_message,
+            "get_history": self.get_history,
+            "leave": self.leave,
+        }
+
+    async def dispatch(self, client: Client, event: ClientEvent | BadEvent) -> None:
+        """Run one event and answer it, whatever happens."""
+        if isinstance(event, BadEvent):
+            error = ChatError(event.code, event.message)
+            await self._answer_error(client, event.event, event.ack_id, error)
+            return
+        handler = self._table.get(event.name)
+        try:
+            if handler is None:
+                raise ChatError(ErrorCode.UNKNOWN_EVENT, "unknown event")
+            reply = await handler(client, event.data)
+        except ChatError as exc:
+            await self._answer_error(client, event.name, event.ack_id, exc)
+            return
+        except Exception:
+            _log.exception("event handler failed", extra={"event": event.name, "client": client.id})
+            error = ChatError(ErrorCode.INTERNAL, "internal error")
+            await self._answer_error(client, event.name, event.ack_id, error)
+            return
+        if event.ack_id is not None:
+            await client.send(client.encode_ack(event.ack_id, encode(reply.body)))
+        if reply.then is not None:
+            reply.then()
+
+    async def _answer_error(
+        self, client: Client, name: str | None, ack_id: int | None, error: ChatError
+    ) -> None:
+        if ack_id is not None:
+            body = {"ok": False, "error": error.to_dict()}
+            await client.send(client.encode_ack(ack_id, encode(body)))
+        else:
+            body = {**error.to_dict(), "event": name}
+            await client.send(client.encode_event("error", encode(body)))
+
+    def _require_member(self, client: Client, room_id: str) -> None:
+        if room_id not in client.rooms:
+            raise ChatError(ErrorCode.NOT_IN_ROOM, "join the room first")
+
+    async def join(self, client: Client, data: object) -> Reply:
+        p = parse_payload(data, JoinPayload)
+        if client.email is not None and client.email != p.email:
+            raise ChatError(ErrorCode.IDENTITY_MISMATCH, "this connection has another email")
+        if p.room_id not in client.rooms and len(client.rooms) >= self._s.max_rooms_per_connection:
+            raise InvalidArgument("too many rooms on this connection")
+        member = await self._hub.add_pending(client, p.room_id)
+        try:
+            joined = await self._backend.join(
+                JoinRequest(
+                    session_id=client.session_id,
+                    gateway_id=self._s.instance_id,
+                    email=p.email,
+                    room_id=p.room_id,
+                )
+            )
+            page = await self._backend.fetch(
+                FetchRequest(room_id=p.room_id, limit=max(self._s.join_history_limit, 1))
+            )
+        except BaseException:
+            if p.room_id not in client.rooms:
+                await self._hub.remove(client, p.room_id)
+            raise
+        client.email = p.email
+        client.rooms.add(p.room_id)
+        history = page.messages[-self._s.join_history_limit :] if self._s.join_history_limit else []
+        body = {
+            "ok": True,
+            "sessionId": client.session_id,
+            "roomId": p.room_id,
+            "users": joined.users,
+            "history": history,
+        }
+        return Reply(body, lambda: self._hub.activate(p.room_id, member, floor=page.last_seq))
+
+    async def send_message(self, client: Client, data: object) -> Reply:
+        p = parse_payload(data, SendMessagePayload)
+        self._require_member(client, p.room_id)
+        if not 1 <= len(p.text) <= self._s.max_text_length:
+            raise InvalidArgument(f"text must be 1 to {self._s.max_text_length} characters")
+        assert client.email is not None
+        message = await self._backend.append(
+            AppendRequest(
+                room_id=p.room_id,
+                email=client.email,
+                text=p.text,
+                client_msg_id=p.client_msg_id or uuid.uuid4().hex,
+                client_supplied=p.client_msg_id is not None,
+            )
+        )
+        return Reply({"ok": True, "message": message})
+
+    async def get_history(self, client: Client, data: object) -> Reply:
+        p = parse_payload(data, GetHistoryPayload)
+        self._require_member(client, p.room_id)
+        page = await self._backend.fetch(
+            FetchRequest(room_id=p.room_id, before_seq=p.before_seq, limit=p.limit or 50)
+        )
+        return Reply({"ok": True, "messages": page.messages})
+
+    async def leave(self, client: Client, data: object) -> Reply:
+        p = parse_payload(data, LeavePayload)
+        self._require_member(client, p.room_id)
+        client.rooms.discard(p.room_id)
+        await self._hub.remove(client, p.room_id)
+        try:
+            await self._backend.leave(LeaveRequest(session_id=client.session_id, room_id=p.room_id))
+        except ChatError as exc:
+            if exc.code is not ErrorCode.NOT_IN_ROOM:
+                member = await self._hub.add_pending(client, p.room_id)
+                client.rooms.add(p.room_id)
+                self._hub.activate(p.room_id, member, floor=0)
+                raise
+        return Reply({"ok": True})
+
+    async def disconnected(self, client: Client) -> None:
+        """The connection is gone: leave every room locally and in the session service."""
+        rooms = list(client.rooms)
+        client.rooms.clear()
+        for room_id in rooms:
+            await self._hub.remove(client, room_id)
+        if client.email is None:
+            return
+        try:
+            await self._backend.disconnect(DisconnectRequest(session_id=client.session_id))
+        except ChatError as exc:
+            _log.warning(
+                "disconnect not recorded", extra={"client": client.id, "code": exc.code.value}
+            )

@@ -1,0 +1,69 @@
+"""Client event payloads and their validation (pure).
+
+Any payload that does not fit becomes ``INVALID_ARGUMENT`` with a message naming the field,
+never echoing the value.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, TypeVar
+
+import msgspec
+
+from chat_common.errors import InvalidArgument
+from chat_common.schemas import Email, RoomId
+
+__all__ = [
+    "GetHistoryPayload",
+    "JoinPayload",
+    "LeavePayload",
+    "SendMessagePayload",
+    "parse_payload",
+]
+
+_T = TypeVar("_T")
+ClientMsgId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+
+
+class _Payload(msgspec.Struct, rename="camel", kw_only=True, frozen=True):
+    """Base: unknown fields are ignored, known ones are type-checked strictly."""
+
+
+class JoinPayload(_Payload, frozen=True):
+    email: Email
+    room_id: RoomId
+
+
+class SendMessagePayload(_Payload, frozen=True):
+    room_id: RoomId
+    text: str
+    client_msg_id: ClientMsgId | None = None
+
+
+class GetHistoryPayload(_Payload, frozen=True):
+    room_id: RoomId
+    before_seq: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=200)] | None = None
+
+
+class LeavePayload(_Payload, frozen=True):
+    room_id: RoomId
+
+
+def parse_payload(data: object, kind: type[_T]) -> _T:
+    """Convert a decoded JSON value into ``kind`` or raise ``INVALID_ARGUMENT``."""
+    if not isinstance(data, dict):
+        raise InvalidArgument("payload must be an object")
+    try:
+        return msgspec.convert(data, kind)
+    except msgspec.ValidationError as exc:
+        raise InvalidArgument(_safe(str(exc))) from None
+
+
+def _safe(detail: str) -> str:
+    # msgspec messages name the expectation and the path ("... - at `$.roomId`"),
+    # never the value; strip the regex to keep them short.
+    head, _, path = detail.partition(" - at ")
+    if "matching regex" in head:
+        head = "Invalid format"
+    return f"{head} at {path.replace('$.', '')}" if path else head

@@ -1,0 +1,183 @@
+"""Rooms at one gateway: NATS subscriptions, ordered fan-out, members joining.
+
+A gateway subscribes to a room's subject while it has members in it. Events are decoded
+once, encoded once per protocol, and written to every member without awaiting each one.
+``new_message`` events pass through a :class:`RoomSequencer` so members see a gap-free,
+ordered stream; a hole is filled from history.
+
+A member that is still joining collects events in a buffer; after its join ack has been
+sent, the buffer is flushed (messages it already got in the join's history are skipped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import msgspec
+from nats.aio.client import Client as Nats
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from chat_common.schemas import FetchResponse, RoomEvent, encode
+from chat_common.subjects import room_events
+from chat_gateway.client import Client
+from chat_gateway.ordering import RoomSequencer
+
+__all__ = ["Fanout", "Member", "RoomHub"]
+
+_log = logging.getLogger("chat.gateway.rooms")
+
+_decoder = msgspec.json.Decoder(RoomEvent)
+FillGap = Callable[[str, int, int], Awaitable[FetchResponse]]
+"""(room_id, after_seq, before_seq) -> messages strictly between them."""
+
+
+@dataclass(slots=True)
+class Fanout:
+    """One event to deliver, encoded lazily once per protocol."""
+
+    event: str
+    data: bytes
+    seq: int | None
+    frames: dict[str, bytes] = field(default_factory=dict)
+
+    def frame_for(self, client: Client) -> bytes:
+        frame = self.frames.get(client.protocol)
+        if frame is None:
+            frame = self.frames[client.protocol] = client.encode_event(self.event, self.data)
+        return frame
+
+
+@dataclass(slots=True)
+class Member:
+    client: Client
+    floor: int = 0
+    buffer: list[Fanout] | None = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Room:
+    room_id: str
+    members: dict[str, Member] = field(default_factory=dict)
+    sequencer: RoomSequencer[Fanout] = field(default_factory=RoomSequencer)
+    subscription: Subscription | None = None
+    filling: asyncio.Task[None] | None = None
+
+
+class RoomHub:
+    """Every room this gateway has members in."""
+
+    def __init__(self, nc: Nats, *, fill_gap: FillGap, gap_fill_delay_s: float) -> None:
+        self._nc = nc
+        self._fill_gap = fill_gap
+        self._gap_delay = gap_fill_delay_s
+        self._rooms: dict[str, _Room] = {}
+
+    def __len__(self) -> int:
+        return len(self._rooms)
+
+    async def add_pending(self, client: Client, room_id: str) -> Member:
+        """Make ``client`` a (still buffering) member, subscribing to the room if needed."""
+        room = self._rooms.get(room_id)
+        if room is None:
+            room = self._rooms[room_id] = _Room(room_id)
+        member = room.members.get(client.id)
+        if member is None:
+            member = room.members[client.id] = Member(client)
+        if room.subscription is None:
+            room.subscription = await self._nc.subscribe(
+                room_events(room_id), cb=self._handler(room)
+            )
+            await self._nc.flush()
+        return member
+
+    def activate(self, room_id: str, member: Member, *, floor: int) -> None:
+        """After the join ack: start the room at ``floor`` if new, flush the member's buffer.
+
+        The member already has every message up to ``floor`` (the join's history), so
+        those are skipped for it from now on.
+        """
+        room = self._rooms.get(room_id)
+        if room is None or member.buffer is None:
+            return
+        member.floor = floor
+        buffer, member.buffer = member.buffer, None
+        for item in buffer:
+            if item.seq is None or item.seq > floor:
+                member.client.write_now(item.frame_for(member.client))
+        for item in room.sequencer.start(floor):
+            self._deliver(room, item)
+
+    async def remove(self, client: Client, room_id: str) -> None:
+        """Drop ``client`` from the room; unsubscribe when it was the last local member."""
+        room = self._rooms.get(room_id)
+        if room is None:
+            return
+        room.members.pop(client.id, None)
+        if room.members:
+            return
+        del self._rooms[room_id]
+        if room.filling is not None:
+            room.filling.cancel()
+        if room.subscription is not None:
+            try:
+                await room.subscription.unsubscribe()
+            except Exception as exc:  # connection closing: the subscription dies with it
+                _log.debug("unsubscribe failed", extra={"room": room_id, "error": repr(exc)})
+
+    def _handler(self, room: _Room) -> Callable[[Msg], Awaitable[None]]:
+        async def on_event(msg: Msg) -> None:
+            try:
+                event = _decoder.decode(msg.data)
+            except msgspec.DecodeError:
+                _log.error("undecodable room event", extra={"room": room.room_id})
+                return
+            self.accept(room, Fanout(event.event, bytes(event.data), event.seq))
+
+        return on_event
+
+    def accept(self, room: _Room, item: Fanout) -> None:
+        """Deliver presence at once; sequence messages and deliver what is in order."""
+        if item.seq is None:
+            self._deliver(room, item)
+            return
+        try:
+            released = room.sequencer.offer(item.seq, item)
+        except OverflowError:
+            _log.error("room backlog overflow; resyncing members", extra={"room": room.room_id})
+            for member in list(room.members.values()):
+                member.client.cut_slow()
+            return
+        for ready in released:
+            self._deliver(room, ready)
+        if room.sequencer.missing() and (room.filling is None or room.filling.done()):
+            room.filling = asyncio.create_task(self._fill(room), name=f"fill:{room.room_id}")
+
+    def _deliver(self, room: _Room, item: Fanout) -> None:
+        seq = item.seq
+        for member in list(room.members.values()):
+            if member.buffer is not None:
+                member.buffer.append(item)
+            elif seq is None or seq > member.floor:
+                member.client.write_now(item.frame_for(member.client))
+
+    async def _fill(self, room: _Room) -> None:
+        """Wait briefly for stragglers, then fetch what is still missing from history."""
+        delay = self._gap_delay
+        while (gap := room.sequencer.missing()) is not None and room.room_id in self._rooms:
+            await asyncio.sleep(delay)
+            gap = room.sequencer.missing()
+            if gap is None:
+                return
+            try:
+                page = await self._fill_gap(room.room_id, gap[0], gap[1])
+            except Exception as exc:
+                _log.warning("gap fill failed", extra={"room": room.room_id, "error": repr(exc)})
+                delay = min(max(delay * 2, 0.05), 2.0)
+                continue
+            for message in page.messages:
+                data = encode(message)
+                self.accept(room, Fanout("new_message", data, message.seq))

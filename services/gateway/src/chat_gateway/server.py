@@ -1,0 +1,137 @@
+"""The gateway's client port: HTTP routing, the connection registry, heartbeats, shutdown.
+
+Paths:
+
+* ``/socket.io/?EIO=4&transport=websocket``: Socket.IO v5 (Engine.IO v4, WebSocket only).
+  Long-polling is answered ``400`` with Engine.IO's error body, so clients must be set to
+  ``transports: ["websocket"]``.
+* ``/ws``: the native JSON protocol.
+* anything else: ``404``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import json
+import logging
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+from chat_gateway.client import Client
+from chat_gateway.events import EventHandlers
+from chat_gateway.protocol.socketio import SocketIOCodec
+from chat_gateway.settings import GatewaySettings
+from chat_gateway.transport import serve_native, serve_socketio
+
+__all__ = ["CLOSE_PING_TIMEOUT", "CLOSE_SERVICE_RESTART", "GatewayServer"]
+
+CLOSE_SERVICE_RESTART = 1012
+CLOSE_PING_TIMEOUT = 4000
+SOCKETIO_PATH = "/socket.io/"
+NATIVE_PATH = "/ws"
+
+_log = logging.getLogger("chat.gateway.server")
+
+
+def _engineio_error(code: int, message: str) -> Response:
+    body = json.dumps({"code": code, "message": message}).encode()
+    headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return Response(http.HTTPStatus.BAD_REQUEST, "Bad Request", headers, body)
+
+
+def route_request(path: str) -> Response | None:
+    """Decide what to do with a handshake request: ``None`` lets the WebSocket through."""
+    parts = urlsplit(path)
+    if parts.path == NATIVE_PATH:
+        return None
+    if parts.path != SOCKETIO_PATH:
+        body = b"not found\n"
+        headers = Headers([("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+        return Response(http.HTTPStatus.NOT_FOUND, "Not Found", headers, body)
+    query = parse_qs(parts.query)
+    if query.get("EIO") != ["4"]:
+        return _engineio_error(5, "Unsupported protocol version")
+    if query.get("transport") != ["websocket"]:
+        return _engineio_error(3, "Bad request: only the websocket transport is served")
+    return None
+
+
+class GatewayServer:
+    """Accepts client connections and keeps track of them until shutdown."""
+
+    def __init__(self, settings: GatewaySettings, handlers: EventHandlers) -> None:
+        self._s = settings
+        self._handlers = handlers
+        self._clients: set[Client] = set()
+        self._server: Server | None = None
+        self.port = settings.port
+
+    @property
+    def clients(self) -> int:
+        return len(self._clients)
+
+    async def start(self) -> None:
+        self._server = await serve(
+            self._connection,
+            self._s.host,
+            self._s.port,
+            process_request=self._process_request,
+            max_size=self._s.max_payload,
+            compression=None,
+            ping_interval=self._s.ping_interval_ms / 1000,
+            ping_timeout=self._s.ping_timeout_ms / 1000,
+            server_header=None,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        _log.info("gateway listening", extra={"host": self._s.host, "port": self.port})
+
+    def _process_request(self, _conn: ServerConnection, request: Request) -> Response | None:
+        return route_request(request.path)
+
+    async def _connection(self, ws: ServerConnection) -> None:
+        path = urlsplit(ws.request.path if ws.request else "").path
+        serve_one = serve_native if path == NATIVE_PATH else serve_socketio
+        await serve_one(ws, self._s, self._handlers, self._clients.add, self._clients.discard)
+
+    async def heartbeat(self) -> None:
+        """Engine.IO pings to Socket.IO clients; close those whose pong is overdue."""
+        interval = self._s.ping_interval_ms / 1000
+        deadline = interval + self._s.ping_timeout_ms / 1000
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(interval)
+            now = loop.time()
+            for client in list(self._clients):
+                if client.protocol != "socketio" or client.closing:
+                    continue
+                if now - client.last_pong > deadline:
+                    _log.info("ping timeout", extra={"client": client.id})
+                    client.closing = True
+                    await client.ws.close(CLOSE_PING_TIMEOUT, "ping timeout")
+                else:
+                    client.write_now(SocketIOCodec.PING)
+
+    async def stop_accepting(self) -> None:
+        """Stop listening; open connections stay until :meth:`close_clients`."""
+        if self._server is not None:
+            self._server.close(close_connections=False)
+
+    async def close_clients(self) -> None:
+        """Let each client's in-flight event answer, then close it with 1012."""
+        await asyncio.gather(
+            *(
+                c.shutdown(
+                    code=CLOSE_SERVICE_RESTART,
+                    reason="service restart",
+                    timeout=self._s.shutdown_grace_s,
+                )
+                for c in list(self._clients)
+            ),
+            return_exceptions=True,
+        )
+        if self._server is not None:
+            await self._server.wait_closed()
