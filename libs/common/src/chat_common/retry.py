@@ -50,4 +50,7 @@ async def retry_call(policy: RetryPolicy, call: Callable[[], Awaitable[_T]]) -> 
         retry=retry_if_exception(is_retryable),
         reraise=True,
     )
-    return await retrying(call)
+    async for attempt in retrying:
+        with attempt:
+            return await call()
+    raise AssertionError("unreachable: tenacity re-raises the last error")

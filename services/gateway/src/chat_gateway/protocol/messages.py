@@ -14,6 +14,7 @@ Every codec turns one WebSocket frame into zero or more ``Inbound`` items, or ra
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeGuard
 
 import msgspec
 
@@ -24,6 +25,7 @@ __all__ = [
     "CLOSE_MESSAGE_TOO_BIG",
     "CLOSE_PROTOCOL_ERROR",
     "CLOSE_UNSUPPORTED_DATA",
+    "EVENT_NAME_RULE",
     "MAX_ACK_ID",
     "MAX_EVENT_NAME_LENGTH",
     "BadEvent",
@@ -38,8 +40,8 @@ __all__ = [
     "ProtocolError",
     "check_frame_size",
     "decode_json",
-    "event_name_error",
     "invalid_argument",
+    "is_event_name",
 ]
 
 CLOSE_PROTOCOL_ERROR = 1002
@@ -55,6 +57,8 @@ MAX_ACK_ID = 2**53 - 1
 """Largest ack id accepted or produced: the largest integer a JavaScript number holds exactly."""
 MAX_EVENT_NAME_LENGTH = 128
 """Longest event name a codec accepts, in characters."""
+EVENT_NAME_RULE = f"event name must be a string of 1 to {MAX_EVENT_NAME_LENGTH} characters"
+"""The ``BadEvent`` message for an event name that ``is_event_name`` rejects."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,11 +141,9 @@ def invalid_argument(message: str, event: str | None, ack_id: int | None) -> Bad
     return BadEvent(ErrorCode.INVALID_ARGUMENT.value, message, event, ack_id)
 
 
-def event_name_error(name: object) -> str | None:
-    """Why ``name`` cannot be an event name, or ``None`` when it can."""
-    if not isinstance(name, str) or not 0 < len(name) <= MAX_EVENT_NAME_LENGTH:
-        return f"event name must be a string of 1 to {MAX_EVENT_NAME_LENGTH} characters"
-    return None
+def is_event_name(name: object) -> TypeGuard[str]:
+    """Whether ``name`` is a string of 1 to ``MAX_EVENT_NAME_LENGTH`` characters."""
+    return isinstance(name, str) and 0 < len(name) <= MAX_EVENT_NAME_LENGTH
 
 
 def check_frame_size(frame: str | bytes, max_payload: int) -> None:
