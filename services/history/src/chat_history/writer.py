@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from chat_common.errors import Unavailable
+from chat_common.errors import ChatError, ErrorCode, Unavailable
 from chat_common.schemas import AppendRequest, Message
 from chat_common.timefmt import iso_ms
 from chat_history import repository
@@ -115,6 +115,18 @@ class BatchWriter:
                     return
                 await asyncio.sleep(random.uniform(0, delay))
                 delay *= 4
+            except Exception:
+                # Not transient (a constraint, a bug). Isolate the culprit: write the batch
+                # one append at a time so only the offending one fails.
+                if len(live) > 1:
+                    for p in live:
+                        await self._commit_with_retries([p])
+                    return
+                _log.exception("append failed for good")
+                for p in live:
+                    if not p.future.done():
+                        p.future.set_exception(ChatError(ErrorCode.INTERNAL, "internal error"))
+                return
         for p in live:
             if not p.future.done():
                 p.future.set_result(stored[p.key])

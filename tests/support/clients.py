@@ -1,0 +1,154 @@
+"""Real clients for the tests: python-socketio's AsyncClient and a plain websockets client.
+
+Both record every server event and expose the same small API, so a test can be written
+once and run over either protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import uuid
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import socketio
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+__all__ = ["ChatClient", "NativeClient", "SioClient", "unique_room"]
+
+SERVER_EVENTS = ("new_message", "user_joined", "user_left", "error")
+DEFAULT_TIMEOUT = 10.0
+
+
+def unique_room(prefix: str = "t") -> str:
+    """A room id no other test uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+class ChatClient(Protocol):
+    events: list[tuple[str, Any]]
+
+    async def call(self, event: str, data: Any, timeout: float = DEFAULT_TIMEOUT) -> Any: ...
+    async def emit(self, event: str, data: Any) -> None: ...
+    async def wait_for(
+        self, predicate: Callable[[list[tuple[str, Any]]], bool], timeout: float = DEFAULT_TIMEOUT
+    ) -> None: ...
+    async def close(self) -> None: ...
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Any]] = []
+        self._changed = asyncio.Condition()
+
+    async def _record(self, name: str, data: Any) -> None:
+        async with self._changed:
+            self.events.append((name, data))
+            self._changed.notify_all()
+
+    def of(self, name: str) -> list[Any]:
+        """Payloads of every recorded event ``name``, in arrival order."""
+        return [d for n, d in self.events if n == name]
+
+    async def wait_for(
+        self, predicate: Callable[[list[tuple[str, Any]]], bool], timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
+        """Wait until ``predicate(events)`` holds (checked on every new event)."""
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(lambda: predicate(self.events))
+
+    async def wait_messages(self, room_id: str, count: int, timeout: float = DEFAULT_TIMEOUT) -> list[Any]:
+        """Wait for ``count`` new_message events of ``room_id``; returns them."""
+        await self.wait_for(
+            lambda ev: sum(1 for n, d in ev if n == "new_message" and d["roomId"] == room_id) >= count,
+            timeout,
+        )
+        return [d for d in self.of("new_message") if d["roomId"] == room_id]
+
+
+class SioClient(_Recorder):
+    """python-socketio AsyncClient over the websocket transport."""
+
+    def __init__(self, **client_kwargs: Any) -> None:
+        super().__init__()
+        self.sio = socketio.AsyncClient(reconnection=False, **client_kwargs)
+        for name in SERVER_EVENTS:
+            self.sio.on(name, self._handler(name))
+
+    def _handler(self, name: str) -> Callable[[Any], Any]:
+        async def on_event(data: Any = None) -> None:
+            await self._record(name, data)
+
+        return on_event
+
+    async def connect(self, url: str, *, auth: dict[str, Any] | None = None) -> SioClient:
+        await self.sio.connect(url, transports=["websocket"], auth=auth, wait_timeout=10)
+        return self
+
+    async def call(self, event: str, data: Any, timeout: float = DEFAULT_TIMEOUT) -> Any:
+        return await self.sio.call(event, data, timeout=timeout)
+
+    async def emit(self, event: str, data: Any) -> None:
+        await self.sio.emit(event, data)
+
+    async def close(self) -> None:
+        await self.sio.disconnect()
+
+
+class NativeClient(_Recorder):
+    """The native JSON protocol over a plain websockets connection."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ws: ClientConnection | None = None
+        self._ids = itertools.count(1)
+        self._acks: dict[int, asyncio.Future[Any]] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self.closed = asyncio.Event()
+        self.close_code: int | None = None
+
+    async def connect(self, url: str) -> NativeClient:
+        base = url.replace("http://", "ws://").rstrip("/")
+        self.ws = await websockets.connect(f"{base}/ws")
+        self._reader = asyncio.create_task(self._read())
+        return self
+
+    async def _read(self) -> None:
+        assert self.ws is not None
+        try:
+            async for raw in self.ws:
+                frame = json.loads(raw)
+                if frame["type"] == "ack":
+                    future = self._acks.pop(frame["id"], None)
+                    if future is not None and not future.done():
+                        future.set_result(frame["data"])
+                else:
+                    await self._record(frame["type"], frame.get("data"))
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            self.close_code = self.ws.close_code
+            self.closed.set()
+
+    async def send_raw(self, frame: str | bytes) -> None:
+        assert self.ws is not None
+        await self.ws.send(frame)
+
+    async def call(self, event: str, data: Any, timeout: float = DEFAULT_TIMEOUT) -> Any:
+        ack_id = next(self._ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._acks[ack_id] = future
+        await self.send_raw(json.dumps({"type": event, "id": ack_id, "data": data}))
+        return await asyncio.wait_for(future, timeout)
+
+    async def emit(self, event: str, data: Any) -> None:
+        await self.send_raw(json.dumps({"type": event, "data": data}))
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()
+        if self._reader is not None:
+            await self._reader
