@@ -90,7 +90,13 @@ async def make_stack(servers: Servers, tmp_path: Path) -> AsyncIterator[MakeStac
     """Start private stacks (own NATS, own database, own Redis prefix); all stopped at the end."""
     started: list[tuple[Stack, NatsServer]] = []
 
-    async def make(*, gateways: int = 1, sessions: int = 1, histories: int = 1, env: dict[str, str] | None = None) -> Stack:
+    async def make(
+        *,
+        gateways: int = 1,
+        sessions: int = 1,
+        histories: int = 1,
+        env: dict[str, str] | None = None,
+    ) -> Stack:
         index = len(started)
         nats = NatsServer(tmp_path / f"nats-{index}")
         await nats.start()
@@ -104,7 +110,11 @@ async def make_stack(servers: Servers, tmp_path: Path) -> AsyncIterator[MakeStac
             redis_url=servers.redis.url,
             postgres_dsn=dsn,
             gateway_port=0,
-            extra_env={**FAST_SETTINGS, "SESSION_KEY_PREFIX": f"t{uuid.uuid4().hex[:8]}", **(env or {})},
+            extra_env={
+                **FAST_SETTINGS,
+                "SESSION_KEY_PREFIX": f"t{uuid.uuid4().hex[:8]}",
+                **(env or {}),
+            },
         )
         stack = Stack(config)
         started.append((stack, nats))

@@ -25,8 +25,12 @@ async def _native(url: str) -> NativeClient:
 CONNECTORS = {"socketio": _sio, "native": _native}
 
 
-@pytest.mark.parametrize("proto_a,proto_b", [("socketio", "socketio"), ("native", "native"), ("socketio", "native")])
-async def test_two_clients_see_each_others_messages_and_presence(gateway_url: str, proto_a: str, proto_b: str) -> None:
+@pytest.mark.parametrize(
+    "proto_a,proto_b", [("socketio", "socketio"), ("native", "native"), ("socketio", "native")]
+)
+async def test_two_clients_see_each_others_messages_and_presence(
+    gateway_url: str, proto_a: str, proto_b: str
+) -> None:
     """Two clients in a room get each other's messages in seq order and each other's joins."""
     room = unique_room()
     a = await CONNECTORS[proto_a](gateway_url)
@@ -38,11 +42,23 @@ async def test_two_clients_see_each_others_messages_and_presence(gateway_url: st
         assert joined_a["users"] == ["ann@example.com"]
         assert joined_a["history"] == []
         assert isinstance(joined_a["sessionId"], str) and joined_a["sessionId"]
-        await a.wait_for(lambda ev: ("user_joined", {"roomId": room, "email": "ann@example.com", "users": ["ann@example.com"]}) in ev)
+        await a.wait_for(
+            lambda ev: (
+                (
+                    "user_joined",
+                    {"roomId": room, "email": "ann@example.com", "users": ["ann@example.com"]},
+                )
+                in ev
+            )
+        )
 
         joined_b = await b.call("join", {"email": "bob@example.com", "roomId": room})
         assert joined_b["users"] == ["ann@example.com", "bob@example.com"]
-        expected = {"roomId": room, "email": "bob@example.com", "users": ["ann@example.com", "bob@example.com"]}
+        expected = {
+            "roomId": room,
+            "email": "bob@example.com",
+            "users": ["ann@example.com", "bob@example.com"],
+        }
         await a.wait_for(lambda ev: ("user_joined", expected) in ev)
         await b.wait_for(lambda ev: ("user_joined", expected) in ev)
 
@@ -55,7 +71,9 @@ async def test_two_clients_see_each_others_messages_and_presence(gateway_url: st
         assert message["clientMsgId"] is None
         assert message["roomId"] == room
         assert TS.match(message["ts"])
-        reply = await b.call("send_message", {"roomId": room, "text": "hi ann", "clientMsgId": "b-1"})
+        reply = await b.call(
+            "send_message", {"roomId": room, "text": "hi ann", "clientMsgId": "b-1"}
+        )
         assert reply["message"]["seq"] == 2
         assert reply["message"]["clientMsgId"] == "b-1"
 
@@ -125,7 +143,11 @@ async def test_leave_and_disconnect_announce_user_left(gateway_url: str) -> None
         await b.call("join", {"email": "b@example.com", "roomId": room})
         await c.call("join", {"email": "c@example.com", "roomId": room})
         assert await b.call("leave", {"roomId": room}) == {"ok": True}
-        left_b = {"roomId": room, "email": "b@example.com", "users": ["a@example.com", "c@example.com"]}
+        left_b = {
+            "roomId": room,
+            "email": "b@example.com",
+            "users": ["a@example.com", "c@example.com"],
+        }
         await a.wait_for(lambda ev: ("user_left", left_b) in ev)
         await c.wait_for(lambda ev: ("user_left", left_b) in ev)
         await c.close()
@@ -147,7 +169,10 @@ async def test_one_connection_joins_several_rooms_with_one_email(gateway_url: st
         assert (await c.call("join", {"email": "multi@example.com", "roomId": r1}))["ok"]
         assert (await c.call("join", {"email": "multi@example.com", "roomId": r2}))["ok"]
         refused = await c.call("join", {"email": "else@example.com", "roomId": unique_room()})
-        assert refused == {"ok": False, "error": {"code": "IDENTITY_MISMATCH", "message": refused["error"]["message"]}}
+        assert refused == {
+            "ok": False,
+            "error": {"code": "IDENTITY_MISMATCH", "message": refused["error"]["message"]},
+        }
         await c.call("send_message", {"roomId": r2, "text": "in r2"})
         got = await c.wait_messages(r2, 1)
         assert got[0]["text"] == "in r2"
@@ -174,16 +199,35 @@ async def test_error_codes_for_bad_requests(gateway_url: str, proto: str) -> Non
         assert _error(await c.call("no_such_event", {})) == "UNKNOWN_EVENT"
         assert _error(await c.call("join", {"email": "x@example.com"})) == "INVALID_ARGUMENT"
         assert _error(await c.call("join", {"email": 42, "roomId": room})) == "INVALID_ARGUMENT"
-        assert _error(await c.call("join", {"email": "not-an-email", "roomId": room})) == "INVALID_ARGUMENT"
+        assert (
+            _error(await c.call("join", {"email": "not-an-email", "roomId": room}))
+            == "INVALID_ARGUMENT"
+        )
         for bad_room in ("a.>", "*", "$JS.API.x", "a b", "x" * 10_000, ""):
-            assert _error(await c.call("join", {"email": "x@example.com", "roomId": bad_room})) == "INVALID_ARGUMENT"
+            assert (
+                _error(await c.call("join", {"email": "x@example.com", "roomId": bad_room}))
+                == "INVALID_ARGUMENT"
+            )
         assert _error(await c.call("join", ["not", "an", "object"])) == "INVALID_ARGUMENT"
         assert (await c.call("join", {"email": "x@example.com", "roomId": room}))["ok"]
-        assert _error(await c.call("send_message", {"roomId": room, "text": ""})) == "INVALID_ARGUMENT"
-        assert _error(await c.call("send_message", {"roomId": room, "text": "y" * 4001})) == "INVALID_ARGUMENT"
-        assert _error(await c.call("send_message", {"roomId": room, "text": 5})) == "INVALID_ARGUMENT"
-        assert _error(await c.call("get_history", {"roomId": room, "limit": 201})) == "INVALID_ARGUMENT"
-        assert _error(await c.call("get_history", {"roomId": room, "beforeSeq": "x"})) == "INVALID_ARGUMENT"
+        assert (
+            _error(await c.call("send_message", {"roomId": room, "text": ""})) == "INVALID_ARGUMENT"
+        )
+        assert (
+            _error(await c.call("send_message", {"roomId": room, "text": "y" * 4001}))
+            == "INVALID_ARGUMENT"
+        )
+        assert (
+            _error(await c.call("send_message", {"roomId": room, "text": 5})) == "INVALID_ARGUMENT"
+        )
+        assert (
+            _error(await c.call("get_history", {"roomId": room, "limit": 201}))
+            == "INVALID_ARGUMENT"
+        )
+        assert (
+            _error(await c.call("get_history", {"roomId": room, "beforeSeq": "x"}))
+            == "INVALID_ARGUMENT"
+        )
         ok = await c.call("send_message", {"roomId": room, "text": "y" * 4000})
         assert ok["ok"] is True
     finally:

@@ -68,7 +68,9 @@ async def test_socketio_handshake_connect_and_event_on_the_wire(gateway_url: str
     "frame,code",
     [("zzz", 1002), ('42["join",', 1002), ("9", 1002), (b"\x00\x01", 1002)],
 )
-async def test_socketio_garbage_closes_the_connection(gateway_url: str, frame: str | bytes, code: int) -> None:
+async def test_socketio_garbage_closes_the_connection(
+    gateway_url: str, frame: str | bytes, code: int
+) -> None:
     """Undecodable Engine.IO/Socket.IO frames close the connection with the documented code."""
     ws = await _sio_raw(gateway_url)
     await ws.send("40")
@@ -87,7 +89,7 @@ async def test_socketio_malformed_payload_keeps_the_connection(gateway_url: str)
         ack = await ws.recv()
         assert isinstance(ack, str)
         assert json.loads(ack[3:])[0]["error"]["code"] == "INVALID_ARGUMENT"
-        await ws.send('422[42]')
+        await ws.send("422[42]")
         ack = await ws.recv()
         assert isinstance(ack, str)
         assert json.loads(ack[3:])[0]["error"]["code"] == "INVALID_ARGUMENT"
@@ -99,8 +101,12 @@ async def test_socketio_malformed_payload_keeps_the_connection(gateway_url: str)
         await ws.close()
 
 
-@pytest.mark.parametrize("frame,code", [("{not json", 1002), (b"\x01binary", 1003), ("x" * 70_000, 1009)])
-async def test_native_garbage_closes_the_connection(gateway_url: str, frame: str | bytes, code: int) -> None:
+@pytest.mark.parametrize(
+    "frame,code", [("{not json", 1002), (b"\x01binary", 1003), ("x" * 70_000, 1009)]
+)
+async def test_native_garbage_closes_the_connection(
+    gateway_url: str, frame: str | bytes, code: int
+) -> None:
     """Non-JSON, binary and oversized frames on /ws close with 1002, 1003 and 1009."""
     ws = await websockets.connect(_ws(gateway_url, "/ws"), max_size=None)
     await ws.send(frame)

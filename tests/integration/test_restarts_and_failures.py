@@ -22,7 +22,9 @@ async def test_history_survives_stopping_and_starting_all_services(make_stack: M
     try:
         await c.call("join", {"email": "keeper@example.com", "roomId": room})
         for i in range(5):
-            sent.append((await c.call("send_message", {"roomId": room, "text": f"keep {i}"}))["message"])
+            sent.append(
+                (await c.call("send_message", {"roomId": room, "text": f"keep {i}"}))["message"]
+            )
     finally:
         await c.close()
     await stack.stop_services()
@@ -50,13 +52,19 @@ async def test_history_down_gives_unavailable_fast_then_recovers(make_stack: Mak
         await history.terminate()
         loop = asyncio.get_running_loop()
         began = loop.time()
-        reply = await c.call("send_message", {"roomId": room, "text": "nobody home", "clientMsgId": "u-1"}, timeout=15)
+        reply = await c.call(
+            "send_message",
+            {"roomId": room, "text": "nobody home", "clientMsgId": "u-1"},
+            timeout=15,
+        )
         assert reply["ok"] is False
         assert reply["error"]["code"] == "UNAVAILABLE"
         assert loop.time() - began < 10  # bounded by GATEWAY_SEND_DEADLINE_S, never a hang
         await history.start()
         await history.wait_ready(timeout=30)
-        retry = await c.call("send_message", {"roomId": room, "text": "nobody home", "clientMsgId": "u-1"})
+        retry = await c.call(
+            "send_message", {"roomId": room, "text": "nobody home", "clientMsgId": "u-1"}
+        )
         assert retry["ok"] is True
         assert retry["message"]["seq"] == 1
     finally:

@@ -60,10 +60,14 @@ class _Recorder:
         async with asyncio.timeout(timeout), self._changed:
             await self._changed.wait_for(lambda: predicate(self.events))
 
-    async def wait_messages(self, room_id: str, count: int, timeout: float = DEFAULT_TIMEOUT) -> list[Any]:
+    async def wait_messages(
+        self, room_id: str, count: int, timeout: float = DEFAULT_TIMEOUT
+    ) -> list[Any]:
         """Wait for ``count`` new_message events of ``room_id``; returns them."""
         await self.wait_for(
-            lambda ev: sum(1 for n, d in ev if n == "new_message" and d["roomId"] == room_id) >= count,
+            lambda ev: (
+                sum(1 for n, d in ev if n == "new_message" and d["roomId"] == room_id) >= count
+            ),
             timeout,
         )
         return [d for d in self.of("new_message") if d["roomId"] == room_id]
