@@ -39,7 +39,7 @@ async def _sio_raw(url: str) -> ClientConnection:
 
 def _http_status(url: str) -> tuple[int, bytes]:
     try:
-        with urlopen(url, timeout=5) as response:  # noqa: S310 - loopback test server
+        with urlopen(url, timeout=5) as response:
             return response.status, response.read()
     except HTTPError as err:
         return err.code, err.read()
