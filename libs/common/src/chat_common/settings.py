@@ -28,21 +28,33 @@ class ServiceSettings(BaseSettings):
     nats_url: str = Field(
         default="nats://127.0.0.1:4222", description="NATS server URL(s), comma-separated"
     )
-    nats_connect_timeout_s: float = Field(default=2.0, gt=0)
+    nats_connect_timeout_s: float = Field(
+        default=2.0, gt=0, description="timeout of one connection attempt to NATS"
+    )
     nats_ping_interval_s: float = Field(
         default=10.0, gt=0, description="how often the client pings NATS to spot a dead link"
     )
-    nats_reconnect_wait_s: float = Field(default=0.5, gt=0)
+    nats_reconnect_wait_s: float = Field(
+        default=0.5, gt=0, description="pause between reconnect attempts (attempts are unlimited)"
+    )
     request_timeout_s: float = Field(
         default=5.0, gt=0, description="deadline of one NATS request to another service"
     )
     http_host: str = Field(default="127.0.0.1", description="bind address of the ops HTTP port")
     http_port: int = Field(
-        default=0, ge=0, le=65535, description="ops HTTP port (/livez, /readyz, /metrics)"
+        default=0,
+        ge=0,
+        le=65535,
+        description="ops HTTP port (/livez, /readyz); 0 picks a free port",
     )
-    instance_id: str = Field(default_factory=default_instance_id)
-    log_level: str = Field(default="INFO")
-    log_format: str = Field(default="json", pattern="^(json|text)$")
+    instance_id: str = Field(
+        default_factory=default_instance_id,
+        description="name of this instance in logs and discovery",
+    )
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
+    log_format: str = Field(
+        default="json", pattern="^(json|text)$", description="json lines, or text for humans"
+    )
     max_inflight: int = Field(
         default=1024, gt=0, description="NATS requests handled concurrently per endpoint"
     )
