@@ -26,6 +26,8 @@ def test_valid_join_parses_camel_case() -> None:
         {"email": "a@b.io", "roomId": "x" * 65},
         {"email": "nope", "roomId": "r"},
         {"email": ["a@b.io"], "roomId": "r"},
+        {"email": "a@b.io", "roomId": "r\n"},
+        {"email": "a@b.io\n", "roomId": "r"},
     ],
 )
 def test_invalid_join_is_invalid_argument(data: object) -> None:

@@ -35,9 +35,9 @@ __all__ = [
     "parse_request",
 ]
 
-ROOM_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+ROOM_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}\Z"
 """Room ids become one NATS subject token: no dots, wildcards, whitespace or ``$``."""
-EMAIL_PATTERN = r"^[^\s@]{1,64}@[^\s@]{1,190}$"
+EMAIL_PATTERN = r"^[^\s@]{1,64}@[^\s@]{1,190}\Z"
 
 RoomId = Annotated[str, msgspec.Meta(pattern=ROOM_ID_PATTERN)]
 Email = Annotated[str, msgspec.Meta(pattern=EMAIL_PATTERN, max_length=254)]

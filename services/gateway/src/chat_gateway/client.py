@@ -29,7 +29,7 @@ class Client:
     """Connection state shared by the Socket.IO and native transports."""
 
     __slots__ = ("closing", "email", "encode_ack", "encode_event", "id", "idle", "last_pong",
-                 "protocol", "rooms", "session_id", "slow_limit", "ws")  # fmt: skip
+                 "protocol", "rooms", "session_id", "session_used", "slow_limit", "ws")  # fmt: skip
 
     def __init__(
         self,
@@ -49,6 +49,8 @@ class Client:
         self.session_id = secrets.token_hex(16)
         self.email: str | None = None
         self.rooms: set[str] = set()
+        self.session_used = False
+        """Whether the session service may hold state for this client (a join was tried)."""
         self.closing = False
         self.idle = asyncio.Event()
         self.idle.set()

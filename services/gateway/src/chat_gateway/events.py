@@ -108,6 +108,8 @@ class EventHandlers:
         if p.room_id not in client.rooms and len(client.rooms) >= self._s.max_rooms_per_connection:
             raise InvalidArgument("too many rooms on this connection")
         member = await self._hub.add_pending(client, p.room_id)
+        client.session_used = True
+        joined = None
         try:
             joined = await self._backend.join(
                 JoinRequest(
@@ -123,6 +125,8 @@ class EventHandlers:
         except BaseException:
             if p.room_id not in client.rooms:
                 await self._hub.remove(client, p.room_id)
+                if joined is not None:
+                    await self._undo_join(client, p.room_id)
             raise
         client.email = p.email
         client.rooms.add(p.room_id)
@@ -164,17 +168,24 @@ class EventHandlers:
     async def leave(self, client: Client, data: object) -> Reply:
         p = parse_payload(data, LeavePayload)
         self._require_member(client, p.room_id)
-        client.rooms.discard(p.room_id)
-        await self._hub.remove(client, p.room_id)
+        # Hold the client's events of the room until the session service has recorded the
+        # leave: on success they are dropped, on failure delivered, never lost or repeated.
+        self._hub.suspend(client, p.room_id)
         try:
             await self._backend.leave(LeaveRequest(session_id=client.session_id, room_id=p.room_id))
         except ChatError as exc:
             if exc.code is not ErrorCode.NOT_IN_ROOM:
-                member = await self._hub.add_pending(client, p.room_id)
-                client.rooms.add(p.room_id)
-                self._hub.activate(p.room_id, member, floor=0)
+                self._hub.resume(client, p.room_id)
                 raise
+        client.rooms.discard(p.room_id)
+        await self._hub.remove(client, p.room_id)
         return Reply({"ok": True})
+
+    async def _undo_join(self, client: Client, room_id: str) -> None:
+        try:
+            await self._backend.leave(LeaveRequest(session_id=client.session_id, room_id=room_id))
+        except ChatError as exc:
+            _log.warning("could not undo a failed join", extra={"code": exc.code.value})
 
     async def disconnected(self, client: Client) -> None:
         """The connection is gone: leave every room locally and in the session service."""
@@ -182,7 +193,7 @@ class EventHandlers:
         client.rooms.clear()
         for room_id in rooms:
             await self._hub.remove(client, room_id)
-        if client.email is None:
+        if not client.session_used:
             return
         try:
             await self._backend.disconnect(DisconnectRequest(session_id=client.session_id))

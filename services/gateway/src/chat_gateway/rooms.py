@@ -95,21 +95,39 @@ class RoomHub:
         return member
 
     def activate(self, room_id: str, member: Member, *, floor: int) -> None:
-        """After the join ack: start the room at ``floor`` if new, flush the member's buffer.
+        """After the join ack: flush the member's buffer; it has every message up to ``floor``.
 
-        The member already has every message up to ``floor`` (the join's history), so
-        those are skipped for it from now on.
+        A room that has no head yet starts at ``floor``; a running room is never moved, so
+        a message still in flight to this gateway is not lost for the other members.
         """
         room = self._rooms.get(room_id)
         if room is None or member.buffer is None:
             return
         member.floor = floor
+        self._flush(member)
+        if not room.sequencer.started:
+            for item in room.sequencer.start(floor):
+                self._deliver(room, item)
+
+    def suspend(self, client: Client, room_id: str) -> None:
+        """Buffer the client's events of this room (while a leave is being recorded)."""
+        room = self._rooms.get(room_id)
+        member = room.members.get(client.id) if room else None
+        if member is not None and member.buffer is None:
+            member.buffer = []
+
+    def resume(self, client: Client, room_id: str) -> None:
+        """Undo :meth:`suspend`: deliver what was buffered, then live events again."""
+        room = self._rooms.get(room_id)
+        member = room.members.get(client.id) if room else None
+        if member is not None:
+            self._flush(member)
+
+    def _flush(self, member: Member) -> None:
         buffer, member.buffer = member.buffer, None
-        for item in buffer:
-            if item.seq is None or item.seq > floor:
+        for item in buffer or ():
+            if item.seq is None or item.seq > member.floor:
                 member.client.write_now(item.frame_for(member.client))
-        for item in room.sequencer.start(floor):
-            self._deliver(room, item)
 
     async def remove(self, client: Client, room_id: str) -> None:
         """Drop ``client`` from the room; unsubscribe when it was the last local member."""

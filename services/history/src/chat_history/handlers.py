@@ -47,7 +47,12 @@ class HistoryHandlers:
         if not 1 <= req.limit <= self._max_page:
             raise InvalidArgument(f"limit must be 1..{self._max_page}")
         try:
-            async with self._db.acquire() as conn:
+            # One snapshot for the page and the head: a message committed in between can
+            # not fall between them (a joiner would otherwise skip it).
+            async with (
+                self._db.acquire() as conn,
+                conn.transaction(isolation="repeatable_read", readonly=True),
+            ):
                 messages = await repository.page(
                     conn,
                     req.room_id,
