@@ -4,6 +4,8 @@ be killed, paused and resumed."""
 from __future__ import annotations
 
 import asyncio
+import os
+import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import nats
 import pytest
 import redis.asyncio as aioredis
 
+from chat_devstack import pguser
 from chat_devstack.probes import nats_info, postgres_accepts, redis_ping
 from chat_devstack.servers import NatsServer, PostgresServer, RedisServer, Server
 
@@ -170,3 +173,28 @@ async def test_servers_share_a_data_dir_without_clashing(tmp_path: Path) -> None
     assert len(ports) == 3
     assert all(log.is_file() and log.parent.parent == tmp_path for log in logs)
     assert answers == [True, True, True]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root needs another identity for Postgres")
+@pytest.mark.parametrize("userns", [True, False], ids=["user-namespace", "system-account"])
+async def test_postgres_as_root_runs_unprivileged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, userns: bool
+) -> None:
+    """As root, Postgres runs as a non-root identity, even below a 0700 directory."""
+    if userns and not await pguser.user_namespaces_work():
+        pytest.skip("user namespaces are not allowed here")
+    monkeypatch.setattr(pguser, "_userns_ok", userns)
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    server = PostgresServer(private / "data")
+    await server.start()
+    try:
+        answer = await server.psql("SELECT 1")
+    finally:
+        await server.stop()
+    assert server.run_as is not None
+    assert server.run_as.uid != 0
+    assert server.run_as.userns is userns
+    assert answer.strip() == "1"
+    if userns:  # nothing outside the data dir was touched
+        assert stat.S_IMODE(private.stat().st_mode) == 0o700

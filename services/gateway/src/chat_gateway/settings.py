@@ -22,7 +22,9 @@ class GatewaySettings(ServiceSettings):
     )
     max_text_length: int = Field(default=4000, ge=1, description="longest message text")
     join_history_limit: int = Field(default=50, ge=0, le=200, description="messages in a join ack")
-    max_rooms_per_connection: int = Field(default=100, ge=1, description="rooms one connection may join")
+    max_rooms_per_connection: int = Field(
+        default=100, ge=1, description="rooms one connection may join"
+    )
     slow_consumer_bytes: int = Field(
         default=1_048_576, ge=65536, description="unsent bytes after which a client is cut"
     )

@@ -1,44 +1,68 @@
-"""Linux process plumbing: dropping privileges, parent-death signals, process groups."""
+"""Linux process plumbing: dropping root, parent-death signals, process groups.
+
+Two ways to run a child "not as root" when we are root (Postgres refuses to run as root):
+
+- ``RunAs(uid, gid, userns=True)``: the child enters a new user namespace in which our root
+  account appears as ``uid``. It keeps root's file ownership (no chown, no chmod of parent
+  directories) but has no capabilities at all.
+- ``RunAs(uid, gid, userns=False)``: a plain ``setgid``/``setuid`` to another account, for
+  machines where user namespaces are not allowed (Docker's default seccomp profile).
+"""
 
 from __future__ import annotations
 
 import ctypes
 import os
-import pwd
 import signal
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["group_alive", "make_preexec", "signal_group", "uid_gid_for"]
+__all__ = ["RunAs", "group_alive", "make_preexec", "signal_group"]
 
 _PR_SET_PDEATHSIG = 1
+_CLONE_NEWUSER = 0x10000000
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def uid_gid_for(user: str | None) -> tuple[int, int] | None:
-    """``(uid, gid)`` to switch to when we are root and ``user`` is set, else ``None``."""
-    if user is None or os.geteuid() != 0:
-        return None
-    entry = pwd.getpwnam(user)
-    return entry.pw_uid, entry.pw_gid
+@dataclass(frozen=True)
+class RunAs:
+    """The identity a child takes on before ``exec`` (see the module docstring)."""
+
+    uid: int
+    gid: int
+    userns: bool
 
 
-def make_preexec(
-    run_as: tuple[int, int] | None, death_signal: signal.Signals | None
-) -> Callable[[], None]:
-    """A ``preexec_fn``: switch user, then ask the kernel to signal the child when we die.
+def _enter_user_namespace(run_as: RunAs) -> None:
+    outer_uid, outer_gid = os.geteuid(), os.getegid()
+    if _libc.unshare(_CLONE_NEWUSER) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"unshare(CLONE_NEWUSER): {os.strerror(errno)}")
+    for name, text in (
+        ("setgroups", "deny"),
+        ("uid_map", f"{run_as.uid} {outer_uid} 1"),
+        ("gid_map", f"{run_as.gid} {outer_gid} 1"),
+    ):
+        with open(f"/proc/self/{name}", "w") as control:
+            control.write(text)
+
+
+def make_preexec(run_as: RunAs | None, death_signal: signal.Signals | None) -> Callable[[], None]:
+    """A ``preexec_fn``: take on ``run_as``, then ask to be signalled when we die.
 
     Done here rather than with ``Popen(user=...)`` so it also works under uvloop. The death
-    signal is set after ``setuid`` because changing credentials clears it.
+    signal is set last because changing credentials clears it.
     """
     parent = os.getpid()
 
     def preexec() -> None:
-        if run_as is not None:
-            uid, gid = run_as
+        if run_as is not None and run_as.userns:
+            _enter_user_namespace(run_as)
+        elif run_as is not None:
             os.setgroups([])
-            os.setgid(gid)
-            os.setuid(uid)
+            os.setgid(run_as.gid)
+            os.setuid(run_as.uid)
         if death_signal is not None:
             _libc.prctl(_PR_SET_PDEATHSIG, int(death_signal), 0, 0, 0)
             if os.getppid() != parent:  # we died before prctl took effect

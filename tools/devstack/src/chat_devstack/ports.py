@@ -32,6 +32,8 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
 
 def next_free_ports(start: int, count: int, host: str = "127.0.0.1") -> list[int]:
     """The first ``count`` free ports at or above ``start``; ``start=0`` picks random ones."""
+    if count <= 0:
+        return []
     if start == 0:
         ports: list[int] = []
         while len(ports) < count:

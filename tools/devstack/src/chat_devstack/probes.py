@@ -10,16 +10,18 @@ from __future__ import annotations
 import asyncio
 import struct
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 __all__ = [
     "encode_resp_command",
     "http_get_status",
     "nats_info",
     "parse_http_status",
+    "parse_redis_info",
     "postgres_accepts",
     "postgres_startup_message",
     "redis_command",
+    "redis_info",
     "redis_ping",
 ]
 
@@ -36,10 +38,8 @@ async def _connect(
         yield reader, writer
     finally:
         writer.close()
-        try:
+        with suppress(OSError):
             await writer.wait_closed()
-        except OSError:
-            pass
 
 
 def encode_resp_command(*args: str | bytes) -> bytes:
@@ -78,6 +78,28 @@ async def redis_command(host: str, port: int, *args: str | bytes) -> bytes:
         writer.write(encode_resp_command(*args))
         await writer.drain()
         return (await reader.readline()).rstrip(b"\r\n")
+
+
+def parse_redis_info(text: bytes) -> dict[str, str]:
+    """The ``key:value`` lines of an ``INFO`` reply (section headers and blanks skipped)."""
+    fields: dict[str, str] = {}
+    for line in text.decode(errors="replace").splitlines():
+        key, sep, value = line.partition(":")
+        if sep and not line.startswith("#"):
+            fields[key] = value
+    return fields
+
+
+async def redis_info(host: str, port: int, section: str = "server") -> dict[str, str]:
+    """``INFO section`` as a dict (``process_id``, ``tcp_port``, ``loading``...)."""
+    async with _connect(host, port) as (reader, writer):
+        writer.write(encode_resp_command("INFO", section))
+        await writer.drain()
+        header = await reader.readline()
+        if not header.startswith(b"$"):
+            raise ValueError(f"unexpected INFO reply: {header!r}")
+        body = await reader.readexactly(int(header[1:]) + 2)
+        return parse_redis_info(body)
 
 
 async def redis_ping(host: str, port: int) -> bool:

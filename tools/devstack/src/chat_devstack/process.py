@@ -17,22 +17,23 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
-from ._posix import group_alive, make_preexec, signal_group, uid_gid_for
+from ._posix import RunAs, group_alive, make_preexec, signal_group
 from .errors import DevstackError, ProcessExitedError, ReadyTimeoutError
 
-__all__ = ["ManagedProcess", "ReadyCheck"]
+__all__ = ["ManagedProcess", "ReadyCheck", "RunAs"]
 
 ReadyCheck = Callable[[], Awaitable[bool]]
 """An async probe: ``True`` when the process serves requests. Exceptions count as "not yet"."""
 
 _POLL_INTERVAL = 0.05
+_FIRST_POLL_INTERVAL = 0.005
 _PROBE_TIMEOUT = 2.0
 
 
 class ManagedProcess:
     """A child process with its stdout and stderr appended to ``log_path``.
 
-    ``user`` (only honoured when we run as root) is the account the child runs as.
+    ``run_as`` is the identity the child takes on (see :class:`RunAs`; ``None``: ours).
     ``ready_check`` is the default probe of :meth:`wait_ready`.
     """
 
@@ -44,7 +45,7 @@ class ManagedProcess:
         log_path: Path,
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
-        user: str | None = None,
+        run_as: RunAs | None = None,
         ready_check: ReadyCheck | None = None,
         death_signal: signal.Signals | None = signal.SIGTERM,
     ) -> None:
@@ -53,7 +54,7 @@ class ManagedProcess:
         self.env = dict(os.environ if env is None else env)
         self.log_path = log_path
         self.cwd = cwd
-        self.user = user
+        self.run_as = run_as
         self.ready_check = ready_check
         self.death_signal = death_signal
         self._proc: asyncio.subprocess.Process | None = None
@@ -100,7 +101,7 @@ class ManagedProcess:
                 env=self.env,
                 cwd=self.cwd,
                 start_new_session=True,
-                preexec_fn=make_preexec(uid_gid_for(self.user), self.death_signal),
+                preexec_fn=make_preexec(self.run_as, self.death_signal),
             )
         self._paused = False
         self._exited = asyncio.ensure_future(self._proc.wait())
@@ -112,7 +113,9 @@ class ManagedProcess:
         return await asyncio.shield(self._exited)
 
     async def wait_ready(self, check: ReadyCheck | None = None, timeout: float = 30.0) -> None:
-        """Poll ``check`` (default: ``ready_check``) every 50 ms until it returns ``True``.
+        """Poll ``check`` (default: ``ready_check``) until it returns ``True``.
+
+        The interval starts at 5 ms and doubles up to 50 ms, so fast servers are seen fast.
 
         Raises :class:`ProcessExitedError` as soon as the process exits and
         :class:`ReadyTimeoutError` after ``timeout`` seconds; both carry the log tail.
@@ -125,12 +128,15 @@ class ManagedProcess:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         last_error = ""
+        interval = _FIRST_POLL_INTERVAL
         while True:
             if self._exited.done():
                 raise ProcessExitedError(self.name, self._exited.result(), self.log_tail())
             remaining = deadline - loop.time()
             if remaining <= 0:
-                tail = self.log_tail() + (f"\n(last probe error: {last_error})" if last_error else "")
+                tail = self.log_tail() + (
+                    f"\n(last probe error: {last_error})" if last_error else ""
+                )
                 raise ReadyTimeoutError(self.name, timeout, tail)
             try:
                 async with asyncio.timeout(min(remaining, _PROBE_TIMEOUT)):
@@ -138,7 +144,8 @@ class ManagedProcess:
                         return
             except Exception as exc:  # any failure of the probe means "not ready yet"
                 last_error = repr(exc)
-            await asyncio.wait({self._exited}, timeout=min(_POLL_INTERVAL, remaining))
+            await asyncio.wait({self._exited}, timeout=min(interval, remaining))
+            interval = min(interval * 2, _POLL_INTERVAL)
 
     async def terminate(
         self, timeout: float = 10.0, *, sig: signal.Signals = signal.SIGTERM
@@ -171,8 +178,9 @@ class ManagedProcess:
         await self.wait()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while group_alive(self._proc.pid) and loop.time() < deadline:
-            await asyncio.sleep(_POLL_INTERVAL)  # polling a condition, with a deadline
+        # Orphaned children (Postgres backends) die asynchronously; nothing notifies us.
+        while group_alive(self._proc.pid) and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(_POLL_INTERVAL)
 
     def pause(self) -> None:
         """SIGSTOP the process group: it stays alive but answers nothing."""

@@ -1,0 +1,157 @@
+"""``chat-stack``: run the local system (``run``) or just its servers (``servers``).
+
+``NATS_URL``, ``REDIS_URL`` and ``DATABASE_URL``, when set, point at external servers that
+are used instead of starting ours. Ctrl-C or SIGTERM stops services first and servers last
+and exits 0; a second Ctrl-C kills everything at once. If a process dies on its own, the
+rest is stopped and the exit code is 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import DevstackError
+from .stack import Stack, StackConfig
+
+__all__ = ["build_parser", "config_from_args", "describe", "main", "serve"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    parser = argparse.ArgumentParser(prog="chat-stack", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="start servers and the gateway/session/history services")
+    servers = commands.add_parser("servers", help="start only NATS, Redis and Postgres")
+    for sub in (run, servers):
+        sub.add_argument("--data-dir", type=Path, default=Path(".data"), help="default: .data")
+        sub.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+        sub.add_argument("--nats-port", type=int, default=0, help="default: any free port")
+        sub.add_argument("--redis-port", type=int, default=0, help="default: any free port")
+        sub.add_argument("--pg-port", type=int, default=0, help="default: any free port")
+    run.add_argument("--gateways", type=int, default=1, metavar="N")
+    run.add_argument("--sessions", type=int, default=1, metavar="N")
+    run.add_argument("--history", type=int, default=1, metavar="N", dest="histories")
+    run.add_argument("--port", type=int, default=8080, help="first gateway's port (8080)")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> StackConfig:
+    """A :class:`StackConfig` from parsed arguments and the environment."""
+    services = args.command == "run"
+    return StackConfig(
+        data_dir=args.data_dir,
+        gateways=args.gateways if services else 0,
+        sessions=args.sessions if services else 0,
+        histories=args.histories if services else 0,
+        gateway_port=args.port if services else 0,
+        host=args.host,
+        nats_url=environ.get("NATS_URL") or None,
+        redis_url=environ.get("REDIS_URL") or None,
+        postgres_dsn=environ.get("DATABASE_URL") or None,
+        nats_port=args.nats_port,
+        redis_port=args.redis_port,
+        postgres_port=args.pg_port,
+    )
+
+
+def describe(stack: Stack) -> str:
+    """Where to connect, what runs where, and how long it took to start."""
+    lines = [f"chat stack is up (data: {stack.data_dir})"]
+    for url in stack.gateway_urls:
+        ws = url.replace("http://", "ws://", 1)
+        lines += [f"  Socket.IO    {url}  (path /socket.io/)", f"  native WS    {ws}ws"]
+    for service in stack.services:
+        lines.append(f"  {service.name:<12} {service.health_url}  log {service.log_path}")
+    lines.append("")
+    external = " (external)"
+    lines.append(f"  NATS         {stack.nats_url}{'' if stack.nats else external}")
+    lines.append(f"  Redis        {stack.redis_url}{'' if stack.redis else external}")
+    lines.append(f"  Postgres     {stack.postgres_dsn}{'' if stack.postgres else external}")
+    for server in stack.servers:
+        lines.append(f"  {server.name + ' log':<12} {server.log_path}")
+    if not stack.services:
+        lines += [
+            "",
+            "  To run a service by hand against these servers:",
+            f"    export NATS_URL={stack.nats_url} REDIS_URL={stack.redis_url}"
+            f" DATABASE_URL={stack.postgres_dsn}",
+            "    GATEWAY_NATS_URL=$NATS_URL SESSION_NATS_URL=$NATS_URL"
+            " SESSION_REDIS_URL=$REDIS_URL HISTORY_NATS_URL=$NATS_URL"
+            " HISTORY_POSTGRES_DSN=$DATABASE_URL",
+        ]
+    timings = ", ".join(f"{name} {sec:.2f}s" for name, sec in stack.startup_seconds.items())
+    lines += ["", f"  started in: {timings}", "", "Press Ctrl-C to stop."]
+    return "\n".join(lines)
+
+
+async def _first(*aws: asyncio.Future[Any]) -> asyncio.Future[Any]:
+    """Wait for the first of ``aws`` to finish; cancel the others; return the winner."""
+    done, pending = await asyncio.wait(aws, return_when=asyncio.FIRST_COMPLETED)
+    for future in pending:
+        future.cancel()
+    return next(iter(done))
+
+
+async def serve(config: StackConfig) -> int:
+    """Start the stack, wait for a signal (or a crash), stop it; return the exit code."""
+    loop = asyncio.get_running_loop()
+    stop, force = asyncio.Event(), asyncio.Event()
+
+    def on_signal() -> None:
+        (force if stop.is_set() else stop).set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    stack = Stack(config)
+    code = 0
+    print(f"starting chat stack in {stack.data_dir} ...", flush=True)
+    started = asyncio.ensure_future(stack.start())
+    stopped = asyncio.ensure_future(stop.wait())
+    if await _first(started, stopped) is stopped:
+        print("interrupted during startup; stopping", flush=True)
+        await asyncio.gather(started, return_exceptions=True)  # cancelled start() cleans up
+        return 0
+    if (error := started.exception()) is not None:
+        print(f"startup failed: {error}", file=sys.stderr, flush=True)
+        return 1
+    print(describe(stack), flush=True)
+    stopped = asyncio.ensure_future(stop.wait())
+    crashed = asyncio.ensure_future(stack.wait_for_exit())
+    if await _first(stopped, crashed) is crashed:
+        proc = crashed.result()
+        print(f"{proc.name} exited with code {proc.returncode}; stopping everything\n"
+              f"{proc.log_tail(20)}", file=sys.stderr, flush=True)  # fmt: skip
+        code = 1
+    print("stopping: services first, then servers ...", flush=True)
+    stopping = asyncio.ensure_future(stack.stop())
+    forced = asyncio.ensure_future(force.wait())
+    if await _first(stopping, forced) is forced:
+        print("second signal: killing everything", flush=True)
+        await stack.kill()
+    elif (error := stopping.exception()) is not None:
+        print(f"stop failed: {error}; killing what is left", file=sys.stderr, flush=True)
+        await stack.kill()
+        code = 1
+    print("stopped.", flush=True)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``chat-stack`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return asyncio.run(serve(config_from_args(args, os.environ)))
+    except DevstackError as exc:
+        print(f"chat-stack: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
