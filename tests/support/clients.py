@@ -73,23 +73,84 @@ class _Recorder:
         return [d for d in self.of("new_message") if d["roomId"] == room_id]
 
 
-class SioClient(_Recorder):
-    """python-socketio AsyncClient over the websocket transport."""
+class _RecoveringAsyncClient(socketio.AsyncClient):  # type: ignore[misc]
+    """python-socketio's client plus connection state recovery as socket.io-client does it.
 
-    def __init__(self, **client_kwargs: Any) -> None:
+    python-socketio has no client side of recovery; this adds exactly what socket.io-client
+    (>= 4.6) does: keep the ``pid`` of the CONNECT reply, keep the last string argument of
+    every event as the offset, send both in the CONNECT packet of a reconnect, and call the
+    connection *recovered* when the server answers with the same ``pid``.
+    """
+
+    def __init__(self, *, base_auth: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.pid: str | None = None
+        self.last_offset: str | None = None
+        self.recovered = False
+        self.connects: list[bool] = []
+        self._base_auth = dict(base_auth or {})
+
+    def auth_payload(self) -> dict[str, Any]:
+        if self.pid is None:
+            return dict(self._base_auth)
+        return {**self._base_auth, "pid": self.pid, "offset": self.last_offset}
+
+    async def _handle_connect(self, namespace: str, data: Any) -> None:
+        pid = (data or {}).get("pid")
+        self.recovered = bool(pid) and pid == self.pid
+        self.pid = pid
+        self.connects.append(self.recovered)
+        await super()._handle_connect(namespace, data)
+
+    async def _handle_event(self, namespace: str, id: Any, data: Any) -> None:
+        if self.pid is not None and len(data) > 2 and isinstance(data[-1], str):
+            self.last_offset = data[-1]
+        await super()._handle_event(namespace, id, data)
+
+
+class SioClient(_Recorder):
+    """python-socketio AsyncClient over the websocket transport (with recovery support)."""
+
+    def __init__(
+        self,
+        *,
+        reconnection: bool = False,
+        auth: dict[str, Any] | None = None,
+        **client_kwargs: Any,
+    ) -> None:
         super().__init__()
-        self.sio = socketio.AsyncClient(reconnection=False, **client_kwargs)
+        self.sio = _RecoveringAsyncClient(
+            base_auth=auth,
+            reconnection=reconnection,
+            reconnection_delay=0.2,
+            reconnection_delay_max=1.0,
+            **client_kwargs,
+        )
+        self.offsets: list[str] = []
         for name in SERVER_EVENTS:
             self.sio.on(name, self._handler(name))
 
-    def _handler(self, name: str) -> Callable[[Any], Any]:
-        async def on_event(data: Any = None) -> None:
+    def _handler(self, name: str) -> Callable[..., Any]:
+        async def on_event(data: Any = None, *extra: Any) -> None:
+            if extra and isinstance(extra[-1], str):
+                self.offsets.append(extra[-1])
             await self._record(name, data)
 
         return on_event
 
-    async def connect(self, url: str, *, auth: dict[str, Any] | None = None) -> SioClient:
-        await self.sio.connect(url, transports=["websocket"], auth=auth, wait_timeout=10)
+    @property
+    def recovered(self) -> bool:
+        return bool(self.sio.recovered)
+
+    @property
+    def connects(self) -> list[bool]:
+        """One entry per CONNECT reply: whether that connection recovered the session."""
+        return list(self.sio.connects)
+
+    async def connect(self, url: str) -> SioClient:
+        await self.sio.connect(
+            url, transports=["websocket"], auth=self.sio.auth_payload, wait_timeout=10
+        )
         return self
 
     async def call(self, event: str, data: Any, timeout: float = DEFAULT_TIMEOUT) -> Any:

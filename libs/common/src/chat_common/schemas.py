@@ -16,17 +16,23 @@ __all__ = [
     "EMAIL_PATTERN",
     "ROOM_ID_PATTERN",
     "AppendRequest",
+    "DetachRequest",
     "DisconnectRequest",
     "DisconnectResponse",
     "Email",
     "FetchRequest",
     "FetchResponse",
+    "HeartbeatRequest",
+    "HeartbeatResponse",
     "JoinRequest",
     "JoinResponse",
     "LeaveRequest",
     "LeaveResponse",
     "Message",
     "PresenceEvent",
+    "RestoreRequest",
+    "ResumeRequest",
+    "ResumeResponse",
     "RoomEvent",
     "RoomId",
     "decode",
@@ -66,6 +72,12 @@ class JoinRequest(_Wire, frozen=True):
     gateway_id: str
     email: Email
     room_id: RoomId
+    token_hash: str
+    """sha256 hex of the session's resume token (the token itself never leaves the gateway)."""
+    sid: str
+    """The public socket id the client knows this session by."""
+    position: int
+    """The room's last seq included in the join's history."""
 
 
 class JoinResponse(_Wire, frozen=True):
@@ -89,6 +101,46 @@ class DisconnectRequest(_Wire, frozen=True):
 
 class DisconnectResponse(_Wire, frozen=True):
     rooms: list[str]
+
+
+class DetachRequest(_Wire, frozen=True):
+    """The connection dropped: keep the session resumable for the resume window."""
+
+    session_id: str
+
+
+class ResumeRequest(_Wire, frozen=True):
+    session_id: str
+    token: str
+    gateway_id: str
+
+
+class ResumeResponse(_Wire, frozen=True):
+    email: str
+    sid: str
+    rooms: dict[str, int]
+    """room -> the last seq the session is known to have (its join position)."""
+
+
+class HeartbeatRequest(_Wire, frozen=True):
+    gateway_id: str
+    session_ids: list[str]
+
+
+class HeartbeatResponse(_Wire, frozen=True):
+    unknown: list[str]
+    """Sessions the store does not know (Redis wiped, or reaped): re-register them."""
+
+
+class RestoreRequest(_Wire, frozen=True):
+    """Re-register a live session after the store lost it; announces nothing."""
+
+    session_id: str
+    gateway_id: str
+    email: Email
+    token_hash: str
+    sid: str
+    rooms: dict[str, int]
 
 
 class AppendRequest(_Wire, frozen=True):

@@ -14,14 +14,20 @@ from chat_common.natsio import call
 from chat_common.retry import RetryPolicy, retry_call
 from chat_common.schemas import (
     AppendRequest,
+    DetachRequest,
     DisconnectRequest,
     FetchRequest,
     FetchResponse,
+    HeartbeatRequest,
+    HeartbeatResponse,
     JoinRequest,
     JoinResponse,
     LeaveRequest,
     LeaveResponse,
     Message,
+    RestoreRequest,
+    ResumeRequest,
+    ResumeResponse,
     decode,
     encode,
 )
@@ -34,6 +40,10 @@ class Backend(Protocol):
     async def join(self, req: JoinRequest) -> JoinResponse: ...
     async def leave(self, req: LeaveRequest) -> LeaveResponse: ...
     async def disconnect(self, req: DisconnectRequest) -> None: ...
+    async def detach(self, req: DetachRequest) -> None: ...
+    async def resume(self, req: ResumeRequest) -> ResumeResponse: ...
+    async def heartbeat(self, req: HeartbeatRequest) -> HeartbeatResponse: ...
+    async def restore(self, req: RestoreRequest) -> None: ...
     async def append(self, req: AppendRequest) -> Message: ...
     async def fetch(self, req: FetchRequest) -> FetchResponse: ...
 
@@ -59,6 +69,19 @@ class NatsBackend:
 
     async def disconnect(self, req: DisconnectRequest) -> None:
         await self._call(session_endpoint("disconnect"), encode(req))
+
+    async def detach(self, req: DetachRequest) -> None:
+        await self._call(session_endpoint("detach"), encode(req))
+
+    async def resume(self, req: ResumeRequest) -> ResumeResponse:
+        return decode(await self._call(session_endpoint("resume"), encode(req)), ResumeResponse)
+
+    async def heartbeat(self, req: HeartbeatRequest) -> HeartbeatResponse:
+        body = await self._call(session_endpoint("heartbeat"), encode(req))
+        return decode(body, HeartbeatResponse)
+
+    async def restore(self, req: RestoreRequest) -> None:
+        await self._call(session_endpoint("restore"), encode(req))
 
     async def append(self, req: AppendRequest) -> Message:
         return decode(await self._call(history_endpoint("append"), encode(req)), Message)

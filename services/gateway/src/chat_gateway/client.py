@@ -2,7 +2,8 @@
 
 A :class:`Client` knows how to encode events and acks for its protocol and how to write a
 frame without waiting (fan-out) or with flow control (replies). It holds the connection's
-identity (email, fixed by the first join) and the rooms it is in.
+identity: the session (id and resume token), the email fixed by the first join, the rooms
+it is in, and per room the last seq written to it.
 """
 
 from __future__ import annotations
@@ -11,9 +12,12 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Callable
+from typing import Protocol
 
 from websockets.asyncio.connection import broadcast
 from websockets.asyncio.server import ServerConnection
+
+from chat_gateway.offsets import new_session_id, new_token
 
 __all__ = ["CLOSE_SLOW_CONSUMER", "Client", "Encoder"]
 
@@ -22,14 +26,21 @@ CLOSE_SLOW_CONSUMER = 4008
 
 _log = logging.getLogger("chat.gateway.client")
 
-Encoder = Callable[[str, bytes], bytes]
+
+class Encoder(Protocol):
+    """Encodes a server event: name, JSON payload, optional extra JSON arguments."""
+
+    def __call__(
+        self, name: str, payload_json: bytes, extra_args_json: tuple[bytes, ...] = ()
+    ) -> bytes: ...
 
 
 class Client:
     """Connection state shared by the Socket.IO and native transports."""
 
-    __slots__ = ("closing", "email", "encode_ack", "encode_event", "id", "idle", "last_pong",
-                 "protocol", "rooms", "session_id", "session_used", "slow_limit", "ws")  # fmt: skip
+    __slots__ = ("closing", "email", "encode_ack", "encode_event", "floors", "id", "idle",
+                 "last_pong", "positions", "protocol", "recovery", "rooms", "session_id",
+                 "session_used", "slow_limit", "token", "ws")  # fmt: skip
 
     def __init__(
         self,
@@ -46,9 +57,17 @@ class Client:
         self.encode_ack = encode_ack
         self.slow_limit = slow_limit
         self.id = secrets.token_hex(8)
-        self.session_id = secrets.token_hex(16)
+        """The public socket id (Socket.IO ``sid``); kept across a resume."""
+        self.session_id = new_session_id()
+        self.token = new_token()
         self.email: str | None = None
         self.rooms: set[str] = set()
+        self.positions: dict[str, int] = {}
+        """room -> last seq written to this client (what its offsets report)."""
+        self.floors: dict[str, int] = {}
+        """room -> last seq of the join's (or resume's) history: the position on record."""
+        self.recovery = protocol == "socketio"
+        """Whether ``new_message`` events carry a resume offset (Socket.IO recovery)."""
         self.session_used = False
         """Whether the session service may hold state for this client (a join was tried)."""
         self.closing = False

@@ -17,6 +17,7 @@ from typing import Any
 from chat_common.errors import ChatError, ErrorCode, InvalidArgument
 from chat_common.schemas import (
     AppendRequest,
+    DetachRequest,
     DisconnectRequest,
     FetchRequest,
     JoinRequest,
@@ -25,14 +26,17 @@ from chat_common.schemas import (
 )
 from chat_gateway.backend import Backend
 from chat_gateway.client import Client
+from chat_gateway.offsets import token_hash
 from chat_gateway.payloads import (
     GetHistoryPayload,
     JoinPayload,
     LeavePayload,
+    ResumePayload,
     SendMessagePayload,
     parse_payload,
 )
 from chat_gateway.protocol.messages import BadEvent, ClientEvent
+from chat_gateway.resume import Resumer
 from chat_gateway.rooms import RoomHub
 from chat_gateway.settings import GatewaySettings
 
@@ -56,11 +60,15 @@ class EventHandlers:
         self._s = settings
         self._backend = backend
         self._hub = hub
+        self.resumer = Resumer(
+            backend, hub, gateway_id=settings.instance_id, max_replay=settings.max_replay
+        )
         self._table: dict[str, Callable[[Client, object], Awaitable[Reply]]] = {
             "join": self.join,
             "send_message": self.send_message,
             "get_history": self.get_history,
             "leave": self.leave,
+            "resume": self.resume,
         }
 
     async def dispatch(self, client: Client, event: ClientEvent | BadEvent) -> None:
@@ -111,16 +119,19 @@ class EventHandlers:
         client.session_used = True
         joined = None
         try:
+            page = await self._backend.fetch(
+                FetchRequest(room_id=p.room_id, limit=max(self._s.join_history_limit, 1))
+            )
             joined = await self._backend.join(
                 JoinRequest(
                     session_id=client.session_id,
                     gateway_id=self._s.instance_id,
                     email=p.email,
                     room_id=p.room_id,
+                    token_hash=token_hash(client.token),
+                    sid=client.id,
+                    position=page.last_seq,
                 )
-            )
-            page = await self._backend.fetch(
-                FetchRequest(room_id=p.room_id, limit=max(self._s.join_history_limit, 1))
             )
         except BaseException:
             if p.room_id not in client.rooms:
@@ -130,15 +141,36 @@ class EventHandlers:
             raise
         client.email = p.email
         client.rooms.add(p.room_id)
+        client.floors[p.room_id] = page.last_seq
         history = page.messages[-self._s.join_history_limit :] if self._s.join_history_limit else []
         body = {
             "ok": True,
             "sessionId": client.session_id,
+            "resumeToken": client.token,
             "roomId": p.room_id,
             "users": joined.users,
             "history": history,
         }
         return Reply(body, lambda: self._hub.activate(p.room_id, member, floor=page.last_seq))
+
+    async def resume(self, client: Client, data: object) -> Reply:
+        """Native protocol: take over a dropped session and receive what was missed."""
+        p = parse_payload(data, ResumePayload)
+        if client.session_used:
+            raise InvalidArgument("resume must come before any join on a connection")
+        plan = await self.resumer.resume(
+            client, session_id=p.session_id, token=p.resume_token, positions=dict(p.last_seq)
+        )
+        body: dict[str, Any] = {
+            "ok": True,
+            "recovered": plan is not None,
+            "sessionId": client.session_id,
+            "resumeToken": client.token,
+        }
+        if plan is None:
+            return Reply(body)
+        body |= {"email": client.email, "rooms": plan.room_ids}
+        return Reply(body, lambda: self.resumer.finish(plan))
 
     async def send_message(self, client: Client, data: object) -> Reply:
         p = parse_payload(data, SendMessagePayload)
@@ -187,8 +219,9 @@ class EventHandlers:
         except ChatError as exc:
             _log.warning("could not undo a failed join", extra={"code": exc.code.value})
 
-    async def disconnected(self, client: Client) -> None:
-        """The connection is gone: leave every room locally and in the session service."""
+    async def disconnected(self, client: Client, *, resumable: bool) -> None:
+        """The connection is gone: leave every room locally; in the session service, keep
+        the session resumable (a drop) or end it (the client said goodbye)."""
         rooms = list(client.rooms)
         client.rooms.clear()
         for room_id in rooms:
@@ -196,7 +229,10 @@ class EventHandlers:
         if not client.session_used:
             return
         try:
-            await self._backend.disconnect(DisconnectRequest(session_id=client.session_id))
+            if resumable:
+                await self._backend.detach(DetachRequest(session_id=client.session_id))
+            else:
+                await self._backend.disconnect(DisconnectRequest(session_id=client.session_id))
         except ChatError as exc:
             _log.warning(
                 "disconnect not recorded", extra={"client": client.id, "code": exc.code.value}

@@ -11,6 +11,7 @@ from chat_gateway.backend import NatsBackend
 from chat_gateway.events import EventHandlers
 from chat_gateway.rooms import RoomHub
 from chat_gateway.server import GatewayServer
+from chat_gateway.sessions import SessionKeeper
 from chat_gateway.settings import GatewaySettings
 
 __all__ = ["main", "run"]
@@ -38,10 +39,16 @@ async def main(settings: GatewaySettings | None = None) -> int:
 
         hub = RoomHub(rt.nc, fill_gap=fill_gap, gap_fill_delay_s=settings.gap_fill_delay_ms / 1000)
         server = GatewayServer(settings, EventHandlers(settings, backend, hub))
+        keeper = SessionKeeper(
+            backend, gateway_id=settings.instance_id, interval_s=settings.session_heartbeat_s
+        )
         await server.start()
         rt.lifecycle.on_shutdown(Phase.STOP_INTAKE, "client listener", server.stop_accepting)
         rt.lifecycle.on_shutdown(Phase.CLOSE_CLIENTS, "client connections", server.close_clients)
         rt.lifecycle.supervisor.spawn("engineio-heartbeat", server.heartbeat)
+        rt.lifecycle.supervisor.spawn(
+            "session-heartbeat", lambda: keeper.run(lambda: server.clients)
+        )
         rt.lifecycle.mark_ready()
         await rt.lifecycle.wait_stopping()
     return runtime.exit_code

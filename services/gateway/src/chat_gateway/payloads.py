@@ -17,6 +17,7 @@ __all__ = [
     "GetHistoryPayload",
     "JoinPayload",
     "LeavePayload",
+    "ResumePayload",
     "SendMessagePayload",
     "parse_payload",
 ]
@@ -48,6 +49,14 @@ class GetHistoryPayload(_Payload, frozen=True):
 
 class LeavePayload(_Payload, frozen=True):
     room_id: RoomId
+
+
+class ResumePayload(_Payload, frozen=True):
+    session_id: Annotated[str, msgspec.Meta(max_length=64)]
+    resume_token: Annotated[str, msgspec.Meta(max_length=128)]
+    last_seq: Annotated[
+        dict[RoomId, Annotated[int, msgspec.Meta(ge=0)]], msgspec.Meta(max_length=1000)
+    ] = {}
 
 
 def parse_payload(data: object, kind: type[_T]) -> _T:

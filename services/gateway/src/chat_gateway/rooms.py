@@ -21,9 +21,10 @@ from nats.aio.client import Client as Nats
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from chat_common.schemas import FetchResponse, RoomEvent, encode
+from chat_common.schemas import FetchResponse, Message, RoomEvent, encode
 from chat_common.subjects import room_events
 from chat_gateway.client import Client
+from chat_gateway.offsets import encode_offset
 from chat_gateway.ordering import RoomSequencer
 
 __all__ = ["Fanout", "Member", "RoomHub"]
@@ -37,18 +38,35 @@ FillGap = Callable[[str, int, int], Awaitable[FetchResponse]]
 
 @dataclass(slots=True)
 class Fanout:
-    """One event to deliver, encoded lazily once per protocol."""
+    """One event to deliver, encoded lazily: once per protocol (and, for Socket.IO
+    recovery offsets, once per room for single-room clients)."""
 
+    room_id: str
     event: str
     data: bytes
     seq: int | None
     frames: dict[str, bytes] = field(default_factory=dict)
 
     def frame_for(self, client: Client) -> bytes:
-        frame = self.frames.get(client.protocol)
+        """The frame for ``client``; updates its position first when this is a message."""
+        seq = self.seq
+        if seq is not None:
+            client.positions[self.room_id] = seq
+        if seq is None or not client.recovery:
+            key = client.protocol
+        elif len(client.positions) == 1:
+            key = "socketio+offset"
+        else:
+            return client.encode_event(self.event, self.data, _offset_arg(client.positions))
+        frame = self.frames.get(key)
         if frame is None:
-            frame = self.frames[client.protocol] = client.encode_event(self.event, self.data)
+            extra = _offset_arg(client.positions) if key == "socketio+offset" else ()
+            frame = self.frames[key] = client.encode_event(self.event, self.data, extra)
         return frame
+
+
+def _offset_arg(positions: dict[str, int]) -> tuple[bytes, ...]:
+    return (b'"' + encode_offset(positions).encode() + b'"',)
 
 
 @dataclass(slots=True)
@@ -104,10 +122,21 @@ class RoomHub:
         if room is None or member.buffer is None:
             return
         member.floor = floor
+        member.client.positions.setdefault(room_id, floor)
         self._flush(member)
         if not room.sequencer.started:
             for item in room.sequencer.start(floor):
                 self._deliver(room, item)
+
+    def replay(self, room_id: str, member: Member, messages: list[Message], *, floor: int) -> None:
+        """Resume: write the messages a client missed, then make it a live member."""
+        member.floor = floor
+        member.client.positions[room_id] = floor
+        for message in messages:
+            item = Fanout(room_id, "new_message", encode(message), message.seq)
+            member.client.write_now(item.frame_for(member.client))
+            member.floor = message.seq
+        self.activate(room_id, member, floor=member.floor)
 
     def suspend(self, client: Client, room_id: str) -> None:
         """Buffer the client's events of this room (while a leave is being recorded)."""
@@ -135,6 +164,7 @@ class RoomHub:
         if room is None:
             return
         room.members.pop(client.id, None)
+        client.positions.pop(room_id, None)
         if room.members:
             return
         del self._rooms[room_id]
@@ -153,7 +183,7 @@ class RoomHub:
             except msgspec.DecodeError:
                 _log.error("undecodable room event", extra={"room": room.room_id})
                 return
-            self.accept(room, Fanout(event.event, bytes(event.data), event.seq))
+            self.accept(room, Fanout(room.room_id, event.event, bytes(event.data), event.seq))
 
         return on_event
 
@@ -198,4 +228,4 @@ class RoomHub:
                 continue
             for message in page.messages:
                 data = encode(message)
-                self.accept(room, Fanout("new_message", data, message.seq))
+                self.accept(room, Fanout(room.room_id, "new_message", data, message.seq))

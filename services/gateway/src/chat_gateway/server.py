@@ -71,8 +71,8 @@ class GatewayServer:
         self.port = settings.port
 
     @property
-    def clients(self) -> int:
-        return len(self._clients)
+    def clients(self) -> set[Client]:
+        return self._clients
 
     async def start(self) -> None:
         self._server = await serve(

@@ -30,6 +30,19 @@ class GatewaySettings(ServiceSettings):
     )
     send_attempts: int = Field(default=3, ge=1, description="tries of one append on UNAVAILABLE")
     send_deadline_s: float = Field(default=10.0, gt=0, description="overall deadline of a send")
+    session_heartbeat_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="how often live sessions are heartbeated to the session service",
+    )
+    max_replay: int = Field(
+        default=5000,
+        ge=0,
+        description="messages replayed per room on resume; more means not recovered",
+    )
+    connection_state_recovery: bool = Field(
+        default=True, description="Socket.IO: send pid and per-event offsets so clients can resume"
+    )
     gap_fill_delay_ms: float = Field(
         default=25.0, ge=0, description="wait for a late message before fetching a gap from history"
     )

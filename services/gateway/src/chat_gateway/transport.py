@@ -14,8 +14,9 @@ from collections.abc import Callable
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from chat_gateway.client import Client
+from chat_gateway.client import Client, Encoder
 from chat_gateway.events import EventHandlers
+from chat_gateway.offsets import decode_offset, make_pid, parse_pid
 from chat_gateway.protocol.messages import (
     BadEvent,
     ClientEvent,
@@ -48,6 +49,55 @@ async def _handle(client: Client, handlers: EventHandlers, event: ClientEvent | 
         client.idle.set()
 
 
+def _said_goodbye(ws: ServerConnection, client: Client) -> bool:
+    """A client that closes with 1000 (normal closure) has left on purpose.
+
+    Drops (no close frame), 1001 (page unload) and our own closes (1012, 4000, 4008) keep
+    the session resumable.
+    """
+    rcvd = ws.protocol.close_rcvd
+    return rcvd is not None and rcvd.code == 1000 and not client.closing
+
+
+def _sio_encoder(codec: SocketIOCodec) -> Encoder:
+    def encode(name: str, payload_json: bytes, extra_args_json: tuple[bytes, ...] = ()) -> bytes:
+        return codec.encode_event(name, payload_json, extra_args_json=extra_args_json)
+
+    return encode
+
+
+def _native_encoder(
+    name: str, payload_json: bytes, extra_args_json: tuple[bytes, ...] = ()
+) -> bytes:
+    return NativeCodec.encode_event(name, payload_json)
+
+
+async def _connect_namespace(
+    client: Client, auth: dict[str, object] | None, handlers: EventHandlers, codec: SocketIOCodec
+) -> None:
+    """Answer CONNECT to ``/``: resume the session named by ``pid`` if possible.
+
+    The reply carries the socket id and, with recovery on, the ``pid``; a client whose
+    ``pid`` comes back unchanged has recovered (``socket.recovered`` in socket.io-client),
+    and the events it missed follow the reply.
+    """
+    auth = auth or {}
+    if auth.get("recovery") is False:
+        client.recovery = False
+    plan = None
+    if client.recovery and (parsed := parse_pid(auth.get("pid"))) is not None:
+        session_id, token = parsed
+        plan = await handlers.resumer.resume(
+            client, session_id=session_id, token=token, positions=decode_offset(auth.get("offset"))
+        )
+    reply: dict[str, object] = {"sid": client.id}
+    if client.recovery:
+        reply["pid"] = make_pid(client.session_id, client.token)
+    await client.send(codec.encode_connect(reply))
+    if plan is not None:
+        handlers.resumer.finish(plan)
+
+
 async def serve_socketio(
     ws: ServerConnection,
     settings: GatewaySettings,
@@ -64,11 +114,13 @@ async def serve_socketio(
     client = Client(
         ws,
         protocol="socketio",
-        encode_event=codec.encode_event,
+        encode_event=_sio_encoder(codec),
         encode_ack=codec.encode_ack,
         slow_limit=settings.slow_consumer_bytes,
     )
+    client.recovery = settings.connection_state_recovery
     connected = False
+    resumable = True
     register(client)
     try:
         await ws.send(codec.open_packet(client.id))
@@ -81,30 +133,32 @@ async def serve_socketio(
                     client.last_pong = asyncio.get_running_loop().time()
                 elif isinstance(item, NamespaceConnect):
                     if item.namespace != _ROOT_NAMESPACE:
-                        await ws.send(
-                            codec.encode_connect_error(item.namespace, "Invalid namespace"),
-                            text=True,
+                        await client.send(
+                            codec.encode_connect_error(item.namespace, "Invalid namespace")
                         )
-                        continue
-                    connected = True
-                    await ws.send(codec.encode_connect({"sid": client.id}), text=True)
+                    elif not connected:
+                        connected = True
+                        await _connect_namespace(client, item.auth, handlers, codec)
                 elif isinstance(item, NamespaceDisconnect):
                     if item.namespace == _ROOT_NAMESPACE:
+                        resumable = False
                         await ws.close(1000, "client disconnect")
                         return
                 elif isinstance(item, Ping):
                     await ws.send(codec.PONG, text=True)
                 elif isinstance(item, Close):
+                    resumable = False
                     await ws.close(1000, "engine.io close")
                     return
     except ProtocolError as exc:
+        resumable = False
         _log.info("protocol error", extra={"client": client.id, "reason": exc.reason})
         await ws.close(exc.close_code, exc.reason)
     except ConnectionClosed:
         pass
     finally:
         unregister(client)
-        await handlers.disconnected(client)
+        await handlers.disconnected(client, resumable=resumable and not _said_goodbye(ws, client))
 
 
 async def serve_native(
@@ -119,19 +173,21 @@ async def serve_native(
     client = Client(
         ws,
         protocol="native",
-        encode_event=codec.encode_event,
+        encode_event=_native_encoder,
         encode_ack=codec.encode_ack,
         slow_limit=settings.slow_consumer_bytes,
     )
+    resumable = True
     register(client)
     try:
         async for frame in ws:
             await _handle(client, handlers, codec.receive(frame))
     except ProtocolError as exc:
+        resumable = False
         _log.info("protocol error", extra={"client": client.id, "reason": exc.reason})
         await ws.close(exc.close_code, exc.reason)
     except ConnectionClosed:
         pass
     finally:
         unregister(client)
-        await handlers.disconnected(client)
+        await handlers.disconnected(client, resumable=resumable and not _said_goodbye(ws, client))

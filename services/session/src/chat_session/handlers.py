@@ -1,12 +1,17 @@
-"""Session endpoints: join, leave, disconnect. Presence changes are published to the room.
+"""Session endpoints and the reaper. Presence changes are published to the room.
 
-Every endpoint takes and returns JSON (``chat_common.schemas``); Redis failures become
-``UNAVAILABLE`` so callers can retry.
+Endpoints: ``join``, ``leave``, ``detach`` (connection dropped: keep it resumable),
+``disconnect`` (the client left for good), ``resume``, ``heartbeat`` and ``restore``
+(re-register a live session the store lost). Every endpoint takes and returns JSON
+(``chat_common.schemas``); Redis failures become ``UNAVAILABLE`` so callers can retry.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import hashlib
+import hmac
 import logging
 from collections.abc import Awaitable, Callable
 from typing import ParamSpec, TypeVar
@@ -17,26 +22,37 @@ from redis.exceptions import RedisError
 from chat_common.errors import ChatError, ErrorCode, Unavailable
 from chat_common.natsio import Publish
 from chat_common.schemas import (
+    DetachRequest,
     DisconnectRequest,
     DisconnectResponse,
+    HeartbeatRequest,
+    HeartbeatResponse,
     JoinRequest,
     JoinResponse,
     LeaveRequest,
     LeaveResponse,
     PresenceEvent,
+    RestoreRequest,
+    ResumeRequest,
+    ResumeResponse,
     RoomEvent,
     encode,
     parse_request,
 )
 from chat_common.subjects import room_events
-from chat_session.store import SessionStore
+from chat_session.store import SessionStore, now_ms
 
-__all__ = ["SessionHandlers"]
+__all__ = ["SessionHandlers", "token_hash"]
 
 _log = logging.getLogger("chat.session")
-
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
+_EMPTY = encode({})
+
+
+def token_hash(token: str) -> str:
+    """How a resume token is stored: its sha256, hex."""
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def _redis_unavailable(fn: Callable[_P, Awaitable[_R]]) -> Callable[_P, Awaitable[_R]]:
@@ -54,9 +70,20 @@ def _redis_unavailable(fn: Callable[_P, Awaitable[_R]]) -> Callable[_P, Awaitabl
 class SessionHandlers:
     """The session service's endpoints, independent of how they are served."""
 
-    def __init__(self, store: SessionStore, publish: Publish) -> None:
+    def __init__(
+        self,
+        store: SessionStore,
+        publish: Publish,
+        *,
+        resume_window_s: float,
+        heartbeat_ttl_s: float,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
         self._store = store
         self._publish = publish
+        self._window_ms = int(resume_window_s * 1000)
+        self._attached_ms = int((resume_window_s + heartbeat_ttl_s) * 1000)
+        self._clock = clock
 
     async def _announce(self, event: str, room_id: str, email: str, users: list[str]) -> None:
         data = encode(PresenceEvent(room_id=room_id, email=email, users=users))
@@ -66,10 +93,17 @@ class SessionHandlers:
     @_redis_unavailable
     async def join(self, body: bytes) -> bytes:
         req = parse_request(body, JoinRequest)
-        bound = await self._store.bind_email(req.session_id, req.email, req.gateway_id)
+        bound = await self._store.open(
+            req.session_id,
+            email=req.email,
+            token_hash=req.token_hash,
+            sid=req.sid,
+            gateway=req.gateway_id,
+            expires=self._clock() + self._attached_ms,
+        )
         if bound != req.email:
             raise ChatError(ErrorCode.IDENTITY_MISMATCH, "this session already has another email")
-        change = await self._store.join(req.session_id, req.email, req.room_id)
+        change = await self._store.join(req.session_id, req.email, req.room_id, req.position)
         if change.changed:
             await self._announce("user_joined", req.room_id, req.email, change.users)
         return encode(JoinResponse(users=change.users, first=change.changed))
@@ -77,22 +111,98 @@ class SessionHandlers:
     @_redis_unavailable
     async def leave(self, body: bytes) -> bytes:
         req = parse_request(body, LeaveRequest)
-        email, rooms = await self._store.session_rooms(req.session_id)
-        if email is None or req.room_id not in rooms:
+        record = await self._store.get(req.session_id)
+        if record is None or req.room_id not in record.rooms:
             raise ChatError(ErrorCode.NOT_IN_ROOM, "not a member of this room")
-        change = await self._store.leave(req.session_id, email, req.room_id)
+        change = await self._store.leave(req.session_id, record.email, req.room_id)
         if change.changed:
-            await self._announce("user_left", req.room_id, email, change.users)
+            await self._announce("user_left", req.room_id, record.email, change.users)
         return encode(LeaveResponse(users=change.users, last=change.changed))
+
+    @_redis_unavailable
+    async def detach(self, body: bytes) -> bytes:
+        req = parse_request(body, DetachRequest)
+        await self._store.heartbeat([req.session_id], expires=self._clock() + self._window_ms)
+        await self._store.set_state(req.session_id, gateway="", state="detached")
+        return _EMPTY
 
     @_redis_unavailable
     async def disconnect(self, body: bytes) -> bytes:
         req = parse_request(body, DisconnectRequest)
-        email, rooms = await self._store.session_rooms(req.session_id)
-        if email is not None:
-            for room_id in rooms:
-                change = await self._store.leave(req.session_id, email, room_id)
-                if change.changed:
-                    await self._announce("user_left", room_id, email, change.users)
-        await self._store.forget(req.session_id)
+        rooms = await self._end(req.session_id)
         return encode(DisconnectResponse(rooms=rooms))
+
+    async def _end(self, session_id: str) -> list[str]:
+        """Leave every room (announcing the last connection out) and delete the session."""
+        record = await self._store.get(session_id)
+        rooms = sorted(record.rooms) if record else []
+        if record is not None:
+            for room_id in rooms:
+                change = await self._store.leave(session_id, record.email, room_id)
+                if change.changed:
+                    await self._announce("user_left", room_id, record.email, change.users)
+        await self._store.forget(session_id)
+        return rooms
+
+    @_redis_unavailable
+    async def resume(self, body: bytes) -> bytes:
+        req = parse_request(body, ResumeRequest)
+        record = await self._store.get(req.session_id)
+        gone = ChatError(ErrorCode.NOT_FOUND, "session expired or unknown")
+        if record is None or not hmac.compare_digest(token_hash(req.token), record.token_hash):
+            raise gone
+        now = self._clock()
+        if not await self._store.extend_if_alive(
+            req.session_id, now=now, expires=now + self._attached_ms
+        ):
+            raise gone
+        await self._store.set_state(req.session_id, gateway=req.gateway_id, state="attached")
+        return encode(ResumeResponse(email=record.email, sid=record.sid, rooms=record.rooms))
+
+    @_redis_unavailable
+    async def heartbeat(self, body: bytes) -> bytes:
+        req = parse_request(body, HeartbeatRequest)
+        known = await self._store.known(req.session_ids)
+        alive = [s for s, ok in zip(req.session_ids, known, strict=True) if ok]
+        await self._store.heartbeat(alive, expires=self._clock() + self._attached_ms)
+        unknown = [s for s, ok in zip(req.session_ids, known, strict=True) if not ok]
+        return encode(HeartbeatResponse(unknown=unknown))
+
+    @_redis_unavailable
+    async def restore(self, body: bytes) -> bytes:
+        req = parse_request(body, RestoreRequest)
+        await self._store.open(
+            req.session_id,
+            email=req.email,
+            token_hash=req.token_hash,
+            sid=req.sid,
+            gateway=req.gateway_id,
+            expires=self._clock() + self._attached_ms,
+        )
+        for room_id, position in req.rooms.items():
+            await self._store.join(req.session_id, req.email, room_id, position)
+        _log.info("session restored", extra={"rooms": len(req.rooms)})
+        return _EMPTY
+
+    async def reap_once(self, *, limit: int = 100) -> int:
+        """End every expired session this instance manages to claim; returns how many."""
+        now = self._clock()
+        reaped = 0
+        for session_id in await self._store.expired(now=now, limit=limit):
+            if await self._store.claim(session_id, now=now):
+                await self._end(session_id)
+                reaped += 1
+        return reaped
+
+    async def reap_forever(self, *, interval_s: float, limit: int = 100) -> None:
+        """The reaper loop (a supervised task); Redis outages are logged and waited out."""
+        while True:
+            try:
+                reaped = await self.reap_once(limit=limit)
+            except (RedisError, OSError) as exc:
+                _log.warning("reaper could not reach redis", extra={"error": type(exc).__name__})
+                reaped = 0
+            if reaped:
+                _log.info("sessions reaped", extra={"count": reaped})
+            if reaped < limit:
+                await asyncio.sleep(interval_s)

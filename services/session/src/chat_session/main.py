@@ -30,14 +30,26 @@ async def main(settings: SessionSettings | None = None) -> int:
         )
         rt.lifecycle.on_shutdown(Phase.CLOSE_POOLS, "redis", redis.aclose)
         store = RedisSessionStore(redis, prefix=settings.key_prefix)
-        handlers = SessionHandlers(store, rt.nc.publish)
+        handlers = SessionHandlers(
+            store,
+            rt.nc.publish,
+            resume_window_s=settings.resume_window_s,
+            heartbeat_ttl_s=settings.heartbeat_ttl_s,
+        )
         rt.add_check("redis", store.ping)
+        rt.lifecycle.supervisor.spawn(
+            "reaper", lambda: handlers.reap_forever(interval_s=settings.reap_interval_s)
+        )
         await rt.serve(
             version=VERSION,
             endpoints={
                 "join": (session_endpoint("join"), handlers.join),
                 "leave": (session_endpoint("leave"), handlers.leave),
                 "disconnect": (session_endpoint("disconnect"), handlers.disconnect),
+                "detach": (session_endpoint("detach"), handlers.detach),
+                "resume": (session_endpoint("resume"), handlers.resume),
+                "heartbeat": (session_endpoint("heartbeat"), handlers.heartbeat),
+                "restore": (session_endpoint("restore"), handlers.restore),
             },
         )
         rt.lifecycle.mark_ready()

@@ -18,3 +18,14 @@ class SessionSettings(ServiceSettings):
         default=2.0, gt=0, description="socket timeout of one Redis call"
     )
     key_prefix: str = Field(default="chat", description="prefix of every Redis key we own")
+    resume_window_s: float = Field(
+        default=120.0, gt=0, description="how long a dropped session stays resumable"
+    )
+    heartbeat_ttl_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="a session whose gateway stops heartbeating counts as dropped after this",
+    )
+    reap_interval_s: float = Field(
+        default=1.0, gt=0, description="how often expired sessions are reaped (user_left sent)"
+    )

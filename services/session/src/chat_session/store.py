@@ -5,21 +5,28 @@ Redis layout (``P`` = key prefix, ``{..}`` = cluster hash tag)::
     P:room:{R}:users          ZSET  email -> join order (user-level presence, join order)
     P:room:{R}:clock          STRING counter giving the join order
     P:room:{R}:conns:<email>  SET   session ids of that user in the room
-    P:session:{S}             HASH  email, gateway
-    P:session:{S}:rooms       SET   rooms the session is in
+    P:session:{S}             HASH  email, gateway, token (sha256), sid, state
+    P:session:{S}:rooms       HASH  room -> join position (last seq in the join's history)
+    P:sessions:expiry         ZSET  session id -> when it expires (epoch ms)
 
-A user is listed once however many connections they have; ``first``/``last`` say whether
-this connection was the user's first in / last out of the room. Room-level changes are one
-Lua script each, so concurrent joins and leaves never lose or double a member.
+A session is *attached* while a gateway heartbeats it (expiry = last heartbeat +
+heartbeat TTL + resume window) and *detached* once its connection dropped (expiry = drop +
+resume window). Resuming moves the expiry forward; the reaper claims expired sessions with
+an atomic ZREM, so each one's ``user_left`` goes out exactly once however many session
+instances run. Session keys also carry a long Redis TTL as a backstop.
 """
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from typing import Protocol
 
 from redis.asyncio import Redis
 
-__all__ = ["PresenceChange", "RedisSessionStore", "SessionStore"]
+__all__ = ["PresenceChange", "RedisSessionStore", "SessionRecord", "SessionStore"]
+
+BACKSTOP_TTL_S = 24 * 3600
 
 _JOIN = """
 local added = redis.call('SADD', KEYS[3], ARGV[1])
@@ -43,6 +50,26 @@ end
 return {last, redis.call('ZRANGE', KEYS[1], 0, -1)}
 """
 
+# Extend a session's expiry only if it has not expired (so a reaped session stays dead).
+_EXTEND_IF_ALIVE = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) > tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+  return 1
+end
+return 0
+"""
+
+# The reaper's claim: remove an expired session from the index; 1 means "it is ours".
+_CLAIM = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) <= tonumber(ARGV[2]) then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
+"""
+
 
 class PresenceChange(tuple[bool, list[str]]):
     """(changed, users): whether the user entered/left the room, and who is in it now."""
@@ -56,34 +83,64 @@ class PresenceChange(tuple[bool, list[str]]):
         return self[1]
 
 
-class SessionStore(Protocol):
-    """Sessions and presence, whatever holds them."""
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    email: str
+    token_hash: str
+    sid: str
+    gateway: str
+    rooms: dict[str, int]
 
-    async def bind_email(self, session_id: str, email: str, gateway_id: str) -> str:
-        """Fix the session's email on first use; returns the email the session has."""
+
+class SessionStore(Protocol):
+    """Sessions and presence, whatever holds them. Times are epoch milliseconds."""
+
+    async def open(
+        self, session_id: str, *, email: str, token_hash: str, sid: str, gateway: str, expires: int
+    ) -> str:
+        """Create the session if new (or refresh it); returns the email it is bound to."""
         ...
 
-    async def join(self, session_id: str, email: str, room_id: str) -> PresenceChange: ...
+    async def get(self, session_id: str) -> SessionRecord | None: ...
+
+    async def join(
+        self, session_id: str, email: str, room_id: str, position: int
+    ) -> PresenceChange: ...
 
     async def leave(self, session_id: str, email: str, room_id: str) -> PresenceChange: ...
 
-    async def session_rooms(self, session_id: str) -> tuple[str | None, list[str]]:
-        """(email, rooms) of a session; (None, []) when unknown."""
-        ...
+    async def extend_if_alive(self, session_id: str, *, now: int, expires: int) -> bool: ...
+
+    async def set_state(self, session_id: str, *, gateway: str, state: str) -> None: ...
+
+    async def known(self, session_ids: list[str]) -> list[bool]: ...
+
+    async def heartbeat(self, session_ids: list[str], *, expires: int) -> None: ...
+
+    async def expired(self, *, now: int, limit: int) -> list[str]: ...
+
+    async def claim(self, session_id: str, *, now: int) -> bool: ...
 
     async def forget(self, session_id: str) -> None: ...
 
     async def ping(self) -> None: ...
 
 
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
 class RedisSessionStore:
-    """:class:`SessionStore` on Redis."""
+    """:class:`SessionStore` on Redis (a client with ``decode_responses=True``)."""
 
     def __init__(self, redis: Redis, *, prefix: str) -> None:
         self._r = redis
         self._p = prefix
         self._join = redis.register_script(_JOIN)
         self._leave = redis.register_script(_LEAVE)
+        self._extend = redis.register_script(_EXTEND_IF_ALIVE)
+        self._claim = redis.register_script(_CLAIM)
+        self._expiry = f"{prefix}:sessions:expiry"
 
     def _room(self, room_id: str, part: str) -> str:
         return f"{self._p}:room:{{{room_id}}}:{part}"
@@ -91,40 +148,84 @@ class RedisSessionStore:
     def _session(self, session_id: str, part: str = "") -> str:
         return f"{self._p}:session:{{{session_id}}}{part}"
 
-    async def bind_email(self, session_id: str, email: str, gateway_id: str) -> str:
+    async def open(
+        self, session_id: str, *, email: str, token_hash: str, sid: str, gateway: str, expires: int
+    ) -> str:
         key = self._session(session_id)
         async with self._r.pipeline(transaction=True) as pipe:
             pipe.hsetnx(key, "email", email)
-            pipe.hset(key, "gateway", gateway_id)
+            pipe.hsetnx(key, "token", token_hash)
+            pipe.hsetnx(key, "sid", sid)
+            pipe.hset(key, mapping={"gateway": gateway, "state": "attached"})
             pipe.hget(key, "email")
-            _, _, bound = await pipe.execute()
-        return str(bound)
+            pipe.expire(key, BACKSTOP_TTL_S)
+            pipe.expire(self._session(session_id, ":rooms"), BACKSTOP_TTL_S)
+            pipe.zadd(self._expiry, {session_id: expires})
+            results = await pipe.execute()
+        return str(results[4])
 
-    async def join(self, session_id: str, email: str, room_id: str) -> PresenceChange:
+    async def get(self, session_id: str) -> SessionRecord | None:
+        async with self._r.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self._session(session_id))
+            pipe.hgetall(self._session(session_id, ":rooms"))
+            fields, rooms = await pipe.execute()
+        if not fields or "email" not in fields:
+            return None
+        return SessionRecord(
+            email=fields["email"],
+            token_hash=fields.get("token", ""),
+            sid=fields.get("sid", ""),
+            gateway=fields.get("gateway", ""),
+            rooms={room: int(pos) for room, pos in rooms.items()},
+        )
+
+    async def join(
+        self, session_id: str, email: str, room_id: str, position: int
+    ) -> PresenceChange:
         keys = [
             self._room(room_id, "users"),
             self._room(room_id, "clock"),
             self._room(room_id, f"conns:{email}"),
         ]
         first, users = await self._join(keys=keys, args=[session_id, email])
-        await self._r.sadd(self._session(session_id, ":rooms"), room_id)
+        await self._r.hset(self._session(session_id, ":rooms"), room_id, position)
         return PresenceChange((bool(first), [str(u) for u in users]))
 
     async def leave(self, session_id: str, email: str, room_id: str) -> PresenceChange:
         keys = [self._room(room_id, "users"), self._room(room_id, f"conns:{email}")]
         last, users = await self._leave(keys=keys, args=[session_id, email])
-        await self._r.srem(self._session(session_id, ":rooms"), room_id)
+        await self._r.hdel(self._session(session_id, ":rooms"), room_id)
         return PresenceChange((bool(last), [str(u) for u in users]))
 
-    async def session_rooms(self, session_id: str) -> tuple[str | None, list[str]]:
+    async def extend_if_alive(self, session_id: str, *, now: int, expires: int) -> bool:
+        return bool(await self._extend(keys=[self._expiry], args=[session_id, now, expires]))
+
+    async def set_state(self, session_id: str, *, gateway: str, state: str) -> None:
+        await self._r.hset(self._session(session_id), mapping={"gateway": gateway, "state": state})
+
+    async def known(self, session_ids: list[str]) -> list[bool]:
         async with self._r.pipeline(transaction=False) as pipe:
-            pipe.hget(self._session(session_id), "email")
-            pipe.smembers(self._session(session_id, ":rooms"))
-            email, rooms = await pipe.execute()
-        return (str(email) if email is not None else None), sorted(str(r) for r in rooms)
+            for session_id in session_ids:
+                pipe.exists(self._session(session_id))
+            return [bool(n) for n in await pipe.execute()]
+
+    async def heartbeat(self, session_ids: list[str], *, expires: int) -> None:
+        if not session_ids:
+            return
+        await self._r.zadd(self._expiry, dict.fromkeys(session_ids, expires), xx=True)
+
+    async def expired(self, *, now: int, limit: int) -> list[str]:
+        found = await self._r.zrangebyscore(self._expiry, "-inf", now, start=0, num=limit)
+        return [str(s) for s in found]
+
+    async def claim(self, session_id: str, *, now: int) -> bool:
+        return bool(await self._claim(keys=[self._expiry], args=[session_id, now]))
 
     async def forget(self, session_id: str) -> None:
-        await self._r.delete(self._session(session_id), self._session(session_id, ":rooms"))
+        async with self._r.pipeline(transaction=False) as pipe:
+            pipe.delete(self._session(session_id), self._session(session_id, ":rooms"))
+            pipe.zrem(self._expiry, session_id)
+            await pipe.execute()
 
     async def ping(self) -> None:
         await self._r.ping()

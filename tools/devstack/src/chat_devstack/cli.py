@@ -3,7 +3,8 @@
 ``NATS_URL``, ``REDIS_URL`` and ``DATABASE_URL``, when set, point at external servers that
 are used instead of starting ours. Ctrl-C or SIGTERM stops services first and servers last
 and exits 0; a second Ctrl-C kills everything at once. If a process dies on its own, the
-rest is stopped and the exit code is 1.
+rest is stopped and the exit code is 1. With ``--gateways`` above 1, a TCP balancer on
+``--port`` spreads clients over the gateways, which take the next free ports.
 """
 
 from __future__ import annotations
@@ -38,7 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--gateways", type=int, default=1, metavar="N")
     run.add_argument("--sessions", type=int, default=1, metavar="N")
     run.add_argument("--history", type=int, default=1, metavar="N", dest="histories")
-    run.add_argument("--port", type=int, default=8080, help="first gateway's port (8080)")
+    run.add_argument(
+        "--port",
+        type=int,
+        default=8080,
+        help="where clients connect (8080): the balancer's port with --gateways > 1",
+    )
     return parser
 
 
@@ -51,6 +57,7 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> St
         sessions=args.sessions if services else 0,
         histories=args.histories if services else 0,
         gateway_port=args.port if services else 0,
+        balancer=services and args.gateways > 1,
         host=args.host,
         nats_url=environ.get("NATS_URL") or None,
         redis_url=environ.get("REDIS_URL") or None,
@@ -64,9 +71,15 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> St
 def describe(stack: Stack) -> str:
     """Where to connect, what runs where, and how long it took to start."""
     lines = [f"chat stack is up (data: {stack.data_dir})"]
-    for url in stack.gateway_urls:
+    gateways = stack.of_kind("gateway")
+    urls = [stack.balancer.url] if stack.balancer is not None else stack.gateway_urls
+    if stack.balancer is not None:
+        lines.append(f"  connect to   {urls[0]}  (balancer over {len(gateways)} gateways)")
+    for url in urls:
         ws = url.replace("http://", "ws://", 1)
         lines += [f"  Socket.IO    {url}  (path /socket.io/)", f"  native WS    {ws}ws"]
+    if stack.balancer is not None:
+        lines += [f"  {g.name:<12} {g.public_url}  (this gateway only)" for g in gateways]
     for service in stack.services:
         lines.append(f"  {service.name:<12} {service.health_url}  log {service.log_path}")
     lines.append("")

@@ -1,9 +1,9 @@
 """The whole local system: NATS, Redis, Postgres, then history, session and gateway services.
 
 Start order: servers (concurrently), then sessions and histories, then gateways, each
-group waited for until ready. Stop order is the reverse: gateways, then sessions and
-histories, then Postgres, Redis and NATS. A server is skipped when the config gives the
-URL of an external one.
+group waited for until ready, then (if configured) a TCP balancer in front of the gateways.
+Stop order is the reverse: balancer, gateways, then sessions and histories, then Postgres,
+Redis and NATS. A server is skipped when the config gives the URL of an external one.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self, TypeVar
 
+from .balancer import TcpBalancer
 from .errors import DevstackError
 from .ports import free_port, next_free_ports, port_is_free
 from .process import ManagedProcess
@@ -33,6 +34,8 @@ class StackConfig:
 
     ``gateway_port`` is the first gateway's public port (``0``: any free port); further
     gateways take the next free ports above it. Server ports of ``0`` are picked freely.
+    ``balancer=True`` (with gateways) puts a :class:`TcpBalancer` on ``gateway_port`` and
+    moves the gateways to the next free ports above it.
     """
 
     data_dir: Path
@@ -50,6 +53,7 @@ class StackConfig:
     postgres_port: int = 0
     start_timeout: float = 60.0
     stop_timeout: float = 15.0
+    balancer: bool = False
 
 
 async def _all(aws: Iterable[Awaitable[object]]) -> None:
@@ -84,6 +88,8 @@ class Stack:
                 self.data_dir, port=config.postgres_port, host=config.host
             )
         self.services: list[ServiceProcess] = []
+        self.balancer: TcpBalancer | None = None
+        """The balancer in front of the gateways, when ``config.balancer`` is set."""
         self.startup_seconds: dict[str, float] = {}
         """Seconds from spawn to ready, per server and per group of services."""
 
@@ -123,6 +129,16 @@ class Stack:
         return [g.public_url for g in self.of_kind("gateway") if g.public_url is not None]
 
     @property
+    def client_url(self) -> str:
+        """Where clients connect: the balancer's URL if there is one, else the first gateway's."""
+        if self.balancer is not None:
+            return self.balancer.url
+        urls = self.gateway_urls
+        if not urls:
+            raise DevstackError("no gateways")
+        return urls[0]
+
+    @property
     def processes(self) -> list[ManagedProcess]:
         """Every child process we own: servers' and services'."""
         servers = [s.process for s in self.servers if s.process is not None]
@@ -154,6 +170,21 @@ class Stack:
             began = loop.time()
             await _all(self._start_service(s) for s in members)
             self.startup_seconds["+".join(group)] = loop.time() - began
+        await self._start_balancer()
+
+    async def _start_balancer(self) -> None:
+        gateways = self.of_kind("gateway")
+        if not self.config.balancer or not gateways:
+            return
+        backends = [(g.host, g.port) for g in gateways if g.port is not None]
+        self.balancer = TcpBalancer(
+            host=self.config.host, port=self.config.gateway_port, backends=backends
+        )
+        try:
+            await self.balancer.start()
+        except OSError as exc:
+            port = self.config.gateway_port
+            raise DevstackError(f"balancer cannot listen on port {port}: {exc}") from exc
 
     async def _start_service(self, service: ServiceProcess) -> None:
         await service.start()
@@ -167,6 +198,8 @@ class Stack:
             return next_free_ports(0, cfg.gateways, cfg.host)
         if not port_is_free(cfg.gateway_port, cfg.host):
             raise DevstackError(f"gateway port {cfg.gateway_port} is in use; pick another")
+        if cfg.balancer:  # the balancer takes gateway_port
+            return next_free_ports(cfg.gateway_port + 1, cfg.gateways, cfg.host)
         rest = next_free_ports(cfg.gateway_port + 1, cfg.gateways - 1, cfg.host)
         return [cfg.gateway_port, *rest]
 
@@ -210,8 +243,13 @@ class Stack:
                 self.services.append(service)
 
     async def stop_services(self) -> None:
-        """SIGTERM gateways, then sessions and histories (SIGKILL after ``stop_timeout``)."""
+        """Stop the balancer, SIGTERM gateways, then sessions and histories.
+
+        Processes still running after ``stop_timeout`` get SIGKILL.
+        """
         timeout = self.config.stop_timeout
+        if self.balancer is not None:
+            await self.balancer.stop()
         await asyncio.gather(*(g.terminate(timeout) for g in self.of_kind("gateway")))
         others = [s for s in self.services if s.kind != "gateway"]
         await asyncio.gather(*(s.terminate(timeout) for s in others))

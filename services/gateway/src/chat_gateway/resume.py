@@ -1,0 +1,122 @@
+"""Resuming a session on any gateway: identity, rooms, and every message missed.
+
+The session service says whether the session is still resumable (and that the token is
+right); history supplies what the client missed in each room, after the position the
+client reports (Socket.IO offset, native ``lastSeq``) or, for a room it reports nothing
+about, the position on record. Replays are bounded (``GATEWAY_MAX_REPLAY`` per room): a
+client that missed more is told "not recovered" and rejoins and pages history instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from chat_common.errors import ChatError
+from chat_common.schemas import (
+    DisconnectRequest,
+    FetchRequest,
+    Message,
+    ResumeRequest,
+)
+from chat_gateway.backend import Backend
+from chat_gateway.client import Client
+from chat_gateway.offsets import new_session_id, new_token
+from chat_gateway.rooms import Member, RoomHub
+
+__all__ = ["ResumePlan", "Resumer"]
+
+_log = logging.getLogger("chat.gateway.resume")
+_PAGE = 200
+
+
+@dataclass(frozen=True, slots=True)
+class _RoomReplay:
+    room_id: str
+    member: Member
+    position: int
+    missed: list[Message]
+
+
+@dataclass(frozen=True, slots=True)
+class ResumePlan:
+    """What :meth:`Resumer.finish` will send once the client has been told it recovered."""
+
+    rooms: list[_RoomReplay]
+
+    @property
+    def room_ids(self) -> list[str]:
+        return [r.room_id for r in self.rooms]
+
+
+class _TooMuchMissed(Exception):
+    pass
+
+
+class Resumer:
+    def __init__(self, backend: Backend, hub: RoomHub, *, gateway_id: str, max_replay: int) -> None:
+        self._backend = backend
+        self._hub = hub
+        self._gateway_id = gateway_id
+        self._max_replay = max_replay
+
+    async def resume(
+        self, client: Client, *, session_id: str, token: str, positions: dict[str, int]
+    ) -> ResumePlan | None:
+        """Take over the session; ``None`` means not recovered (the client starts afresh)."""
+        try:
+            found = await self._backend.resume(
+                ResumeRequest(session_id=session_id, token=token, gateway_id=self._gateway_id)
+            )
+        except ChatError as exc:
+            _log.info("resume refused", extra={"code": exc.code.value})
+            return None
+        client.session_id, client.token, client.id = session_id, token, found.sid
+        client.email = found.email
+        client.session_used = True
+        plan: list[_RoomReplay] = []
+        try:
+            for room_id, recorded in sorted(found.rooms.items()):
+                position = positions.get(room_id, recorded)
+                member = await self._hub.add_pending(client, room_id)
+                client.rooms.add(room_id)
+                client.floors[room_id] = recorded
+                missed = await self._missed(room_id, position)
+                plan.append(_RoomReplay(room_id, member, position, missed))
+        except (ChatError, _TooMuchMissed) as exc:
+            _log.info("resume abandoned", extra={"reason": type(exc).__name__})
+            await self._abandon(client)
+            return None
+        return ResumePlan(plan)
+
+    async def _missed(self, room_id: str, after: int) -> list[Message]:
+        missed: list[Message] = []
+        while True:
+            page = await self._backend.fetch(
+                FetchRequest(room_id=room_id, after_seq=after, limit=_PAGE)
+            )
+            missed += page.messages
+            if len(missed) > self._max_replay:
+                raise _TooMuchMissed
+            if len(page.messages) < _PAGE or not page.messages:
+                return missed
+            after = page.messages[-1].seq
+
+    async def _abandon(self, client: Client) -> None:
+        """Give the session up (its rooms announce the user left) and start a fresh one."""
+        for room_id in list(client.rooms):
+            await self._hub.remove(client, room_id)
+        client.rooms.clear()
+        client.floors.clear()
+        try:
+            await self._backend.disconnect(DisconnectRequest(session_id=client.session_id))
+        except ChatError as exc:
+            _log.warning("could not end the abandoned session", extra={"code": exc.code.value})
+        client.session_id, client.token = new_session_id(), new_token()
+        client.email = None
+        client.session_used = False
+
+    def finish(self, plan: ResumePlan) -> None:
+        """Send what was missed, room by room, then deliver live events."""
+        for room in plan.rooms:
+            self._hub.replay(room.room_id, room.member, room.missed, floor=room.position)

@@ -1,0 +1,70 @@
+"""Keeping this gateway's sessions alive in the session service.
+
+Every ``GATEWAY_SESSION_HEARTBEAT_S`` the gateway sends the ids of its live sessions (in
+chunks). The answer lists the ones the store does not know — Redis was restarted empty or
+wiped — and the gateway re-registers each of them (identity, rooms, positions) without
+announcing anything, so presence is rebuilt and no client notices.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+
+from chat_common.errors import ChatError
+from chat_common.schemas import HeartbeatRequest, RestoreRequest
+from chat_gateway.backend import Backend
+from chat_gateway.client import Client
+from chat_gateway.offsets import token_hash
+
+__all__ = ["SessionKeeper"]
+
+_log = logging.getLogger("chat.gateway.sessions")
+_CHUNK = 500
+
+
+class SessionKeeper:
+    def __init__(self, backend: Backend, *, gateway_id: str, interval_s: float) -> None:
+        self._backend = backend
+        self._gateway_id = gateway_id
+        self._interval = interval_s
+
+    async def run(self, clients: Callable[[], Iterable[Client]]) -> None:
+        """The heartbeat loop (a supervised task)."""
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self.beat(clients())
+            except ChatError as exc:
+                _log.warning("session heartbeat failed", extra={"code": exc.code.value})
+
+    async def beat(self, clients: Iterable[Client]) -> int:
+        """One heartbeat round; returns how many sessions were re-registered."""
+        live = {c.session_id: c for c in clients if c.session_used and c.email and not c.closing}
+        ids = list(live)
+        restored = 0
+        for start in range(0, len(ids), _CHUNK):
+            reply = await self._backend.heartbeat(
+                HeartbeatRequest(
+                    gateway_id=self._gateway_id, session_ids=ids[start : start + _CHUNK]
+                )
+            )
+            for session_id in reply.unknown:
+                client = live[session_id]
+                if client.email is None:
+                    continue
+                await self._backend.restore(
+                    RestoreRequest(
+                        session_id=session_id,
+                        gateway_id=self._gateway_id,
+                        email=client.email,
+                        token_hash=token_hash(client.token),
+                        sid=client.id,
+                        rooms={room: client.floors.get(room, 0) for room in client.rooms},
+                    )
+                )
+                restored += 1
+        if restored:
+            _log.info("sessions re-registered", extra={"count": restored})
+        return restored
