@@ -87,8 +87,9 @@ MakeStack = Callable[..., Awaitable[Stack]]
 
 @pytest.fixture
 async def make_stack(servers: Servers, tmp_path: Path) -> AsyncIterator[MakeStack]:
-    """Start private stacks (own NATS, own database, own Redis prefix); all stopped at the end."""
-    started: list[tuple[Stack, NatsServer]] = []
+    """Start private stacks (own NATS, own database, own Redis prefix or own Redis); all
+    stopped at the end."""
+    started: list[tuple[Stack, list[NatsServer | RedisServer]]] = []
 
     async def make(
         *,
@@ -96,10 +97,19 @@ async def make_stack(servers: Servers, tmp_path: Path) -> AsyncIterator[MakeStac
         sessions: int = 1,
         histories: int = 1,
         env: dict[str, str] | None = None,
+        balancer: bool = False,
+        own_redis: bool = False,
     ) -> Stack:
         index = len(started)
         nats = NatsServer(tmp_path / f"nats-{index}")
+        own: list[NatsServer | RedisServer] = [nats]
         await nats.start()
+        redis_url = servers.redis.url
+        if own_redis:
+            redis = RedisServer(tmp_path / f"redis-{index}")
+            await redis.start()
+            own.append(redis)
+            redis_url = redis.url
         dsn = await servers.create_database()
         config = StackConfig(
             data_dir=tmp_path / f"stack-{index}",
@@ -107,9 +117,10 @@ async def make_stack(servers: Servers, tmp_path: Path) -> AsyncIterator[MakeStac
             sessions=sessions,
             histories=histories,
             nats_url=nats.url,
-            redis_url=servers.redis.url,
+            redis_url=redis_url,
             postgres_dsn=dsn,
             gateway_port=0,
+            balancer=balancer,
             extra_env={
                 **FAST_SETTINGS,
                 "SESSION_KEY_PREFIX": f"t{uuid.uuid4().hex[:8]}",
@@ -117,11 +128,13 @@ async def make_stack(servers: Servers, tmp_path: Path) -> AsyncIterator[MakeStac
             },
         )
         stack = Stack(config)
-        started.append((stack, nats))
+        stack.test_redis = own[-1] if own_redis else None  # type: ignore[attr-defined]
+        started.append((stack, own))
         await stack.start()
         return stack
 
     yield make
-    for stack, nats in reversed(started):
+    for stack, own in reversed(started):
         await stack.stop()
-        await nats.stop()
+        for server in reversed(own):
+            await server.stop()

@@ -71,24 +71,41 @@ async def test_history_down_gives_unavailable_fast_then_recovers(make_stack: Mak
         await c.close()
 
 
-async def test_session_down_fails_join_with_unavailable(make_stack: MakeStack) -> None:
-    """With no session instance, a join fails with UNAVAILABLE and leaves no half-joined state."""
+async def test_session_service_killed_fails_joins_fast_then_recovers(make_stack: MakeStack) -> None:
+    """With the session service SIGKILLed, joins fail fast with UNAVAILABLE while chat in
+    joined rooms goes on; after a restart joins work again, nothing else restarted."""
     stack = await make_stack()
     (session,) = stack.of_kind("session")
     room = unique_room()
-    await session.terminate()
-    c = await SioClient().connect(stack.gateway_urls[0])
+    early = await SioClient().connect(stack.gateway_urls[0])
+    late = await SioClient().connect(stack.gateway_urls[0])
     try:
-        reply = await c.call("join", {"email": "early@example.com", "roomId": room}, timeout=15)
+        await early.call("join", {"email": "early@example.com", "roomId": room})
+        await session.kill()
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        reply = await late.call("join", {"email": "late@example.com", "roomId": room}, timeout=15)
         assert reply["error"]["code"] == "UNAVAILABLE"
-        send = await c.call("send_message", {"roomId": room, "text": "x"})
+        assert loop.time() - began < 10
+        send = await late.call("send_message", {"roomId": room, "text": "x"})
         assert send["error"]["code"] == "NOT_IN_ROOM"
+        during = await early.call("send_message", {"roomId": room, "text": "still here"})
+        assert during["ok"] is True
         await session.start()
         await session.wait_ready(timeout=30)
-        joined = await c.call("join", {"email": "early@example.com", "roomId": room})
-        assert joined["ok"] is True and joined["users"] == ["early@example.com"]
+        joined = await late.call("join", {"email": "late@example.com", "roomId": room})
+        assert joined["ok"] is True
+        assert joined["users"] == ["early@example.com", "late@example.com"]
+        assert [m["text"] for m in joined["history"]] == ["still here"]
+        expected = {
+            "roomId": room,
+            "email": "late@example.com",
+            "users": ["early@example.com", "late@example.com"],
+        }
+        await early.wait_for(lambda ev: ("user_joined", expected) in ev)
     finally:
-        await c.close()
+        await early.close()
+        await late.close()
 
 
 async def test_unexpected_database_error_is_internal_and_harmless(make_stack: MakeStack) -> None:

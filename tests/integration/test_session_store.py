@@ -1,0 +1,159 @@
+"""The session service's logic on a real Redis (and real NATS for its announcements)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+import nats
+import pytest
+from redis.asyncio import Redis
+
+from chat_common.errors import ChatError, ErrorCode
+from chat_common.schemas import encode
+from chat_common.subjects import room_events
+from chat_session.handlers import SessionHandlers, token_hash
+from chat_session.store import RedisSessionStore
+from tests.conftest import Servers
+from tests.support.clients import unique_room
+
+pytestmark = pytest.mark.integration
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000
+
+    def __call__(self) -> int:
+        return self.now
+
+
+@pytest.fixture
+async def redis(servers: Servers) -> AsyncIterator[Redis]:
+    client = Redis.from_url(servers.redis.url, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def announcements(
+    servers: Servers,
+) -> AsyncIterator[tuple[Any, list[tuple[str, dict[str, Any]]]]]:
+    nc = await nats.connect(servers.nats.url)
+    seen: list[tuple[str, dict[str, Any]]] = []
+
+    async def collect(msg: Any) -> None:
+        event = msgspec.json.decode(msg.data)
+        seen.append((event["event"], event["data"]))
+
+    await nc.subscribe("chat.room.*.events", cb=collect)
+    yield nc, seen
+    await nc.drain()
+
+
+def _handlers(redis: Redis, nc: Any, clock: Clock) -> SessionHandlers:
+    store = RedisSessionStore(redis, prefix=f"t{uuid.uuid4().hex[:8]}")
+    return SessionHandlers(store, nc.publish, resume_window_s=10, heartbeat_ttl_s=5, clock=clock)
+
+
+def _join(session_id: str, email: str, room: str, token: str = "tok") -> bytes:
+    return encode(
+        {"sessionId": session_id, "gatewayId": "g1", "email": email, "roomId": room,
+         "tokenHash": token_hash(token), "sid": "s-" + session_id, "position": 0}
+    )  # fmt: skip
+
+
+async def _settle(nc: Any, seen: list[tuple[str, dict[str, Any]]], room: str) -> None:
+    """Barrier: publish a marker after everything else (same connection, same subject, so
+    NATS keeps the order) and wait until it has been received."""
+    marker = uuid.uuid4().hex
+    await nc.publish(
+        room_events(room), encode({"event": "marker", "data": {"roomId": room, "email": marker}})
+    )
+    async with asyncio.timeout(5):
+        while not any(e == "marker" and d["email"] == marker for e, d in seen):
+            await nc.flush()
+            await asyncio.sleep(0.01)
+    seen[:] = [(e, d) for e, d in seen if e != "marker"]
+
+
+async def test_expired_session_is_reaped_once_by_racing_reapers(
+    redis: Redis, announcements: Any
+) -> None:
+    """Two reapers racing over one expired session announce its user_left exactly once."""
+    nc, seen = announcements
+    clock = Clock()
+    a = _handlers(redis, nc, clock)
+    b = SessionHandlers(a._store, nc.publish, resume_window_s=10, heartbeat_ttl_s=5, clock=clock)
+    room = unique_room()
+    await a.join(_join("s1", "x@example.com", room))
+    await a.detach(encode({"sessionId": "s1"}))
+    clock.now += 9_000
+    assert await a.reap_once() == 0
+    clock.now += 2_000
+    reaped = await asyncio.gather(a.reap_once(), b.reap_once())
+    assert sorted(reaped) == [0, 1]
+    await _settle(nc, seen, room)
+    left = [d for e, d in seen if e == "user_left" and d["roomId"] == room]
+    assert left == [{"roomId": room, "email": "x@example.com", "users": []}]
+
+
+async def test_resume_within_window_keeps_presence_and_after_it_fails(
+    redis: Redis, announcements: Any
+) -> None:
+    """Resume works inside the window (no presence change) and is refused after expiry."""
+    nc, seen = announcements
+    clock = Clock()
+    h = _handlers(redis, nc, clock)
+    room = unique_room()
+    await h.join(_join("s2", "y@example.com", room, token="secret"))
+    await h.detach(encode({"sessionId": "s2"}))
+    clock.now += 9_000
+    resumed = msgspec.json.decode(
+        await h.resume(encode({"sessionId": "s2", "token": "secret", "gatewayId": "g2"}))
+    )
+    assert resumed == {"email": "y@example.com", "sid": "s-s2", "rooms": {room: 0}}
+    with pytest.raises(ChatError) as wrong:
+        await h.resume(encode({"sessionId": "s2", "token": "guess", "gatewayId": "g2"}))
+    assert wrong.value.code is ErrorCode.NOT_FOUND
+    await h.detach(encode({"sessionId": "s2"}))
+    clock.now += 10_001
+    assert await h.reap_once() == 1
+    with pytest.raises(ChatError) as late:
+        await h.resume(encode({"sessionId": "s2", "token": "secret", "gatewayId": "g2"}))
+    assert late.value.code is ErrorCode.NOT_FOUND
+    await _settle(nc, seen, room)
+    assert [e for e, d in seen if d["roomId"] == room] == ["user_joined", "user_left"]
+
+
+async def test_heartbeat_reports_lost_sessions_and_restore_is_silent(
+    redis: Redis, announcements: Any
+) -> None:
+    """After the store loses a session, heartbeat names it; restore rebuilds presence quietly."""
+    nc, seen = announcements
+    clock = Clock()
+    h = _handlers(redis, nc, clock)
+    room = unique_room()
+    await h.join(_join("s3", "z@example.com", room))
+    await h.join(_join("s4", "w@example.com", room))
+    await h._store.forget("s3")
+    await h._store.leave("s3", "z@example.com", room)
+    beat = msgspec.json.decode(
+        await h.heartbeat(encode({"gatewayId": "g1", "sessionIds": ["s3", "s4"]}))
+    )
+    assert beat == {"unknown": ["s3"]}
+    await _settle(nc, seen, room)
+    before = len(seen)
+    await h.restore(
+        encode({"sessionId": "s3", "gatewayId": "g1", "email": "z@example.com", "tokenHash": token_hash("tok"),
+                "sid": "s-s3", "rooms": {room: 7}})
+    )  # fmt: skip
+    joined = msgspec.json.decode(await h.join(_join("s5", "v@example.com", room)))
+    assert set(joined["users"]) == {"z@example.com", "w@example.com", "v@example.com"}
+    await _settle(nc, seen, room)
+    assert [e for e, d in seen[before:] if d["email"] == "z@example.com"] == []
+    record = await h._store.get("s3")
+    assert record is not None and record.rooms == {room: 7}

@@ -1,0 +1,91 @@
+"""Chat traffic with bookkeeping: who sent what, what was acked, what each client received.
+
+Senders retry an unacknowledged message with the same ``clientMsgId`` until it is acked
+(the contract: a retry is idempotent), so after any fault the checker can demand that
+every acked message was received by every member exactly once and in seq order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from tests.support.clients import NativeClient, SioClient
+
+__all__ = ["Ledger", "Sender", "check_deliveries"]
+
+Client = SioClient | NativeClient
+
+
+@dataclass
+class Ledger:
+    """Every ack, by room."""
+
+    acked: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    """room -> clientMsgId -> message"""
+    retries: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+
+    def record(self, message: dict[str, Any]) -> None:
+        room = self.acked.setdefault(message["roomId"], {})
+        previous = room.get(message["clientMsgId"])
+        if previous is not None and previous != message:
+            raise AssertionError(f"a retry returned a different message: {previous} vs {message}")
+        room[message["clientMsgId"]] = message
+
+    def max_seq(self, room: str) -> int:
+        return max((m["seq"] for m in self.acked.get(room, {}).values()), default=0)
+
+    @property
+    def total(self) -> int:
+        return sum(len(r) for r in self.acked.values())
+
+
+class Sender:
+    """One client sending ``count`` messages to ``room``, retrying each until acked."""
+
+    _ids = itertools.count()
+
+    def __init__(
+        self, client: Client, room: str, ledger: Ledger, *, name: str, count: int, pause_s: float
+    ) -> None:
+        self.client, self.room, self.ledger = client, room, ledger
+        self.name, self.count, self.pause_s = name, count, pause_s
+
+    async def run(self) -> None:
+        for i in range(self.count):
+            msg_id = f"{self.name}-{i}"
+            while True:
+                try:
+                    reply = await self.client.call(
+                        "send_message",
+                        {"roomId": self.room, "text": f"{self.name} {i}", "clientMsgId": msg_id},
+                        timeout=5,
+                    )
+                except Exception as exc:  # disconnected or timed out: retry the same id
+                    self.ledger.errors[type(exc).__name__] += 1
+                    self.ledger.retries += 1
+                    await asyncio.sleep(0.1)
+                    continue
+                if reply.get("ok"):
+                    self.ledger.record(reply["message"])
+                    break
+                self.ledger.errors[reply["error"]["code"]] += 1
+                self.ledger.retries += 1
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(self.pause_s)
+
+
+def check_deliveries(client: Client, room: str, ledger: Ledger, *, since_seq: int = 0) -> None:
+    """The client got every acked message of ``room`` after ``since_seq``, once, in order."""
+    got = [m for m in client.of("new_message") if m["roomId"] == room]
+    seqs = [m["seq"] for m in got]
+    expected = list(range(since_seq + 1, ledger.max_seq(room) + 1))
+    assert seqs == expected, (
+        f"{room}: got {len(seqs)} (dups={len(seqs) - len(set(seqs))}), want {len(expected)}"
+    )
+    acked_ids = {m["id"] for m in ledger.acked.get(room, {}).values()}
+    assert acked_ids <= {m["id"] for m in got}
