@@ -17,7 +17,8 @@ from typing import Any
 import socketio
 
 
-def show(message: dict[str, Any]) -> None:
+def show(message: dict[str, Any], *_offset: str) -> None:
+    # With connection state recovery on, each new_message also carries a resume offset.
     print(f"[{message['ts']}] #{message['seq']} {message['email']}: {message['text']}")
 
 

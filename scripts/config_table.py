@@ -1,12 +1,17 @@
 """Print the configuration table of every service (Markdown), from the settings classes.
 
-    .venv/bin/python scripts/config_table.py
+    .venv/bin/python scripts/config_table.py            # print it
+    .venv/bin/python scripts/config_table.py --write    # update README.md in place
 
 The README embeds this table between the ``config-table`` markers; a unit test checks that
 it is up to date.
 """
 
 from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
 
 from pydantic_settings import BaseSettings
 
@@ -38,5 +43,15 @@ def render() -> str:
     return "\n".join(lines)
 
 
+def write_readme(readme: Path) -> None:
+    text = readme.read_text()
+    block = f"<!-- config-table:start -->\n{render()}\n<!-- config-table:end -->"
+    pattern = re.compile(r"<!-- config-table:start -->.*<!-- config-table:end -->", re.S)
+    readme.write_text(pattern.sub(lambda _: block, text))
+
+
 if __name__ == "__main__":
-    print(render())
+    if "--write" in sys.argv:
+        write_readme(Path(__file__).resolve().parents[1] / "README.md")
+    else:
+        print(render())

@@ -82,6 +82,7 @@ async def test_hundred_socketio_clients_resume_after_a_gateway_dies(
         check_deliveries(client, room, ledger)
         _presence_ok(client, room, emails[room])
     assert ledger.total == 40 * 8
+    await asyncio.gather(*(c.close() for c in clients))
 
 
 async def test_native_client_resumes_and_gets_what_it_missed(make_stack: MakeStack) -> None:
@@ -243,3 +244,4 @@ async def test_redis_restarted_empty_during_traffic_rebuilds_sessions(
         check_deliveries(client, room, ledger)
         assert all(client.connects[1:])
         assert [e for e in client.of("user_left") if e["email"] != "probe@example.com"] == []
+    await asyncio.gather(*(c.close() for c in clients))
