@@ -37,7 +37,8 @@ async def main(settings: HistorySettings | None = None) -> int:
             attempts=settings.batch_attempts,
             on_committed=publish_committed(rt.nc.publish),
         )
-        rt.lifecycle.supervisor.spawn("batch-writer", writer.run)
+        for n in range(settings.batch_writers):
+            rt.lifecycle.supervisor.spawn(f"batch-writer-{n}", writer.run)
         handlers = HistoryHandlers(
             db, writer, max_page=settings.max_page, max_text=settings.max_text_length
         )

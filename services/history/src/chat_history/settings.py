@@ -33,7 +33,12 @@ class HistorySettings(ServiceSettings):
         default=256, ge=1, description="appends written in one transaction at most"
     )
     batch_linger_ms: float = Field(
-        default=2.0, ge=0, description="how long the first append of a batch waits for company"
+        default=0.0,
+        ge=0,
+        description="how long the first append of a batch waits for company (0: batches form while other commits are in flight)",
+    )
+    batch_writers: int = Field(
+        default=4, ge=1, description="batches committed concurrently (batches build while others commit)"
     )
     batch_attempts: int = Field(
         default=3, ge=1, description="tries of one batch on transient database errors"
