@@ -89,7 +89,7 @@ MakeStack = Callable[..., Awaitable[Stack]]
 async def make_stack(servers: Servers, tmp_path: Path) -> AsyncIterator[MakeStack]:
     """Start private stacks (own NATS, own database, own Redis prefix or own Redis); all
     stopped at the end."""
-    started: list[tuple[Stack, list[NatsServer | RedisServer]]] = []
+    started: list[tuple[Stack, list[NatsServer | RedisServer | PostgresServer]]] = []
 
     async def make(
         *,
@@ -99,10 +99,11 @@ async def make_stack(servers: Servers, tmp_path: Path) -> AsyncIterator[MakeStac
         env: dict[str, str] | None = None,
         balancer: bool = False,
         own_redis: bool = False,
+        own_postgres: bool = False,
     ) -> Stack:
         index = len(started)
         nats = NatsServer(tmp_path / f"nats-{index}")
-        own: list[NatsServer | RedisServer] = [nats]
+        own: list[NatsServer | RedisServer | PostgresServer] = [nats]
         await nats.start()
         redis_url = servers.redis.url
         if own_redis:
@@ -110,7 +111,13 @@ async def make_stack(servers: Servers, tmp_path: Path) -> AsyncIterator[MakeStac
             await redis.start()
             own.append(redis)
             redis_url = redis.url
-        dsn = await servers.create_database()
+        if own_postgres:
+            postgres = PostgresServer(tmp_path / f"pg-{index}")
+            await postgres.start()
+            own.append(postgres)
+            dsn = postgres.dsn
+        else:
+            dsn = await servers.create_database()
         config = StackConfig(
             data_dir=tmp_path / f"stack-{index}",
             gateways=gateways,
@@ -128,7 +135,8 @@ async def make_stack(servers: Servers, tmp_path: Path) -> AsyncIterator[MakeStac
             },
         )
         stack = Stack(config)
-        stack.test_redis = own[-1] if own_redis else None  # type: ignore[attr-defined]
+        stack.test_redis = next((x for x in own if isinstance(x, RedisServer)), None)  # type: ignore[attr-defined]
+        stack.test_postgres = next((x for x in own if isinstance(x, PostgresServer)), None)  # type: ignore[attr-defined]
         started.append((stack, own))
         await stack.start()
         return stack

@@ -27,7 +27,24 @@ class Ledger:
     acked: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     """room -> clientMsgId -> message"""
     retries: int = 0
+    hung: int = 0
+    """Calls that got no answer at all within their timeout (must stay 0)."""
     errors: Counter[str] = field(default_factory=Counter)
+
+    _waiters: list[tuple[int, asyncio.Event]] = field(default_factory=list)
+
+    async def reached(self, count: int) -> None:
+        """Wait until ``count`` messages have been acked."""
+        event = asyncio.Event()
+        self._waiters.append((count, event))
+        self._wake()
+        await event.wait()
+
+    def _wake(self) -> None:
+        total = self.total
+        for count, event in self._waiters:
+            if total >= count:
+                event.set()
 
     def record(self, message: dict[str, Any]) -> None:
         room = self.acked.setdefault(message["roomId"], {})
@@ -35,6 +52,7 @@ class Ledger:
         if previous is not None and previous != message:
             raise AssertionError(f"a retry returned a different message: {previous} vs {message}")
         room[message["clientMsgId"]] = message
+        self._wake()
 
     def max_seq(self, room: str) -> int:
         return max((m["seq"] for m in self.acked.get(room, {}).values()), default=0)
