@@ -31,23 +31,35 @@ async def _verify_store(dsn: str, ledger: Ledger) -> None:
             assert [r["seq"] for r in rows] == list(range(1, len(rows) + 1)), f"gap in {room}"
             stored = {r["client_msg_id"]: r["id"] for r in rows}
             assert len(stored) == len(rows), f"duplicate clientMsgId in {room}"
-            assert {k: m["id"] for k, m in acked.items()} == stored, f"store and acks differ in {room}"
+            assert {k: m["id"] for k, m in acked.items()} == stored, (
+                f"store and acks differ in {room}"
+            )
     finally:
         await conn.close()
 
 
 async def _run_under_fault(
-    stack: Stack, *, clients: int, rooms: int, per_client: int, fault: Fault, at_fraction: float = 0.3
+    stack: Stack,
+    *,
+    clients: int,
+    rooms: int,
+    per_client: int,
+    fault: Fault,
+    at_fraction: float = 0.3,
 ) -> Ledger:
     url = stack.client_url
     room_ids = [unique_room("dur") for _ in range(rooms)]
     conns = [NativeClient() for _ in range(clients)]
     await asyncio.gather(*(c.connect(url) for c in conns))
     for i, c in enumerate(conns):
-        assert (await c.call("join", {"email": f"d{i}@example.com", "roomId": room_ids[i % rooms]}))["ok"]
+        assert (
+            await c.call("join", {"email": f"d{i}@example.com", "roomId": room_ids[i % rooms]})
+        )["ok"]
     ledger = Ledger()
     senders = [
-        Sender(c, room_ids[i % rooms], ledger, name=f"c{i}", count=per_client, pause_s=0, timeout_s=15)
+        Sender(
+            c, room_ids[i % rooms], ledger, name=f"c{i}", count=per_client, pause_s=0, timeout_s=15
+        )
         for i, c in enumerate(conns)
     ]
     traffic = asyncio.ensure_future(asyncio.gather(*(s.run() for s in senders)))
@@ -89,15 +101,21 @@ async def test_history_killed_mid_load_loses_and_doubles_nothing(make_stack: Mak
     """200 clients in 20 rooms send 20,000 messages; history is SIGKILLed at ~30% and
     restarted 5 s later: acked = stored exactly once, seqs gap-free, every member got all."""
     stack = await make_stack()
-    ledger = await _run_under_fault(stack, clients=200, rooms=20, per_client=100, fault=_kill_history_for_5s)
+    ledger = await _run_under_fault(
+        stack, clients=200, rooms=20, per_client=100, fault=_kill_history_for_5s
+    )
     await _verify_store(stack.postgres_dsn, ledger)
     assert ledger.retries > 0, "the fault really interrupted sends"
 
 
 @pytest.mark.parametrize(
-    "fault", [_restart_postgres_immediate, _postgres_unreachable_30s], ids=["pg-immediate", "pg-down-30s"]
+    "fault",
+    [_restart_postgres_immediate, _postgres_unreachable_30s],
+    ids=["pg-immediate", "pg-down-30s"],
 )
-async def test_postgres_faults_mid_load_lose_and_double_nothing(make_stack: MakeStack, fault: Fault) -> None:
+async def test_postgres_faults_mid_load_lose_and_double_nothing(
+    make_stack: MakeStack, fault: Fault
+) -> None:
     """Postgres restarted with -m immediate, or down for 30 s, mid-load: every send is
     answered within its timeout, lost = 0, dup = 0, and the service recovers by itself."""
     stack = await make_stack(own_postgres=True)
@@ -108,7 +126,9 @@ async def test_postgres_faults_mid_load_lose_and_double_nothing(make_stack: Make
     assert pool["healthy"] is True and pool["size"] >= pool["min"]
 
 
-async def test_concurrent_duplicates_and_a_retry_after_reconnect_store_one_row(make_stack: MakeStack) -> None:
+async def test_concurrent_duplicates_and_a_retry_after_reconnect_store_one_row(
+    make_stack: MakeStack,
+) -> None:
     """Five concurrent sends of one clientMsgId plus one more after a reconnect: one row,
     six identical acks."""
     stack = await make_stack()
@@ -135,7 +155,9 @@ async def test_concurrent_duplicates_and_a_retry_after_reconnect_store_one_row(m
         await conn.close()
 
 
-async def test_pool_exhaustion_gives_unavailable_and_shows_in_pool_health(make_stack: MakeStack) -> None:
+async def test_pool_exhaustion_gives_unavailable_and_shows_in_pool_health(
+    make_stack: MakeStack,
+) -> None:
     """With a pool of 2 stuck on slow queries, callers get UNAVAILABLE after the acquire
     timeout and /health/db-pool reports waiting > 0 and healthy false; it recovers after."""
     stack = await make_stack(
@@ -156,7 +178,10 @@ async def test_pool_exhaustion_gives_unavailable_and_shows_in_pool_health(make_s
     await tx.start()
     await blocker.execute("LOCK TABLE rooms IN ACCESS EXCLUSIVE MODE")  # every query now waits
     try:
-        stuck = [asyncio.ensure_future(client.call("get_history", {"roomId": room}, timeout=30)) for _ in range(2)]
+        stuck = [
+            asyncio.ensure_future(client.call("get_history", {"roomId": room}, timeout=30))
+            for _ in range(2)
+        ]
         pool_url = f"http://127.0.0.1:{history.http_port}/health/db-pool"
         pool: dict[str, object] = {}
         async with asyncio.timeout(15):

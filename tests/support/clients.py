@@ -147,6 +147,9 @@ class SioClient(_Recorder):
         """One entry per CONNECT reply: whether that connection recovered the session."""
         return list(self.sio.connects)
 
+    def is_connected(self) -> bool:
+        return bool(self.sio.connected)
+
     async def connect(self, url: str) -> SioClient:
         await self.sio.connect(
             url, transports=["websocket"], auth=self.sio.auth_payload, wait_timeout=10
@@ -197,6 +200,9 @@ class NativeClient(_Recorder):
         finally:
             self.close_code = self.ws.close_code
             self.closed.set()
+
+    def is_connected(self) -> bool:
+        return self.ws is not None and not self.closed.is_set()
 
     async def send_raw(self, frame: str | bytes) -> None:
         assert self.ws is not None

@@ -8,7 +8,6 @@ every acked message was received by every member exactly once and in seq order.
 from __future__ import annotations
 
 import asyncio
-import itertools
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,27 +62,45 @@ class Ledger:
 
 
 class Sender:
-    """One client sending ``count`` messages to ``room``, retrying each until acked."""
+    """One client sending ``count`` messages to ``room``, retrying each until acked.
 
-    _ids = itertools.count()
+    A call that gets no answer within ``timeout_s`` while the client stayed connected is
+    counted as *hung* (the system promised an answer: an ack or a clear error).
+    """
 
     def __init__(
-        self, client: Client, room: str, ledger: Ledger, *, name: str, count: int, pause_s: float
+        self,
+        client: Client,
+        room: str,
+        ledger: Ledger,
+        *,
+        name: str,
+        count: int,
+        pause_s: float,
+        timeout_s: float = 10.0,
     ) -> None:
         self.client, self.room, self.ledger = client, room, ledger
         self.name, self.count, self.pause_s = name, count, pause_s
+        self.timeout_s = timeout_s
 
     async def run(self) -> None:
         for i in range(self.count):
             msg_id = f"{self.name}-{i}"
             while True:
+                was_connected = self.client.is_connected()
                 try:
                     reply = await self.client.call(
                         "send_message",
                         {"roomId": self.room, "text": f"{self.name} {i}", "clientMsgId": msg_id},
-                        timeout=5,
+                        timeout=self.timeout_s,
                     )
                 except Exception as exc:  # disconnected or timed out: retry the same id
+                    if (
+                        "Timeout" in type(exc).__name__
+                        and was_connected
+                        and self.client.is_connected()
+                    ):
+                        self.ledger.hung += 1
                     self.ledger.errors[type(exc).__name__] += 1
                     self.ledger.retries += 1
                     await asyncio.sleep(0.1)
