@@ -78,11 +78,15 @@ async def main() -> int:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 64, 512])
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--env", nargs="*", default=[], help="extra KEY=VALUE for the history service")
+    parser.add_argument(
+        "--env", nargs="*", default=[], help="extra KEY=VALUE for the history service"
+    )
     args = parser.parse_args()
     extra = dict(kv.split("=", 1) for kv in args.env)
     with tempfile.TemporaryDirectory(prefix="bench-history-") as tmp:
-        config = StackConfig(data_dir=Path(tmp), gateways=0, sessions=0, histories=1, extra_env=extra)
+        config = StackConfig(
+            data_dir=Path(tmp), gateways=0, sessions=0, histories=1, extra_env=extra
+        )
         async with Stack(config) as stack:
             nc = await nats.connect(stack.nats_url)
             results = []

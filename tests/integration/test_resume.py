@@ -245,3 +245,44 @@ async def test_redis_restarted_empty_during_traffic_rebuilds_sessions(
         assert all(client.connects[1:])
         assert [e for e in client.of("user_left") if e["email"] != "probe@example.com"] == []
     await asyncio.gather(*(c.close() for c in clients))
+
+
+async def test_resume_while_the_old_connection_is_still_open_takes_it_over(
+    make_stack: MakeStack,
+) -> None:
+    """Resuming a session whose old connection is still open (same gateway) closes the old
+    one with 4009; the session survives it and the new connection gets everything."""
+    stack = await make_stack(env=RESUME_ENV)
+    room = unique_room()
+    url = stack.client_url
+    other = await SioClient().connect(url)
+    old = await NativeClient().connect(url)
+    try:
+        await other.call("join", {"email": "other@example.com", "roomId": room})
+        joined = await old.call("join", {"email": "twin@example.com", "roomId": room})
+        await other.call("send_message", {"roomId": room, "text": "one"})
+        await old.wait_messages(room, 1)
+        new = await NativeClient().connect(url)
+        try:
+            reply = await new.call(
+                "resume",
+                {
+                    "sessionId": joined["sessionId"],
+                    "resumeToken": joined["resumeToken"],
+                    "lastSeq": {room: 1},
+                },
+            )
+            assert reply["recovered"] is True
+            await asyncio.wait_for(old.closed.wait(), 10)
+            assert old.close_code == 4009
+            sent = await other.call("send_message", {"roomId": room, "text": "two"})
+            got = await new.wait_messages(room, 1)
+            assert got == [sent["message"]]
+            mine = await new.call("send_message", {"roomId": room, "text": "still me"})
+            assert mine["ok"] is True
+            await other.wait_messages(room, 3)
+            _presence_ok(other, room, {"other@example.com", "twin@example.com"})
+        finally:
+            await new.close()
+    finally:
+        await other.close()

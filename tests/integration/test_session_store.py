@@ -62,7 +62,7 @@ def _handlers(redis: Redis, nc: Any, clock: Clock) -> SessionHandlers:
 def _join(session_id: str, email: str, room: str, token: str = "tok") -> bytes:
     return encode(
         {"sessionId": session_id, "gatewayId": "g1", "email": email, "roomId": room,
-         "tokenHash": token_hash(token), "sid": "s-" + session_id, "position": 0}
+         "tokenHash": token_hash(token), "sid": "s-" + session_id, "position": 0, "conn": "c-" + session_id}
     )  # fmt: skip
 
 
@@ -90,7 +90,7 @@ async def test_expired_session_is_reaped_once_by_racing_reapers(
     b = SessionHandlers(a._store, nc.publish, resume_window_s=10, heartbeat_ttl_s=5, clock=clock)
     room = unique_room()
     await a.join(_join("s1", "x@example.com", room))
-    await a.detach(encode({"sessionId": "s1"}))
+    await a.detach(encode({"sessionId": "s1", "conn": "c-s1"}))
     clock.now += 9_000
     assert await a.reap_once() == 0
     clock.now += 2_000
@@ -110,20 +110,26 @@ async def test_resume_within_window_keeps_presence_and_after_it_fails(
     h = _handlers(redis, nc, clock)
     room = unique_room()
     await h.join(_join("s2", "y@example.com", room, token="secret"))
-    await h.detach(encode({"sessionId": "s2"}))
+    await h.detach(encode({"sessionId": "s2", "conn": "c-s2"}))
     clock.now += 9_000
     resumed = msgspec.json.decode(
-        await h.resume(encode({"sessionId": "s2", "token": "secret", "gatewayId": "g2"}))
+        await h.resume(
+            encode({"sessionId": "s2", "token": "secret", "gatewayId": "g2", "conn": "c-s2"})
+        )
     )
     assert resumed == {"email": "y@example.com", "sid": "s-s2", "rooms": {room: 0}}
     with pytest.raises(ChatError) as wrong:
-        await h.resume(encode({"sessionId": "s2", "token": "guess", "gatewayId": "g2"}))
+        await h.resume(
+            encode({"sessionId": "s2", "token": "guess", "gatewayId": "g2", "conn": "x"})
+        )
     assert wrong.value.code is ErrorCode.NOT_FOUND
-    await h.detach(encode({"sessionId": "s2"}))
+    await h.detach(encode({"sessionId": "s2", "conn": "c-s2"}))
     clock.now += 10_001
     assert await h.reap_once() == 1
     with pytest.raises(ChatError) as late:
-        await h.resume(encode({"sessionId": "s2", "token": "secret", "gatewayId": "g2"}))
+        await h.resume(
+            encode({"sessionId": "s2", "token": "secret", "gatewayId": "g2", "conn": "c-s2"})
+        )
     assert late.value.code is ErrorCode.NOT_FOUND
     await _settle(nc, seen, room)
     assert [e for e, d in seen if d["roomId"] == room] == ["user_joined", "user_left"]
@@ -149,7 +155,7 @@ async def test_heartbeat_reports_lost_sessions_and_restore_is_silent(
     before = len(seen)
     await h.restore(
         encode({"sessionId": "s3", "gatewayId": "g1", "email": "z@example.com", "tokenHash": token_hash("tok"),
-                "sid": "s-s3", "rooms": {room: 7}})
+                "sid": "s-s3", "rooms": {room: 7}, "conn": "c-s3"})
     )  # fmt: skip
     joined = msgspec.json.decode(await h.join(_join("s5", "v@example.com", room)))
     assert set(joined["users"]) == {"z@example.com", "w@example.com", "v@example.com"}

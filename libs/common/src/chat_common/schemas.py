@@ -35,6 +35,7 @@ __all__ = [
     "ResumeResponse",
     "RoomEvent",
     "RoomId",
+    "TakeoverNotice",
     "decode",
     "encode",
     "is_valid_room_id",
@@ -78,6 +79,8 @@ class JoinRequest(_Wire, frozen=True):
     """The public socket id the client knows this session by."""
     position: int
     """The room's last seq included in the join's history."""
+    conn: str
+    """The connection holding the session now (a resume moves it to a new one)."""
 
 
 class JoinResponse(_Wire, frozen=True):
@@ -97,6 +100,8 @@ class LeaveResponse(_Wire, frozen=True):
 
 class DisconnectRequest(_Wire, frozen=True):
     session_id: str
+    conn: str | None = None
+    """Only if this connection still holds the session (``None``: unconditionally)."""
 
 
 class DisconnectResponse(_Wire, frozen=True):
@@ -107,12 +112,15 @@ class DetachRequest(_Wire, frozen=True):
     """The connection dropped: keep the session resumable for the resume window."""
 
     session_id: str
+    conn: str
+    """Ignored unless this connection still holds the session."""
 
 
 class ResumeRequest(_Wire, frozen=True):
     session_id: str
     token: str
     gateway_id: str
+    conn: str
 
 
 class ResumeResponse(_Wire, frozen=True):
@@ -120,6 +128,13 @@ class ResumeResponse(_Wire, frozen=True):
     sid: str
     rooms: dict[str, int]
     """room -> the last seq the session is known to have (its join position)."""
+
+
+class TakeoverNotice(_Wire, frozen=True):
+    """Sent to a gateway whose connection lost its session to a resume elsewhere."""
+
+    session_id: str
+    conn: str
 
 
 class HeartbeatRequest(_Wire, frozen=True):
@@ -141,6 +156,7 @@ class RestoreRequest(_Wire, frozen=True):
     token_hash: str
     sid: str
     rooms: dict[str, int]
+    conn: str
 
 
 class AppendRequest(_Wire, frozen=True):

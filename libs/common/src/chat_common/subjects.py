@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "HISTORY_SERVICE",
     "SESSION_SERVICE",
+    "gateway_control",
     "history_endpoint",
     "room_events",
     "session_endpoint",
@@ -32,3 +33,9 @@ def history_endpoint(name: str) -> str:
 def room_events(room_id: str) -> str:
     """Fan-out subject of one room: every gateway with members in it subscribes."""
     return f"{_PREFIX}.room.{room_id}.events"
+
+
+def gateway_control(gateway_id: str) -> str:
+    """Where one gateway instance takes orders (session takeovers, drains)."""
+    token = "".join(c if c.isalnum() or c in "-_" else "_" for c in gateway_id)
+    return f"{_PREFIX}.gateway.{token}.control"

@@ -38,9 +38,9 @@ class Encoder(Protocol):
 class Client:
     """Connection state shared by the Socket.IO and native transports."""
 
-    __slots__ = ("closing", "email", "encode_ack", "encode_event", "floors", "id", "idle",
+    __slots__ = ("closing", "email", "encode_ack", "encode_event", "floors", "id", "idle", "key",
                  "last_pong", "positions", "protocol", "recovery", "rooms", "session_id",
-                 "session_used", "slow_limit", "token", "ws")  # fmt: skip
+                 "session_used", "slow_limit", "taken_over", "token", "ws")  # fmt: skip
 
     def __init__(
         self,
@@ -56,6 +56,8 @@ class Client:
         self.encode_event = encode_event
         self.encode_ack = encode_ack
         self.slow_limit = slow_limit
+        self.key = secrets.token_hex(12)
+        """This connection, and only it (``id`` moves to a new connection on resume)."""
         self.id = secrets.token_hex(8)
         """The public socket id (Socket.IO ``sid``); kept across a resume."""
         self.session_id = new_session_id()
@@ -71,6 +73,8 @@ class Client:
         self.session_used = False
         """Whether the session service may hold state for this client (a join was tried)."""
         self.closing = False
+        self.taken_over = False
+        """A resume elsewhere took this connection's session: leave the session alone."""
         self.idle = asyncio.Event()
         self.idle.set()
         self.last_pong = asyncio.get_running_loop().time()
@@ -105,6 +109,7 @@ class Client:
             return
         # Queue the close frame behind what is buffered, then give the client a second to
         # read it before the TCP connection is aborted.
+        self.closing = True
         self.ws.protocol.fail(CLOSE_SLOW_CONSUMER, "slow consumer")
         self.ws.send_data()
         asyncio.get_running_loop().call_later(1.0, transport.abort)

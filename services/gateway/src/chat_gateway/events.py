@@ -131,6 +131,7 @@ class EventHandlers:
                     token_hash=token_hash(client.token),
                     sid=client.id,
                     position=page.last_seq,
+                    conn=client.key,
                 )
             )
         except BaseException:
@@ -159,7 +160,7 @@ class EventHandlers:
         if client.session_used:
             raise InvalidArgument("resume must come before any join on a connection")
         plan = await self.resumer.resume(
-            client, session_id=p.session_id, token=p.resume_token, positions=dict(p.last_seq)
+            client, session_id=p.session_id, token=p.resume_token, positions=dict(p.last_seq or {})
         )
         body: dict[str, Any] = {
             "ok": True,
@@ -226,13 +227,17 @@ class EventHandlers:
         client.rooms.clear()
         for room_id in rooms:
             await self._hub.remove(client, room_id)
-        if not client.session_used:
+        if not client.session_used or client.taken_over:
             return
         try:
             if resumable:
-                await self._backend.detach(DetachRequest(session_id=client.session_id))
+                await self._backend.detach(
+                    DetachRequest(session_id=client.session_id, conn=client.key)
+                )
             else:
-                await self._backend.disconnect(DisconnectRequest(session_id=client.session_id))
+                await self._backend.disconnect(
+                    DisconnectRequest(session_id=client.session_id, conn=client.key)
+                )
         except ChatError as exc:
             _log.warning(
                 "disconnect not recorded", extra={"client": client.id, "code": exc.code.value}

@@ -7,6 +7,7 @@ from chat_common.retry import RetryPolicy
 from chat_common.runner import run_main
 from chat_common.runtime import ServiceRuntime
 from chat_common.schemas import FetchRequest, FetchResponse
+from chat_common.subjects import gateway_control
 from chat_gateway.backend import NatsBackend
 from chat_gateway.events import EventHandlers
 from chat_gateway.rooms import RoomHub
@@ -42,6 +43,7 @@ async def main(settings: GatewaySettings | None = None) -> int:
         keeper = SessionKeeper(
             backend, gateway_id=settings.instance_id, interval_s=settings.session_heartbeat_s
         )
+        await rt.nc.subscribe(gateway_control(settings.instance_id), cb=server.on_control)
         await server.start()
         rt.lifecycle.on_shutdown(Phase.STOP_INTAKE, "client listener", server.stop_accepting)
         rt.lifecycle.on_shutdown(Phase.CLOSE_CLIENTS, "client connections", server.close_clients)

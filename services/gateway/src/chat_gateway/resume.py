@@ -10,6 +10,7 @@ client that missed more is told "not recovered" and rejoins and pages history in
 from __future__ import annotations
 
 import logging
+import secrets
 from dataclasses import dataclass
 
 from chat_common.errors import ChatError
@@ -66,7 +67,9 @@ class Resumer:
         """Take over the session; ``None`` means not recovered (the client starts afresh)."""
         try:
             found = await self._backend.resume(
-                ResumeRequest(session_id=session_id, token=token, gateway_id=self._gateway_id)
+                ResumeRequest(
+                    session_id=session_id, token=token, gateway_id=self._gateway_id, conn=client.key
+                )
             )
         except ChatError as exc:
             _log.info("resume refused", extra={"code": exc.code.value})
@@ -109,10 +112,13 @@ class Resumer:
         client.rooms.clear()
         client.floors.clear()
         try:
-            await self._backend.disconnect(DisconnectRequest(session_id=client.session_id))
+            await self._backend.disconnect(
+                DisconnectRequest(session_id=client.session_id, conn=client.key)
+            )
         except ChatError as exc:
             _log.warning("could not end the abandoned session", extra={"code": exc.code.value})
         client.session_id, client.token = new_session_id(), new_token()
+        client.id = secrets.token_hex(8)
         client.email = None
         client.session_used = False
 

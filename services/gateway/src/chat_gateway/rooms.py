@@ -102,9 +102,9 @@ class RoomHub:
         room = self._rooms.get(room_id)
         if room is None:
             room = self._rooms[room_id] = _Room(room_id)
-        member = room.members.get(client.id)
+        member = room.members.get(client.key)
         if member is None:
-            member = room.members[client.id] = Member(client)
+            member = room.members[client.key] = Member(client)
         if room.subscription is None:
             room.subscription = await self._nc.subscribe(
                 room_events(room_id), cb=self._handler(room)
@@ -141,14 +141,14 @@ class RoomHub:
     def suspend(self, client: Client, room_id: str) -> None:
         """Buffer the client's events of this room (while a leave is being recorded)."""
         room = self._rooms.get(room_id)
-        member = room.members.get(client.id) if room else None
+        member = room.members.get(client.key) if room else None
         if member is not None and member.buffer is None:
             member.buffer = []
 
     def resume(self, client: Client, room_id: str) -> None:
         """Undo :meth:`suspend`: deliver what was buffered, then live events again."""
         room = self._rooms.get(room_id)
-        member = room.members.get(client.id) if room else None
+        member = room.members.get(client.key) if room else None
         if member is not None:
             self._flush(member)
 
@@ -163,7 +163,7 @@ class RoomHub:
         room = self._rooms.get(room_id)
         if room is None:
             return
-        room.members.pop(client.id, None)
+        room.members.pop(client.key, None)
         client.positions.pop(room_id, None)
         if room.members:
             return

@@ -17,20 +17,25 @@ import json
 import logging
 from urllib.parse import parse_qs, urlsplit
 
+import msgspec
+from nats.aio.msg import Msg
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from chat_common.schemas import TakeoverNotice, decode
 from chat_gateway.client import Client
 from chat_gateway.events import EventHandlers
 from chat_gateway.protocol.socketio import SocketIOCodec
 from chat_gateway.settings import GatewaySettings
 from chat_gateway.transport import serve_native, serve_socketio
 
-__all__ = ["CLOSE_PING_TIMEOUT", "CLOSE_SERVICE_RESTART", "GatewayServer"]
+__all__ = ["CLOSE_PING_TIMEOUT", "CLOSE_SERVICE_RESTART", "CLOSE_TAKEN_OVER", "GatewayServer"]
 
 CLOSE_SERVICE_RESTART = 1012
 CLOSE_PING_TIMEOUT = 4000
+CLOSE_TAKEN_OVER = 4009
+"""The session of this connection was resumed on another connection."""
 SOCKETIO_PATH = "/socket.io/"
 NATIVE_PATH = "/ws"
 
@@ -114,6 +119,19 @@ class GatewayServer:
                     await client.ws.close(CLOSE_PING_TIMEOUT, "ping timeout")
                 else:
                     client.write_now(SocketIOCodec.PING)
+
+    async def on_control(self, msg: Msg) -> None:
+        """Orders for this gateway instance: a session taken over by a resume elsewhere."""
+        try:
+            notice = decode(msg.data, TakeoverNotice)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            _log.warning("undecodable control message")
+            return
+        for client in list(self._clients):
+            if client.key == notice.conn and not client.closing:
+                client.taken_over = True
+                client.closing = True
+                await client.ws.close(CLOSE_TAKEN_OVER, "session taken over")
 
     async def stop_accepting(self) -> None:
         """Stop listening; open connections stay until :meth:`close_clients`."""

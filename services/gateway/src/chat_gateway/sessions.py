@@ -62,6 +62,7 @@ class SessionKeeper:
                         token_hash=token_hash(client.token),
                         sid=client.id,
                         rooms={room: client.floors.get(room, 0) for room in client.rooms},
+                        conn=client.key,
                     )
                 )
                 restored += 1

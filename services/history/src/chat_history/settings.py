@@ -38,7 +38,9 @@ class HistorySettings(ServiceSettings):
         description="how long the first append of a batch waits for company (0: batches form while other commits are in flight)",
     )
     batch_writers: int = Field(
-        default=4, ge=1, description="batches committed concurrently (batches build while others commit)"
+        default=4,
+        ge=1,
+        description="batches committed concurrently (batches build while others commit)",
     )
     batch_attempts: int = Field(
         default=3, ge=1, description="tries of one batch on transient database errors"

@@ -36,10 +36,11 @@ from chat_common.schemas import (
     ResumeRequest,
     ResumeResponse,
     RoomEvent,
+    TakeoverNotice,
     encode,
     parse_request,
 )
-from chat_common.subjects import room_events
+from chat_common.subjects import gateway_control, room_events
 from chat_session.store import SessionStore, now_ms
 
 __all__ = ["SessionHandlers", "token_hash"]
@@ -99,6 +100,7 @@ class SessionHandlers:
             token_hash=req.token_hash,
             sid=req.sid,
             gateway=req.gateway_id,
+            conn=req.conn,
             expires=self._clock() + self._attached_ms,
         )
         if bound != req.email:
@@ -122,13 +124,20 @@ class SessionHandlers:
     @_redis_unavailable
     async def detach(self, body: bytes) -> bytes:
         req = parse_request(body, DetachRequest)
+        record = await self._store.get(req.session_id)
+        if record is None or record.conn != req.conn:
+            return _EMPTY  # another connection has taken the session over since
         await self._store.heartbeat([req.session_id], expires=self._clock() + self._window_ms)
-        await self._store.set_state(req.session_id, gateway="", state="detached")
+        await self._store.set_state(req.session_id, gateway="", conn="", state="detached")
         return _EMPTY
 
     @_redis_unavailable
     async def disconnect(self, body: bytes) -> bytes:
         req = parse_request(body, DisconnectRequest)
+        if req.conn is not None:
+            record = await self._store.get(req.session_id)
+            if record is not None and record.conn != req.conn:
+                return encode(DisconnectResponse(rooms=[]))  # taken over: not ours to end
         rooms = await self._end(req.session_id)
         return encode(DisconnectResponse(rooms=rooms))
 
@@ -156,7 +165,13 @@ class SessionHandlers:
             req.session_id, now=now, expires=now + self._attached_ms
         ):
             raise gone
-        await self._store.set_state(req.session_id, gateway=req.gateway_id, state="attached")
+        await self._store.set_state(
+            req.session_id, gateway=req.gateway_id, conn=req.conn, state="attached"
+        )
+        if record.conn and record.gateway and record.conn != req.conn:
+            # The old connection may still be open somewhere: tell its gateway to let go.
+            notice = encode(TakeoverNotice(session_id=req.session_id, conn=record.conn))
+            await self._publish(gateway_control(record.gateway), notice)
         return encode(ResumeResponse(email=record.email, sid=record.sid, rooms=record.rooms))
 
     @_redis_unavailable
@@ -177,6 +192,7 @@ class SessionHandlers:
             token_hash=req.token_hash,
             sid=req.sid,
             gateway=req.gateway_id,
+            conn=req.conn,
             expires=self._clock() + self._attached_ms,
         )
         for room_id, position in req.rooms.items():

@@ -5,7 +5,7 @@ Redis layout (``P`` = key prefix, ``{..}`` = cluster hash tag)::
     P:room:{R}:users          ZSET  email -> join order (user-level presence, join order)
     P:room:{R}:clock          STRING counter giving the join order
     P:room:{R}:conns:<email>  SET   session ids of that user in the room
-    P:session:{S}             HASH  email, gateway, token (sha256), sid, state
+    P:session:{S}             HASH  email, gateway, conn, token (sha256), sid, state
     P:session:{S}:rooms       HASH  room -> join position (last seq in the join's history)
     P:sessions:expiry         ZSET  session id -> when it expires (epoch ms)
 
@@ -89,6 +89,7 @@ class SessionRecord:
     token_hash: str
     sid: str
     gateway: str
+    conn: str
     rooms: dict[str, int]
 
 
@@ -96,7 +97,15 @@ class SessionStore(Protocol):
     """Sessions and presence, whatever holds them. Times are epoch milliseconds."""
 
     async def open(
-        self, session_id: str, *, email: str, token_hash: str, sid: str, gateway: str, expires: int
+        self,
+        session_id: str,
+        *,
+        email: str,
+        token_hash: str,
+        sid: str,
+        gateway: str,
+        conn: str,
+        expires: int,
     ) -> str:
         """Create the session if new (or refresh it); returns the email it is bound to."""
         ...
@@ -111,7 +120,7 @@ class SessionStore(Protocol):
 
     async def extend_if_alive(self, session_id: str, *, now: int, expires: int) -> bool: ...
 
-    async def set_state(self, session_id: str, *, gateway: str, state: str) -> None: ...
+    async def set_state(self, session_id: str, *, gateway: str, conn: str, state: str) -> None: ...
 
     async def known(self, session_ids: list[str]) -> list[bool]: ...
 
@@ -149,14 +158,22 @@ class RedisSessionStore:
         return f"{self._p}:session:{{{session_id}}}{part}"
 
     async def open(
-        self, session_id: str, *, email: str, token_hash: str, sid: str, gateway: str, expires: int
+        self,
+        session_id: str,
+        *,
+        email: str,
+        token_hash: str,
+        sid: str,
+        gateway: str,
+        conn: str,
+        expires: int,
     ) -> str:
         key = self._session(session_id)
         async with self._r.pipeline(transaction=True) as pipe:
             pipe.hsetnx(key, "email", email)
             pipe.hsetnx(key, "token", token_hash)
             pipe.hsetnx(key, "sid", sid)
-            pipe.hset(key, mapping={"gateway": gateway, "state": "attached"})
+            pipe.hset(key, mapping={"gateway": gateway, "conn": conn, "state": "attached"})
             pipe.hget(key, "email")
             pipe.expire(key, BACKSTOP_TTL_S)
             pipe.expire(self._session(session_id, ":rooms"), BACKSTOP_TTL_S)
@@ -176,6 +193,7 @@ class RedisSessionStore:
             token_hash=fields.get("token", ""),
             sid=fields.get("sid", ""),
             gateway=fields.get("gateway", ""),
+            conn=fields.get("conn", ""),
             rooms={room: int(pos) for room, pos in rooms.items()},
         )
 
@@ -200,8 +218,10 @@ class RedisSessionStore:
     async def extend_if_alive(self, session_id: str, *, now: int, expires: int) -> bool:
         return bool(await self._extend(keys=[self._expiry], args=[session_id, now, expires]))
 
-    async def set_state(self, session_id: str, *, gateway: str, state: str) -> None:
-        await self._r.hset(self._session(session_id), mapping={"gateway": gateway, "state": state})
+    async def set_state(self, session_id: str, *, gateway: str, conn: str, state: str) -> None:
+        await self._r.hset(
+            self._session(session_id), mapping={"gateway": gateway, "conn": conn, "state": state}
+        )
 
     async def known(self, session_ids: list[str]) -> list[bool]:
         async with self._r.pipeline(transaction=False) as pipe:
