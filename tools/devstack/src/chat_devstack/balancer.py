@@ -125,7 +125,8 @@ class TcpBalancer:
         await asyncio.gather(*tasks, return_exceptions=True)
         # Tasks cancelled before they ran never closed their client.
         clients, self._clients = list(self._clients), set()
-        await asyncio.gather(*(_close(w, abort=True) for w in clients))
+        # A writer whose pump task was cancelled may report that as its own close result.
+        await asyncio.gather(*(_close(w, abort=True) for w in clients), return_exceptions=True)
         if server is not None:
             await server.wait_closed()
 
