@@ -205,3 +205,74 @@ async def test_pool_exhaustion_gives_unavailable_and_shows_in_pool_health(
     assert all(r["ok"] or r["error"]["code"] == "UNAVAILABLE" for r in results)
     assert (await client.call("get_history", {"roomId": room}))["ok"] is True
     await client.close()
+
+
+async def test_a_message_committed_but_never_published_is_filled_from_history(
+    make_stack: MakeStack,
+) -> None:
+    """A gap (a history instance died between COMMIT and publish) is filled from history
+    before later messages are delivered, so members still see every seq in order."""
+    stack = await make_stack()
+    room = unique_room()
+    a, b = (
+        await SioClient().connect(stack.client_url),
+        await NativeClient().connect(stack.client_url),
+    )
+    try:
+        await a.call("join", {"email": "a@example.com", "roomId": room})
+        await b.call("join", {"email": "b@example.com", "roomId": room})
+        first = await a.call("send_message", {"roomId": room, "text": "one"})
+        conn = await asyncpg.connect(stack.postgres_dsn)
+        try:  # what a dying history instance leaves behind: committed, never published
+            await conn.execute("UPDATE rooms SET last_seq = last_seq + 1 WHERE room_id = $1", room)
+            await conn.execute(
+                "INSERT INTO messages (room_id, seq, id, email, body, client_msg_id, client_supplied, created_at)"
+                " VALUES ($1, 2, 'orphan-id', 'ghost@example.com', 'two', 'orphan', true, now())",
+                room,
+            )
+        finally:
+            await conn.close()
+        third = await a.call("send_message", {"roomId": room, "text": "three"})
+        assert third["message"]["seq"] == 3
+        for client in (a, b):
+            got = await client.wait_messages(room, 3)
+            assert [(m["seq"], m["text"]) for m in got] == [(1, "one"), (2, "two"), (3, "three")]
+            assert got[0] == first["message"]
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_history_starts_with_postgres_down_and_becomes_ready_by_itself(
+    make_stack: MakeStack,
+) -> None:
+    """Started while Postgres is down, history stays up and not ready, then gets ready
+    without a restart once Postgres is back."""
+    stack = await make_stack(own_postgres=True)
+    postgres = stack.test_postgres  # type: ignore[attr-defined]
+    (history,) = stack.of_kind("history")
+    await history.terminate()
+    await postgres.stop()
+    await history.start()
+    base = f"http://127.0.0.1:{history.http_port}"
+    body: dict[str, object] = {}
+    async with asyncio.timeout(20):
+        while True:
+            try:
+                status, body = await get_json(f"{base}/readyz")
+            except OSError:
+                continue  # not listening yet
+            postgres_check = body["checks"].get("postgres", {})  # type: ignore[attr-defined]
+            if status == 503 and postgres_check.get("ok") is False:
+                break
+    assert (await get_json(f"{base}/livez"))[0] == 200
+    assert history.running
+    await postgres.start()
+    await history.wait_ready(timeout=30)
+    client = await NativeClient().connect(stack.client_url)
+    try:
+        room = unique_room()
+        await client.call("join", {"email": "late@example.com", "roomId": room})
+        assert (await client.call("send_message", {"roomId": room, "text": "works"}))["ok"]
+    finally:
+        await client.close()

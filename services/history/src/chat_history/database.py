@@ -79,6 +79,10 @@ class Database:
         try:
             conn = await pool.acquire(timeout=self._s.pool_acquire_timeout_s)
         except TimeoutError:
+            _log.warning(
+                "no free database connection within the acquire timeout",
+                extra={"waiting": self.waiting, "pool_max": self._s.pool_max},
+            )
             raise Unavailable("database busy: no free connection") from None
         finally:
             self.waiting -= 1
