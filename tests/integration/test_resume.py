@@ -161,7 +161,13 @@ async def test_wrong_token_or_unknown_session_is_not_recovered(make_stack: MakeS
 async def test_offline_longer_than_the_window_is_not_recovered(make_stack: MakeStack) -> None:
     """Past the resume window the session is reaped (user_left once) and a resume says
     not recovered; the client rejoins and pages history."""
-    stack = await make_stack(env={"SESSION_RESUME_WINDOW_S": "1", "SESSION_REAP_INTERVAL_S": "0.2"})
+    stack = await make_stack(
+        env={
+            "SESSION_RESUME_WINDOW_S": "1",
+            "SESSION_HEARTBEAT_TTL_S": "1",
+            "SESSION_REAP_INTERVAL_S": "0.2",
+        }
+    )
     room = unique_room()
     stayer = await SioClient().connect(stack.client_url)
     leaver = SioClient(reconnection=False)

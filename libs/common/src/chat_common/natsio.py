@@ -38,12 +38,30 @@ Publish = Callable[[str, bytes], Awaitable[None]]
 """Publish ``payload`` on ``subject`` (``nc.publish``, or a test double of the same shape)."""
 
 
-async def connect(settings: ServiceSettings, *, name: str, stopping: asyncio.Event) -> Client:
-    """Connect to NATS, retrying with jittered backoff until it works or ``stopping`` is set."""
+async def connect(
+    settings: ServiceSettings,
+    *,
+    name: str,
+    stopping: asyncio.Event,
+    on_state: Callable[[bool], None] = lambda _up: None,
+) -> Client:
+    """Connect to NATS, retrying with jittered backoff until it works or ``stopping`` is set.
+
+    ``on_state(True/False)`` is called on every (re)connect and disconnect.
+    """
+
+    async def disconnected() -> None:
+        _log.warning("NATS disconnected")
+        on_state(False)
+
+    async def reconnected() -> None:
+        _log.info("NATS reconnected")
+        on_state(True)
+
     delay = 0.1
     while True:
         try:
-            return await nats.connect(
+            nc = await nats.connect(
                 servers=settings.nats_url.split(","),
                 name=f"{name}:{settings.instance_id}",
                 connect_timeout=settings.nats_connect_timeout_s,
@@ -52,10 +70,12 @@ async def connect(settings: ServiceSettings, *, name: str, stopping: asyncio.Eve
                 reconnect_time_wait=settings.nats_reconnect_wait_s,
                 ping_interval=settings.nats_ping_interval_s,
                 max_outstanding_pings=3,
-                disconnected_cb=_on_disconnected,
-                reconnected_cb=_on_reconnected,
+                disconnected_cb=disconnected,
+                reconnected_cb=reconnected,
                 error_cb=_on_error,
             )
+            on_state(True)
+            return nc
         except (nats.errors.NoServersError, OSError, TimeoutError) as exc:
             _log.warning("NATS not reachable yet; retrying", extra={"error": type(exc).__name__})
         if stopping.is_set():
@@ -63,14 +83,6 @@ async def connect(settings: ServiceSettings, *, name: str, stopping: asyncio.Eve
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), random.uniform(0, delay))
         delay = min(delay * 2, 5.0)
-
-
-async def _on_disconnected() -> None:
-    _log.warning("NATS disconnected")
-
-
-async def _on_reconnected() -> None:
-    _log.info("NATS reconnected")
 
 
 async def _on_error(exc: Exception) -> None:

@@ -9,7 +9,9 @@ shutdown steps in between, then awaits ``rt.lifecycle.wait_stopping()``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Self
@@ -25,9 +27,15 @@ from chat_common.natsio import Handler, connect, serve
 from chat_common.settings import ServiceSettings
 from chat_common.supervisor import InFlight
 
-__all__ = ["ServiceRuntime"]
+__all__ = ["ServiceRuntime", "pending_tasks"]
 
 _log = logging.getLogger("chat.runtime")
+
+
+def pending_tasks() -> list[str]:
+    """Names of the tasks still pending, other than the caller's own."""
+    current = asyncio.current_task()
+    return sorted(t.get_name() for t in asyncio.all_tasks() if t is not current and not t.done())
 
 
 class ServiceRuntime:
@@ -54,6 +62,7 @@ class ServiceRuntime:
         self.exit_code = 0
         self._nc: Client | None = None
         self._services: list[Service] = []
+        self._nats_up_since: float | None = None
 
     @property
     def nc(self) -> Client:
@@ -69,7 +78,9 @@ class ServiceRuntime:
         self.lifecycle.install_signal_handlers()
         await self.ops.start()
         _log.info("ops port listening", extra={"port": self.ops.port})
-        self._nc = await connect(s, name=self.name, stopping=self.lifecycle.stopping)
+        self._nc = await connect(
+            s, name=self.name, stopping=self.lifecycle.stopping, on_state=self._nats_state
+        )
         self.add_check("nats", self._check_nats)
         self.lifecycle.on_shutdown(Phase.STOP_INTAKE, "nats-endpoints", self._stop_services)
         self.lifecycle.on_shutdown(Phase.DRAIN_INFLIGHT, "in-flight requests", self._drain_inflight)
@@ -91,6 +102,20 @@ class ServiceRuntime:
         await self.ops.stop()
         if exc is not None and self.exit_code == 0:
             self.exit_code = 1
+        leftovers = pending_tasks()
+        if leftovers:
+            _log.error("tasks left pending at exit", extra={"tasks": leftovers})
+            self.exit_code = self.exit_code or 1
+        else:
+            _log.info("no task left pending at exit", extra={"exit_code": self.exit_code})
+
+    def _nats_state(self, up: bool) -> None:
+        self._nats_up_since = time.monotonic() if up else None
+
+    def nats_stable_for(self, seconds: float) -> bool:
+        """Whether NATS has been connected without a break for at least ``seconds``."""
+        since = self._nats_up_since
+        return since is not None and time.monotonic() - since >= seconds
 
     def add_check(self, name: str, check: Check) -> None:
         """Add a readiness check (a coroutine that raises when not ready)."""

@@ -7,9 +7,11 @@ subject, so a room id is always exactly one subject token.
 from __future__ import annotations
 
 __all__ = [
+    "GATEWAY_SERVICE",
     "HISTORY_SERVICE",
     "SESSION_SERVICE",
     "gateway_control",
+    "gateway_endpoint",
     "history_endpoint",
     "room_events",
     "session_endpoint",
@@ -17,6 +19,7 @@ __all__ = [
 
 SESSION_SERVICE = "session"
 HISTORY_SERVICE = "history"
+GATEWAY_SERVICE = "gateway"
 _PREFIX = "chat"
 
 
@@ -35,7 +38,15 @@ def room_events(room_id: str) -> str:
     return f"{_PREFIX}.room.{room_id}.events"
 
 
+def _token(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+
+
 def gateway_control(gateway_id: str) -> str:
-    """Where one gateway instance takes orders (session takeovers, drains)."""
-    token = "".join(c if c.isalnum() or c in "-_" else "_" for c in gateway_id)
-    return f"{_PREFIX}.gateway.{token}.control"
+    """Where one gateway instance hears about its sessions taken over elsewhere."""
+    return f"{_PREFIX}.gateway.{_token(gateway_id)}.control"
+
+
+def gateway_endpoint(gateway_id: str, name: str) -> str:
+    """A request/reply endpoint of one gateway instance, e.g. ``chat.gateway.gw-1.status``."""
+    return f"{_PREFIX}.gateway.{_token(gateway_id)}.{name}"

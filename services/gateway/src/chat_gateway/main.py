@@ -7,7 +7,7 @@ from chat_common.retry import RetryPolicy
 from chat_common.runner import run_main
 from chat_common.runtime import ServiceRuntime
 from chat_common.schemas import FetchRequest, FetchResponse
-from chat_common.subjects import gateway_control
+from chat_common.subjects import GATEWAY_SERVICE, gateway_control, gateway_endpoint
 from chat_gateway.backend import NatsBackend
 from chat_gateway.events import EventHandlers
 from chat_gateway.rooms import RoomHub
@@ -18,11 +18,12 @@ from chat_gateway.settings import GatewaySettings
 __all__ = ["main", "run"]
 
 GAP_FILL_PAGE = 200
+VERSION = "0.1.0"
 
 
 async def main(settings: GatewaySettings | None = None) -> int:
     settings = settings or GatewaySettings()
-    runtime = ServiceRuntime(settings, name="gateway")
+    runtime = ServiceRuntime(settings, name=GATEWAY_SERVICE)
     async with runtime as rt:
         backend = NatsBackend(
             rt.nc,
@@ -45,6 +46,12 @@ async def main(settings: GatewaySettings | None = None) -> int:
         )
         await rt.nc.subscribe(gateway_control(settings.instance_id), cb=server.on_control)
         await server.start()
+        # A micro service too: $SRV discovery lists every gateway, and readiness does a round
+        # trip through this instance's own subscription.
+        await rt.serve(
+            version=VERSION,
+            endpoints={"status": (gateway_endpoint(settings.instance_id, "status"), server.status)},
+        )
         rt.lifecycle.on_shutdown(Phase.STOP_INTAKE, "client listener", server.stop_accepting)
         rt.lifecycle.on_shutdown(Phase.CLOSE_CLIENTS, "client connections", server.close_clients)
         rt.lifecycle.supervisor.spawn("engineio-heartbeat", server.heartbeat)

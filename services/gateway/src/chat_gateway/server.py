@@ -23,7 +23,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from chat_common.schemas import TakeoverNotice, decode
+from chat_common.schemas import TakeoverNotice, decode, encode
 from chat_gateway.client import Client
 from chat_gateway.events import EventHandlers
 from chat_gateway.protocol.socketio import SocketIOCodec
@@ -119,6 +119,15 @@ class GatewayServer:
                     await client.ws.close(CLOSE_PING_TIMEOUT, "ping timeout")
                 else:
                     client.write_now(SocketIOCodec.PING)
+
+    async def status(self, _body: bytes) -> bytes:
+        """The ``status`` endpoint: what this instance holds right now."""
+        protocols: dict[str, int] = {}
+        for client in self._clients:
+            protocols[client.protocol] = protocols.get(client.protocol, 0) + 1
+        return encode(
+            {"instance": self._s.instance_id, "clients": len(self._clients), "protocols": protocols}
+        )
 
     async def on_control(self, msg: Msg) -> None:
         """Orders for this gateway instance: a session taken over by a resume elsewhere."""

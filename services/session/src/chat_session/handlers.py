@@ -210,9 +210,18 @@ class SessionHandlers:
                 reaped += 1
         return reaped
 
-    async def reap_forever(self, *, interval_s: float, limit: int = 100) -> None:
-        """The reaper loop (a supervised task); Redis outages are logged and waited out."""
+    async def reap_forever(
+        self, *, interval_s: float, may_reap: Callable[[], bool], limit: int = 100
+    ) -> None:
+        """The reaper loop (a supervised task); Redis outages are logged and waited out.
+
+        ``may_reap`` is false while gateways may be unable to heartbeat (NATS down, or back
+        for less than the heartbeat TTL): live sessions would otherwise look expired.
+        """
         while True:
+            if not may_reap():
+                await asyncio.sleep(interval_s)
+                continue
             try:
                 reaped = await self.reap_once(limit=limit)
             except (RedisError, OSError) as exc:

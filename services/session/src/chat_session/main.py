@@ -38,7 +38,11 @@ async def main(settings: SessionSettings | None = None) -> int:
         )
         rt.add_check("redis", store.ping)
         rt.lifecycle.supervisor.spawn(
-            "reaper", lambda: handlers.reap_forever(interval_s=settings.reap_interval_s)
+            "reaper",
+            lambda: handlers.reap_forever(
+                interval_s=settings.reap_interval_s,
+                may_reap=lambda: rt.nats_stable_for(settings.heartbeat_ttl_s),
+            ),
         )
         await rt.serve(
             version=VERSION,
