@@ -11,6 +11,8 @@ import sys
 import time
 from typing import Any
 
+from chat_common.tracing import TraceLogFilter
+
 __all__ = ["configure_logging"]
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
@@ -55,6 +57,7 @@ class _TextFormatter(logging.Formatter):
 def configure_logging(*, service: str, instance: str, level: str, fmt: str) -> None:
     """Send every log record to stdout as JSON (``fmt="json"``) or text."""
     handler = logging.StreamHandler(sys.stdout)
+    handler.addFilter(TraceLogFilter())
     handler.setFormatter(
         _JsonFormatter(service, instance) if fmt == "json" else _TextFormatter(service)
     )

@@ -23,14 +23,23 @@ from nats.aio.client import Client
 from nats.micro import add_service
 from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER, Request
 from nats.micro.service import EndpointConfig, Service
+from opentelemetry.trace import StatusCode
 
 from chat_common.errors import ChatError, ErrorCode, Unavailable
 from chat_common.settings import ServiceSettings
 from chat_common.supervisor import InFlight
+from chat_common.tracing import (
+    SpanKind,
+    extract_context,
+    inject_headers,
+    messaging_attributes,
+    tracer,
+)
 
-__all__ = ["Handler", "Publish", "call", "connect", "serve"]
+__all__ = ["Handler", "Publish", "call", "connect", "serve", "traced_publish"]
 
 _log = logging.getLogger("chat.nats")
+_tracer = tracer("chat.nats")
 
 Handler = Callable[[bytes], Awaitable[bytes]]
 """An endpoint handler: request body in, reply body out; raises ChatError to refuse."""
@@ -89,6 +98,15 @@ async def _on_error(exc: Exception) -> None:
     _log.warning("NATS client error", extra={"error": type(exc).__name__, "detail": str(exc)})
 
 
+def traced_publish(nc: Client) -> Publish:
+    """``nc.publish`` that carries the current trace context in the headers."""
+
+    async def publish(subject: str, payload: bytes) -> None:
+        await nc.publish(subject, payload, headers=inject_headers())
+
+    return publish
+
+
 async def call(
     nc: Client,
     subject: str,
@@ -97,9 +115,26 @@ async def call(
     timeout: float,
     headers: Mapping[str, str] | None = None,
 ) -> bytes:
-    """Request/reply with errors mapped to :class:`ChatError`."""
+    """Request/reply with errors mapped to :class:`ChatError`; the trace context travels along."""
+    with _tracer.start_as_current_span(
+        f"send {subject}", kind=SpanKind.PRODUCER, attributes=messaging_attributes(subject, "send")
+    ) as span:
+        try:
+            return await _request(nc, subject, payload, timeout=timeout, headers=headers)
+        except ChatError as exc:
+            span.set_attribute("chat.error.code", exc.code.value)
+            if exc.code is not ErrorCode.NOT_FOUND:
+                span.set_status(StatusCode.ERROR, exc.code.value)
+            raise
+
+
+async def _request(
+    nc: Client, subject: str, payload: bytes, *, timeout: float, headers: Mapping[str, str] | None
+) -> bytes:
     try:
-        msg = await nc.request(subject, payload, timeout=timeout, headers=dict(headers or {}))
+        msg = await nc.request(
+            subject, payload, timeout=timeout, headers=inject_headers(dict(headers or {}))
+        )
     except nats.errors.NoRespondersError as exc:
         raise Unavailable("no instance is serving this request") from exc
     except (TimeoutError, nats.errors.TimeoutError) as exc:
@@ -146,17 +181,28 @@ def _bounded(
 
 
 async def _answer(endpoint: str, handler: Handler, request: Request) -> None:
-    try:
-        reply = await handler(request.data)
-    except ChatError as exc:
-        if exc.code is ErrorCode.INTERNAL:
-            _log.error("endpoint failed", extra={"endpoint": endpoint, "code": exc.code.value})
-        await _respond_error(request, exc.code.value, exc.message)
-        return
-    except Exception:
-        _log.exception("endpoint crashed", extra={"endpoint": endpoint})
-        await _respond_error(request, ErrorCode.INTERNAL.value, "internal error")
-        return
+    subject = request.subject
+    with _tracer.start_as_current_span(
+        f"process {subject}",
+        context=extract_context(request.headers),
+        kind=SpanKind.CONSUMER,
+        attributes=messaging_attributes(subject, "process"),
+    ) as span:
+        try:
+            reply = await handler(request.data)
+        except ChatError as exc:
+            span.set_attribute("chat.error.code", exc.code.value)
+            if exc.code is ErrorCode.INTERNAL:
+                span.set_status(StatusCode.ERROR, exc.code.value)
+                _log.error("endpoint failed", extra={"endpoint": endpoint, "code": exc.code.value})
+            await _respond_error(request, exc.code.value, exc.message)
+            return
+        except Exception as exc:
+            span.record_exception(exc)
+            span.set_status(StatusCode.ERROR, "INTERNAL")
+            _log.exception("endpoint crashed", extra={"endpoint": endpoint})
+            await _respond_error(request, ErrorCode.INTERNAL.value, "internal error")
+            return
     try:
         await request.respond(reply)
     except Exception:

@@ -26,6 +26,7 @@ from chat_common.logs import configure_logging
 from chat_common.natsio import Handler, connect, serve
 from chat_common.settings import ServiceSettings
 from chat_common.supervisor import InFlight
+from chat_common.tracing import setup_tracing, shutdown_tracing
 
 __all__ = ["ServiceRuntime", "pending_tasks"]
 
@@ -75,6 +76,7 @@ class ServiceRuntime:
         configure_logging(
             service=self.name, instance=s.instance_id, level=s.log_level, fmt=s.log_format
         )
+        setup_tracing(service=self.name, instance=s.instance_id)
         self.lifecycle.install_signal_handlers()
         await self.ops.start()
         _log.info("ops port listening", extra={"port": self.ops.port})
@@ -100,6 +102,7 @@ class ServiceRuntime:
             _log.error("service failed", exc_info=exc)
         self.exit_code = await self.lifecycle.shutdown()
         await self.ops.stop()
+        shutdown_tracing()
         if exc is not None and self.exit_code == 0:
             self.exit_code = 1
         leftovers = pending_tasks()

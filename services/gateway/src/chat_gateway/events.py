@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from opentelemetry.trace import StatusCode
+
 from chat_common.errors import ChatError, ErrorCode, InvalidArgument
 from chat_common.schemas import (
     AppendRequest,
@@ -24,6 +26,7 @@ from chat_common.schemas import (
     LeaveRequest,
     encode,
 )
+from chat_common.tracing import SpanKind, tracer
 from chat_gateway.backend import Backend
 from chat_gateway.client import Client
 from chat_gateway.offsets import token_hash
@@ -43,6 +46,7 @@ from chat_gateway.settings import GatewaySettings
 __all__ = ["EventHandlers"]
 
 _log = logging.getLogger("chat.gateway.events")
+_tracer = tracer("chat.gateway")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,18 +82,35 @@ class EventHandlers:
             await self._answer_error(client, event.event, event.ack_id, error)
             return
         handler = self._table.get(event.name)
-        try:
-            if handler is None:
-                raise ChatError(ErrorCode.UNKNOWN_EVENT, "unknown event")
-            reply = await handler(client, event.data)
-        except ChatError as exc:
-            await self._answer_error(client, event.name, event.ack_id, exc)
-            return
-        except Exception:
-            _log.exception("event handler failed", extra={"event": event.name, "client": client.id})
-            error = ChatError(ErrorCode.INTERNAL, "internal error")
-            await self._answer_error(client, event.name, event.ack_id, error)
-            return
+        attributes = {
+            "chat.event": event.name if handler else "unknown",
+            "chat.protocol": client.protocol,
+        }
+        if isinstance(event.data, dict) and isinstance(room := event.data.get("roomId"), str):
+            attributes["chat.room"] = room[:64]
+        with _tracer.start_as_current_span(
+            f"chat {attributes['chat.event']}", kind=SpanKind.SERVER, attributes=attributes
+        ) as span:
+            try:
+                if handler is None:
+                    raise ChatError(ErrorCode.UNKNOWN_EVENT, "unknown event")
+                reply = await handler(client, event.data)
+            except ChatError as exc:
+                span.set_attribute("chat.error.code", exc.code.value)
+                if exc.code is ErrorCode.INTERNAL:
+                    span.set_status(StatusCode.ERROR, exc.code.value)
+                    _log.error("event failed", extra={"event": event.name, "code": exc.code.value})
+                await self._answer_error(client, event.name, event.ack_id, exc)
+                return
+            except Exception as exc:
+                span.record_exception(exc)
+                span.set_status(StatusCode.ERROR, "INTERNAL")
+                _log.exception(
+                    "event handler failed", extra={"event": event.name, "client": client.id}
+                )
+                error = ChatError(ErrorCode.INTERNAL, "internal error")
+                await self._answer_error(client, event.name, event.ack_id, error)
+                return
         if event.ack_id is not None:
             await client.send(client.encode_ack(event.ack_id, encode(reply.body)))
         if reply.then is not None:

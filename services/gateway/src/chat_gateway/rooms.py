@@ -20,9 +20,12 @@ import msgspec
 from nats.aio.client import Client as Nats
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from opentelemetry import trace
+from opentelemetry.trace import Link
 
 from chat_common.schemas import FetchResponse, Message, RoomEvent, encode
 from chat_common.subjects import room_events
+from chat_common.tracing import SpanKind, extract_context, messaging_attributes, tracer
 from chat_gateway.client import Client
 from chat_gateway.offsets import encode_offset
 from chat_gateway.ordering import RoomSequencer
@@ -30,6 +33,7 @@ from chat_gateway.ordering import RoomSequencer
 __all__ = ["Fanout", "Member", "RoomHub"]
 
 _log = logging.getLogger("chat.gateway.rooms")
+_tracer = tracer("chat.gateway.rooms")
 
 _decoder = msgspec.json.Decoder(RoomEvent)
 FillGap = Callable[[str, int, int], Awaitable[FetchResponse]]
@@ -183,7 +187,26 @@ class RoomHub:
             except msgspec.DecodeError:
                 _log.error("undecodable room event", extra={"room": room.room_id})
                 return
-            self.accept(room, Fanout(room.room_id, event.event, bytes(event.data), event.seq))
+            item = Fanout(room.room_id, event.event, bytes(event.data), event.seq)
+            if not msg.headers:
+                self.accept(room, item)
+                return
+            # Fan-out at this gateway: a span in the sender's trace, linked to the send.
+            sent = extract_context(msg.headers)
+            link = Link(trace.get_current_span(sent).get_span_context())
+            attributes: dict[str, str | int] = {
+                **messaging_attributes(msg.subject, "process"),
+                "chat.event": event.event,
+                "chat.members": len(room.members),
+            }
+            with _tracer.start_as_current_span(
+                f"deliver {room.room_id}",
+                context=sent,
+                kind=SpanKind.CONSUMER,
+                links=[link],
+                attributes=attributes,
+            ):
+                self.accept(room, item)
 
         return on_event
 

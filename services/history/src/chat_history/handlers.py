@@ -6,9 +6,10 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 import msgspec
+from nats.aio.client import Client as Nats
+from opentelemetry.context import Context
 
 from chat_common.errors import InvalidArgument, Unavailable
-from chat_common.natsio import Publish
 from chat_common.schemas import (
     AppendRequest,
     FetchRequest,
@@ -19,11 +20,14 @@ from chat_common.schemas import (
     parse_request,
 )
 from chat_common.subjects import room_events
+from chat_common.tracing import SpanKind, inject_headers, messaging_attributes, tracer
 from chat_history import repository
 from chat_history.database import Database
 from chat_history.writer import TRANSIENT_ERRORS, BatchWriter
 
 __all__ = ["HistoryHandlers", "publish_committed"]
+
+_tracer = tracer("chat.history")
 
 
 class HistoryHandlers:
@@ -68,14 +72,22 @@ class HistoryHandlers:
         return encode(FetchResponse(messages=messages, last_seq=last))
 
 
-def publish_committed(publish: Publish) -> Callable[[list[Message]], Awaitable[None]]:
-    """Fan out committed messages on their rooms' subjects, in seq order."""
+def publish_committed(nc: Nats) -> Callable[[list[tuple[Message, Context]]], Awaitable[None]]:
+    """Fan out committed messages on their rooms' subjects, in seq order, each in its
+    sender's trace."""
 
-    async def on_committed(messages: list[Message]) -> None:
-        for message in messages:
+    async def on_committed(messages: list[tuple[Message, Context]]) -> None:
+        for message, ctx in messages:
+            subject = room_events(message.room_id)
             event = RoomEvent(
                 event="new_message", data=msgspec.Raw(encode(message)), seq=message.seq
             )
-            await publish(room_events(message.room_id), encode(event))
+            with _tracer.start_as_current_span(
+                f"send {subject}",
+                context=ctx,
+                kind=SpanKind.PRODUCER,
+                attributes=messaging_attributes(subject, "send"),
+            ):
+                await nc.publish(subject, encode(event), headers=inject_headers())
 
     return on_committed

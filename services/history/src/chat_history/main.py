@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aiohttp import web
+from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
 
 from chat_common.lifecycle import Phase
 from chat_common.runner import run_main
@@ -20,6 +21,7 @@ VERSION = "0.1.0"
 
 async def main(settings: HistorySettings | None = None) -> int:
     settings = settings or HistorySettings()
+    AsyncPGInstrumentor().instrument()  # type: ignore[no-untyped-call]
     db = Database(settings)
 
     async def db_pool(_request: web.Request) -> web.Response:
@@ -35,7 +37,7 @@ async def main(settings: HistorySettings | None = None) -> int:
             batch_max=settings.batch_max,
             linger_s=settings.batch_linger_ms / 1000,
             attempts=settings.batch_attempts,
-            on_committed=publish_committed(rt.nc.publish),
+            on_committed=publish_committed(rt.nc),
         )
         for n in range(settings.batch_writers):
             rt.lifecycle.supervisor.spawn(f"batch-writer-{n}", writer.run)

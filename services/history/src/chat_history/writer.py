@@ -17,10 +17,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import asyncpg
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Link
 
 from chat_common.errors import ChatError, ErrorCode, Unavailable
 from chat_common.schemas import AppendRequest, Message
 from chat_common.timefmt import iso_ms
+from chat_common.tracing import tracer
 from chat_history import repository
 from chat_history.batching import Key, assign_seqs, count_per_room, unique_keys
 from chat_history.database import Database
@@ -43,7 +48,9 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.AdminShutdownError,
 )
 
-OnCommitted = Callable[[list[Message]], Awaitable[None]]
+OnCommitted = Callable[[list[tuple[Message, Context]]], Awaitable[None]]
+"""Called after COMMIT with each message and the trace context of (one of) its sender(s)."""
+_tracer = tracer("chat.history.writer")
 
 
 @dataclass(slots=True)
@@ -53,6 +60,7 @@ class _Pending:
     future: asyncio.Future[Message] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+    ctx: Context = field(default_factory=otel_context.get_current)
 
     @property
     def key(self) -> Key:
@@ -101,7 +109,7 @@ class BatchWriter:
         delay = 0.05
         for attempt in range(1, self._attempts + 1):
             try:
-                stored = await self._commit(live)
+                stored = await self._traced_commit(live)
                 break
             except TRANSIENT_ERRORS as exc:
                 _log.warning(
@@ -130,11 +138,26 @@ class BatchWriter:
         for p in live:
             if not p.future.done():
                 p.future.set_result(stored[p.key])
-        committed = sorted(set(stored.values()), key=lambda m: (m.room_id, m.seq))
+        contexts = {p.key: p.ctx for p in live}
+        committed = sorted(
+            ((m, contexts[k]) for k, m in stored.items() if k in contexts),
+            key=lambda pair: (pair[0].room_id, pair[0].seq),
+        )
         try:
             await self._on_committed(committed)
         except Exception:
             _log.exception("fan-out publish failed after commit")
+
+    async def _traced_commit(self, batch: list[_Pending]) -> dict[Key, Message]:
+        """One transaction, as a span in the first sender's trace, linked to the others'."""
+        links = [Link(trace.get_current_span(p.ctx).get_span_context()) for p in batch[1:]]
+        with _tracer.start_as_current_span(
+            "history.commit",
+            context=batch[0].ctx,
+            links=links,
+            attributes={"db.system.name": "postgresql", "chat.batch.size": len(batch)},
+        ):
+            return await self._commit(batch)
 
     async def _commit(self, batch: list[_Pending]) -> dict[Key, Message]:
         first_by_key: dict[Key, _Pending] = {}

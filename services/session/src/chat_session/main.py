@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from opentelemetry.instrumentation.redis import RedisInstrumentor
 from redis.asyncio import Redis
 
 from chat_common.lifecycle import Phase
+from chat_common.natsio import traced_publish
 from chat_common.runner import run_main
 from chat_common.runtime import ServiceRuntime
 from chat_common.subjects import SESSION_SERVICE, session_endpoint
@@ -19,6 +21,7 @@ VERSION = "0.1.0"
 
 async def main(settings: SessionSettings | None = None) -> int:
     settings = settings or SessionSettings()
+    RedisInstrumentor().instrument()
     runtime = ServiceRuntime(settings, name=SESSION_SERVICE)
     async with runtime as rt:
         redis = Redis.from_url(
@@ -32,7 +35,7 @@ async def main(settings: SessionSettings | None = None) -> int:
         store = RedisSessionStore(redis, prefix=settings.key_prefix)
         handlers = SessionHandlers(
             store,
-            rt.nc.publish,
+            traced_publish(rt.nc),
             resume_window_s=settings.resume_window_s,
             heartbeat_ttl_s=settings.heartbeat_ttl_s,
         )

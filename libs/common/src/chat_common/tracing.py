@@ -1,0 +1,111 @@
+"""OpenTelemetry tracing: setup from the standard ``OTEL_*`` variables, and NATS propagation.
+
+* :func:`setup_tracing` installs a tracer provider for the service. Spans are exported over
+  OTLP/HTTP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``..._TRACES_ENDPOINT``) is set, and the
+  sampler comes from ``OTEL_TRACES_SAMPLER``/``..._ARG`` (SDK defaults). Trace ids are made
+  even without an exporter, so logs always carry them. ``OTEL_SDK_DISABLED=true`` turns
+  tracing off: the API then hands out non-recording spans (a branch, nothing more).
+* W3C ``traceparent`` travels in NATS message headers: :func:`inject_headers` on publish
+  and request, :func:`extract_context` on receive.
+* Span names and attributes follow the messaging semantic conventions
+  (``messaging.system=nats``, ``messaging.destination.name``, ``messaging.operation.type``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import Span, SpanKind
+
+__all__ = [
+    "SpanKind",
+    "TraceLogFilter",
+    "extract_context",
+    "inject_headers",
+    "messaging_attributes",
+    "setup_tracing",
+    "shutdown_tracing",
+    "tracer",
+]
+
+_log = logging.getLogger("chat.tracing")
+
+
+def _exporter_configured() -> bool:
+    if os.environ.get("OTEL_TRACES_EXPORTER", "otlp").lower() == "none":
+        return False
+    return bool(
+        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    )
+
+
+def setup_tracing(*, service: str, instance: str) -> None:
+    """Install the tracer provider (once per process)."""
+    if os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
+        return
+    resource = Resource.create(
+        {"service.name": os.environ.get("OTEL_SERVICE_NAME", f"chat-{service}"),
+         "service.instance.id": instance}
+    )  # fmt: skip
+    provider = TracerProvider(resource=resource)
+    if _exporter_configured():
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        _log.info("tracing exported over OTLP")
+    trace.set_tracer_provider(provider)
+
+
+def shutdown_tracing() -> None:
+    """Flush and stop the exporter (the last shutdown step)."""
+    provider = trace.get_tracer_provider()
+    shutdown = getattr(provider, "shutdown", None)
+    if shutdown is not None:
+        shutdown()
+
+
+def tracer(name: str) -> trace.Tracer:
+    return trace.get_tracer(name)
+
+
+def inject_headers(
+    headers: dict[str, str] | None = None, span_context: object = None
+) -> dict[str, str]:
+    """Add the current (or the given) trace context to NATS headers."""
+    carrier = dict(headers or {})
+    ctx = span_context if isinstance(span_context, otel_context.Context) else None
+    propagate.inject(carrier, context=ctx)
+    return carrier
+
+
+def extract_context(headers: Mapping[str, str] | None) -> otel_context.Context:
+    """The trace context carried by NATS headers (empty context when none)."""
+    return propagate.extract(dict(headers or {}))
+
+
+def messaging_attributes(subject: str, operation: str) -> dict[str, str]:
+    return {
+        "messaging.system": "nats",
+        "messaging.destination.name": subject,
+        "messaging.operation.type": operation,
+    }
+
+
+class TraceLogFilter(logging.Filter):
+    """Adds ``trace_id`` and ``span_id`` of the current span to every log record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        span: Span = trace.get_current_span()
+        ctx = span.get_span_context()
+        if ctx.is_valid:
+            record.trace_id = format(ctx.trace_id, "032x")
+            record.span_id = format(ctx.span_id, "016x")
+        return True
