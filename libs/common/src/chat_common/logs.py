@@ -34,7 +34,7 @@ class _JsonFormatter(logging.Formatter):
         }
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
-                out[key] = value
+                out[key if key not in out else f"extra_{key}"] = value
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str)
@@ -65,3 +65,4 @@ def configure_logging(*, service: str, instance: str, level: str, fmt: str) -> N
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("nats").setLevel(logging.WARNING)
+    logging.getLogger("websockets").setLevel(logging.WARNING)

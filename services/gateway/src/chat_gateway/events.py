@@ -99,14 +99,16 @@ class EventHandlers:
                 span.set_attribute("chat.error.code", exc.code.value)
                 if exc.code is ErrorCode.INTERNAL:
                     span.set_status(StatusCode.ERROR, exc.code.value)
-                    _log.error("event failed", extra={"event": event.name, "code": exc.code.value})
+                    _log.error(
+                        "event failed", extra={"client_event": event.name, "code": exc.code.value}
+                    )
                 await self._answer_error(client, event.name, event.ack_id, exc)
                 return
             except Exception as exc:
                 span.record_exception(exc)
                 span.set_status(StatusCode.ERROR, "INTERNAL")
                 _log.exception(
-                    "event handler failed", extra={"event": event.name, "client": client.id}
+                    "event handler failed", extra={"client_event": event.name, "client": client.id}
                 )
                 error = ChatError(ErrorCode.INTERNAL, "internal error")
                 await self._answer_error(client, event.name, event.ack_id, error)
