@@ -135,6 +135,7 @@ async def make_stack(servers: Servers, tmp_path: Path) -> AsyncIterator[MakeStac
             },
         )
         stack = Stack(config)
+        stack.test_nats = nats  # type: ignore[attr-defined]
         stack.test_redis = next((x for x in own if isinstance(x, RedisServer)), None)  # type: ignore[attr-defined]
         stack.test_postgres = next((x for x in own if isinstance(x, PostgresServer)), None)  # type: ignore[attr-defined]
         started.append((stack, own))

@@ -127,8 +127,17 @@ class SioClient(_Recorder):
             **client_kwargs,
         )
         self.offsets: list[str] = []
+        self._dropped = asyncio.Event()
+        self.sio.on("disconnect", self._on_disconnect)
+        self.sio.on("connect", self._on_connect)
         for name in SERVER_EVENTS:
             self.sio.on(name, self._handler(name))
+
+    async def _on_disconnect(self, *_reason: Any) -> None:
+        self._dropped.set()
+
+    async def _on_connect(self) -> None:
+        self._dropped = asyncio.Event()
 
     def _handler(self, name: str) -> Callable[..., Any]:
         async def on_event(data: Any = None, *extra: Any) -> None:
@@ -157,7 +166,21 @@ class SioClient(_Recorder):
         return self
 
     async def call(self, event: str, data: Any, timeout: float = DEFAULT_TIMEOUT) -> Any:
-        return await self.sio.call(event, data, timeout=timeout)
+        """Emit with an ack; a drop of the connection fails the call at once with
+        ConnectionError (an ack can never arrive on a new connection)."""
+        dropped = self._dropped
+        if dropped.is_set() or not self.sio.connected:
+            raise ConnectionError("not connected")
+        call = asyncio.ensure_future(self.sio.call(event, data, timeout=timeout))
+        drop = asyncio.ensure_future(dropped.wait())
+        try:
+            await asyncio.wait({call, drop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            drop.cancel()
+        if call.done():
+            return call.result()
+        call.cancel()
+        raise ConnectionError("connection dropped before the ack")
 
     async def emit(self, event: str, data: Any) -> None:
         await self.sio.emit(event, data)
@@ -200,6 +223,10 @@ class NativeClient(_Recorder):
         finally:
             self.close_code = self.ws.close_code
             self.closed.set()
+            for future in self._acks.values():
+                if not future.done():
+                    future.set_exception(ConnectionError("connection closed before the ack"))
+            self._acks.clear()
 
     def is_connected(self) -> bool:
         return self.ws is not None and not self.closed.is_set()

@@ -8,6 +8,7 @@ every acked message was received by every member exactly once and in seq order.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,8 @@ class Ledger:
     """Calls that got no answer at all within their timeout (must stay 0)."""
     errors: Counter[str] = field(default_factory=Counter)
 
+    ack_times: list[float] = field(default_factory=list)
+    """Monotonic time of every ack (to measure recovery after a fault)."""
     _waiters: list[tuple[int, asyncio.Event]] = field(default_factory=list)
 
     async def reached(self, count: int) -> None:
@@ -51,6 +54,7 @@ class Ledger:
         if previous is not None and previous != message:
             raise AssertionError(f"a retry returned a different message: {previous} vs {message}")
         room[message["clientMsgId"]] = message
+        self.ack_times.append(time.monotonic())
         self._wake()
 
     def max_seq(self, room: str) -> int:
