@@ -17,6 +17,8 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
+import psutil
+
 from ._posix import RunAs, group_alive, make_preexec, signal_group
 from .errors import DevstackError, ProcessExitedError, ReadyTimeoutError
 
@@ -182,15 +184,32 @@ class ManagedProcess:
         while group_alive(self._proc.pid) and loop.time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(_POLL_INTERVAL)
 
+    def _tree(self) -> list[psutil.Process]:
+        """The process and every descendant, parents first (Postgres backends call
+        ``setsid``, so they are not in the process group)."""
+        if self._proc is None:
+            return []
+        try:
+            root = psutil.Process(self._proc.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
     def pause(self) -> None:
-        """SIGSTOP the process group: it stays alive but answers nothing."""
+        """SIGSTOP the process, its group and all its descendants: alive, answering nothing."""
         if self._proc is not None and self.running:
             signal_group(self._proc.pid, signal.SIGSTOP)
+            for proc in self._tree():
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    proc.send_signal(signal.SIGSTOP)
             self._paused = True
 
     def resume(self) -> None:
-        """SIGCONT the process group after :meth:`pause`."""
+        """SIGCONT everything :meth:`pause` stopped."""
         if self._proc is not None and self.running:
+            for proc in reversed(self._tree()):
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    proc.send_signal(signal.SIGCONT)
             signal_group(self._proc.pid, signal.SIGCONT)
         self._paused = False
 
