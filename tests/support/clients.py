@@ -17,10 +17,25 @@ import socketio
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-__all__ = ["ChatClient", "NativeClient", "SioClient", "unique_room"]
+__all__ = [
+    "ChatClient",
+    "DroppedBeforeAck",
+    "NativeClient",
+    "NotConnected",
+    "SioClient",
+    "unique_room",
+]
 
 SERVER_EVENTS = ("new_message", "user_joined", "user_left", "error")
 DEFAULT_TIMEOUT = 10.0
+
+
+class NotConnected(ConnectionError):
+    """The call was not sent: the client is (re)connecting."""
+
+
+class DroppedBeforeAck(ConnectionError):
+    """The call was sent but the connection dropped before its ack arrived."""
 
 
 def unique_room(prefix: str = "t") -> str:
@@ -170,7 +185,7 @@ class SioClient(_Recorder):
         ConnectionError (an ack can never arrive on a new connection)."""
         dropped = self._dropped
         if dropped.is_set() or not self.sio.connected:
-            raise ConnectionError("not connected")
+            raise NotConnected("not connected")
         call = asyncio.ensure_future(self.sio.call(event, data, timeout=timeout))
         drop = asyncio.ensure_future(dropped.wait())
         try:
@@ -180,7 +195,7 @@ class SioClient(_Recorder):
         if call.done():
             return call.result()
         call.cancel()
-        raise ConnectionError("connection dropped before the ack")
+        raise DroppedBeforeAck("connection dropped before the ack")
 
     async def emit(self, event: str, data: Any) -> None:
         await self.sio.emit(event, data)
@@ -225,7 +240,7 @@ class NativeClient(_Recorder):
             self.closed.set()
             for future in self._acks.values():
                 if not future.done():
-                    future.set_exception(ConnectionError("connection closed before the ack"))
+                    future.set_exception(DroppedBeforeAck("connection closed before the ack"))
             self._acks.clear()
 
     def is_connected(self) -> bool:
@@ -233,6 +248,8 @@ class NativeClient(_Recorder):
 
     async def send_raw(self, frame: str | bytes) -> None:
         assert self.ws is not None
+        if self.closed.is_set():
+            raise NotConnected("connection closed")
         await self.ws.send(frame)
 
     async def call(self, event: str, data: Any, timeout: float = DEFAULT_TIMEOUT) -> Any:

@@ -11,6 +11,7 @@ import asyncio
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from tests.support.clients import NativeClient, SioClient
@@ -29,6 +30,10 @@ class Ledger:
     retries: int = 0
     hung: int = 0
     """Calls that got no answer at all within their timeout (must stay 0)."""
+    lost_replies: int = 0
+    """Sends the server had processed (stored) whose reply never reached the client:
+    found when a retry after a dropped connection returns a message stored before the
+    retry was sent (must stay 0: in-flight work is answered before a connection closes)."""
     errors: Counter[str] = field(default_factory=Counter)
 
     ack_times: list[float] = field(default_factory=list)
@@ -90,8 +95,10 @@ class Sender:
     async def run(self) -> None:
         for i in range(self.count):
             msg_id = f"{self.name}-{i}"
+            dropped_at: float | None = None
             while True:
                 was_connected = self.client.is_connected()
+                sent_at = time.time()
                 try:
                     reply = await self.client.call(
                         "send_message",
@@ -110,12 +117,19 @@ class Sender:
                     await asyncio.sleep(0.1)
                     continue
                 if reply.get("ok"):
-                    self.ledger.record(reply["message"])
+                    message = reply["message"]
+                    if dropped_at is not None and _epoch(message["ts"]) < sent_at - 0.001:
+                        self.ledger.lost_replies += 1
+                    self.ledger.record(message)
                     break
                 self.ledger.errors[reply["error"]["code"]] += 1
                 self.ledger.retries += 1
                 await asyncio.sleep(0.1)
             await asyncio.sleep(self.pause_s)
+
+
+def _epoch(ts: str) -> float:
+    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
 
 
 def check_deliveries(client: Client, room: str, ledger: Ledger, *, since_seq: int = 0) -> None:

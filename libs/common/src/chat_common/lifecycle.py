@@ -102,9 +102,11 @@ class Lifecycle:
     async def shutdown(self) -> int:
         """Run every phase in order; returns the process exit code."""
         self.stopping.set()
+        _log.info("readiness false: shutting down", extra={"grace_s": self.grace_s})
         deadline = time.monotonic() + self.grace_s
         exit_code = 0
         for phase in Phase:
+            _log.info("shutdown phase", extra={"phase": phase.name})
             if phase is Phase.CANCEL_TASKS:
                 pending = await self.supervisor.close(_CLEANUP_STEP_TIMEOUT_S)
                 if pending:

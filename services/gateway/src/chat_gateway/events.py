@@ -8,6 +8,7 @@ logged and answered with ``INTERNAL``; their details never reach the client.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry.trace import StatusCode
+from websockets.exceptions import ConnectionClosed
 
 from chat_common.errors import ChatError, ErrorCode, InvalidArgument
 from chat_common.schemas import (
@@ -117,6 +119,13 @@ class EventHandlers:
             await client.send(client.encode_ack(event.ack_id, encode(reply.body)))
         if reply.then is not None:
             reply.then()
+
+    async def refuse_closing(self, client: Client, event: ClientEvent | BadEvent) -> None:
+        """An event that arrived after shutdown began: ``UNAVAILABLE``, retry elsewhere."""
+        name = event.name if isinstance(event, ClientEvent) else event.event
+        error = ChatError(ErrorCode.UNAVAILABLE, "server restarting; retry after reconnecting")
+        with contextlib.suppress(ConnectionClosed):
+            await self._answer_error(client, name, event.ack_id, error)
 
     async def _answer_error(
         self, client: Client, name: str | None, ack_id: int | None, error: ChatError

@@ -41,7 +41,9 @@ Register = Callable[[Client], None]
 
 async def _handle(client: Client, handlers: EventHandlers, event: ClientEvent | BadEvent) -> None:
     if client.closing:
-        return  # shutting down: the client resends after it reconnects
+        # Shutting down: answer at once (retryable) rather than leave the client waiting.
+        await handlers.refuse_closing(client, event)
+        return
     client.idle.clear()
     try:
         await handlers.dispatch(client, event)
