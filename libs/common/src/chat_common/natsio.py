@@ -25,6 +25,7 @@ from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER, Request
 from nats.micro.service import EndpointConfig, Service
 from opentelemetry.trace import StatusCode
 
+from chat_common.boundary import guarded
 from chat_common.errors import ChatError, ErrorCode, Unavailable
 from chat_common.settings import ServiceSettings
 from chat_common.supervisor import InFlight
@@ -187,24 +188,15 @@ async def _answer(endpoint: str, handler: Handler, request: Request) -> None:
         context=extract_context(request.headers),
         kind=SpanKind.CONSUMER,
         attributes=messaging_attributes(subject, "process"),
-    ) as span:
-        try:
-            reply = await handler(request.data)
-        except ChatError as exc:
-            span.set_attribute("chat.error.code", exc.code.value)
-            if exc.code is ErrorCode.INTERNAL:
-                span.set_status(StatusCode.ERROR, exc.code.value)
-                _log.error("endpoint failed", extra={"endpoint": endpoint, "code": exc.code.value})
-            await _respond_error(request, exc.code.value, exc.message)
-            return
-        except Exception as exc:
-            span.record_exception(exc)
-            span.set_status(StatusCode.ERROR, "INTERNAL")
-            _log.exception("endpoint crashed", extra={"endpoint": endpoint})
-            await _respond_error(request, ErrorCode.INTERNAL.value, "internal error")
-            return
+    ):
+        outcome = await guarded(
+            lambda: handler(request.data), what="endpoint", log_extra={"endpoint": endpoint}
+        )
+    if isinstance(outcome, ChatError):
+        await _respond_error(request, outcome.code.value, outcome.message)
+        return
     try:
-        await request.respond(reply)
+        await request.respond(outcome)
     except Exception:
         _log.exception("could not send reply", extra={"endpoint": endpoint})
 

@@ -15,9 +15,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from opentelemetry.trace import StatusCode
 from websockets.exceptions import ConnectionClosed
 
+from chat_common.boundary import guarded
 from chat_common.errors import ChatError, ErrorCode, InvalidArgument
 from chat_common.schemas import (
     AppendRequest,
@@ -92,29 +92,19 @@ class EventHandlers:
             attributes["chat.room"] = room[:64]
         with _tracer.start_as_current_span(
             f"chat {attributes['chat.event']}", kind=SpanKind.SERVER, attributes=attributes
-        ) as span:
-            try:
-                if handler is None:
-                    raise ChatError(ErrorCode.UNKNOWN_EVENT, "unknown event")
-                reply = await handler(client, event.data)
-            except ChatError as exc:
-                span.set_attribute("chat.error.code", exc.code.value)
-                if exc.code is ErrorCode.INTERNAL:
-                    span.set_status(StatusCode.ERROR, exc.code.value)
-                    _log.error(
-                        "event failed", extra={"client_event": event.name, "code": exc.code.value}
-                    )
-                await self._answer_error(client, event.name, event.ack_id, exc)
-                return
-            except Exception as exc:
-                span.record_exception(exc)
-                span.set_status(StatusCode.ERROR, "INTERNAL")
-                _log.exception(
-                    "event handler failed", extra={"client_event": event.name, "client": client.id}
+        ):
+            if handler is None:
+                outcome: Reply | ChatError = ChatError(ErrorCode.UNKNOWN_EVENT, "unknown event")
+            else:
+                outcome = await guarded(
+                    lambda: handler(client, event.data),
+                    what="client event",
+                    log_extra={"client_event": event.name, "client": client.id},
                 )
-                error = ChatError(ErrorCode.INTERNAL, "internal error")
-                await self._answer_error(client, event.name, event.ack_id, error)
+            if isinstance(outcome, ChatError):
+                await self._answer_error(client, event.name, event.ack_id, outcome)
                 return
+            reply = outcome
         if event.ack_id is not None:
             await client.send(client.encode_ack(event.ack_id, encode(reply.body)))
         if reply.then is not None:

@@ -67,6 +67,17 @@ class _Pending:
         return (self.req.room_id, self.req.client_msg_id)
 
 
+def _origin(exc: BaseException) -> str:
+    """``file:line`` of the innermost frame of our own code in the traceback."""
+    origin = "?"
+    tb = exc.__traceback__
+    while tb is not None:
+        if "chat_" in tb.tb_frame.f_code.co_filename:
+            origin = f"{tb.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return origin
+
+
 class BatchWriter:
     """Queue of appends and the loop that commits them in batches."""
 
@@ -123,14 +134,23 @@ class BatchWriter:
                     return
                 await asyncio.sleep(random.uniform(0, delay))
                 delay *= 4
-            except Exception:
+            except Exception as exc:
                 # Not transient (a constraint, a bug). Isolate the culprit: write the batch
                 # one append at a time so only the offending one fails.
                 if len(live) > 1:
                     for p in live:
                         await self._commit_with_retries([p])
                     return
-                _log.exception("append failed for good")
+                # Database errors quote the failing row (the message text): log the class,
+                # the SQLSTATE and where it was raised, never the error's text.
+                _log.error(
+                    "append failed for good",
+                    extra={
+                        "error": type(exc).__name__,
+                        "sqlstate": getattr(exc, "sqlstate", None),
+                        "where": _origin(exc),
+                    },
+                )
                 for p in live:
                     if not p.future.done():
                         p.future.set_exception(ChatError(ErrorCode.INTERNAL, "internal error"))
@@ -156,6 +176,7 @@ class BatchWriter:
             context=batch[0].ctx,
             links=links,
             attributes={"db.system.name": "postgresql", "chat.batch.size": len(batch)},
+            record_exception=False,  # database errors quote the failing row: no text in traces
         ):
             return await self._commit(batch)
 
