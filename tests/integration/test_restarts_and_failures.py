@@ -133,12 +133,18 @@ async def test_unexpected_database_error_is_internal_and_harmless(make_stack: Ma
         await c.close()
     gateway_log = _json_lines(stack.of_kind("gateway")[0].log_path)
     history_log = _json_lines(stack.of_kind("history")[0].log_path)
-    (failed,) = [r for r in gateway_log if r.get("code") == "INTERNAL" and r.get("client_event") == "send_message"]
+    (failed,) = [
+        r
+        for r in gateway_log
+        if r.get("code") == "INTERNAL" and r.get("client_event") == "send_message"
+    ]
     trace_id = failed["trace_id"]
     assert len(trace_id) == 32 and trace_id != "0" * 32
     in_history = [r for r in history_log if r.get("trace_id") == trace_id and r["level"] == "error"]
     assert in_history, "the history service logged the failure in the same trace"
-    assert all("boom" not in json.dumps(r) for r in gateway_log + history_log), "no message bodies in logs"
+    assert all("boom" not in json.dumps(r) for r in gateway_log + history_log), (
+        "no message bodies in logs"
+    )
 
 
 def _json_lines(path: Path) -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ from opentelemetry import trace
 from opentelemetry.trace import StatusCode
 
 from chat_common.errors import ChatError, ErrorCode
+from chat_common.metrics import ERRORS
 
 __all__ = ["guarded"]
 
@@ -31,12 +32,14 @@ async def guarded(
     try:
         return await run()
     except ChatError as exc:
+        ERRORS.labels(exc.code.value, what).inc()
         span.set_attribute("chat.error.code", exc.code.value)
         if exc.code is ErrorCode.INTERNAL:
             span.set_status(StatusCode.ERROR, exc.code.value)
             _log.error(f"{what} failed", extra={**(log_extra or {}), "code": exc.code.value})
         return exc
     except Exception as exc:
+        ERRORS.labels(ErrorCode.INTERNAL.value, what).inc()
         span.record_exception(exc)
         span.set_status(StatusCode.ERROR, ErrorCode.INTERNAL.value)
         span.set_attribute("chat.error.code", ErrorCode.INTERNAL.value)

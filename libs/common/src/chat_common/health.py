@@ -1,4 +1,4 @@
-"""The ops HTTP port every service serves: ``/livez``, ``/readyz`` and extra routes.
+"""The ops HTTP port every service serves: ``/livez``, ``/readyz``, ``/metrics``, extras.
 
 ``/readyz`` is 200 only when the lifecycle says ready *and* every check passes; each check
 is a coroutine that raises on failure. The body lists every check with its timing.
@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from chat_common.lifecycle import Lifecycle
+from chat_common.metrics import metrics_handler
 
 __all__ = ["Check", "OpsServer", "run_checks"]
 
@@ -56,6 +57,7 @@ class OpsServer:
         self._app = web.Application()
         self._app.router.add_get("/livez", self._livez)
         self._app.router.add_get("/readyz", self._readyz)
+        self._app.router.add_get("/metrics", metrics_handler)
         for path, handler in routes.items():
             self._app.router.add_get(path, handler)
         self._runner = web.AppRunner(self._app, access_log=None)

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Mapping
 
 import nats
@@ -27,6 +28,7 @@ from opentelemetry.trace import StatusCode
 
 from chat_common.boundary import guarded
 from chat_common.errors import ChatError, ErrorCode, Unavailable
+from chat_common.metrics import NATS_REQUEST_SECONDS
 from chat_common.settings import ServiceSettings
 from chat_common.supervisor import InFlight
 from chat_common.tracing import (
@@ -120,13 +122,19 @@ async def call(
     with _tracer.start_as_current_span(
         f"send {subject}", kind=SpanKind.PRODUCER, attributes=messaging_attributes(subject, "send")
     ) as span:
+        started = time.perf_counter()
         try:
-            return await _request(nc, subject, payload, timeout=timeout, headers=headers)
+            reply = await _request(nc, subject, payload, timeout=timeout, headers=headers)
         except ChatError as exc:
+            NATS_REQUEST_SECONDS.labels(subject, exc.code.value).observe(
+                time.perf_counter() - started
+            )
             span.set_attribute("chat.error.code", exc.code.value)
             if exc.code is not ErrorCode.NOT_FOUND:
                 span.set_status(StatusCode.ERROR, exc.code.value)
             raise
+        NATS_REQUEST_SECONDS.labels(subject, "OK").observe(time.perf_counter() - started)
+        return reply
 
 
 async def _request(

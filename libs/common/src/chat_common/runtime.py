@@ -23,6 +23,7 @@ from nats.micro.service import Service
 from chat_common.health import Check, OpsServer
 from chat_common.lifecycle import Lifecycle, Phase
 from chat_common.logs import configure_logging
+from chat_common.metrics import track_state
 from chat_common.natsio import Handler, connect, serve
 from chat_common.settings import ServiceSettings
 from chat_common.supervisor import InFlight
@@ -84,6 +85,8 @@ class ServiceRuntime:
             s, name=self.name, stopping=self.lifecycle.stopping, on_state=self._nats_state
         )
         self.add_check("nats", self._check_nats)
+        nc = self._nc
+        track_state(ready=lambda: self.lifecycle.ready, nats_connected=lambda: nc.is_connected)
         self.lifecycle.on_shutdown(Phase.STOP_INTAKE, "nats-endpoints", self._stop_services)
         self.lifecycle.on_shutdown(Phase.DRAIN_INFLIGHT, "in-flight requests", self._drain_inflight)
         self.lifecycle.on_shutdown(

@@ -166,6 +166,8 @@ class AppendRequest(_Wire, frozen=True):
     client_msg_id: str
     client_supplied: bool = True
     """False when the gateway generated ``client_msg_id`` (the message then shows null)."""
+    received_at: float | None = None
+    """Epoch seconds when the sender's gateway received the event (end-to-end latency)."""
 
 
 class FetchRequest(_Wire, frozen=True):
@@ -196,6 +198,8 @@ class RoomEvent(_Wire, frozen=True):
     event: str
     data: msgspec.Raw
     seq: int | None = None
+    sent_at: float | None = None
+    """For ``new_message``: when the sender's gateway received it (epoch seconds)."""
 
 
 _encoder = msgspec.json.Encoder()

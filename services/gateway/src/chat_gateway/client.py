@@ -17,6 +17,7 @@ from typing import Protocol
 from websockets.asyncio.connection import broadcast
 from websockets.asyncio.server import ServerConnection
 
+from chat_gateway.metrics import SLOW_CONSUMER_CUTS
 from chat_gateway.offsets import new_session_id, new_token
 
 __all__ = ["CLOSE_SLOW_CONSUMER", "Client", "Encoder"]
@@ -104,6 +105,7 @@ class Client:
     def cut_slow(self) -> None:
         """Close a slow consumer; it reconnects and resyncs from history."""
         _log.warning("slow consumer cut", extra={"client": self.id})
+        SLOW_CONSUMER_CUTS.inc()
         transport = self.ws.transport
         if transport is None or transport.is_closing():
             return

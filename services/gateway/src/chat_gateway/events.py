@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from chat_common.schemas import (
 from chat_common.tracing import SpanKind, tracer
 from chat_gateway.backend import Backend
 from chat_gateway.client import Client
+from chat_gateway.metrics import ACK_SECONDS, EVENTS, RESUMES
 from chat_gateway.offsets import token_hash
 from chat_gateway.payloads import (
     GetHistoryPayload,
@@ -81,9 +83,12 @@ class EventHandlers:
         """Run one event and answer it, whatever happens."""
         if isinstance(event, BadEvent):
             error = ChatError(event.code, event.message)
+            EVENTS.labels("malformed", error.code.value).inc()
             await self._answer_error(client, event.event, event.ack_id, error)
             return
+        received = time.perf_counter()
         handler = self._table.get(event.name)
+        label = event.name if handler else "unknown"
         attributes = {
             "chat.event": event.name if handler else "unknown",
             "chat.protocol": client.protocol,
@@ -102,11 +107,14 @@ class EventHandlers:
                     log_extra={"client_event": event.name, "client": client.id},
                 )
             if isinstance(outcome, ChatError):
+                EVENTS.labels(label, outcome.code.value).inc()
                 await self._answer_error(client, event.name, event.ack_id, outcome)
                 return
             reply = outcome
+        EVENTS.labels(label, "OK").inc()
         if event.ack_id is not None:
             await client.send(client.encode_ack(event.ack_id, encode(reply.body)))
+            ACK_SECONDS.labels(label).observe(time.perf_counter() - received)
         if reply.then is not None:
             reply.then()
 
@@ -190,6 +198,7 @@ class EventHandlers:
             "sessionId": client.session_id,
             "resumeToken": client.token,
         }
+        RESUMES.labels("recovered" if plan else "not_recovered").inc()
         if plan is None:
             return Reply(body)
         body |= {"email": client.email, "rooms": plan.room_ids}
@@ -208,6 +217,7 @@ class EventHandlers:
                 text=p.text,
                 client_msg_id=p.client_msg_id or uuid.uuid4().hex,
                 client_supplied=p.client_msg_id is not None,
+                received_at=time.time(),
             )
         )
         return Reply({"ok": True, "message": message})

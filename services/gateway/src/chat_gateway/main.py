@@ -10,6 +10,7 @@ from chat_common.schemas import FetchRequest, FetchResponse
 from chat_common.subjects import GATEWAY_SERVICE, gateway_control, gateway_endpoint
 from chat_gateway.backend import NatsBackend
 from chat_gateway.events import EventHandlers
+from chat_gateway.metrics import ROOMS
 from chat_gateway.rooms import RoomHub
 from chat_gateway.server import GatewayServer
 from chat_gateway.sessions import SessionKeeper
@@ -40,6 +41,7 @@ async def main(settings: GatewaySettings | None = None) -> int:
             return await backend.fetch(req)
 
         hub = RoomHub(rt.nc, fill_gap=fill_gap, gap_fill_delay_s=settings.gap_fill_delay_ms / 1000)
+        ROOMS.set_function(lambda: len(hub))
         server = GatewayServer(settings, EventHandlers(settings, backend, hub))
         keeper = SessionKeeper(
             backend, gateway_id=settings.instance_id, interval_s=settings.session_heartbeat_s

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -27,6 +28,7 @@ from chat_common.schemas import FetchResponse, Message, RoomEvent, encode
 from chat_common.subjects import room_events
 from chat_common.tracing import SpanKind, extract_context, messaging_attributes, tracer
 from chat_gateway.client import Client
+from chat_gateway.metrics import DELIVERIES, E2E_SECONDS
 from chat_gateway.offsets import encode_offset
 from chat_gateway.ordering import RoomSequencer
 
@@ -49,6 +51,7 @@ class Fanout:
     event: str
     data: bytes
     seq: int | None
+    sent_at: float | None = None
     frames: dict[str, bytes] = field(default_factory=dict)
 
     def frame_for(self, client: Client) -> bytes:
@@ -187,7 +190,7 @@ class RoomHub:
             except msgspec.DecodeError:
                 _log.error("undecodable room event", extra={"room": room.room_id})
                 return
-            item = Fanout(room.room_id, event.event, bytes(event.data), event.seq)
+            item = Fanout(room.room_id, event.event, bytes(event.data), event.seq, event.sent_at)
             if not msg.headers:
                 self.accept(room, item)
                 return
@@ -229,11 +232,16 @@ class RoomHub:
 
     def _deliver(self, room: _Room, item: Fanout) -> None:
         seq = item.seq
+        written = 0
         for member in list(room.members.values()):
             if member.buffer is not None:
                 member.buffer.append(item)
             elif seq is None or seq > member.floor:
                 member.client.write_now(item.frame_for(member.client))
+                written += 1
+        DELIVERIES.labels(item.event).inc(written)
+        if item.sent_at is not None and written:
+            E2E_SECONDS.observe(max(0.0, time.time() - item.sent_at))
 
     async def _fill(self, room: _Room) -> None:
         """Wait briefly for stragglers, then fetch what is still missing from history."""

@@ -26,6 +26,7 @@ from websockets.http11 import Request, Response
 from chat_common.schemas import TakeoverNotice, decode, encode
 from chat_gateway.client import Client
 from chat_gateway.events import EventHandlers
+from chat_gateway.metrics import CONNECTIONS, SESSIONS
 from chat_gateway.protocol.socketio import SocketIOCodec
 from chat_gateway.settings import GatewaySettings
 from chat_gateway.transport import serve_native, serve_socketio
@@ -74,6 +75,7 @@ class GatewayServer:
         self._clients: set[Client] = set()
         self._server: Server | None = None
         self.port = settings.port
+        SESSIONS.set_function(lambda: sum(1 for c in self._clients if c.session_used))
 
     @property
     def clients(self) -> set[Client]:
@@ -97,10 +99,19 @@ class GatewayServer:
     def _process_request(self, _conn: ServerConnection, request: Request) -> Response | None:
         return route_request(request.path)
 
+    def _register(self, client: Client) -> None:
+        self._clients.add(client)
+        CONNECTIONS.labels(client.protocol).inc()
+
+    def _unregister(self, client: Client) -> None:
+        if client in self._clients:
+            self._clients.discard(client)
+            CONNECTIONS.labels(client.protocol).dec()
+
     async def _connection(self, ws: ServerConnection) -> None:
         path = urlsplit(ws.request.path if ws.request else "").path
         serve_one = serve_native if path == NATIVE_PATH else serve_socketio
-        await serve_one(ws, self._s, self._handlers, self._clients.add, self._clients.discard)
+        await serve_one(ws, self._s, self._handlers, self._register, self._unregister)
 
     async def heartbeat(self) -> None:
         """Engine.IO pings to Socket.IO clients; close those whose pong is overdue."""

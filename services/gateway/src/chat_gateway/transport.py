@@ -16,6 +16,7 @@ from websockets.exceptions import ConnectionClosed
 
 from chat_gateway.client import Client, Encoder
 from chat_gateway.events import EventHandlers
+from chat_gateway.metrics import RESUMES
 from chat_gateway.offsets import decode_offset, make_pid, parse_pid
 from chat_gateway.protocol.messages import (
     BadEvent,
@@ -96,6 +97,8 @@ async def _connect_namespace(
     if client.recovery:
         reply["pid"] = make_pid(client.session_id, client.token)
     await client.send(codec.encode_connect(reply))
+    if parse_pid(auth.get("pid")) is not None and client.recovery:
+        RESUMES.labels("recovered" if plan else "not_recovered").inc()
     if plan is not None:
         handlers.resumer.finish(plan)
 

@@ -10,11 +10,12 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import asyncpg
 
 from chat_common.errors import Unavailable
+from chat_history.metrics import POOL, POOL_ACQUIRE_TIMEOUTS
 from chat_history.migrate import apply_migrations
 from chat_history.settings import HistorySettings
 
@@ -31,6 +32,11 @@ class Database:
         self._pool: asyncpg.Pool | None = None
         self.connected = asyncio.Event()
         self.waiting = 0
+        for state in ("size", "idle", "in_use", "waiting", "min", "max"):
+            POOL.labels(state).set_function(self._stat_reader(state))
+
+    def _stat_reader(self, state: str) -> Callable[[], float]:
+        return lambda: float(self.pool_stats()[state])
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -79,6 +85,7 @@ class Database:
         try:
             conn = await pool.acquire(timeout=self._s.pool_acquire_timeout_s)
         except TimeoutError:
+            POOL_ACQUIRE_TIMEOUTS.inc()
             _log.warning(
                 "no free database connection within the acquire timeout",
                 extra={"waiting": self.waiting, "pool_max": self._s.pool_max},

@@ -7,14 +7,12 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 import msgspec
 from nats.aio.client import Client as Nats
-from opentelemetry.context import Context
 
 from chat_common.errors import InvalidArgument, Unavailable
 from chat_common.schemas import (
     AppendRequest,
     FetchRequest,
     FetchResponse,
-    Message,
     RoomEvent,
     encode,
     parse_request,
@@ -23,7 +21,7 @@ from chat_common.subjects import room_events
 from chat_common.tracing import SpanKind, inject_headers, messaging_attributes, tracer
 from chat_history import repository
 from chat_history.database import Database
-from chat_history.writer import TRANSIENT_ERRORS, BatchWriter
+from chat_history.writer import TRANSIENT_ERRORS, BatchWriter, Committed
 
 __all__ = ["HistoryHandlers", "publish_committed"]
 
@@ -72,19 +70,23 @@ class HistoryHandlers:
         return encode(FetchResponse(messages=messages, last_seq=last))
 
 
-def publish_committed(nc: Nats) -> Callable[[list[tuple[Message, Context]]], Awaitable[None]]:
+def publish_committed(nc: Nats) -> Callable[[list[Committed]], Awaitable[None]]:
     """Fan out committed messages on their rooms' subjects, in seq order, each in its
     sender's trace."""
 
-    async def on_committed(messages: list[tuple[Message, Context]]) -> None:
-        for message, ctx in messages:
+    async def on_committed(committed: list[Committed]) -> None:
+        for item in committed:
+            message = item.message
             subject = room_events(message.room_id)
             event = RoomEvent(
-                event="new_message", data=msgspec.Raw(encode(message)), seq=message.seq
+                event="new_message",
+                data=msgspec.Raw(encode(message)),
+                seq=message.seq,
+                sent_at=item.received_at,
             )
             with _tracer.start_as_current_span(
                 f"send {subject}",
-                context=ctx,
+                context=item.ctx,
                 kind=SpanKind.PRODUCER,
                 attributes=messaging_attributes(subject, "send"),
             ):

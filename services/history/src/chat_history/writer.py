@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from chat_common.tracing import tracer
 from chat_history import repository
 from chat_history.batching import Key, assign_seqs, count_per_room, unique_keys
 from chat_history.database import Database
+from chat_history.metrics import APPENDS, BATCH_SIZE, COMMIT_SECONDS
 
 __all__ = ["TRANSIENT_ERRORS", "BatchWriter"]
 
@@ -48,8 +50,17 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.AdminShutdownError,
 )
 
-OnCommitted = Callable[[list[tuple[Message, Context]]], Awaitable[None]]
-"""Called after COMMIT with each message and the trace context of (one of) its sender(s)."""
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """A message after COMMIT, with the trace context and receipt time of its sender."""
+
+    message: Message
+    ctx: Context
+    received_at: float | None
+
+
+OnCommitted = Callable[[list[Committed]], Awaitable[None]]
 _tracer = tracer("chat.history.writer")
 
 
@@ -130,6 +141,7 @@ class BatchWriter:
                 if attempt == self._attempts:
                     for p in live:
                         if not p.future.done():
+                            APPENDS.labels("failed").inc()
                             p.future.set_exception(Unavailable("message store unavailable"))
                     return
                 await asyncio.sleep(random.uniform(0, delay))
@@ -153,15 +165,20 @@ class BatchWriter:
                 )
                 for p in live:
                     if not p.future.done():
+                        APPENDS.labels("failed").inc()
                         p.future.set_exception(ChatError(ErrorCode.INTERNAL, "internal error"))
                 return
         for p in live:
             if not p.future.done():
                 p.future.set_result(stored[p.key])
-        contexts = {p.key: p.ctx for p in live}
+        senders = {p.key: p for p in live}
         committed = sorted(
-            ((m, contexts[k]) for k, m in stored.items() if k in contexts),
-            key=lambda pair: (pair[0].room_id, pair[0].seq),
+            (
+                Committed(m, senders[k].ctx, senders[k].req.received_at)
+                for k, m in stored.items()
+                if k in senders
+            ),
+            key=lambda c: (c.message.room_id, c.message.seq),
         )
         try:
             await self._on_committed(committed)
@@ -171,6 +188,8 @@ class BatchWriter:
     async def _traced_commit(self, batch: list[_Pending]) -> dict[Key, Message]:
         """One transaction, as a span in the first sender's trace, linked to the others'."""
         links = [Link(trace.get_current_span(p.ctx).get_span_context()) for p in batch[1:]]
+        BATCH_SIZE.observe(len(batch))
+        started = time.perf_counter()
         with _tracer.start_as_current_span(
             "history.commit",
             context=batch[0].ctx,
@@ -178,7 +197,9 @@ class BatchWriter:
             attributes={"db.system.name": "postgresql", "chat.batch.size": len(batch)},
             record_exception=False,  # database errors quote the failing row: no text in traces
         ):
-            return await self._commit(batch)
+            stored = await self._commit(batch)
+        COMMIT_SECONDS.observe(time.perf_counter() - started)
+        return stored
 
     async def _commit(self, batch: list[_Pending]) -> dict[Key, Message]:
         first_by_key: dict[Key, _Pending] = {}
@@ -188,6 +209,8 @@ class BatchWriter:
         async with self._db.acquire() as conn, conn.transaction():
             found = await repository.fetch_existing(conn, keys)
             new_keys = [k for k in keys if k not in found]
+            APPENDS.labels("duplicate").inc(len(found))
+            APPENDS.labels("stored").inc(len(new_keys))
             if not new_keys:
                 return found
             last = await repository.bump_rooms(conn, count_per_room(new_keys))

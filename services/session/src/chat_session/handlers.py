@@ -41,6 +41,7 @@ from chat_common.schemas import (
     parse_request,
 )
 from chat_common.subjects import gateway_control, room_events
+from chat_session.metrics import PRESENCE, REAPED, RESTORED, RESUMES, SESSIONS
 from chat_session.store import SessionStore, now_ms
 
 __all__ = ["SessionHandlers", "token_hash"]
@@ -90,6 +91,7 @@ class SessionHandlers:
         data = encode(PresenceEvent(room_id=room_id, email=email, users=users))
         payload = encode(RoomEvent(event=event, data=msgspec.Raw(data)))
         await self._publish(room_events(room_id), payload)
+        PRESENCE.labels(event).inc()
 
     @_redis_unavailable
     async def join(self, body: bytes) -> bytes:
@@ -159,12 +161,15 @@ class SessionHandlers:
         record = await self._store.get(req.session_id)
         gone = ChatError(ErrorCode.NOT_FOUND, "session expired or unknown")
         if record is None or not hmac.compare_digest(token_hash(req.token), record.token_hash):
+            RESUMES.labels("unknown").inc()
             raise gone
         now = self._clock()
         if not await self._store.extend_if_alive(
             req.session_id, now=now, expires=now + self._attached_ms
         ):
+            RESUMES.labels("expired").inc()
             raise gone
+        RESUMES.labels("resumed").inc()
         await self._store.set_state(
             req.session_id, gateway=req.gateway_id, conn=req.conn, state="attached"
         )
@@ -197,6 +202,7 @@ class SessionHandlers:
         )
         for room_id, position in req.rooms.items():
             await self._store.join(req.session_id, req.email, room_id, position)
+        RESTORED.inc()
         _log.info("session restored", extra={"rooms": len(req.rooms)})
         return _EMPTY
 
@@ -207,6 +213,7 @@ class SessionHandlers:
         for session_id in await self._store.expired(now=now, limit=limit):
             if await self._store.claim(session_id, now=now):
                 await self._end(session_id)
+                REAPED.inc()
                 reaped += 1
         return reaped
 
@@ -224,6 +231,7 @@ class SessionHandlers:
                 continue
             try:
                 reaped = await self.reap_once(limit=limit)
+                SESSIONS.set(await self._store.count())
             except (RedisError, OSError) as exc:
                 _log.warning("reaper could not reach redis", extra={"error": type(exc).__name__})
                 reaped = 0

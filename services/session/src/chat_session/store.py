@@ -132,6 +132,10 @@ class SessionStore(Protocol):
 
     async def forget(self, session_id: str) -> None: ...
 
+    async def count(self) -> int:
+        """How many sessions the store holds."""
+        ...
+
     async def ping(self) -> None: ...
 
 
@@ -246,6 +250,9 @@ class RedisSessionStore:
             pipe.delete(self._session(session_id), self._session(session_id, ":rooms"))
             pipe.zrem(self._expiry, session_id)
             await pipe.execute()
+
+    async def count(self) -> int:
+        return int(await self._r.zcard(self._expiry))
 
     async def ping(self) -> None:
         await self._r.ping()

@@ -65,6 +65,12 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> St
         nats_port=args.nats_port,
         redis_port=args.redis_port,
         postgres_port=args.pg_port,
+        # Human-readable logs in the local stack, unless the caller chose a format.
+        extra_env={
+            f"{kind}_LOG_FORMAT": "text"
+            for kind in ("GATEWAY", "SESSION", "HISTORY")
+            if f"{kind}_LOG_FORMAT" not in environ
+        },
     )
 
 

@@ -1,0 +1,44 @@
+"""The gateway's Prometheus metrics (served with the common ones on ``/metrics``)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from chat_common.metrics import LATENCY_BUCKETS
+
+__all__ = [
+    "ACK_SECONDS",
+    "CONNECTIONS",
+    "DELIVERIES",
+    "E2E_SECONDS",
+    "EVENTS",
+    "RESUMES",
+    "ROOMS",
+    "SESSIONS",
+    "SLOW_CONSUMER_CUTS",
+]
+
+CONNECTIONS = Gauge("chat_gateway_connections", "Open client connections", ["protocol"])
+EVENTS = Counter(
+    "chat_gateway_events_total",
+    "Client events handled, by event and result code",
+    ["event", "code"],
+)
+ACK_SECONDS = Histogram(
+    "chat_gateway_ack_seconds",
+    "From receiving a client event to sending its ack",
+    ["event"],
+    buckets=LATENCY_BUCKETS,
+)
+E2E_SECONDS = Histogram(
+    "chat_gateway_e2e_seconds",
+    "From the sender's gateway receiving send_message to this gateway writing the fan-out",
+    buckets=LATENCY_BUCKETS,
+)
+DELIVERIES = Counter("chat_gateway_deliveries_total", "Room events written to clients", ["event"])
+SLOW_CONSUMER_CUTS = Counter(
+    "chat_gateway_slow_consumer_cuts_total", "Clients closed with 4008 for falling behind"
+)
+RESUMES = Counter("chat_gateway_resumes_total", "Session resume attempts", ["outcome"])
+ROOMS = Gauge("chat_gateway_rooms", "Rooms this gateway has members in")
+SESSIONS = Gauge("chat_gateway_sessions", "Sessions held by this gateway")

@@ -1,0 +1,15 @@
+"""The session service's Prometheus metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+__all__ = ["PRESENCE", "REAPED", "RESTORED", "RESUMES", "SESSIONS"]
+
+SESSIONS = Gauge("chat_session_sessions", "Sessions in the store (attached and detached)")
+PRESENCE = Counter("chat_session_presence_total", "Presence changes announced", ["event"])
+RESUMES = Counter("chat_session_resumes_total", "Resume requests, by outcome", ["outcome"])
+REAPED = Counter("chat_session_reaped_total", "Expired sessions ended by the reaper")
+RESTORED = Counter(
+    "chat_session_restored_total", "Sessions re-registered after the store lost them"
+)
