@@ -23,6 +23,12 @@ from chat_devstack.servers import NatsServer, PostgresServer, RedisServer
 from chat_devstack.stack import Stack, StackConfig
 
 FAST_SETTINGS = {
+    # Authentication is tested on its own (tests/integration/test_security.py); elsewhere the
+    # gateway runs in its explicit development mode.
+    "GATEWAY_AUTH_MODE": "dev",
+    # Load tests send far faster than a person; rate limiting has its own test.
+    "GATEWAY_RATE_PER_S": "100000",
+    "GATEWAY_RATE_BURST": "100000",
     # Short shutdown grace keeps service restarts in tests quick; behaviour is the same.
     "GATEWAY_SHUTDOWN_GRACE_S": "5",
     "SESSION_SHUTDOWN_GRACE_S": "5",

@@ -46,19 +46,25 @@ RETRYABLE_CODES = frozenset({ErrorCode.UNAVAILABLE, ErrorCode.RATE_LIMITED})
 class ChatError(Exception):
     """An error with a stable code and a message that is safe to show to a client."""
 
-    def __init__(self, code: ErrorCode | str, message: str) -> None:
+    def __init__(
+        self, code: ErrorCode | str, message: str, *, retry_after_ms: int | None = None
+    ) -> None:
         super().__init__(message)
         self.code = ErrorCode(code) if code in ErrorCode.__members__ else ErrorCode.INTERNAL
         self.message = message
+        self.retry_after_ms = retry_after_ms
 
     @property
     def retryable(self) -> bool:
         """Whether sending the same request again later can succeed."""
         return self.code in RETRYABLE_CODES
 
-    def to_dict(self) -> dict[str, str]:
-        """The ``{code, message}`` object clients receive."""
-        return {"code": self.code.value, "message": self.message}
+    def to_dict(self) -> dict[str, str | int]:
+        """The ``{code, message[, retryAfterMs]}`` object clients receive."""
+        out: dict[str, str | int] = {"code": self.code.value, "message": self.message}
+        if self.retry_after_ms is not None:
+            out["retryAfterMs"] = self.retry_after_ms
+        return out
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.code.value}, {self.message!r})"

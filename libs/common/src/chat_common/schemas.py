@@ -121,6 +121,8 @@ class ResumeRequest(_Wire, frozen=True):
     token: str
     gateway_id: str
     conn: str
+    email: str | None = None
+    """When set (an authenticated connection), the session must belong to this email."""
 
 
 class ResumeResponse(_Wire, frozen=True):

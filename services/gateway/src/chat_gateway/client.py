@@ -17,8 +17,10 @@ from typing import Protocol
 from websockets.asyncio.connection import broadcast
 from websockets.asyncio.server import ServerConnection
 
+from chat_gateway.auth import Identity
 from chat_gateway.metrics import SLOW_CONSUMER_CUTS
 from chat_gateway.offsets import new_session_id, new_token
+from chat_gateway.ratelimit import TokenBucket
 
 __all__ = ["CLOSE_SLOW_CONSUMER", "Client", "Encoder"]
 
@@ -39,9 +41,10 @@ class Encoder(Protocol):
 class Client:
     """Connection state shared by the Socket.IO and native transports."""
 
-    __slots__ = ("closing", "email", "encode_ack", "encode_event", "floors", "id", "idle", "key",
-                 "last_pong", "positions", "protocol", "recovery", "rooms", "session_id",
-                 "session_used", "slow_limit", "taken_over", "token", "ws")  # fmt: skip
+    __slots__ = ("authenticated", "bucket", "closing", "email", "encode_ack", "encode_event",
+                 "floors", "id", "identity", "idle", "key", "last_pong", "opened_at", "positions",
+                 "protocol", "recovery", "rooms", "session_id", "session_used", "slow_limit",
+                 "taken_over", "token", "ws")  # fmt: skip
 
     def __init__(
         self,
@@ -51,8 +54,14 @@ class Client:
         encode_event: Encoder,
         encode_ack: Callable[[int, bytes], bytes],
         slow_limit: int,
+        bucket: TokenBucket,
     ) -> None:
         self.ws = ws
+        self.bucket = bucket
+        self.identity: Identity | None = None
+        """Who the token says this is (``None`` until authenticated, and in dev mode)."""
+        self.authenticated = False
+        self.opened_at = asyncio.get_running_loop().time()
         self.protocol = protocol
         self.encode_event = encode_event
         self.encode_ack = encode_ack

@@ -30,9 +30,10 @@ from chat_common.schemas import (
     encode,
 )
 from chat_common.tracing import SpanKind, tracer
+from chat_gateway.auth import AuthError, JwtVerifier, room_allowed
 from chat_gateway.backend import Backend
 from chat_gateway.client import Client
-from chat_gateway.metrics import ACK_SECONDS, EVENTS, RESUMES
+from chat_gateway.metrics import ACK_SECONDS, EVENTS, RATE_LIMITED, RESUMES
 from chat_gateway.offsets import token_hash
 from chat_gateway.payloads import (
     GetHistoryPayload,
@@ -64,10 +65,19 @@ class Reply:
 class EventHandlers:
     """Protocol-independent handling of client events."""
 
-    def __init__(self, settings: GatewaySettings, backend: Backend, hub: RoomHub) -> None:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        backend: Backend,
+        hub: RoomHub,
+        *,
+        verifier: JwtVerifier | None,
+    ) -> None:
         self._s = settings
         self._backend = backend
         self._hub = hub
+        self.verifier = verifier
+        """``None`` in development mode (no authentication)."""
         self.resumer = Resumer(
             backend, hub, gateway_id=settings.instance_id, max_replay=settings.max_replay
         )
@@ -77,6 +87,7 @@ class EventHandlers:
             "get_history": self.get_history,
             "leave": self.leave,
             "resume": self.resume,
+            "auth": self.auth,
         }
 
     async def dispatch(self, client: Client, event: ClientEvent | BadEvent) -> None:
@@ -88,6 +99,11 @@ class EventHandlers:
             return
         received = time.perf_counter()
         handler = self._table.get(event.name)
+        refusal = self._admission(client, event.name)
+        if refusal is not None:
+            EVENTS.labels(event.name if handler else "unknown", refusal.code.value).inc()
+            await self._answer_error(client, event.name, event.ack_id, refusal)
+            return
         label = event.name if handler else "unknown"
         attributes = {
             "chat.event": event.name if handler else "unknown",
@@ -118,6 +134,40 @@ class EventHandlers:
         if reply.then is not None:
             reply.then()
 
+    def _admission(self, client: Client, name: str) -> ChatError | None:
+        """Authentication first, then the connection's rate limit."""
+        if self.verifier is not None and not client.authenticated and name != "auth":
+            return ChatError(ErrorCode.UNAUTHENTICATED, "authenticate first")
+        wait = client.bucket.take()
+        if wait > 0:
+            RATE_LIMITED.inc()
+            return ChatError(
+                ErrorCode.RATE_LIMITED,
+                "too many events; slow down",
+                retry_after_ms=int(wait * 1000) + 1,
+            )
+        return None
+
+    def authenticate(self, client: Client, token: object) -> None:
+        """Verify ``token`` for ``client`` (a no-op in development mode)."""
+        if self.verifier is None:
+            client.authenticated = True
+            return
+        try:
+            client.identity = self.verifier.verify(token)
+        except AuthError as exc:
+            _log.info("authentication refused", extra={"client": client.id, "reason": exc.reason})
+            raise ChatError(ErrorCode.UNAUTHENTICATED, "invalid or expired token") from None
+        if client.email is not None and client.email != client.identity.email:
+            raise ChatError(ErrorCode.IDENTITY_MISMATCH, "the token names another user")
+        client.authenticated = True
+
+    async def auth(self, client: Client, data: object) -> Reply:
+        """Native protocol: ``auth {token}`` (or a fresh token before the old expires)."""
+        token = data.get("token") if isinstance(data, dict) else None
+        self.authenticate(client, token)
+        return Reply({"ok": True, "email": client.identity.email if client.identity else None})
+
     async def refuse_closing(self, client: Client, event: ClientEvent | BadEvent) -> None:
         """An event that arrived after shutdown began: ``UNAVAILABLE``, retry elsewhere."""
         name = event.name if isinstance(event, ClientEvent) else event.event
@@ -143,6 +193,10 @@ class EventHandlers:
         p = parse_payload(data, JoinPayload)
         if client.email is not None and client.email != p.email:
             raise ChatError(ErrorCode.IDENTITY_MISMATCH, "this connection has another email")
+        if client.identity is not None and client.identity.email != p.email:
+            raise ChatError(ErrorCode.IDENTITY_MISMATCH, "the email differs from the token's")
+        if not room_allowed(client.identity, p.room_id):
+            raise ChatError(ErrorCode.FORBIDDEN, "the token does not allow this room")
         if p.room_id not in client.rooms and len(client.rooms) >= self._s.max_rooms_per_connection:
             raise InvalidArgument("too many rooms on this connection")
         member = await self._hub.add_pending(client, p.room_id)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 from chat_common.lifecycle import Phase
 from chat_common.retry import RetryPolicy
 from chat_common.runner import run_main
 from chat_common.runtime import ServiceRuntime
 from chat_common.schemas import FetchRequest, FetchResponse
 from chat_common.subjects import GATEWAY_SERVICE, gateway_control, gateway_endpoint
+from chat_gateway.auth import JwtVerifier, build_verifier
 from chat_gateway.backend import NatsBackend
 from chat_gateway.events import EventHandlers
 from chat_gateway.metrics import ROOMS
@@ -18,14 +21,22 @@ from chat_gateway.settings import GatewaySettings
 
 __all__ = ["main", "run"]
 
+_log = logging.getLogger("chat.gateway")
+
 GAP_FILL_PAGE = 200
 VERSION = "0.1.0"
 
 
 async def main(settings: GatewaySettings | None = None) -> int:
     settings = settings or GatewaySettings()
+    verifier = _verifier(settings)
     runtime = ServiceRuntime(settings, name=GATEWAY_SERVICE)
     async with runtime as rt:
+        if verifier is None:
+            _log.warning(
+                "!!! DEVELOPMENT MODE: NO AUTHENTICATION. Any client may claim any email. "
+                "Set GATEWAY_AUTH_MODE=jwt before exposing this gateway. !!!"
+            )
         backend = NatsBackend(
             rt.nc,
             timeout_s=settings.request_timeout_s,
@@ -42,7 +53,7 @@ async def main(settings: GatewaySettings | None = None) -> int:
 
         hub = RoomHub(rt.nc, fill_gap=fill_gap, gap_fill_delay_s=settings.gap_fill_delay_ms / 1000)
         ROOMS.set_function(lambda: len(hub))
-        server = GatewayServer(settings, EventHandlers(settings, backend, hub))
+        server = GatewayServer(settings, EventHandlers(settings, backend, hub, verifier=verifier))
         keeper = SessionKeeper(
             backend, gateway_id=settings.instance_id, interval_s=settings.session_heartbeat_s
         )
@@ -57,12 +68,31 @@ async def main(settings: GatewaySettings | None = None) -> int:
         rt.lifecycle.on_shutdown(Phase.STOP_INTAKE, "client listener", server.stop_accepting)
         rt.lifecycle.on_shutdown(Phase.CLOSE_CLIENTS, "client connections", server.close_clients)
         rt.lifecycle.supervisor.spawn("engineio-heartbeat", server.heartbeat)
+        rt.lifecycle.supervisor.spawn("connection-watch", server.watch)
         rt.lifecycle.supervisor.spawn(
             "session-heartbeat", lambda: keeper.run(lambda: server.clients)
         )
         rt.lifecycle.mark_ready()
         await rt.lifecycle.wait_stopping()
     return runtime.exit_code
+
+
+def _verifier(settings: GatewaySettings) -> JwtVerifier | None:
+    """The JWT verifier, or ``None`` in development mode; bad settings stop the start."""
+    if settings.auth_mode == "dev":
+        return None
+    try:
+        return build_verifier(
+            algorithms=settings.jwt_algorithms,
+            secret=settings.jwt_secret.get_secret_value() if settings.jwt_secret else None,
+            public_key_file=settings.jwt_public_key_file,
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+            leeway_s=settings.jwt_leeway_s,
+            room_policy=settings.room_policy,
+        )
+    except (ValueError, OSError) as exc:
+        raise SystemExit(f"gateway: unusable auth settings: {exc}") from None
 
 
 def run() -> None:

@@ -12,6 +12,7 @@ __all__ = [
     "DELIVERIES",
     "E2E_SECONDS",
     "EVENTS",
+    "RATE_LIMITED",
     "RESUMES",
     "ROOMS",
     "SESSIONS",
@@ -39,6 +40,7 @@ DELIVERIES = Counter("chat_gateway_deliveries_total", "Room events written to cl
 SLOW_CONSUMER_CUTS = Counter(
     "chat_gateway_slow_consumer_cuts_total", "Clients closed with 4008 for falling behind"
 )
+RATE_LIMITED = Counter("chat_gateway_rate_limited_total", "Client events refused with RATE_LIMITED")
 RESUMES = Counter("chat_gateway_resumes_total", "Session resume attempts", ["outcome"])
 ROOMS = Gauge("chat_gateway_rooms", "Rooms this gateway has members in")
 SESSIONS = Gauge("chat_gateway_sessions", "Sessions held by this gateway")

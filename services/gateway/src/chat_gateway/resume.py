@@ -68,7 +68,11 @@ class Resumer:
         try:
             found = await self._backend.resume(
                 ResumeRequest(
-                    session_id=session_id, token=token, gateway_id=self._gateway_id, conn=client.key
+                    session_id=session_id,
+                    token=token,
+                    gateway_id=self._gateway_id,
+                    conn=client.key,
+                    email=client.identity.email if client.identity else None,
                 )
             )
         except ChatError as exc:

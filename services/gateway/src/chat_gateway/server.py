@@ -15,6 +15,7 @@ import asyncio
 import http
 import json
 import logging
+import time
 from urllib.parse import parse_qs, urlsplit
 
 import msgspec
@@ -22,6 +23,7 @@ from nats.aio.msg import Msg
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
+from websockets.typing import Origin
 
 from chat_common.schemas import TakeoverNotice, decode, encode
 from chat_gateway.client import Client
@@ -35,6 +37,10 @@ __all__ = ["CLOSE_PING_TIMEOUT", "CLOSE_SERVICE_RESTART", "CLOSE_TAKEN_OVER", "G
 
 CLOSE_SERVICE_RESTART = 1012
 CLOSE_PING_TIMEOUT = 4000
+CLOSE_TOKEN_EXPIRED = 4003
+"""The token expired while connected: reconnect (and resume) with a fresh one."""
+CLOSE_HANDSHAKE_TIMEOUT = 4002
+"""The connection did not connect/authenticate, or join, in time."""
 CLOSE_TAKEN_OVER = 4009
 """The session of this connection was resumed on another connection."""
 SOCKETIO_PATH = "/socket.io/"
@@ -92,9 +98,45 @@ class GatewayServer:
             ping_interval=self._s.ping_interval_ms / 1000,
             ping_timeout=self._s.ping_timeout_ms / 1000,
             server_header=None,
+            origins=self._origins(),
         )
         self.port = self._server.sockets[0].getsockname()[1]
         _log.info("gateway listening", extra={"host": self._s.host, "port": self.port})
+
+    def _origins(self) -> list[Origin | None]:
+        """Exact-match allowlist; ``None`` admits clients that send no Origin header."""
+        origins: list[Origin | None] = [Origin(o) for o in self._s.allowed_origins]
+        if self._s.allow_no_origin:
+            origins.append(None)
+        return origins
+
+    async def watch(self) -> None:
+        """Once a second: close connections whose token expired, that never connected or
+        authenticated in time, or that never joined a room."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(1.0)
+            now, wall = loop.time(), time.time()
+            for client in list(self._clients):
+                if client.closing:
+                    continue
+                age = now - client.opened_at
+                if (
+                    client.identity is not None
+                    and client.identity.expires_at + self._s.jwt_leeway_s < wall
+                ):
+                    await self._close(client, CLOSE_TOKEN_EXPIRED, "token expired")
+                elif not client.authenticated and age > self._s.connect_timeout_s:
+                    await self._close(
+                        client, CLOSE_HANDSHAKE_TIMEOUT, "connect or authenticate first"
+                    )
+                elif not client.session_used and age > self._s.join_timeout_s:
+                    await self._close(client, CLOSE_HANDSHAKE_TIMEOUT, "join a room first")
+
+    async def _close(self, client: Client, code: int, reason: str) -> None:
+        _log.info("closing connection", extra={"client": client.id, "code": code})
+        client.closing = True
+        await client.ws.close(code, reason)
 
     def _process_request(self, _conn: ServerConnection, request: Request) -> Response | None:
         return route_request(request.path)

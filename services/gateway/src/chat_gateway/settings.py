@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pathlib import Path
+
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from chat_common.settings import ServiceSettings
@@ -42,6 +44,42 @@ class GatewaySettings(ServiceSettings):
     )
     connection_state_recovery: bool = Field(
         default=True, description="Socket.IO: send pid and per-event offsets so clients can resume"
+    )
+    auth_mode: str = Field(
+        default="jwt",
+        pattern="^(jwt|dev)$",
+        description="jwt: every connection needs a valid token; dev: no auth, email taken as given (loud warning)",
+    )
+    jwt_algorithms: list[str] = Field(
+        default=["HS256"], description="allowed algorithms, JSON list; HS* and RS*/ES* never mixed"
+    )
+    jwt_secret: SecretStr | None = Field(default=None, description="HS* key (at least 32 bytes)")
+    jwt_public_key_file: Path | None = Field(
+        default=None, description="PEM public key for RS*/ES*/PS* tokens"
+    )
+    jwt_audience: str | None = Field(default=None, description="required aud, when set")
+    jwt_issuer: str | None = Field(default=None, description="required iss, when set")
+    jwt_leeway_s: float = Field(default=30.0, ge=0, description="clock skew tolerated on exp/iat")
+    room_policy: str = Field(
+        default="open",
+        pattern="^(open|claim)$",
+        description="open: any room; claim: the token's rooms claim (exact or prefix*)",
+    )
+    allowed_origins: list[str] = Field(
+        default=[], description="browser Origins allowed (exact match, JSON list); others get 403"
+    )
+    allow_no_origin: bool = Field(
+        default=True, description="accept clients that send no Origin header (non-browser)"
+    )
+    rate_per_s: float = Field(
+        default=20.0, gt=0, description="client events per second per connection"
+    )
+    rate_burst: float = Field(default=40.0, ge=1, description="events a connection may burst")
+    connect_timeout_s: float = Field(
+        default=10.0, gt=0, description="time to connect the namespace / authenticate"
+    )
+    join_timeout_s: float = Field(
+        default=60.0, gt=0, description="time for a new connection to join a room (or resume)"
     )
     gap_fill_delay_ms: float = Field(
         default=25.0, ge=0, description="wait for a late message before fetching a gap from history"

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from chat_common.errors import ChatError
 from chat_gateway.client import Client, Encoder
 from chat_gateway.events import EventHandlers
 from chat_gateway.metrics import RESUMES
@@ -30,12 +31,15 @@ from chat_gateway.protocol.messages import (
 )
 from chat_gateway.protocol.native import NativeCodec
 from chat_gateway.protocol.socketio import SocketIOCodec
+from chat_gateway.ratelimit import TokenBucket
 from chat_gateway.settings import GatewaySettings
 
-__all__ = ["serve_native", "serve_socketio"]
+__all__ = ["CLOSE_UNAUTHENTICATED", "serve_native", "serve_socketio"]
 
 _log = logging.getLogger("chat.gateway.transport")
 _ROOT_NAMESPACE = "/"
+CLOSE_UNAUTHENTICATED = 4001
+"""The token is missing, invalid or expired: get a new one before reconnecting."""
 
 Register = Callable[[Client], None]
 
@@ -87,6 +91,12 @@ async def _connect_namespace(
     auth = auth or {}
     if auth.get("recovery") is False:
         client.recovery = False
+    try:
+        handlers.authenticate(client, auth.get("token"))
+    except ChatError as exc:
+        await client.send(codec.encode_connect_error("/", exc.message, {"code": exc.code.value}))
+        await client.ws.close(CLOSE_UNAUTHENTICATED, "unauthenticated")
+        return
     plan = None
     if client.recovery and (parsed := parse_pid(auth.get("pid"))) is not None:
         session_id, token = parsed
@@ -122,6 +132,7 @@ async def serve_socketio(
         encode_event=_sio_encoder(codec),
         encode_ack=codec.encode_ack,
         slow_limit=settings.slow_consumer_bytes,
+        bucket=TokenBucket(rate=settings.rate_per_s, burst=settings.rate_burst),
     )
     client.recovery = settings.connection_state_recovery
     connected = False
@@ -181,10 +192,18 @@ async def serve_native(
         encode_event=_native_encoder,
         encode_ack=codec.encode_ack,
         slow_limit=settings.slow_consumer_bytes,
+        bucket=TokenBucket(rate=settings.rate_per_s, burst=settings.rate_burst),
     )
     resumable = True
     register(client)
     try:
+        header = ws.request.headers.get("Authorization", "") if ws.request else ""
+        if handlers.verifier is None or header.startswith("Bearer "):
+            try:
+                handlers.authenticate(client, header.removeprefix("Bearer ").strip())
+            except ChatError:
+                await ws.close(CLOSE_UNAUTHENTICATED, "unauthenticated")
+                return
         async for frame in ws:
             await _handle(client, handlers, codec.receive(frame))
     except ProtocolError as exc:

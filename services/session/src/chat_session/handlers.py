@@ -163,6 +163,9 @@ class SessionHandlers:
         if record is None or not hmac.compare_digest(token_hash(req.token), record.token_hash):
             RESUMES.labels("unknown").inc()
             raise gone
+        if req.email is not None and req.email != record.email:
+            RESUMES.labels("unknown").inc()
+            raise gone
         now = self._clock()
         if not await self._store.extend_if_alive(
             req.session_id, now=now, expires=now + self._attached_ms

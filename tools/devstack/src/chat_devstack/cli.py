@@ -65,13 +65,18 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> St
         nats_port=args.nats_port,
         redis_port=args.redis_port,
         postgres_port=args.pg_port,
-        # Human-readable logs in the local stack, unless the caller chose a format.
-        extra_env={
-            f"{kind}_LOG_FORMAT": "text"
-            for kind in ("GATEWAY", "SESSION", "HISTORY")
-            if f"{kind}_LOG_FORMAT" not in environ
-        },
+        extra_env=_local_defaults(args, environ),
     )
+
+
+def _local_defaults(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, str]:
+    """What the local stack sets unless the caller's environment already does: readable
+    logs, development mode (no tokens; the gateway warns loudly) and localhost origins."""
+    defaults = {f"{kind}_LOG_FORMAT": "text" for kind in ("GATEWAY", "SESSION", "HISTORY")}
+    defaults["GATEWAY_AUTH_MODE"] = "dev"
+    port = getattr(args, "port", 8080)
+    defaults["GATEWAY_ALLOWED_ORIGINS"] = f'["http://localhost:{port}", "http://127.0.0.1:{port}"]'
+    return {k: v for k, v in defaults.items() if k not in environ}
 
 
 def describe(stack: Stack) -> str:
