@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -215,6 +216,8 @@ class NativeClient(_Recorder):
         self._reader: asyncio.Task[None] | None = None
         self.closed = asyncio.Event()
         self.close_code: int | None = None
+        self.stray_acks: list[tuple[float, Any]] = []
+        """Acks of frames sent with send_raw (monotonic receive time, data)."""
 
     async def connect(self, url: str) -> NativeClient:
         base = url.replace("http://", "ws://").rstrip("/")
@@ -231,6 +234,10 @@ class NativeClient(_Recorder):
                     future = self._acks.pop(frame["id"], None)
                     if future is not None and not future.done():
                         future.set_result(frame["data"])
+                    elif future is None:
+                        async with self._changed:
+                            self.stray_acks.append((time.monotonic(), frame["data"]))
+                            self._changed.notify_all()
                 else:
                     await self._record(frame["type"], frame.get("data"))
         except websockets.ConnectionClosed:

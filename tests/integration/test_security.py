@@ -1,0 +1,296 @@
+"""The gateway exposed to hostile clients: origins, tokens, rooms, limits, floods, garbage."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import statistics
+import time
+
+import jwt
+import pytest
+import socketio
+import websockets
+
+from tests.conftest import MakeStack
+from tests.support.clients import NativeClient, SioClient, unique_room
+from tests.support.http import get_json
+
+pytestmark = pytest.mark.integration
+
+SECRET = "k" * 48
+JWT_ENV = {
+    "GATEWAY_AUTH_MODE": "jwt",
+    "GATEWAY_JWT_SECRET": SECRET,
+    "GATEWAY_JWT_AUDIENCE": "chat",
+    "GATEWAY_ROOM_POLICY": "claim",
+    "GATEWAY_ALLOWED_ORIGINS": '["https://chat.example"]',
+}
+
+
+def token(sub: str = "ann@example.com", rooms: list[str] | None = None, **extra: object) -> str:
+    now = int(time.time())
+    claims: dict[str, object] = {
+        "sub": sub,
+        "iat": now,
+        "exp": now + 300,
+        "aud": "chat",
+        "rooms": rooms or ["sec-*"],
+    }
+    claims.update(extra)
+    return jwt.encode({k: v for k, v in claims.items() if v is not None}, SECRET, algorithm="HS256")
+
+
+def _ws(url: str, path: str) -> str:
+    return url.replace("http://", "ws://").rstrip("/") + path
+
+
+async def _status_of(url: str, **kwargs: object) -> int | None:
+    try:
+        async with websockets.connect(url, **kwargs) as ws:  # type: ignore[arg-type]
+            await ws.close()
+            return 101
+    except websockets.InvalidStatus as exc:
+        return exc.response.status_code
+
+
+async def test_origins_are_matched_exactly(make_stack: MakeStack) -> None:
+    """https://evil.example gets 403 on both endpoints; the allowed origin connects."""
+    stack = await make_stack(env=JWT_ENV)
+    base = stack.client_url
+    for path in ("/socket.io/?EIO=4&transport=websocket", "/ws"):
+        assert await _status_of(_ws(base, path), origin="https://evil.example") == 403
+        assert await _status_of(_ws(base, path), origin="https://chat.example.evil") == 403
+        assert await _status_of(_ws(base, path), origin="https://chat.example") == 101
+
+
+async def test_tokens_are_required_and_checked(make_stack: MakeStack) -> None:
+    """Socket.IO and /ws refuse missing, expired, unsigned, forged, wrong-audience and
+    exp-less tokens; a good token connects and fixes the identity."""
+    stack = await make_stack(env=JWT_ENV)
+    url = stack.client_url
+    now = int(time.time())
+    bad = {
+        "missing": None,
+        "expired": token(exp=now - 600),
+        "alg-none": jwt.encode(
+            {"sub": "a@b.io", "iat": now, "exp": now + 60, "aud": "chat"}, None, algorithm="none"
+        ),
+        "bad-signature": jwt.encode(
+            {"sub": "a@b.io", "iat": now, "exp": now + 60, "aud": "chat"},
+            "x" * 48,
+            algorithm="HS256",
+        ),
+        "wrong-aud": token(aud="other"),
+        "no-exp": token(exp=None),
+    }
+    for name, value in bad.items():
+        sio = socketio.AsyncClient(reconnection=False)
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            await sio.connect(
+                url,
+                transports=["websocket"],
+                auth={"token": value} if value else None,
+                wait_timeout=5,
+            )
+        await sio.disconnect()
+        headers = {"Authorization": f"Bearer {value}"} if value else {}
+        native = await websockets.connect(_ws(url, "/ws"), additional_headers=headers)
+        if value:
+            with pytest.raises(websockets.ConnectionClosed):
+                await native.recv()
+            assert native.close_code == 4001, name
+        else:
+            await native.send(
+                json.dumps(
+                    {"type": "join", "id": 1, "data": {"email": "a@b.io", "roomId": "sec-1"}}
+                )
+            )
+            reply = json.loads(await native.recv())
+            assert reply["data"]["error"]["code"] == "UNAUTHENTICATED"
+            await native.send(
+                json.dumps({"type": "auth", "id": 2, "data": {"token": bad["expired"]}})
+            )
+            reply = json.loads(await native.recv())
+            assert reply["data"]["error"]["code"] == "UNAUTHENTICATED"
+            await native.close()
+
+    good = SioClient(auth={"token": token()})
+    await good.connect(url)
+    native = await websockets.connect(_ws(url, "/ws"))
+    try:
+        await native.send(
+            json.dumps({"type": "auth", "id": 1, "data": {"token": token(sub="bob@example.com")}})
+        )
+        assert json.loads(await native.recv())["data"] == {"ok": True, "email": "bob@example.com"}
+        room = "sec-" + unique_room()
+        joined = await good.call("join", {"email": "ann@example.com", "roomId": room})
+        assert joined["ok"] is True
+        impostor = await good.call("join", {"email": "eve@example.com", "roomId": room})
+        assert impostor["error"]["code"] == "IDENTITY_MISMATCH"
+        forbidden = await good.call(
+            "join", {"email": "ann@example.com", "roomId": "private-" + unique_room()}
+        )
+        assert forbidden["error"]["code"] == "FORBIDDEN"
+    finally:
+        await good.close()
+        await native.close()
+
+
+async def test_non_members_cannot_send_read_or_receive(make_stack: MakeStack) -> None:
+    """A connection outside a room cannot send to it, read its history or see its messages."""
+    stack = await make_stack(env=JWT_ENV)
+    room = "sec-" + unique_room()
+    member = await SioClient(auth={"token": token()}).connect(stack.client_url)
+    outsider = await SioClient(
+        auth={"token": token(sub="eve@example.com", rooms=["other-*"])}
+    ).connect(stack.client_url)
+    try:
+        await member.call("join", {"email": "ann@example.com", "roomId": room})
+        assert (await outsider.call("join", {"email": "eve@example.com", "roomId": room}))["error"][
+            "code"
+        ] == "FORBIDDEN"
+        assert (await outsider.call("send_message", {"roomId": room, "text": "hi"}))["error"][
+            "code"
+        ] == "NOT_IN_ROOM"
+        assert (await outsider.call("get_history", {"roomId": room}))["error"][
+            "code"
+        ] == "NOT_IN_ROOM"
+        assert (await outsider.call("leave", {"roomId": room}))["error"]["code"] == "NOT_IN_ROOM"
+        await member.call("send_message", {"roomId": room, "text": "secret"})
+        await member.wait_messages(room, 1)
+        own = "other-" + unique_room()
+        await outsider.call("join", {"email": "eve@example.com", "roomId": own})
+        await outsider.call("send_message", {"roomId": own, "text": "mine"})
+        await outsider.wait_messages(own, 1)
+        assert [m for m in outsider.of("new_message") if m["roomId"] == room] == []
+    finally:
+        await member.close()
+        await outsider.close()
+
+
+async def test_oversized_socketio_frame_closes_with_1009(make_stack: MakeStack) -> None:
+    """A Socket.IO frame above maxPayload closes the connection with 1009."""
+    stack = await make_stack()
+    ws = await websockets.connect(
+        _ws(stack.client_url, "/socket.io/?EIO=4&transport=websocket"), max_size=None
+    )
+    await ws.recv()
+    await ws.send("40")
+    await ws.recv()
+    await ws.send('42["send_message",{"roomId":"r","text":"' + "x" * 70_000 + '"}]')
+    with pytest.raises(websockets.ConnectionClosed):
+        await ws.recv()
+    assert ws.close_code == 1009
+
+
+async def _send_latencies(client: NativeClient, room: str, count: int) -> list[float]:
+    latencies = []
+    for _ in range(count):
+        started = time.perf_counter()
+        reply = await client.call("send_message", {"roomId": room, "text": "steady"})
+        assert reply["ok"] is True
+        latencies.append(time.perf_counter() - started)
+    return latencies
+
+
+async def test_a_flooding_client_is_held_to_its_bucket(make_stack: MakeStack) -> None:
+    """A client firing thousands of events a second gets RATE_LIMITED beyond its bucket
+    (accepted within 10% of burst + rate x time), while another client's latency stays
+    within 2x of normal."""
+    rate, burst, seconds = 50, 50, 3.0
+    stack = await make_stack(
+        env={"GATEWAY_RATE_PER_S": str(rate), "GATEWAY_RATE_BURST": str(burst)}
+    )
+    room, other_room = unique_room(), unique_room()
+    flooder = await NativeClient().connect(stack.client_url)
+    steady = await NativeClient().connect(stack.client_url)
+    try:
+        await flooder.call("join", {"email": "flood@example.com", "roomId": room})
+        await steady.call("join", {"email": "calm@example.com", "roomId": other_room})
+        baseline = statistics.median(await _send_latencies(steady, other_room, 30))
+        assert flooder.ws is not None
+        sent = 0
+        start = time.monotonic()
+
+        async def flood() -> None:
+            nonlocal sent
+            while time.monotonic() - start < seconds:
+                for _ in range(50):
+                    await flooder.send_raw(
+                        json.dumps({"type": "send_message", "id": 10_000 + sent,
+                                    "data": {"roomId": room, "text": "spam", "clientMsgId": f"f{sent}"}})
+                    )  # fmt: skip
+                    sent += 1
+                await asyncio.sleep(0)
+
+        flooding = asyncio.ensure_future(flood())
+        during = statistics.median(await _send_latencies(steady, other_room, 30))
+        await flooding
+        flood_rate = sent / (time.monotonic() - start)
+        await flooder.wait_for(lambda _ev: len(flooder.stray_acks) >= sent, timeout=60)
+    finally:
+        await flooder.close()
+        await steady.close()
+    answered = [data for _, data in flooder.stray_acks]
+    accepted = sum(1 for d in answered if d.get("ok"))
+    limited = [d for d in answered if not d.get("ok")]
+    assert {d["error"]["code"] for d in limited} == {"RATE_LIMITED"}
+    assert all(d["error"]["retryAfterMs"] > 0 for d in limited)
+    times = [t for t, _ in flooder.stray_acks]
+    window = times[-1] - start  # the gateway answers the flood in order until the last ack
+    expected = burst + rate * window
+    assert flood_rate > 1000, "the flood really was a flood"
+    assert abs(accepted - expected) <= 0.1 * expected, (accepted, expected)
+    assert during <= 2 * baseline + 0.005, (during, baseline)
+
+
+async def test_thousands_of_random_frames_leave_the_gateway_healthy(make_stack: MakeStack) -> None:
+    """Random bytes, random JSON and random Socket.IO packets, thousands of them, over many
+    connections: the gateway stays ready and a normal client still chats."""
+    stack = await make_stack()
+    rng = random.Random(1234)
+    pieces = ["0", "1", "2", "3", "4", "40", "41", "42", "43", "44", "45", "451-", '["join"', "{", "}", "[", "]",
+              '"', ",", ":", "null", "true", "1e999", "-0", "\\u0000", "\udcff", "/admin,", "𝄞", "9" * 20]  # fmt: skip
+
+    def frame() -> str | bytes:
+        kind = rng.random()
+        if kind < 0.2:
+            return rng.randbytes(rng.randint(0, 64))
+        if kind < 0.6:
+            return "".join(rng.choice(pieces) for _ in range(rng.randint(1, 12)))
+        value = rng.choice(
+            [None, 1, "x", [], {}, {"type": rng.choice(["join", "send_message", "x", 5])}]
+        )
+        return json.dumps({"type": rng.choice(["join", "leave", "get_history", "send_message", 3, None]),
+                           "id": rng.choice([1, -1, "a", None, 2**60]), "data": value})  # fmt: skip
+
+    sent = connections = 0
+    while sent < 3000:
+        endpoint = rng.choice(["/ws", "/socket.io/?EIO=4&transport=websocket"])
+        ws = await websockets.connect(_ws(stack.client_url, endpoint), max_size=None)
+        connections += 1
+        try:
+            if "socket.io" in endpoint:
+                await ws.recv()
+                await ws.send("40")
+            for _ in range(200):
+                await ws.send(frame())
+                sent += 1
+        except websockets.ConnectionClosed:
+            pass  # garbage closes the connection: open another one
+        finally:
+            await ws.close()
+    assert connections > 10
+    (gateway,) = stack.of_kind("gateway")
+    status, body = await get_json(f"http://127.0.0.1:{gateway.http_port}/readyz")
+    assert status == 200, body
+    assert gateway.running
+    ok = await SioClient().connect(stack.client_url)
+    try:
+        room = unique_room()
+        await ok.call("join", {"email": "after@example.com", "roomId": room})
+        assert (await ok.call("send_message", {"roomId": room, "text": "still fine"}))["ok"]
+    finally:
+        await ok.close()
