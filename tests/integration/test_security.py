@@ -294,3 +294,81 @@ async def test_thousands_of_random_frames_leave_the_gateway_healthy(make_stack: 
         assert (await ok.call("send_message", {"roomId": room, "text": "still fine"}))["ok"]
     finally:
         await ok.close()
+
+
+async def test_a_users_budget_is_shared_across_gateways(make_stack: MakeStack) -> None:
+    """Two connections of one user on two gateways draw from one shared bucket."""
+    rate, burst = 20, 20
+    stack = await make_stack(
+        gateways=2,
+        env={
+            "SESSION_USER_RATE_PER_S": str(rate),
+            "SESSION_USER_RATE_BURST": str(burst),
+            "GATEWAY_USER_LEASE": "5",
+        },
+    )
+    room = unique_room()
+    tabs = [await NativeClient().connect(url) for url in stack.gateway_urls]
+    try:
+        for tab in tabs:
+            await tab.call("join", {"email": "busy@example.com", "roomId": room})
+        start = time.monotonic()
+        sent = 0
+        while time.monotonic() - start < 2.0:
+            for i, tab in enumerate(tabs):
+                await tab.send_raw(json.dumps({"type": "send_message", "id": 100_000 + sent,
+                                               "data": {"roomId": room, "text": "x", "clientMsgId": f"u{i}-{sent}"}}))  # fmt: skip
+                sent += 1
+            await asyncio.sleep(0.002)
+        for tab in tabs:
+            await tab.wait_for(lambda _ev, t=tab: len(t.stray_acks) >= sent // 2, timeout=60)
+        last = max(t for tab in tabs for t, _ in tab.stray_acks)
+    finally:
+        for tab in tabs:
+            await tab.close()
+    answers = [d for tab in tabs for _, d in tab.stray_acks]
+    accepted = sum(1 for d in answers if d.get("ok"))
+    limited = {d["error"]["code"] for d in answers if not d.get("ok")}
+    # the two joins took 2 tokens; each gateway may hold one unspent lease at the end
+    expected = burst + rate * (last - start) - 2
+    assert limited == {"RATE_LIMITED"}
+    assert expected * 0.8 <= accepted <= expected * 1.1 + 2 * 5, (accepted, expected)
+
+
+async def test_connections_per_address_are_capped(make_stack: MakeStack) -> None:
+    """Past GATEWAY_MAX_CONNECTIONS_PER_IP, new connections from the address get 429."""
+    stack = await make_stack(env={"GATEWAY_MAX_CONNECTIONS_PER_IP": "3"})
+    held = [await websockets.connect(_ws(stack.client_url, "/ws")) for _ in range(3)]
+    try:
+        assert await _status_of(_ws(stack.client_url, "/ws")) == 429
+    finally:
+        for ws in held:
+            await ws.close()
+    async with asyncio.timeout(10):
+        while await _status_of(_ws(stack.client_url, "/ws")) != 101:  # noqa: ASYNC110 - polls another process
+            await asyncio.sleep(0.05)
+
+
+async def test_expired_token_and_silent_connections_are_closed(make_stack: MakeStack) -> None:
+    """A token that expires while connected closes the connection with 4003; a connection
+    that never connects the namespace is closed with 4002."""
+    stack = await make_stack(
+        env={**JWT_ENV, "GATEWAY_JWT_LEEWAY_S": "0", "GATEWAY_CONNECT_TIMEOUT_S": "1"}
+    )
+    url = stack.client_url
+    native = await websockets.connect(
+        _ws(url, "/ws"),
+        additional_headers={"Authorization": f"Bearer {token(exp=int(time.time()) + 2)}"},
+    )
+    silent = await websockets.connect(_ws(url, "/socket.io/?EIO=4&transport=websocket"))
+    await silent.recv()  # the open packet; no namespace connect follows
+    with pytest.raises(websockets.ConnectionClosed):
+        async with asyncio.timeout(10):
+            while True:
+                await native.recv()
+    assert native.close_code == 4003
+    with pytest.raises(websockets.ConnectionClosed):
+        async with asyncio.timeout(10):
+            while True:
+                await silent.recv()
+    assert silent.close_code == 4002

@@ -35,6 +35,8 @@ __all__ = [
     "ResumeResponse",
     "RoomEvent",
     "RoomId",
+    "TakeRequest",
+    "TakeResponse",
     "TakeoverNotice",
     "decode",
     "encode",
@@ -137,6 +139,18 @@ class TakeoverNotice(_Wire, frozen=True):
 
     session_id: str
     conn: str
+
+
+class TakeRequest(_Wire, frozen=True):
+    """Lease up to ``count`` tokens from a user's shared rate-limit bucket."""
+
+    email: str
+    count: int
+
+
+class TakeResponse(_Wire, frozen=True):
+    granted: int
+    retry_after_ms: int
 
 
 class HeartbeatRequest(_Wire, frozen=True):

@@ -28,6 +28,8 @@ from chat_common.schemas import (
     RestoreRequest,
     ResumeRequest,
     ResumeResponse,
+    TakeRequest,
+    TakeResponse,
     decode,
     encode,
 )
@@ -44,6 +46,7 @@ class Backend(Protocol):
     async def resume(self, req: ResumeRequest) -> ResumeResponse: ...
     async def heartbeat(self, req: HeartbeatRequest) -> HeartbeatResponse: ...
     async def restore(self, req: RestoreRequest) -> None: ...
+    async def take(self, req: TakeRequest) -> TakeResponse: ...
     async def append(self, req: AppendRequest) -> Message: ...
     async def fetch(self, req: FetchRequest) -> FetchResponse: ...
 
@@ -82,6 +85,11 @@ class NatsBackend:
 
     async def restore(self, req: RestoreRequest) -> None:
         await self._call(session_endpoint("restore"), encode(req))
+
+    async def take(self, req: TakeRequest) -> TakeResponse:
+        # One attempt only: a limiter that is slow to answer must not slow the chat down.
+        body = await call(self._nc, session_endpoint("take"), encode(req), timeout=self._timeout)
+        return decode(body, TakeResponse)
 
     async def append(self, req: AppendRequest) -> Message:
         return decode(await self._call(history_endpoint("append"), encode(req)), Message)

@@ -47,6 +47,7 @@ from chat_gateway.protocol.messages import BadEvent, ClientEvent
 from chat_gateway.resume import Resumer
 from chat_gateway.rooms import RoomHub
 from chat_gateway.settings import GatewaySettings
+from chat_gateway.userlimit import UserLimiter
 
 __all__ = ["EventHandlers"]
 
@@ -78,6 +79,7 @@ class EventHandlers:
         self._hub = hub
         self.verifier = verifier
         """``None`` in development mode (no authentication)."""
+        self._users = UserLimiter(backend, lease=settings.user_lease)
         self.resumer = Resumer(
             backend, hub, gateway_id=settings.instance_id, max_replay=settings.max_replay
         )
@@ -100,6 +102,11 @@ class EventHandlers:
         received = time.perf_counter()
         handler = self._table.get(event.name)
         refusal = self._admission(client, event.name)
+        user = client.identity.email if client.identity else client.email
+        if refusal is None and user is not None:
+            refusal = await self._users.admit(user)
+            if refusal is not None:
+                RATE_LIMITED.inc()
         if refusal is not None:
             EVENTS.labels(event.name if handler else "unknown", refusal.code.value).inc()
             await self._answer_error(client, event.name, event.ack_id, refusal)

@@ -55,6 +55,11 @@ def _engineio_error(code: int, message: str) -> Response:
     return Response(http.HTTPStatus.BAD_REQUEST, "Bad Request", headers, body)
 
 
+def _address(conn: ServerConnection) -> str:
+    remote = conn.remote_address
+    return str(remote[0]) if remote else "?"
+
+
 def route_request(path: str) -> Response | None:
     """Decide what to do with a handshake request: ``None`` lets the WebSocket through."""
     parts = urlsplit(path)
@@ -79,6 +84,7 @@ class GatewayServer:
         self._s = settings
         self._handlers = handlers
         self._clients: set[Client] = set()
+        self._per_ip: dict[str, int] = {}
         self._server: Server | None = None
         self.port = settings.port
         SESSIONS.set_function(lambda: sum(1 for c in self._clients if c.session_used))
@@ -138,16 +144,32 @@ class GatewayServer:
         client.closing = True
         await client.ws.close(code, reason)
 
-    def _process_request(self, _conn: ServerConnection, request: Request) -> Response | None:
-        return route_request(request.path)
+    def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        refused = route_request(request.path)
+        if (
+            refused is None
+            and self._per_ip.get(_address(conn), 0) >= self._s.max_connections_per_ip
+        ):
+            body = b"too many connections from this address\n"
+            headers = Headers([("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+            return Response(http.HTTPStatus.TOO_MANY_REQUESTS, "Too Many Requests", headers, body)
+        return refused
 
     def _register(self, client: Client) -> None:
         self._clients.add(client)
+        address = _address(client.ws)
+        self._per_ip[address] = self._per_ip.get(address, 0) + 1
         CONNECTIONS.labels(client.protocol).inc()
 
     def _unregister(self, client: Client) -> None:
         if client in self._clients:
             self._clients.discard(client)
+            address = _address(client.ws)
+            left = self._per_ip.get(address, 1) - 1
+            if left > 0:
+                self._per_ip[address] = left
+            else:
+                self._per_ip.pop(address, None)
             CONNECTIONS.labels(client.protocol).dec()
 
     async def _connection(self, ws: ServerConnection) -> None:

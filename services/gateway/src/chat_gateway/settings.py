@@ -75,6 +75,15 @@ class GatewaySettings(ServiceSettings):
         default=20.0, gt=0, description="client events per second per connection"
     )
     rate_burst: float = Field(default=40.0, ge=1, description="events a connection may burst")
+    user_lease: int = Field(
+        default=10,
+        ge=1,
+        le=100,
+        description="tokens leased at a time from the user's shared bucket",
+    )
+    max_connections_per_ip: int = Field(
+        default=256, ge=1, description="open connections one client address may hold on a gateway"
+    )
     connect_timeout_s: float = Field(
         default=10.0, gt=0, description="time to connect the namespace / authenticate"
     )

@@ -37,6 +37,8 @@ from chat_common.schemas import (
     ResumeResponse,
     RoomEvent,
     TakeoverNotice,
+    TakeRequest,
+    TakeResponse,
     encode,
     parse_request,
 )
@@ -79,8 +81,14 @@ class SessionHandlers:
         *,
         resume_window_s: float,
         heartbeat_ttl_s: float,
+        user_rate_per_s: float = 30.0,
+        user_rate_burst: float = 60.0,
+        max_sessions_per_user: int = 20,
         clock: Callable[[], int] = now_ms,
     ) -> None:
+        self._user_rate = user_rate_per_s
+        self._user_burst = user_rate_burst
+        self._max_sessions = max_sessions_per_user
         self._store = store
         self._publish = publish
         self._window_ms = int(resume_window_s * 1000)
@@ -107,6 +115,10 @@ class SessionHandlers:
         )
         if bound != req.email:
             raise ChatError(ErrorCode.IDENTITY_MISMATCH, "this session already has another email")
+        if await self._store.user_sessions(req.email, add=req.session_id) > self._max_sessions:
+            await self._store.user_sessions(req.email, remove=req.session_id)
+            await self._store.forget(req.session_id)
+            raise ChatError(ErrorCode.RATE_LIMITED, "too many connections for this user")
         change = await self._store.join(req.session_id, req.email, req.room_id, req.position)
         if change.changed:
             await self._announce("user_joined", req.room_id, req.email, change.users)
@@ -152,6 +164,7 @@ class SessionHandlers:
                 change = await self._store.leave(session_id, record.email, room_id)
                 if change.changed:
                     await self._announce("user_left", room_id, record.email, change.users)
+            await self._store.user_sessions(record.email, remove=session_id)
         await self._store.forget(session_id)
         return rooms
 
@@ -183,6 +196,16 @@ class SessionHandlers:
         return encode(ResumeResponse(email=record.email, sid=record.sid, rooms=record.rooms))
 
     @_redis_unavailable
+    async def take(self, body: bytes) -> bytes:
+        """Lease tokens from the user's bucket, shared by all of the user's connections."""
+        req = parse_request(body, TakeRequest)
+        granted, wait = await self._store.take(
+            req.email, want=max(1, min(req.count, 100)), rate=self._user_rate,
+            burst=self._user_burst, now=self._clock(),
+        )  # fmt: skip
+        return encode(TakeResponse(granted=granted, retry_after_ms=wait))
+
+    @_redis_unavailable
     async def heartbeat(self, body: bytes) -> bytes:
         req = parse_request(body, HeartbeatRequest)
         known = await self._store.known(req.session_ids)
@@ -203,6 +226,7 @@ class SessionHandlers:
             conn=req.conn,
             expires=self._clock() + self._attached_ms,
         )
+        await self._store.user_sessions(req.email, add=req.session_id)
         for room_id, position in req.rooms.items():
             await self._store.join(req.session_id, req.email, room_id, position)
         RESTORED.inc()

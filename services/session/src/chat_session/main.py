@@ -38,6 +38,9 @@ async def main(settings: SessionSettings | None = None) -> int:
             traced_publish(rt.nc),
             resume_window_s=settings.resume_window_s,
             heartbeat_ttl_s=settings.heartbeat_ttl_s,
+            user_rate_per_s=settings.user_rate_per_s,
+            user_rate_burst=settings.user_rate_burst,
+            max_sessions_per_user=settings.max_sessions_per_user,
         )
         rt.add_check("redis", store.ping)
         rt.lifecycle.supervisor.spawn(
@@ -57,6 +60,7 @@ async def main(settings: SessionSettings | None = None) -> int:
                 "resume": (session_endpoint("resume"), handlers.resume),
                 "heartbeat": (session_endpoint("heartbeat"), handlers.heartbeat),
                 "restore": (session_endpoint("restore"), handlers.restore),
+                "take": (session_endpoint("take"), handlers.take),
             },
         )
         rt.lifecycle.mark_ready()

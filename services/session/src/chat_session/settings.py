@@ -26,6 +26,13 @@ class SessionSettings(ServiceSettings):
         gt=0,
         description="a session whose gateway stops heartbeating counts as dropped after this",
     )
+    user_rate_per_s: float = Field(
+        default=30.0, gt=0, description="client events per second per user, across all gateways"
+    )
+    user_rate_burst: float = Field(default=60.0, ge=1, description="events a user may burst")
+    max_sessions_per_user: int = Field(
+        default=20, ge=1, description="live sessions (connections) one user may hold"
+    )
     reap_interval_s: float = Field(
         default=1.0, gt=0, description="how often expired sessions are reaped (user_left sent)"
     )

@@ -60,6 +60,23 @@ end
 return 0
 """
 
+# A user's shared token bucket: KEYS[1] hash {tokens, ts}; ARGV rate, burst, now_ms, want.
+# Returns {granted, retry_after_ms}.
+_TAKE = """
+local rate, burst, now, want = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(state[1]) or burst
+local ts = tonumber(state[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - ts) * rate / 1000)
+local granted = math.min(want, math.floor(tokens))
+tokens = tokens - granted
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', now)
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+local wait = 0
+if granted == 0 then wait = math.ceil((1 - tokens) * 1000 / rate) end
+return {granted, wait}
+"""
+
 # The reaper's claim: remove an expired session from the index; 1 means "it is ours".
 _CLAIM = """
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
@@ -136,6 +153,18 @@ class SessionStore(Protocol):
         """How many sessions the store holds."""
         ...
 
+    async def take(
+        self, email: str, *, want: int, rate: float, burst: float, now: int
+    ) -> tuple[int, int]:
+        """Lease up to ``want`` tokens of the user's bucket: (granted, retry after ms)."""
+        ...
+
+    async def user_sessions(
+        self, email: str, *, add: str | None = None, remove: str | None = None
+    ) -> int:
+        """Track the user's live sessions; returns how many there are."""
+        ...
+
     async def ping(self) -> None: ...
 
 
@@ -153,6 +182,7 @@ class RedisSessionStore:
         self._leave = redis.register_script(_LEAVE)
         self._extend = redis.register_script(_EXTEND_IF_ALIVE)
         self._claim = redis.register_script(_CLAIM)
+        self._take = redis.register_script(_TAKE)
         self._expiry = f"{prefix}:sessions:expiry"
 
     def _room(self, room_id: str, part: str) -> str:
@@ -253,6 +283,28 @@ class RedisSessionStore:
 
     async def count(self) -> int:
         return int(await self._r.zcard(self._expiry))
+
+    async def take(
+        self, email: str, *, want: int, rate: float, burst: float, now: int
+    ) -> tuple[int, int]:
+        granted, wait = await self._take(
+            keys=[f"{self._p}:rate:{{{email}}}"], args=[rate, burst, now, want]
+        )
+        return int(granted), int(wait)
+
+    async def user_sessions(
+        self, email: str, *, add: str | None = None, remove: str | None = None
+    ) -> int:
+        key = f"{self._p}:user:{{{email}}}:sessions"
+        async with self._r.pipeline(transaction=True) as pipe:
+            if add:
+                pipe.sadd(key, add)
+            if remove:
+                pipe.srem(key, remove)
+            pipe.scard(key)
+            pipe.expire(key, BACKSTOP_TTL_S)
+            results = await pipe.execute()
+        return int(results[-2])
 
     async def ping(self) -> None:
         await self._r.ping()
