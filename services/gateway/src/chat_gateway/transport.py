@@ -56,6 +56,39 @@ async def _handle(client: Client, handlers: EventHandlers, event: ClientEvent | 
         client.idle.set()
 
 
+class _Scope:
+    """What one connection loop shares: registration, error handling, the disconnect."""
+
+    def __init__(
+        self, client: Client, handlers: EventHandlers, register: Register, unregister: Register
+    ) -> None:
+        self.client, self.handlers = client, handlers
+        self._register, self._unregister = register, unregister
+        self.resumable = True
+        """False once the client said goodbye or broke the protocol (its session ends)."""
+
+    async def __aenter__(self) -> _Scope:
+        self._register(self.client)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, _tb: object
+    ) -> bool:
+        ws = self.client.ws
+        handled = False
+        if isinstance(exc, ProtocolError):
+            self.resumable = False
+            _log.info("protocol error", extra={"client": self.client.id, "reason": exc.reason})
+            await ws.close(exc.close_code, exc.reason)
+            handled = True
+        elif isinstance(exc, ConnectionClosed):
+            handled = True
+        self._unregister(self.client)
+        resumable = self.resumable and not _said_goodbye(ws, self.client)
+        await self.handlers.disconnected(self.client, resumable=resumable)
+        return handled
+
+
 def _said_goodbye(ws: ServerConnection, client: Client) -> bool:
     """A client that closes with 1000 (normal closure) has left on purpose.
 
@@ -136,9 +169,7 @@ async def serve_socketio(
     )
     client.recovery = settings.connection_state_recovery
     connected = False
-    resumable = True
-    register(client)
-    try:
+    async with _Scope(client, handlers, register, unregister) as scope:
         await ws.send(codec.open_packet(client.id))
         async for frame in ws:
             for item in codec.receive(frame):
@@ -157,24 +188,15 @@ async def serve_socketio(
                         await _connect_namespace(client, item.auth, handlers, codec)
                 elif isinstance(item, NamespaceDisconnect):
                     if item.namespace == _ROOT_NAMESPACE:
-                        resumable = False
+                        scope.resumable = False
                         await ws.close(1000, "client disconnect")
                         return
                 elif isinstance(item, Ping):
                     await ws.send(codec.PONG, text=True)
                 elif isinstance(item, Close):
-                    resumable = False
+                    scope.resumable = False
                     await ws.close(1000, "engine.io close")
                     return
-    except ProtocolError as exc:
-        resumable = False
-        _log.info("protocol error", extra={"client": client.id, "reason": exc.reason})
-        await ws.close(exc.close_code, exc.reason)
-    except ConnectionClosed:
-        pass
-    finally:
-        unregister(client)
-        await handlers.disconnected(client, resumable=resumable and not _said_goodbye(ws, client))
 
 
 async def serve_native(
@@ -194,9 +216,7 @@ async def serve_native(
         slow_limit=settings.slow_consumer_bytes,
         bucket=TokenBucket(rate=settings.rate_per_s, burst=settings.rate_burst),
     )
-    resumable = True
-    register(client)
-    try:
+    async with _Scope(client, handlers, register, unregister):
         header = ws.request.headers.get("Authorization", "") if ws.request else ""
         if handlers.verifier is None or header.startswith("Bearer "):
             try:
@@ -206,12 +226,3 @@ async def serve_native(
                 return
         async for frame in ws:
             await _handle(client, handlers, codec.receive(frame))
-    except ProtocolError as exc:
-        resumable = False
-        _log.info("protocol error", extra={"client": client.id, "reason": exc.reason})
-        await ws.close(exc.close_code, exc.reason)
-    except ConnectionClosed:
-        pass
-    finally:
-        unregister(client)
-        await handlers.disconnected(client, resumable=resumable and not _said_goodbye(ws, client))
