@@ -60,7 +60,7 @@ async def test_compose_command_starts_the_service(
                     status = 0
                 if status == 200:
                     break
-                await asyncio.sleep(0.1)  # noqa: ASYNC110 - polls another process
+                await asyncio.sleep(0.1)
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 30) == 0
     finally:
