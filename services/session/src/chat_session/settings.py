@@ -17,6 +17,9 @@ class SessionSettings(ServiceSettings):
     redis_timeout_s: float = Field(
         default=2.0, gt=0, description="socket timeout of one Redis call"
     )
+    redis_max_connections: int = Field(
+        default=64, ge=1, description="Redis connections at most; callers wait for a free one"
+    )
     key_prefix: str = Field(default="chat", description="prefix of every Redis key we own")
     resume_window_s: float = Field(
         default=120.0, gt=0, description="how long a dropped session stays resumable"
