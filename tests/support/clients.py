@@ -12,14 +12,13 @@ import json
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import socketio
 import websockets
 from websockets.asyncio.client import ClientConnection
 
 __all__ = [
-    "ChatClient",
     "DroppedBeforeAck",
     "NativeClient",
     "NotConnected",
@@ -42,17 +41,6 @@ class DroppedBeforeAck(ConnectionError):
 def unique_room(prefix: str = "t") -> str:
     """A room id no other test uses."""
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
-
-
-class ChatClient(Protocol):
-    events: list[tuple[str, Any]]
-
-    async def call(self, event: str, data: Any, timeout: float = DEFAULT_TIMEOUT) -> Any: ...
-    async def emit(self, event: str, data: Any) -> None: ...
-    async def wait_for(
-        self, predicate: Callable[[list[tuple[str, Any]]], bool], timeout: float = DEFAULT_TIMEOUT
-    ) -> None: ...
-    async def close(self) -> None: ...
 
 
 class _Recorder:

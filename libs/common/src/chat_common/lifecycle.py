@@ -92,10 +92,6 @@ class Lifecycle:
         )
         os._exit(EXIT_FORCED)
 
-    def request_stop(self) -> None:
-        """Start the shutdown from inside the process (tests, fatal errors)."""
-        self.stopping.set()
-
     async def wait_stopping(self) -> None:
         await self.stopping.wait()
 

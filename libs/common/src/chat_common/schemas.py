@@ -5,7 +5,6 @@ All structs encode to JSON with camelCase keys (``roomId``), the same spelling c
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, TypeVar
 
 import msgspec
@@ -40,7 +39,6 @@ __all__ = [
     "TakeoverNotice",
     "decode",
     "encode",
-    "is_valid_room_id",
     "parse_request",
 ]
 
@@ -50,7 +48,6 @@ EMAIL_PATTERN = r"^[^\s@]{1,64}@[^\s@]{1,190}\Z"
 
 RoomId = Annotated[str, msgspec.Meta(pattern=ROOM_ID_PATTERN)]
 Email = Annotated[str, msgspec.Meta(pattern=EMAIL_PATTERN, max_length=254)]
-_ROOM_RE = re.compile(ROOM_ID_PATTERN)
 _T = TypeVar("_T")
 
 
@@ -237,8 +234,3 @@ def parse_request(data: bytes, kind: type[_T]) -> _T:
         return msgspec.json.decode(data, type=kind)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise InvalidArgument(f"invalid request: {exc}") from None
-
-
-def is_valid_room_id(room_id: str) -> bool:
-    """Whether ``room_id`` is safe to use as a subject token and a key part."""
-    return bool(_ROOM_RE.match(room_id))

@@ -34,10 +34,6 @@ class RoomSequencer(Generic[T]):
         """The highest seq released so far (0 when none)."""
         return (self.next_seq or 1) - 1
 
-    @property
-    def held(self) -> int:
-        return len(self._held)
-
     def start(self, last_seq: int) -> list[T]:
         """Set the head: everything up to ``last_seq`` is known to the members already.
 
