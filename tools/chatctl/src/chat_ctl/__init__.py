@@ -1,0 +1,1 @@
+"""Operator CLI for the chat backend (``chatctl``)."""
