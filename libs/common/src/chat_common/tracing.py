@@ -4,7 +4,9 @@
   OTLP/HTTP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``..._TRACES_ENDPOINT``) is set, and the
   sampler comes from ``OTEL_TRACES_SAMPLER``/``..._ARG`` (SDK defaults). Trace ids are made
   even without an exporter, so logs always carry them. ``OTEL_SDK_DISABLED=true`` turns
-  tracing off: the API then hands out non-recording spans (a branch, nothing more).
+  tracing off: :func:`tracer` then hands out one shared non-recording span, no header is
+  injected or extracted and no client library is instrumented (:func:`tracing_enabled`),
+  so a disabled tracer costs a branch per span, nothing more.
 * W3C ``traceparent`` travels in NATS message headers: :func:`inject_headers` on publish
   and request, :func:`extract_context` on receive.
 * Span names and attributes follow the messaging semantic conventions
@@ -16,6 +18,8 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from typing import Any, cast
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
@@ -33,6 +37,7 @@ __all__ = [
     "setup_tracing",
     "shutdown_tracing",
     "tracer",
+    "tracing_enabled",
 ]
 
 _log = logging.getLogger("chat.tracing")
@@ -47,9 +52,23 @@ def _exporter_configured() -> bool:
     )
 
 
+def _sdk_disabled() -> bool:
+    return os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true"
+
+
+_enabled = not _sdk_disabled()
+
+
+def tracing_enabled() -> bool:
+    """Whether spans are recorded (``OTEL_SDK_DISABLED`` is not ``true``)."""
+    return _enabled
+
+
 def setup_tracing(*, service: str, instance: str) -> None:
     """Install the tracer provider (once per process)."""
-    if os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
+    global _enabled
+    _enabled = not _sdk_disabled()
+    if not _enabled:
         return
     resource = Resource.create(
         {"service.name": os.environ.get("OTEL_SERVICE_NAME", f"chat-{service}"),
@@ -72,8 +91,40 @@ def shutdown_tracing() -> None:
         shutdown()
 
 
-def tracer(name: str) -> trace.Tracer:
-    return trace.get_tracer(name)
+class _Disabled:
+    """The span context manager of a disabled tracer: shared, reentrant, stateless."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> Span:
+        return trace.INVALID_SPAN
+
+    def __exit__(self, *_exc: object) -> None:
+        return None
+
+
+_DISABLED = _Disabled()
+
+
+class Tracer:
+    """A named tracer that costs nothing when tracing is disabled."""
+
+    __slots__ = ("_name", "_otel")
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._otel: trace.Tracer | None = None
+
+    def start_as_current_span(self, name: str, **kwargs: Any) -> AbstractContextManager[Span]:
+        if not _enabled:
+            return _DISABLED
+        if self._otel is None:  # first span: the provider is installed by now
+            self._otel = trace.get_tracer(self._name)
+        return cast(AbstractContextManager[Span], self._otel.start_as_current_span(name, **kwargs))
+
+
+def tracer(name: str) -> Tracer:
+    return Tracer(name)
 
 
 def inject_headers(
@@ -81,6 +132,8 @@ def inject_headers(
 ) -> dict[str, str]:
     """Add the current (or the given) trace context to NATS headers."""
     carrier = dict(headers or {})
+    if not _enabled:
+        return carrier
     ctx = span_context if isinstance(span_context, otel_context.Context) else None
     propagate.inject(carrier, context=ctx)
     return carrier
@@ -88,6 +141,8 @@ def inject_headers(
 
 def extract_context(headers: Mapping[str, str] | None) -> otel_context.Context:
     """The trace context carried by NATS headers (empty context when none)."""
+    if not _enabled:
+        return otel_context.Context()
     return propagate.extract(dict(headers or {}))
 
 

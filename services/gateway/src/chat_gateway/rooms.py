@@ -31,6 +31,7 @@ from chat_gateway.client import Client
 from chat_gateway.metrics import DELIVERIES, E2E_SECONDS
 from chat_gateway.offsets import encode_offset
 from chat_gateway.ordering import RoomSequencer
+from chat_gateway.protocol.wsframe import text_frame
 
 __all__ = ["Fanout", "Member", "RoomHub"]
 
@@ -44,8 +45,8 @@ FillGap = Callable[[str, int, int], Awaitable[FetchResponse]]
 
 @dataclass(slots=True)
 class Fanout:
-    """One event to deliver, encoded lazily: once per protocol (and, for Socket.IO
-    recovery offsets, once per room for single-room clients)."""
+    """One event to deliver, encoded lazily into WebSocket frame bytes: once per protocol
+    (and, for Socket.IO recovery offsets, once per room for single-room clients)."""
 
     room_id: str
     event: str
@@ -55,7 +56,7 @@ class Fanout:
     frames: dict[str, bytes] = field(default_factory=dict)
 
     def frame_for(self, client: Client) -> bytes:
-        """The frame for ``client``; updates its position first when this is a message."""
+        """The frame bytes for ``client``; updates its position first when this is a message."""
         seq = self.seq
         if seq is not None:
             client.positions[self.room_id] = seq
@@ -64,11 +65,13 @@ class Fanout:
         elif len(client.positions) == 1:
             key = "socketio+offset"
         else:
-            return client.encode_event(self.event, self.data, _offset_arg(client.positions))
+            return text_frame(
+                client.encode_event(self.event, self.data, _offset_arg(client.positions))
+            )
         frame = self.frames.get(key)
         if frame is None:
             extra = _offset_arg(client.positions) if key == "socketio+offset" else ()
-            frame = self.frames[key] = client.encode_event(self.event, self.data, extra)
+            frame = self.frames[key] = text_frame(client.encode_event(self.event, self.data, extra))
         return frame
 
 
@@ -141,7 +144,7 @@ class RoomHub:
         member.client.positions[room_id] = floor
         for message in messages:
             item = Fanout(room_id, "new_message", encode(message), message.seq)
-            member.client.write_now(item.frame_for(member.client))
+            member.client.write_frame(item.frame_for(member.client))
             member.floor = message.seq
         self.activate(room_id, member, floor=member.floor)
 
@@ -163,7 +166,7 @@ class RoomHub:
         buffer, member.buffer = member.buffer, None
         for item in buffer or ():
             if item.seq is None or item.seq > member.floor:
-                member.client.write_now(item.frame_for(member.client))
+                member.client.write_frame(item.frame_for(member.client))
 
     async def remove(self, client: Client, room_id: str) -> None:
         """Drop ``client`` from the room; unsubscribe when it was the last local member."""
@@ -237,7 +240,7 @@ class RoomHub:
             if member.buffer is not None:
                 member.buffer.append(item)
             elif seq is None or seq > member.floor:
-                member.client.write_now(item.frame_for(member.client))
+                member.client.write_frame(item.frame_for(member.client))
                 written += 1
         DELIVERIES.labels(item.event).inc(written)
         if item.sent_at is not None and written:

@@ -9,6 +9,7 @@ from chat_common.lifecycle import Phase
 from chat_common.runner import run_main
 from chat_common.runtime import ServiceRuntime
 from chat_common.subjects import HISTORY_SERVICE, history_endpoint
+from chat_common.tracing import tracing_enabled
 from chat_history.database import Database
 from chat_history.handlers import HistoryHandlers, publish_committed
 from chat_history.settings import HistorySettings
@@ -21,7 +22,8 @@ VERSION = "0.1.0"
 
 async def main(settings: HistorySettings | None = None) -> int:
     settings = settings or HistorySettings()
-    AsyncPGInstrumentor().instrument()  # type: ignore[no-untyped-call]
+    if tracing_enabled():
+        AsyncPGInstrumentor().instrument()  # type: ignore[no-untyped-call]
     db = Database(settings)
 
     async def db_pool(_request: web.Request) -> web.Response:
