@@ -30,7 +30,7 @@ from chat_devstack.stack import Stack
 from tests.support.clients import SioClient, unique_room
 from tests.support.traffic import Ledger, Sender
 
-__all__ = ["Fault", "Outcome", "fault", "run_scenario"]
+__all__ = ["Fault", "Outcome", "fault", "run_scenario", "stop_one"]
 
 Fault = Callable[[Stack], Awaitable[float]]
 """Inject a fault and undo it; returns the monotonic time at which it ended."""
@@ -87,6 +87,23 @@ def fault(target: str, action: str, hold_s: float) -> Fault:
         await victim.start()
         if target in ("gateway", "session", "history"):
             await victim.wait_ready(timeout=60)
+        return time.monotonic()
+
+    return inject
+
+
+def stop_one(kind: str, action: str) -> Fault:
+    """Stop the first instance of ``kind`` for good (``kill``: SIGKILL, ``term``: SIGTERM and
+    a clean exit); the other instances carry the load from then on."""
+
+    async def inject(stack: Stack) -> float:
+        victim = stack.of_kind(kind)[0]  # type: ignore[arg-type]
+        if action == "kill":
+            await victim.kill()
+        else:
+            assert victim.pid is not None
+            os.kill(victim.pid, signal.SIGTERM)
+            assert await victim.wait() == 0, f"{victim.name} did not exit 0 on SIGTERM"
         return time.monotonic()
 
     return inject

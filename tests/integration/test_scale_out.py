@@ -12,7 +12,7 @@ import nats
 import pytest
 
 from chat_devstack.stack import Stack
-from tests.chaos.harness import CHAOS_ENV, run_scenario
+from tests.chaos.harness import CHAOS_ENV, run_scenario, stop_one
 from tests.conftest import MakeStack
 
 pytestmark = pytest.mark.integration
@@ -66,3 +66,25 @@ async def test_rolling_restart_under_load_loses_nothing(make_stack: MakeStack) -
         outcome
     )
     assert outcome.not_recovered == 0 and outcome.reconnects > 0, outcome
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("action", ["kill", "term"])
+@pytest.mark.parametrize("kind", ["gateway", "session", "history"])
+async def test_losing_one_of_two_instances_loses_nothing(
+    make_stack: MakeStack, kind: str, action: str
+) -> None:
+    """With two instances of every service, one gateway, session or history instance
+    SIGKILLed (or SIGTERMed) under load and never restarted: the survivors carry on with
+    lost 0, dup 0, nothing out of order or hung, and every reconnecting client resumes."""
+    stack = await make_stack(gateways=2, sessions=2, histories=2, balancer=True, env=CHAOS_ENV)
+    outcome = await run_scenario(
+        stack, f"{kind} {action}, one of two", stop_one(kind, action), per_client=30
+    )
+    assert outcome.messages == 40 * 30
+    assert (outcome.lost, outcome.duplicated, outcome.out_of_order, outcome.hung) == (0, 0, 0, 0), (
+        outcome
+    )
+    assert outcome.not_recovered == 0, outcome
+    if kind == "gateway":
+        assert outcome.reconnects > 0, outcome
