@@ -10,12 +10,14 @@ import asyncpg
 
 from chat_common.schemas import Message
 from chat_common.timefmt import iso_ms
-from chat_history.batching import Key
 
-__all__ = ["NewRow", "bump_rooms", "fetch_existing", "insert_messages", "last_seq", "page"]
+__all__ = ["Key", "NewAppend", "append_batch", "last_seq", "page"]
 
-NewRow = tuple[str, int, str, str, str, str, bool, datetime]
-"""(room_id, seq, id, email, body, client_msg_id, client_supplied, created_at)"""
+Key = tuple[str, str]
+"""(room_id, client_msg_id): the identity of a message."""
+
+NewAppend = tuple[str, str, str, str, str, bool]
+"""(room_id, client_msg_id, id, email, body, client_supplied)"""
 
 _COLUMNS = "room_id, seq, id, email, body, client_msg_id, client_supplied, created_at"
 
@@ -32,43 +34,61 @@ def to_message(row: Mapping[str, Any]) -> Message:
     )
 
 
-async def fetch_existing(conn: asyncpg.Connection, keys: Sequence[Key]) -> dict[Key, Message]:
-    """Messages already stored under any of ``keys``."""
-    rows = await conn.fetch(
-        f"SELECT {_COLUMNS} FROM messages m"
-        " JOIN unnest($1::text[], $2::text[]) AS k(room_id, client_msg_id)"
-        " USING (room_id, client_msg_id)",
-        [k[0] for k in keys],
-        [k[1] for k in keys],
+_APPEND_BATCH = f"""
+WITH k AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                         $6::boolean[])
+        WITH ORDINALITY AS k(room_id, client_msg_id, id, email, body, client_supplied, ord)
+),
+existing AS (
+    SELECT {", ".join(f"m.{c.strip()}" for c in _COLUMNS.split(","))}
+    FROM messages m JOIN k USING (room_id, client_msg_id)
+),
+fresh AS (
+    SELECT k.* FROM k
+    WHERE NOT EXISTS (
+        SELECT 1 FROM existing e
+        WHERE e.room_id = k.room_id AND e.client_msg_id = k.client_msg_id
     )
-    return {(r["room_id"], r["client_msg_id"]): to_message(r) for r in rows}
+),
+counts AS (
+    SELECT room_id, count(*) AS n FROM fresh GROUP BY room_id
+),
+bumped AS (
+    INSERT INTO rooms AS r (room_id, last_seq)
+    SELECT room_id, n FROM counts ORDER BY room_id
+    ON CONFLICT (room_id) DO UPDATE SET last_seq = r.last_seq + EXCLUDED.last_seq
+    RETURNING r.room_id, r.last_seq
+),
+inserted AS (
+    INSERT INTO messages ({_COLUMNS})
+    SELECT f.room_id,
+           b.last_seq - c.n + row_number() OVER (PARTITION BY f.room_id ORDER BY f.ord),
+           f.id, f.email, f.body, f.client_msg_id, f.client_supplied, $7
+    FROM fresh f JOIN counts c USING (room_id) JOIN bumped b USING (room_id)
+    RETURNING {_COLUMNS}
+)
+SELECT {_COLUMNS}, true AS existed FROM existing
+UNION ALL
+SELECT {_COLUMNS}, false AS existed FROM inserted
+"""
 
 
-async def bump_rooms(conn: asyncpg.Connection, counts: Mapping[str, int]) -> dict[str, int]:
-    """Reserve ``counts[room]`` sequence numbers per room; returns each room's new last seq.
+async def append_batch(
+    conn: asyncpg.Connection, appends: Sequence[NewAppend], created_at: datetime
+) -> tuple[dict[Key, Message], int]:
+    """Store a batch of appends in one statement (one round trip, one transaction).
 
-    Rows are locked in the order of ``counts`` (callers pass rooms sorted) and stay locked
-    until commit, so commits of one room happen in seq order.
+    ``appends`` have distinct ``(room_id, client_msg_id)`` keys. Those already stored are
+    answered as stored; the others get the next seqs of their room, in the order given,
+    under the room row's lock (rows locked in room order, so batches cannot deadlock, and
+    one room's commits happen in seq order). Returns every key's message and how many of
+    them were already stored.
     """
-    rows = await conn.fetch(
-        "INSERT INTO rooms AS r (room_id, last_seq)"
-        " SELECT * FROM unnest($1::text[], $2::bigint[]) ORDER BY 1"
-        " ON CONFLICT (room_id) DO UPDATE SET last_seq = r.last_seq + EXCLUDED.last_seq"
-        " RETURNING room_id, last_seq",
-        list(counts),
-        list(counts.values()),
-    )
-    return {r["room_id"]: r["last_seq"] for r in rows}
-
-
-async def insert_messages(conn: asyncpg.Connection, rows: Sequence[NewRow]) -> None:
-    columns = list(zip(*rows, strict=True))
-    await conn.execute(
-        f"INSERT INTO messages ({_COLUMNS})"
-        " SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[],"
-        " $6::text[], $7::boolean[], $8::timestamptz[])",
-        *[list(c) for c in columns],
-    )
+    columns = [list(c) for c in zip(*appends, strict=True)]
+    rows = await conn.fetch(_APPEND_BATCH, *columns, created_at)
+    found = {(r["room_id"], r["client_msg_id"]): to_message(r) for r in rows}
+    return found, sum(1 for r in rows if r["existed"])
 
 
 async def page(

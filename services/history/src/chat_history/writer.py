@@ -25,12 +25,11 @@ from opentelemetry.trace import Link
 
 from chat_common.errors import ChatError, ErrorCode, Unavailable
 from chat_common.schemas import AppendRequest, Message
-from chat_common.timefmt import iso_ms
 from chat_common.tracing import tracer
 from chat_history import repository
-from chat_history.batching import Key, assign_seqs, count_per_room, unique_keys
 from chat_history.database import Database
 from chat_history.metrics import APPENDS, BATCH_SIZE, COMMIT_SECONDS
+from chat_history.repository import Key
 
 __all__ = ["TRANSIENT_ERRORS", "BatchWriter"]
 
@@ -205,32 +204,13 @@ class BatchWriter:
         first_by_key: dict[Key, _Pending] = {}
         for p in batch:
             first_by_key.setdefault(p.key, p)
-        keys = unique_keys(p.key for p in batch)
-        async with self._db.acquire() as conn, conn.transaction():
-            found = await repository.fetch_existing(conn, keys)
-            new_keys = [k for k in keys if k not in found]
-            APPENDS.labels("duplicate").inc(len(found))
-            APPENDS.labels("stored").inc(len(new_keys))
-            if not new_keys:
-                return found
-            last = await repository.bump_rooms(conn, count_per_room(new_keys))
-            now = datetime.now(UTC)
-            rows: list[repository.NewRow] = []
-            for plan in assign_seqs(new_keys, last):
-                p = first_by_key[plan.key]
-                msg_id = uuid.uuid4().hex
-                rows.append(
-                    (p.req.room_id, plan.seq, msg_id, p.req.email, p.req.text,
-                     p.req.client_msg_id, p.client_supplied, now)
-                )  # fmt: skip
-                found[plan.key] = Message(
-                    id=msg_id,
-                    room_id=p.req.room_id,
-                    seq=plan.seq,
-                    email=p.req.email,
-                    text=p.req.text,
-                    ts=iso_ms(now),
-                    client_msg_id=p.req.client_msg_id if p.client_supplied else None,
-                )
-            await repository.insert_messages(conn, rows)
+        appends = [
+            (p.req.room_id, p.req.client_msg_id, uuid.uuid4().hex, p.req.email, p.req.text,
+             p.client_supplied)
+            for p in first_by_key.values()
+        ]  # fmt: skip
+        async with self._db.acquire() as conn:
+            found, existed = await repository.append_batch(conn, appends, datetime.now(UTC))
+        APPENDS.labels("duplicate").inc(existed)
+        APPENDS.labels("stored").inc(len(found) - existed)
         return found
