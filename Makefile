@@ -35,10 +35,20 @@ $(BENCH_NODE_DEPS): $(VENV)/.synced bench/node/package.json bench/node/package-l
 
 bench-setup: $(BENCH_NODE_DEPS) ## install the Node peer of the side-by-side benchmark
 
+# Chromium for the browser tests (tests/browser): Debian's package, because Playwright's
+# own browser downloads are not used. Installed once (needs root) when it is missing.
+BROWSER_DEPS := $(TOOLS)/.chromium
+$(BROWSER_DEPS):
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null)
+	@mkdir -p $(TOOLS) && touch $@
+
+.PHONY: browser-deps
+browser-deps: $(BROWSER_DEPS)
+
 run: setup ## start NATS, Redis, Postgres and the three services; Ctrl-C stops all
 	$(VENV)/bin/chat-stack run $(ARGS)
 
-test: setup ## the whole suite against real servers (what .ci/run calls)
+test: setup $(BROWSER_DEPS) ## the whole suite against real servers (what .ci/run calls)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 test-unit: setup

@@ -108,6 +108,7 @@ async def make_stack(servers: Servers, tmp_path: Path) -> AsyncIterator[MakeStac
         balancer: bool = False,
         own_redis: bool = False,
         own_postgres: bool = False,
+        gateway_port: int = 0,
     ) -> Stack:
         index = len(started)
         nats = NatsServer(tmp_path / f"nats-{index}")
@@ -134,7 +135,7 @@ async def make_stack(servers: Servers, tmp_path: Path) -> AsyncIterator[MakeStac
             nats_url=nats.url,
             redis_url=redis_url,
             postgres_dsn=dsn,
-            gateway_port=0,
+            gateway_port=gateway_port,
             balancer=balancer,
             extra_env={
                 **FAST_SETTINGS,

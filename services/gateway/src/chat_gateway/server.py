@@ -6,6 +6,7 @@ Paths:
   Long-polling is answered ``400`` with Engine.IO's error body, so clients must be set to
   ``transports: ["websocket"]``.
 * ``/ws``: the native JSON protocol.
+* ``/`` and ``/static/<file>``: the web chat page (:mod:`chat_gateway.webpage`).
 * anything else: ``404``.
 """
 
@@ -32,6 +33,7 @@ from chat_gateway.metrics import CONNECTIONS, SESSIONS
 from chat_gateway.protocol.socketio import SocketIOCodec
 from chat_gateway.settings import GatewaySettings
 from chat_gateway.transport import serve_native, serve_socketio
+from chat_gateway.webpage import WebPage
 
 __all__ = ["CLOSE_PING_TIMEOUT", "CLOSE_SERVICE_RESTART", "CLOSE_TAKEN_OVER", "GatewayServer"]
 
@@ -60,11 +62,13 @@ def _address(conn: ServerConnection) -> str:
     return str(remote[0]) if remote else "?"
 
 
-def route_request(path: str) -> Response | None:
+def route_request(path: str, page: WebPage | None = None) -> Response | None:
     """Decide what to do with a handshake request: ``None`` lets the WebSocket through."""
     parts = urlsplit(path)
     if parts.path == NATIVE_PATH:
         return None
+    if page is not None and (served := page.respond(path)) is not None:
+        return served
     if parts.path != SOCKETIO_PATH:
         body = b"not found\n"
         headers = Headers([("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
@@ -86,6 +90,7 @@ class GatewayServer:
         self._clients: set[Client] = set()
         self._per_ip: dict[str, int] = {}
         self._server: Server | None = None
+        self._page = WebPage.load()
         self.port = settings.port
         SESSIONS.set_function(lambda: sum(1 for c in self._clients if c.session_used))
 
@@ -145,7 +150,7 @@ class GatewayServer:
         await client.ws.close(code, reason)
 
     def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
-        refused = route_request(request.path)
+        refused = route_request(request.path, self._page)
         if (
             refused is None
             and self._per_ip.get(_address(conn), 0) >= self._s.max_connections_per_ip

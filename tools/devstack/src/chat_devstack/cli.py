@@ -88,7 +88,11 @@ def describe(stack: Stack) -> str:
         lines.append(f"  connect to   {urls[0]}  (balancer over {len(gateways)} gateways)")
     for url in urls:
         ws = url.replace("http://", "ws://", 1)
-        lines += [f"  Socket.IO    {url}  (path /socket.io/)", f"  native WS    {ws}ws"]
+        lines += [
+            f"  web page     {url}  (open in a browser)",
+            f"  Socket.IO    {url}  (path /socket.io/)",
+            f"  native WS    {ws}ws",
+        ]
     if stack.balancer is not None:
         lines += [f"  {g.name:<12} {g.public_url}  (this gateway only)" for g in gateways]
     for service in stack.services:
