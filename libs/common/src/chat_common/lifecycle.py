@@ -70,6 +70,10 @@ class Lifecycle:
     def mark_ready(self) -> None:
         self._ready = True
 
+    def mark_not_ready(self) -> None:
+        """Stop wanting traffic while staying up (a gateway being drained)."""
+        self._ready = False
+
     def on_shutdown(self, phase: Phase, name: str, step: Step) -> None:
         """Register ``step`` to run in ``phase``; steps of a phase run in registration order."""
         self._steps[phase].append((name, step))

@@ -23,7 +23,7 @@ import nats.errors
 from nats.aio.client import Client
 from nats.micro import add_service
 from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER, Request
-from nats.micro.service import EndpointConfig, Service
+from nats.micro.service import EndpointConfig, EndpointStats, Service
 from opentelemetry.trace import StatusCode
 
 from chat_common.boundary import guarded
@@ -163,33 +163,75 @@ async def serve(
     instance_id: str,
     endpoints: Mapping[str, tuple[str, Handler]],
     inflight: InFlight,
+    accepting: Callable[[], bool] = lambda: True,
 ) -> Service:
     """Register a micro service; ``endpoints`` maps endpoint name → (subject, handler).
 
     Every endpoint joins the queue group ``name`` so instances share the load.
+
+    ``$SRV.STATS`` replies carry, as each endpoint's ``data``, ``accepting`` (whether the
+    instance wants traffic) and the endpoint's own ``requests``, ``errors`` (error replies)
+    and ``averageMs``: nats.micro's counters only see the handoff to the request's task,
+    so they count no errors and time only that handoff.
     """
+    meters = {endpoint: _Meter() for endpoint in endpoints}
+
+    def stats(endpoint: EndpointStats) -> dict[str, object]:
+        meter = meters.get(endpoint.name)
+        return {"accepting": accepting(), **(meter.data() if meter else {})}
+
     service = await add_service(
-        nc, name=name, version=version, metadata={"instance": instance_id}, queue_group=name
+        nc,
+        name=name,
+        version=version,
+        metadata={"instance": instance_id},
+        queue_group=name,
+        stats_handler=stats,
     )
     for endpoint, (subject, handler) in endpoints.items():
         await service.add_endpoint(
             EndpointConfig(
-                name=endpoint, subject=subject, handler=_bounded(endpoint, handler, inflight)
+                name=endpoint,
+                subject=subject,
+                handler=_bounded(endpoint, handler, inflight, meters[endpoint]),
             )
         )
     return service
 
 
+class _Meter:
+    """Requests, error replies and handling time of one endpoint."""
+
+    __slots__ = ("errors", "requests", "total_s")
+
+    def __init__(self) -> None:
+        self.requests = self.errors = 0
+        self.total_s = 0.0
+
+    def data(self) -> dict[str, object]:
+        average = self.total_s / self.requests * 1e3 if self.requests else 0.0
+        return {"requests": self.requests, "errors": self.errors, "averageMs": round(average, 3)}
+
+
 def _bounded(
-    endpoint: str, handler: Handler, inflight: InFlight
+    endpoint: str, handler: Handler, inflight: InFlight, meter: _Meter
 ) -> Callable[[Request], Awaitable[None]]:
     async def on_request(request: Request) -> None:
-        await inflight.spawn(_answer(endpoint, handler, request), name=f"nats:{endpoint}")
+        await inflight.spawn(_answer(endpoint, handler, request, meter), name=f"nats:{endpoint}")
 
     return on_request
 
 
-async def _answer(endpoint: str, handler: Handler, request: Request) -> None:
+async def _answer(endpoint: str, handler: Handler, request: Request, meter: _Meter) -> None:
+    started = time.perf_counter()
+    try:
+        await _answer_one(endpoint, handler, request, meter)
+    finally:
+        meter.requests += 1
+        meter.total_s += time.perf_counter() - started
+
+
+async def _answer_one(endpoint: str, handler: Handler, request: Request, meter: _Meter) -> None:
     subject = request.subject
     with _tracer.start_as_current_span(
         f"process {subject}",
@@ -201,6 +243,7 @@ async def _answer(endpoint: str, handler: Handler, request: Request) -> None:
             lambda: handler(request.data), what="endpoint", log_extra={"endpoint": endpoint}
         )
     if isinstance(outcome, ChatError):
+        meter.errors += 1
         await _respond_error(request, outcome.code.value, outcome.message)
         return
     try:

@@ -136,6 +136,7 @@ class ServiceRuntime:
             instance_id=self.settings.instance_id,
             endpoints=endpoints,
             inflight=self.inflight,
+            accepting=lambda: self.lifecycle.ready,
         )
         self._services.append(service)
         return service

@@ -18,6 +18,8 @@ __all__ = [
     "DetachRequest",
     "DisconnectRequest",
     "DisconnectResponse",
+    "DrainRequest",
+    "DrainResponse",
     "Email",
     "FetchRequest",
     "FetchResponse",
@@ -29,11 +31,19 @@ __all__ = [
     "LeaveResponse",
     "Message",
     "PresenceEvent",
+    "PresenceRequest",
+    "PresenceResponse",
+    "PresentUser",
     "RestoreRequest",
     "ResumeRequest",
     "ResumeResponse",
     "RoomEvent",
     "RoomId",
+    "RoomSummary",
+    "RoomsRequest",
+    "RoomsResponse",
+    "SessionInfo",
+    "SessionInfoRequest",
     "TakeRequest",
     "TakeResponse",
     "TakeoverNotice",
@@ -213,6 +223,76 @@ class RoomEvent(_Wire, frozen=True):
     seq: int | None = None
     sent_at: float | None = None
     """For ``new_message``: when the sender's gateway received it (epoch seconds)."""
+
+
+# Operator queries (``chatctl``): bounded, read-only views of the session store.
+
+
+class RoomsRequest(_Wire, frozen=True):
+    limit: int = 100
+
+
+class RoomSummary(_Wire, frozen=True):
+    room_id: str
+    users: int
+    """Distinct users present (a user with several connections counts once)."""
+
+
+class RoomsResponse(_Wire, frozen=True):
+    rooms: list[RoomSummary]
+    """Rooms with at least one user, by room id; the first ``limit`` the scan found."""
+    truncated: bool
+    """More rooms exist than ``limit``."""
+
+
+class PresenceRequest(_Wire, frozen=True):
+    room_id: RoomId
+    limit: int = 100
+
+
+class PresentUser(_Wire, frozen=True):
+    email: str
+    sessions: list[str]
+    """Ids of this user's sessions in the room (never their resume tokens)."""
+
+
+class PresenceResponse(_Wire, frozen=True):
+    room_id: str
+    users: list[PresentUser]
+    """In join order, at most ``limit``."""
+    total: int
+
+
+class SessionInfoRequest(_Wire, frozen=True):
+    session_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+
+
+class SessionInfo(_Wire, frozen=True):
+    """One session as an operator may see it: no token, no token hash."""
+
+    session_id: str
+    email: str
+    sid: str
+    state: str
+    """``attached`` (a gateway holds its connection) or ``detached`` (resumable)."""
+    gateway: str
+    """The gateway instance holding it; empty when detached."""
+    rooms: dict[str, int]
+    expires_at_ms: int | None
+    """When the reaper may end it (epoch ms); heartbeats move it forward while attached."""
+
+
+class DrainRequest(_Wire, frozen=True):
+    """Ask one gateway to close its clients (1012) in small batches over ``period_s``."""
+
+    period_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 10.0
+
+
+class DrainResponse(_Wire, frozen=True):
+    instance: str
+    closed: int
+    """Clients this drain closed with 1012."""
+    period_s: float
 
 
 _encoder = msgspec.json.Encoder()

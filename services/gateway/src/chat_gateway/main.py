@@ -8,7 +8,14 @@ from chat_common.lifecycle import Phase
 from chat_common.retry import RetryPolicy
 from chat_common.runner import run_main
 from chat_common.runtime import ServiceRuntime
-from chat_common.schemas import FetchRequest, FetchResponse
+from chat_common.schemas import (
+    DrainRequest,
+    DrainResponse,
+    FetchRequest,
+    FetchResponse,
+    encode,
+    parse_request,
+)
 from chat_common.subjects import GATEWAY_SERVICE, gateway_control, gateway_endpoint
 from chat_gateway.auth import JwtVerifier, build_verifier
 from chat_gateway.backend import NatsBackend
@@ -58,12 +65,25 @@ async def main(settings: GatewaySettings | None = None) -> int:
             backend, gateway_id=settings.instance_id, interval_s=settings.session_heartbeat_s
         )
         await rt.nc.subscribe(gateway_control(settings.instance_id), cb=server.on_control)
+
+        async def drain(body: bytes) -> bytes:
+            """Readiness false, stop listening, close clients (1012) in batches; stay up."""
+            req = parse_request(body, DrainRequest)
+            rt.lifecycle.mark_not_ready()
+            closed = await server.drain(period_s=req.period_s)
+            return encode(
+                DrainResponse(instance=settings.instance_id, closed=closed, period_s=req.period_s)
+            )
+
         await server.start()
         # A micro service too: $SRV discovery lists every gateway, and readiness does a round
         # trip through this instance's own subscription.
         await rt.serve(
             version=VERSION,
-            endpoints={"status": (gateway_endpoint(settings.instance_id, "status"), server.status)},
+            endpoints={
+                "status": (gateway_endpoint(settings.instance_id, "status"), server.status),
+                "drain": (gateway_endpoint(settings.instance_id, "drain"), drain),
+            },
         )
         rt.lifecycle.on_shutdown(Phase.STOP_INTAKE, "client listener", server.stop_accepting)
         rt.lifecycle.on_shutdown(Phase.CLOSE_CLIENTS, "client connections", server.close_clients)

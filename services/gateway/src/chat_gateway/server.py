@@ -26,8 +26,10 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 from websockets.typing import Origin
 
+from chat_common.errors import ChatError, ErrorCode
 from chat_common.schemas import TakeoverNotice, decode, encode
 from chat_gateway.client import Client
+from chat_gateway.drain import batch_sizes
 from chat_gateway.events import EventHandlers
 from chat_gateway.metrics import CONNECTIONS, SESSIONS
 from chat_gateway.protocol.socketio import SocketIOCodec
@@ -90,6 +92,7 @@ class GatewayServer:
         self._clients: set[Client] = set()
         self._per_ip: dict[str, int] = {}
         self._server: Server | None = None
+        self._draining = False
         self._page = WebPage.load()
         self.port = settings.port
         SESSIONS.set_function(lambda: sum(1 for c in self._clients if c.session_used))
@@ -229,6 +232,11 @@ class GatewayServer:
 
     async def close_clients(self) -> None:
         """Let each client's in-flight event answer, then close it with 1012."""
+        await self._restart_clients(list(self._clients))
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def _restart_clients(self, clients: list[Client]) -> None:
         await asyncio.gather(
             *(
                 c.shutdown(
@@ -236,9 +244,34 @@ class GatewayServer:
                     reason="service restart",
                     timeout=self._s.shutdown_grace_s,
                 )
-                for c in list(self._clients)
+                for c in clients
             ),
             return_exceptions=True,
         )
-        if self._server is not None:
-            await self._server.wait_closed()
+
+    async def drain(self, *, period_s: float) -> int:
+        """Stop listening, then close every client with 1012 in small batches spread over
+        ``period_s`` (they resume on other gateways); returns how many were closed.
+
+        The process keeps running. Readiness is the caller's to lower first.
+        """
+        if self._draining:
+            raise ChatError(ErrorCode.CONFLICT, "this gateway is already draining")
+        self._draining = True
+        await self.stop_accepting()
+        pending = [c for c in self._clients if not c.closing]
+        sizes = batch_sizes(len(pending), period_s=period_s)
+        _log.info("draining", extra={"clients": len(pending), "batches": len(sizes)})
+        loop = asyncio.get_running_loop()
+        started, closed = loop.time(), 0
+        for i, size in enumerate(sizes):
+            await asyncio.sleep(max(0.0, started + i * period_s / len(sizes) - loop.time()))
+            pending = [c for c in pending if c in self._clients and not c.closing]
+            if not pending:
+                break  # they left, or a shutdown closed them
+            last = i == len(sizes) - 1
+            batch, pending = (pending, []) if last else (pending[:size], pending[size:])
+            await self._restart_clients(batch)
+            closed += len(batch)
+        _log.info("drained", extra={"closed": closed})
+        return closed

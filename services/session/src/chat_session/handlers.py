@@ -2,7 +2,8 @@
 
 Endpoints: ``join``, ``leave``, ``detach`` (connection dropped: keep it resumable),
 ``disconnect`` (the client left for good), ``resume``, ``heartbeat`` and ``restore``
-(re-register a live session the store lost). Every endpoint takes and returns JSON
+(re-register a live session the store lost); for operators (``chatctl``), the read-only
+``rooms``, ``presence`` and ``inspect`` (one session, never its token). Every endpoint takes and returns JSON
 (``chat_common.schemas``); Redis failures become ``UNAVAILABLE`` so callers can retry.
 """
 
@@ -19,7 +20,7 @@ from typing import ParamSpec, TypeVar
 import msgspec
 from redis.exceptions import RedisError
 
-from chat_common.errors import ChatError, ErrorCode, Unavailable
+from chat_common.errors import ChatError, ErrorCode, InvalidArgument, Unavailable
 from chat_common.natsio import Publish
 from chat_common.schemas import (
     DetachRequest,
@@ -32,10 +33,18 @@ from chat_common.schemas import (
     LeaveRequest,
     LeaveResponse,
     PresenceEvent,
+    PresenceRequest,
+    PresenceResponse,
+    PresentUser,
     RestoreRequest,
     ResumeRequest,
     ResumeResponse,
     RoomEvent,
+    RoomsRequest,
+    RoomsResponse,
+    RoomSummary,
+    SessionInfo,
+    SessionInfoRequest,
     TakeoverNotice,
     TakeRequest,
     TakeResponse,
@@ -52,6 +61,8 @@ _log = logging.getLogger("chat.session")
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 _EMPTY = encode({})
+MAX_LIST = 1000
+"""The most rooms or users one operator query returns."""
 
 
 def token_hash(token: str) -> str:
@@ -233,6 +244,38 @@ class SessionHandlers:
         _log.info("session restored", extra={"rooms": len(req.rooms)})
         return _EMPTY
 
+    @_redis_unavailable
+    async def rooms(self, body: bytes) -> bytes:
+        req = parse_request(body, RoomsRequest)
+        rooms, truncated = await self._store.rooms(limit=_bounded_limit(req.limit))
+        summaries = [RoomSummary(room_id=room, users=users) for room, users in rooms]
+        return encode(RoomsResponse(rooms=summaries, truncated=truncated))
+
+    @_redis_unavailable
+    async def presence(self, body: bytes) -> bytes:
+        req = parse_request(body, PresenceRequest)
+        users, total = await self._store.presence(req.room_id, limit=_bounded_limit(req.limit))
+        present = [PresentUser(email=email, sessions=ids) for email, ids in users]
+        return encode(PresenceResponse(room_id=req.room_id, users=present, total=total))
+
+    @_redis_unavailable
+    async def inspect(self, body: bytes) -> bytes:
+        req = parse_request(body, SessionInfoRequest)
+        view = await self._store.view(req.session_id)
+        if view is None:
+            raise ChatError(ErrorCode.NOT_FOUND, "session expired or unknown")
+        return encode(
+            SessionInfo(
+                session_id=req.session_id,
+                email=view.email,
+                sid=view.sid,
+                state=view.state,
+                gateway=view.gateway,
+                rooms=view.rooms,
+                expires_at_ms=view.expires,
+            )
+        )
+
     async def reap_once(self, *, limit: int = 100) -> int:
         """End every expired session this instance manages to claim; returns how many."""
         now = self._clock()
@@ -266,3 +309,9 @@ class SessionHandlers:
                 _log.info("sessions reaped", extra={"count": reaped})
             if reaped < limit:
                 await asyncio.sleep(interval_s)
+
+
+def _bounded_limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_LIST:
+        raise InvalidArgument(f"limit must be 1..{MAX_LIST}")
+    return limit

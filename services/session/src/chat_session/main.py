@@ -10,6 +10,7 @@ from chat_common.natsio import traced_publish
 from chat_common.runner import run_main
 from chat_common.runtime import ServiceRuntime
 from chat_common.subjects import SESSION_SERVICE, session_endpoint
+from chat_common.tracing import tracing_enabled
 from chat_session.handlers import SessionHandlers
 from chat_session.settings import SessionSettings
 from chat_session.store import RedisSessionStore
@@ -21,7 +22,8 @@ VERSION = "0.1.0"
 
 async def main(settings: SessionSettings | None = None) -> int:
     settings = settings or SessionSettings()
-    RedisInstrumentor().instrument()
+    if tracing_enabled():
+        RedisInstrumentor().instrument()
     runtime = ServiceRuntime(settings, name=SESSION_SERVICE)
     async with runtime as rt:
         # A blocking pool: a burst of requests waits (up to the timeout) for a connection
@@ -67,6 +69,9 @@ async def main(settings: SessionSettings | None = None) -> int:
                 "heartbeat": (session_endpoint("heartbeat"), handlers.heartbeat),
                 "restore": (session_endpoint("restore"), handlers.restore),
                 "take": (session_endpoint("take"), handlers.take),
+                "rooms": (session_endpoint("rooms"), handlers.rooms),
+                "presence": (session_endpoint("presence"), handlers.presence),
+                "inspect": (session_endpoint("inspect"), handlers.inspect),
             },
         )
         rt.lifecycle.mark_ready()

@@ -18,15 +18,18 @@ instances run. Session keys also carry a long Redis TTL as a backstop.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from typing import Protocol
 
 from redis.asyncio import Redis
 
-__all__ = ["PresenceChange", "RedisSessionStore", "SessionRecord", "SessionStore"]
+__all__ = ["PresenceChange", "RedisSessionStore", "SessionRecord", "SessionStore", "SessionView"]
 
 BACKSTOP_TTL_S = 24 * 3600
+_SCAN_COUNT = 500
+_ROOM_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 
 _JOIN = """
 local added = redis.call('SADD', KEYS[3], ARGV[1])
@@ -110,6 +113,18 @@ class SessionRecord:
     rooms: dict[str, int]
 
 
+@dataclass(frozen=True, slots=True)
+class SessionView:
+    """What an operator may see of a session: no token hash, no connection key."""
+
+    email: str
+    sid: str
+    state: str
+    gateway: str
+    rooms: dict[str, int]
+    expires: int | None
+
+
 class SessionStore(Protocol):
     """Sessions and presence, whatever holds them. Times are epoch milliseconds."""
 
@@ -166,6 +181,24 @@ class SessionStore(Protocol):
         ...
 
     async def ping(self) -> None: ...
+
+    async def rooms(self, *, limit: int) -> tuple[list[tuple[str, int]], bool]:
+        """Up to ``limit`` rooms with users, as (room, user count) by room id; and whether
+        there are more."""
+        ...
+
+    async def presence(
+        self, room_id: str, *, limit: int
+    ) -> tuple[list[tuple[str, list[str]]], int]:
+        """Up to ``limit`` users of the room in join order with their session ids; and
+        how many users there are."""
+        ...
+
+    async def view(self, session_id: str) -> SessionView | None: ...
+
+
+def _glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
 
 
 def now_ms() -> int:
@@ -308,3 +341,60 @@ class RedisSessionStore:
 
     async def ping(self) -> None:
         await self._r.ping()
+
+    async def rooms(self, *, limit: int) -> tuple[list[tuple[str, int]], bool]:
+        # SCAN, never KEYS: incremental, so a large keyspace does not block Redis; stop as
+        # soon as one room more than asked for has been seen.
+        head, tail = f"{self._p}:room:{{", "}:users"
+        pattern = f"{_glob_escape(head)}*{tail}"
+        found: set[str] = set()
+        cursor = 0
+        while True:
+            cursor, keys = await self._r.scan(cursor, match=pattern, count=_SCAN_COUNT)
+            for key in keys:
+                room = str(key)[len(head) : -len(tail)]
+                if _ROOM_ID.match(room):
+                    found.add(room)
+            if cursor == 0 or len(found) > limit:
+                break
+        chosen = sorted(found)[:limit]
+        async with self._r.pipeline(transaction=False) as pipe:
+            for room in chosen:
+                pipe.zcard(self._room(room, "users"))
+            counts = await pipe.execute()
+        rooms = [(room, int(n)) for room, n in zip(chosen, counts, strict=True) if int(n) > 0]
+        return rooms, len(found) > limit
+
+    async def presence(
+        self, room_id: str, *, limit: int
+    ) -> tuple[list[tuple[str, list[str]]], int]:
+        users_key = self._room(room_id, "users")
+        async with self._r.pipeline(transaction=False) as pipe:
+            pipe.zrange(users_key, 0, limit - 1)
+            pipe.zcard(users_key)
+            emails, total = await pipe.execute()
+        async with self._r.pipeline(transaction=False) as pipe:
+            for email in emails:
+                pipe.smembers(self._room(room_id, f"conns:{email}"))
+            sessions = await pipe.execute()
+        users = [
+            (str(e), sorted(str(s) for s in ids)) for e, ids in zip(emails, sessions, strict=True)
+        ]
+        return users, int(total)
+
+    async def view(self, session_id: str) -> SessionView | None:
+        async with self._r.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self._session(session_id))
+            pipe.hgetall(self._session(session_id, ":rooms"))
+            pipe.zscore(self._expiry, session_id)
+            fields, rooms, expires = await pipe.execute()
+        if not fields or "email" not in fields:
+            return None
+        return SessionView(
+            email=fields["email"],
+            sid=fields.get("sid", ""),
+            state=fields.get("state", ""),
+            gateway=fields.get("gateway", ""),
+            rooms={room: int(pos) for room, pos in rooms.items()},
+            expires=None if expires is None else int(expires),
+        )

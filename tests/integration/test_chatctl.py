@@ -1,0 +1,247 @@
+"""``chatctl`` run as the operator runs it (the installed console script) against real stacks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+import websockets
+
+from chat_devstack.ports import free_port
+from chat_devstack.stack import Stack
+from tests.conftest import MakeStack
+from tests.support.clients import NativeClient, SioClient, unique_room
+from tests.support.http import get_json
+
+pytestmark = pytest.mark.integration
+
+CHATCTL = Path(sys.executable).with_name("chatctl")
+
+
+@dataclass(frozen=True)
+class Run:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        assert self.code == 0, self
+        return json.loads(self.out)
+
+
+async def chatctl(nats_url: str, *args: str, timeout: float = 60.0) -> Run:
+    """Run ``chatctl --nats nats_url ARGS`` to completion."""
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    env.pop("CHATCTL_NATS_URL", None)
+    proc = await asyncio.create_subprocess_exec(
+        str(CHATCTL),
+        "--nats",
+        nats_url,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    assert proc.returncode is not None
+    return Run(proc.returncode, out.decode(), err.decode())
+
+
+async def test_status_lists_every_instance(make_stack: MakeStack) -> None:
+    """status finds all six instances of a 2+2+2 stack, all accepting, with their endpoints."""
+    stack = await make_stack(gateways=2, sessions=2, histories=2)
+    found = (await chatctl(stack.nats_url, "status", "--json")).json()
+    assert Counter(i["service"] for i in found) == {"gateway": 2, "session": 2, "history": 2}
+    assert {i["instance"] for i in found} == {
+        f"{kind}-{n}" for kind in ("gateway", "session", "history") for n in (1, 2)
+    }
+    assert all(i["accepting"] is True for i in found)
+    endpoints = {i["instance"]: {e["name"] for e in i["endpoints"]} for i in found}
+    assert {"join", "rooms", "presence", "inspect"} <= endpoints["session-2"]
+    assert endpoints["history-1"] == {"append", "fetch"}
+    assert endpoints["gateway-2"] == {"status", "drain"}
+
+    table = await chatctl(stack.nats_url, "status")
+    assert table.code == 0, table
+    assert "6 instance(s)" in table.out
+    for instance in endpoints:
+        assert instance in table.out
+
+
+async def test_rooms_presence_and_session(stack: Stack) -> None:
+    """rooms counts users per room, presence lists them in join order with their session
+    ids, and session shows one session attached, then detached, never with its token."""
+    lobby, side = unique_room("ctl"), unique_room("ctl")
+    ann = await NativeClient().connect(stack.client_url)
+    ann2 = await NativeClient().connect(stack.client_url)
+    bob = await NativeClient().connect(stack.client_url)
+    try:
+        joined = await ann.call("join", {"email": "ann@ctl.example", "roomId": lobby})
+        assert joined["ok"], joined
+        bob_joined = await bob.call("join", {"email": "bob@ctl.example", "roomId": lobby})
+        assert bob_joined["ok"], bob_joined
+        second = await ann2.call("join", {"email": "ann@ctl.example", "roomId": lobby})
+        assert second["ok"], second
+        assert (await ann.call("join", {"email": "ann@ctl.example", "roomId": side}))["ok"]
+
+        listed = (await chatctl(stack.nats_url, "rooms", "--limit", "1000", "--json")).json()
+        counts = {r["roomId"]: r["users"] for r in listed["rooms"]}
+        assert (counts.get(lobby), counts.get(side)) == (2, 1)
+
+        present = (await chatctl(stack.nats_url, "presence", lobby, "--json")).json()
+        assert present["total"] == 2
+        assert [(u["email"], sorted(u["sessions"])) for u in present["users"]] == [
+            ("ann@ctl.example", sorted([joined["sessionId"], second["sessionId"]])),
+            ("bob@ctl.example", [bob_joined["sessionId"]]),
+        ]
+        table = await chatctl(stack.nats_url, "presence", lobby)
+        assert table.code == 0 and "ann@ctl.example" in table.out and "2 user(s)" in table.out
+
+        session_id, token = joined["sessionId"], joined["resumeToken"]
+        info = (await chatctl(stack.nats_url, "session", session_id, "--json")).json()
+        assert info["email"] == "ann@ctl.example"
+        assert (info["state"], info["gateway"]) == ("attached", "gateway-1")
+        assert set(info["rooms"]) == {lobby, side}
+        assert info["expiresAtMs"] > time.time() * 1000
+        shown = await chatctl(stack.nats_url, "session", session_id)
+        assert shown.code == 0 and "attached to gateway-1" in shown.out
+        assert token not in shown.out + json.dumps(info)
+
+        assert ann.ws is not None
+        await ann.ws.close(1001)  # a drop, not a goodbye: the session stays resumable
+        await ann.closed.wait()
+        async with asyncio.timeout(20):
+            while (await chatctl(stack.nats_url, "session", session_id, "--json")).json()[
+                "state"
+            ] != "detached":
+                pass  # each round is one chatctl run: it waits on the session service
+        detached = await chatctl(stack.nats_url, "session", session_id)
+        assert "detached" in detached.out and token not in detached.out
+
+        unknown = await chatctl(stack.nats_url, "session", "0" * 32)
+        assert unknown.code == 2
+        assert unknown.err.strip().splitlines() == [
+            f"chatctl: unknown session {'0' * 32} (expired or never existed)"
+        ]
+    finally:
+        await asyncio.gather(ann.close(), ann2.close(), bob.close())
+
+
+async def test_history_export_and_last(stack: Stack, tmp_path: Path) -> None:
+    """history --export writes exactly the stored messages, in order, over several pages;
+    without --export it shows the last N."""
+    room = unique_room("ctl")
+    client = await NativeClient().connect(stack.client_url)
+    try:
+        assert (await client.call("join", {"email": "exp@ctl.example", "roomId": room}))["ok"]
+        stored = []
+        for i in range(230):
+            sent = await client.call("send_message", {"roomId": room, "text": f"m{i} [b]x"})
+            assert sent["ok"], sent
+            stored.append(sent["message"])
+    finally:
+        await client.close()
+
+    out = tmp_path / "room.jsonl"
+    run = await chatctl(stack.nats_url, "history", room, "--export", str(out), "--page", "50")
+    assert run.code == 0, run
+    lines = out.read_text().splitlines()
+    assert [json.loads(line) for line in lines] == stored
+    assert f"wrote 230 message(s) of {room}" in run.err
+    assert not out.with_name("room.jsonl.partial").exists()
+
+    last = await chatctl(stack.nats_url, "history", room, "--last", "70", "--page", "50", "--json")
+    assert last.code == 0, last
+    assert [json.loads(line) for line in last.out.splitlines()] == stored[-70:]
+    table = await chatctl(stack.nats_url, "history", room, "--last", "3")
+    assert table.code == 0 and "m229 [b]x" in table.out and "last 3 of 230" in table.out
+
+
+async def test_drain_moves_clients_to_the_other_gateway(make_stack: MakeStack) -> None:
+    """drain: the gateway turns not ready, refuses new connections, closes every client with
+    1012; Socket.IO clients resume through the balancer on the other gateway; it stays up."""
+    stack = await make_stack(gateways=2, balancer=True)
+    victim = stack.of_kind("gateway")[0]
+    assert victim.public_url is not None
+    room = unique_room("ctl")
+    sio = [SioClient(reconnection=True) for _ in range(6)]
+    await asyncio.gather(*(c.connect(stack.client_url) for c in sio))
+    native = [await NativeClient().connect(victim.public_url) for _ in range(3)]
+    clients: list[SioClient | NativeClient] = [*sio, *native]
+    for i, c in enumerate(clients):
+        assert (await c.call("join", {"email": f"d{i}@ctl.example", "roomId": room}))["ok"]
+    on_victim = await _clients_of(stack, "gateway-1")
+    assert on_victim > len(native), "the balancer put some Socket.IO clients on gateway-1"
+
+    run = await chatctl(stack.nats_url, "drain", "gateway-1", "--period", "1", "--json")
+    done = run.json()
+    assert done == {"instance": "gateway-1", "closed": on_victim, "periodS": 1.0}
+    for c in native:
+        await asyncio.wait_for(c.closed.wait(), 10)
+    assert [c.close_code for c in native] == [1012] * len(native)
+    await wait_until(
+        lambda: sum(len(c.connects) == 2 and c.is_connected() for c in sio) >= on_victim - 3
+    )
+    moved = [c for c in sio if len(c.connects) > 1]
+    assert len(moved) == on_victim - len(native)
+    assert all(c.connects == [False, True] for c in moved), "each recovered its session"
+    sent = await moved[0].call("send_message", {"roomId": room, "text": "after drain"})
+    assert sent["ok"], sent
+    for c in sio:
+        await c.wait_messages(room, 1)
+
+    assert victim.running, "a drained gateway keeps running"
+    status, body = await get_json(f"http://127.0.0.1:{victim.http_port}/readyz")
+    assert (status, body["accepting"]) == (503, False)
+    with pytest.raises(OSError):
+        await websockets.connect(victim.public_url.replace("http://", "ws://") + "/ws")
+    found = (await chatctl(stack.nats_url, "status", "--json")).json()
+    accepting = {i["instance"]: i["accepting"] for i in found if i["service"] == "gateway"}
+    assert accepting == {"gateway-1": False, "gateway-2": True}
+
+    again = await chatctl(stack.nats_url, "drain", "gateway-1", "--period", "0")
+    assert again.code == 2 and "already draining" in again.err
+    await asyncio.gather(*(c.close() for c in sio))
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
+    async with asyncio.timeout(timeout):
+        while not condition():  # noqa: ASYNC110 - client state notifies nobody
+            await asyncio.sleep(0.02)
+
+
+async def _clients_of(stack: Stack, gateway: str) -> int:
+    nc = await nats.connect(stack.nats_url)
+    try:
+        reply = await nc.request(f"chat.gateway.{gateway}.status", b"", timeout=5)
+    finally:
+        await nc.close()
+    return int(json.loads(reply.data)["clients"])
+
+
+async def test_unreachable_nats_and_unknown_gateway(stack: Stack) -> None:
+    """No NATS: exit 2 and one line naming the URL; an unknown gateway id: exit 2, one line."""
+    url = f"nats://127.0.0.1:{free_port()}"
+    run = await chatctl(url, "status")
+    assert run.code == 2
+    assert run.out == ""
+    [line] = run.err.splitlines()
+    assert line.startswith(f"chatctl: cannot reach NATS at {url}: ")
+
+    unknown = await chatctl(stack.nats_url, "drain", "no-such-gateway", "--period", "0")
+    assert unknown.code == 2
+    assert unknown.err.splitlines() == [
+        "chatctl: no gateway instance 'no-such-gateway' answers on "
+        "chat.gateway.no-such-gateway.drain"
+    ]

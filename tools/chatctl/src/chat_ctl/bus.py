@@ -1,0 +1,121 @@
+"""Talking to the backend over NATS: connect once with a short timeout, ask, gather.
+
+Every failure becomes a :class:`CtlError` whose message is the one line ``chatctl`` prints;
+a refusal by the service (an error reply) is a :class:`RemoteError` carrying its code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import nats
+import nats.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER
+
+__all__ = ["CtlError", "RemoteError", "connected", "gather", "request"]
+
+
+class CtlError(Exception):
+    """Something the operator must be told in one line (``chatctl`` exits 2)."""
+
+
+class RemoteError(CtlError):
+    """The service answered with an error reply (a stable code, e.g. ``NOT_FOUND``)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}" if message else code)
+        self.code = code
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError | nats.errors.TimeoutError):
+        return "timed out"
+    return str(exc).strip() or type(exc).__name__
+
+
+async def _ignore(*_args: object) -> None:
+    """Connection callbacks: ``chatctl`` reports failures itself, once."""
+
+
+@asynccontextmanager
+async def connected(url: str, *, timeout: float) -> AsyncIterator[Client]:
+    """A NATS connection for one command: no reconnects, closed at the end."""
+    failures: list[Exception] = []
+
+    async def failed(exc: Exception) -> None:
+        failures.append(exc)
+
+    try:
+        # nats-py retries a failed first connect forever with max_reconnect_attempts=0;
+        # 1 means one retry after reconnect_time_wait, then NoServersError.
+        nc = await asyncio.wait_for(
+            nats.connect(
+                servers=[s.strip() for s in url.split(",")],
+                name="chatctl",
+                connect_timeout=timeout,
+                allow_reconnect=False,
+                max_reconnect_attempts=1,
+                reconnect_time_wait=0.05,
+                error_cb=failed,
+                disconnected_cb=_ignore,
+                closed_cb=_ignore,
+            ),
+            2 * timeout + 0.5,
+        )
+    except (nats.errors.Error, OSError, TimeoutError) as exc:
+        cause = failures[-1] if failures else exc
+        raise CtlError(f"cannot reach NATS at {url}: {_reason(cause)}") from None
+    try:
+        yield nc
+    finally:
+        await nc.close()
+
+
+async def request(nc: Client, subject: str, payload: bytes, *, timeout: float, what: str) -> bytes:
+    """Request/reply; ``what`` names the responder in error messages (``no gateway …``)."""
+    try:
+        msg = await nc.request(subject, payload, timeout=timeout)
+    except nats.errors.NoRespondersError:
+        raise CtlError(f"no {what} answers on {subject}") from None
+    except (TimeoutError, nats.errors.TimeoutError):
+        raise CtlError(f"{what} did not answer on {subject} within {timeout:g}s") from None
+    except nats.errors.Error as exc:
+        raise CtlError(f"request on {subject} failed: {_reason(exc)}") from None
+    if msg.headers and (code := msg.headers.get(ERROR_CODE_HEADER)):
+        raise RemoteError(code, msg.headers.get(ERROR_HEADER, ""))
+    return msg.data
+
+
+async def gather(
+    nc: Client, subject: str, *, first_s: float, quiet_s: float = 0.5, max_s: float = 10.0
+) -> list[bytes]:
+    """Publish ``subject`` with a reply inbox and collect every reply: wait up to
+    ``first_s`` for the first, then until ``quiet_s`` pass without one (``max_s`` in all)."""
+    replies: list[bytes] = []
+    arrived = asyncio.Event()
+
+    async def on_reply(msg: Msg) -> None:
+        replies.append(msg.data)
+        arrived.set()
+
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox, cb=on_reply)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + max_s
+    try:
+        await nc.publish(subject, b"", reply=inbox)
+        while (remaining := deadline - loop.time()) > 0:
+            arrived.clear()
+            try:
+                await asyncio.wait_for(
+                    arrived.wait(), min(quiet_s if replies else first_s, remaining)
+                )
+            except TimeoutError:
+                break
+    finally:
+        await sub.unsubscribe()
+    return replies
