@@ -49,20 +49,14 @@ class HistoryHandlers:
         if not 1 <= req.limit <= self._max_page:
             raise InvalidArgument(f"limit must be 1..{self._max_page}")
         try:
-            # One snapshot for the page and the head: a message committed in between can
-            # not fall between them (a joiner would otherwise skip it).
-            async with (
-                self._db.acquire() as conn,
-                conn.transaction(isolation="repeatable_read", readonly=True),
-            ):
-                messages = await repository.page(
+            async with self._db.acquire() as conn:
+                messages, last = await repository.page(
                     conn,
                     req.room_id,
                     before_seq=req.before_seq,
                     after_seq=req.after_seq,
                     limit=req.limit,
                 )
-                last = await repository.last_seq(conn, req.room_id)
         except TRANSIENT_ERRORS as exc:
             raise Unavailable("message store unavailable") from exc
         except asyncpg.PostgresError as exc:

@@ -11,7 +11,7 @@ import asyncpg
 from chat_common.schemas import Message
 from chat_common.timefmt import iso_ms
 
-__all__ = ["Key", "NewAppend", "append_batch", "last_seq", "page"]
+__all__ = ["Key", "NewAppend", "append_batch", "page"]
 
 Key = tuple[str, str]
 """(room_id, client_msg_id): the identity of a message."""
@@ -91,6 +91,22 @@ async def append_batch(
     return found, sum(1 for r in rows if r["existed"])
 
 
+def _page_sql(order: str, bound: str) -> str:
+    """One statement for a page and the room's head: one snapshot, one round trip. The
+    head row comes back even when the page is empty (its message columns are null)."""
+    return (
+        "WITH head AS (SELECT coalesce("
+        "(SELECT last_seq FROM rooms WHERE room_id = $1), 0) AS head_seq) "
+        f"SELECT head.head_seq, m.* FROM head LEFT JOIN LATERAL ("
+        f"SELECT {_COLUMNS} FROM messages WHERE room_id = $1 AND {bound}"
+        f" ORDER BY seq {order} LIMIT $4) m ON true"
+    )
+
+
+_AFTER = _page_sql("ASC", "seq > $2 AND ($3::bigint IS NULL OR seq < $3)")
+_BEFORE = _page_sql("DESC", "$2::bigint IS NULL AND ($3::bigint IS NULL OR seq < $3)")
+
+
 async def page(
     conn: asyncpg.Connection,
     room_id: str,
@@ -98,32 +114,18 @@ async def page(
     before_seq: int | None,
     after_seq: int | None,
     limit: int,
-) -> list[Message]:
-    """Up to ``limit`` messages in ascending seq.
+) -> tuple[list[Message], int]:
+    """Up to ``limit`` messages in ascending seq, and the room's last seq, as of one moment.
 
     With ``after_seq`` the oldest ones after it (gap filling, replay); otherwise the newest
-    ones before ``before_seq`` (or the newest of all), i.e. scroll-back.
+    ones before ``before_seq`` (or the newest of all), i.e. scroll-back. Page and head come
+    from one statement, so a message committed in between cannot fall between them (a
+    joiner would otherwise skip it).
     """
-    if after_seq is not None:
-        rows = await conn.fetch(
-            f"SELECT {_COLUMNS} FROM messages WHERE room_id = $1 AND seq > $2"
-            " AND ($3::bigint IS NULL OR seq < $3) ORDER BY seq LIMIT $4",
-            room_id,
-            after_seq,
-            before_seq,
-            limit,
-        )
-        return [to_message(r) for r in rows]
-    rows = await conn.fetch(
-        f"SELECT {_COLUMNS} FROM messages WHERE room_id = $1"
-        " AND ($2::bigint IS NULL OR seq < $2) ORDER BY seq DESC LIMIT $3",
-        room_id,
-        before_seq,
-        limit,
-    )
-    return [to_message(r) for r in reversed(rows)]
-
-
-async def last_seq(conn: asyncpg.Connection, room_id: str) -> int:
-    value = await conn.fetchval("SELECT last_seq FROM rooms WHERE room_id = $1", room_id)
-    return int(value or 0)
+    sql = _AFTER if after_seq is not None else _BEFORE
+    rows = await conn.fetch(sql, room_id, after_seq, before_seq, limit)
+    head = int(rows[0]["head_seq"]) if rows else 0
+    messages = [to_message(r) for r in rows if r["seq"] is not None]
+    if after_seq is None:
+        messages.reverse()
+    return messages, head
