@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sys
 import time
 from collections import Counter
@@ -60,7 +61,7 @@ async def chatctl(nats_url: str, *args: str, timeout: float = 60.0) -> Run:
 async def test_status_lists_every_instance(make_stack: MakeStack) -> None:
     """status finds all six instances of a 2+2+2 stack, all accepting, with their endpoints."""
     stack = await make_stack(gateways=2, sessions=2, histories=2)
-    found = (await chatctl(stack.nats_url, "status", "--json")).json()
+    found = (await chatctl(stack.nats_url, "status", "--json", "--quiet", "2")).json()
     assert Counter(i["service"] for i in found) == {"gateway": 2, "session": 2, "history": 2}
     assert {i["instance"] for i in found} == {
         f"{kind}-{n}" for kind in ("gateway", "session", "history") for n in (1, 2)
@@ -71,7 +72,7 @@ async def test_status_lists_every_instance(make_stack: MakeStack) -> None:
     assert endpoints["history-1"] == {"append", "fetch"}
     assert endpoints["gateway-2"] == {"status", "drain"}
 
-    table = await chatctl(stack.nats_url, "status")
+    table = await chatctl(stack.nats_url, "status", "--quiet", "2")
     assert table.code == 0, table
     assert "6 instance(s)" in table.out
     for instance in endpoints:
@@ -205,13 +206,16 @@ async def test_drain_moves_clients_to_the_other_gateway(make_stack: MakeStack) -
     assert (status, body["accepting"]) == (503, False)
     with pytest.raises(OSError):
         await websockets.connect(victim.public_url.replace("http://", "ws://") + "/ws")
-    found = (await chatctl(stack.nats_url, "status", "--json")).json()
+    found = (await chatctl(stack.nats_url, "status", "--json", "--quiet", "2")).json()
     accepting = {i["instance"]: i["accepting"] for i in found if i["service"] == "gateway"}
     assert accepting == {"gateway-1": False, "gateway-2": True}
 
     again = await chatctl(stack.nats_url, "drain", "gateway-1", "--period", "0")
     assert again.code == 2 and "already draining" in again.err
     await asyncio.gather(*(c.close() for c in sio))
+    assert victim.pid is not None
+    os.kill(victim.pid, signal.SIGTERM)
+    assert await victim.wait() == 0, "a drained gateway still shuts down cleanly"
 
 
 async def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
