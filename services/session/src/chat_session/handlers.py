@@ -115,7 +115,7 @@ class SessionHandlers:
     @_redis_unavailable
     async def join(self, body: bytes) -> bytes:
         req = parse_request(body, JoinRequest)
-        bound = await self._store.open(
+        bound, sessions = await self._store.open(
             req.session_id,
             email=req.email,
             token_hash=req.token_hash,
@@ -126,7 +126,7 @@ class SessionHandlers:
         )
         if bound != req.email:
             raise ChatError(ErrorCode.IDENTITY_MISMATCH, "this session already has another email")
-        if await self._store.user_sessions(req.email, add=req.session_id) > self._max_sessions:
+        if sessions > self._max_sessions:
             await self._store.user_sessions(req.email, remove=req.session_id)
             await self._store.forget(req.session_id)
             raise ChatError(ErrorCode.RATE_LIMITED, "too many connections for this user")
@@ -237,7 +237,6 @@ class SessionHandlers:
             conn=req.conn,
             expires=self._clock() + self._attached_ms,
         )
-        await self._store.user_sessions(req.email, add=req.session_id)
         for room_id, position in req.rooms.items():
             await self._store.join(req.session_id, req.email, room_id, position)
         RESTORED.inc()

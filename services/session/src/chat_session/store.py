@@ -31,6 +31,27 @@ BACKSTOP_TTL_S = 24 * 3600
 _SCAN_COUNT = 500
 _ROOM_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 
+# Open (or refresh) a session and, when it is bound to this email, count it among the
+# user's sessions. KEYS: session hash, session rooms, expiry index, user's sessions set.
+# ARGV: email, token hash, sid, gateway, conn, expires, backstop TTL, session id.
+_OPEN = """
+redis.call('HSETNX', KEYS[1], 'email', ARGV[1])
+redis.call('HSETNX', KEYS[1], 'token', ARGV[2])
+redis.call('HSETNX', KEYS[1], 'sid', ARGV[3])
+redis.call('HSET', KEYS[1], 'gateway', ARGV[4], 'conn', ARGV[5], 'state', 'attached')
+local bound = redis.call('HGET', KEYS[1], 'email')
+redis.call('EXPIRE', KEYS[1], ARGV[7])
+redis.call('EXPIRE', KEYS[2], ARGV[7])
+redis.call('ZADD', KEYS[3], ARGV[6], ARGV[8])
+local count = 0
+if bound == ARGV[1] then
+  redis.call('SADD', KEYS[4], ARGV[8])
+  count = redis.call('SCARD', KEYS[4])
+  redis.call('EXPIRE', KEYS[4], ARGV[7])
+end
+return {bound, count}
+"""
+
 _JOIN = """
 local added = redis.call('SADD', KEYS[3], ARGV[1])
 local first = 0
@@ -138,8 +159,10 @@ class SessionStore(Protocol):
         gateway: str,
         conn: str,
         expires: int,
-    ) -> str:
-        """Create the session if new (or refresh it); returns the email it is bound to."""
+    ) -> tuple[str, int]:
+        """Create the session if new (or refresh it) in one step; returns the email it is
+        bound to and, when that is ``email``, how many sessions the user has now (this one
+        included; 0 otherwise)."""
         ...
 
     async def get(self, session_id: str) -> SessionRecord | None: ...
@@ -211,6 +234,7 @@ class RedisSessionStore:
     def __init__(self, redis: Redis, *, prefix: str) -> None:
         self._r = redis
         self._p = prefix
+        self._open = redis.register_script(_OPEN)
         self._join = redis.register_script(_JOIN)
         self._leave = redis.register_script(_LEAVE)
         self._extend = redis.register_script(_EXTEND_IF_ALIVE)
@@ -220,6 +244,9 @@ class RedisSessionStore:
 
     def _room(self, room_id: str, part: str) -> str:
         return f"{self._p}:room:{{{room_id}}}:{part}"
+
+    def _user_sessions(self, email: str) -> str:
+        return f"{self._p}:user:{{{email}}}:sessions"
 
     def _session(self, session_id: str, part: str = "") -> str:
         return f"{self._p}:session:{{{session_id}}}{part}"
@@ -234,19 +261,25 @@ class RedisSessionStore:
         gateway: str,
         conn: str,
         expires: int,
-    ) -> str:
-        key = self._session(session_id)
-        async with self._r.pipeline(transaction=True) as pipe:
-            pipe.hsetnx(key, "email", email)
-            pipe.hsetnx(key, "token", token_hash)
-            pipe.hsetnx(key, "sid", sid)
-            pipe.hset(key, mapping={"gateway": gateway, "conn": conn, "state": "attached"})
-            pipe.hget(key, "email")
-            pipe.expire(key, BACKSTOP_TTL_S)
-            pipe.expire(self._session(session_id, ":rooms"), BACKSTOP_TTL_S)
-            pipe.zadd(self._expiry, {session_id: expires})
-            results = await pipe.execute()
-        return str(results[4])
+    ) -> tuple[str, int]:
+        keys = [
+            self._session(session_id),
+            self._session(session_id, ":rooms"),
+            self._expiry,
+            self._user_sessions(email),
+        ]
+        args: list[str | int] = [
+            email,
+            token_hash,
+            sid,
+            gateway,
+            conn,
+            expires,
+            BACKSTOP_TTL_S,
+            session_id,
+        ]
+        bound, count = await self._open(keys=keys, args=args)
+        return str(bound), int(count)
 
     async def get(self, session_id: str) -> SessionRecord | None:
         async with self._r.pipeline(transaction=False) as pipe:
@@ -272,8 +305,10 @@ class RedisSessionStore:
             self._room(room_id, "clock"),
             self._room(room_id, f"conns:{email}"),
         ]
-        first, users = await self._join(keys=keys, args=[session_id, email])
-        await self._r.hset(self._session(session_id, ":rooms"), room_id, position)
+        async with self._r.pipeline(transaction=False) as pipe:  # one round trip
+            await self._join(keys=keys, args=[session_id, email], client=pipe)
+            pipe.hset(self._session(session_id, ":rooms"), room_id, position)
+            (first, users), _ = await pipe.execute()
         return PresenceChange((bool(first), [str(u) for u in users]))
 
     async def leave(self, session_id: str, email: str, room_id: str) -> PresenceChange:
@@ -328,7 +363,7 @@ class RedisSessionStore:
     async def user_sessions(
         self, email: str, *, add: str | None = None, remove: str | None = None
     ) -> int:
-        key = f"{self._p}:user:{{{email}}}:sessions"
+        key = self._user_sessions(email)
         async with self._r.pipeline(transaction=True) as pipe:
             if add:
                 pipe.sadd(key, add)
