@@ -191,15 +191,16 @@ class SessionHandlers:
             RESUMES.labels("unknown").inc()
             raise gone
         now = self._clock()
-        if not await self._store.extend_if_alive(
-            req.session_id, now=now, expires=now + self._attached_ms
+        if not await self._store.reattach(
+            req.session_id,
+            now=now,
+            expires=now + self._attached_ms,
+            gateway=req.gateway_id,
+            conn=req.conn,
         ):
             RESUMES.labels("expired").inc()
             raise gone
         RESUMES.labels("resumed").inc()
-        await self._store.set_state(
-            req.session_id, gateway=req.gateway_id, conn=req.conn, state="attached"
-        )
         if record.conn and record.gateway and record.conn != req.conn:
             # The old connection may still be open somewhere: tell its gateway to let go.
             notice = encode(TakeoverNotice(session_id=req.session_id, conn=record.conn))

@@ -74,11 +74,14 @@ end
 return {last, redis.call('ZRANGE', KEYS[1], 0, -1)}
 """
 
-# Extend a session's expiry only if it has not expired (so a reaped session stays dead).
-_EXTEND_IF_ALIVE = """
+# Reattach a session only if it has not expired (so a reaped session stays dead): extend
+# its expiry and record where it lives now. KEYS: expiry index, session hash.
+# ARGV: session id, now, new expiry, gateway, conn.
+_REATTACH = """
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if score and tonumber(score) > tonumber(ARGV[2]) then
   redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+  redis.call('HSET', KEYS[2], 'gateway', ARGV[4], 'conn', ARGV[5], 'state', 'attached')
   return 1
 end
 return 0
@@ -173,7 +176,12 @@ class SessionStore(Protocol):
 
     async def leave(self, session_id: str, email: str, room_id: str) -> PresenceChange: ...
 
-    async def extend_if_alive(self, session_id: str, *, now: int, expires: int) -> bool: ...
+    async def reattach(
+        self, session_id: str, *, now: int, expires: int, gateway: str, conn: str
+    ) -> bool:
+        """Attach a live session to ``conn`` at ``gateway`` until ``expires``; ``False``
+        (and nothing changed) when it has expired."""
+        ...
 
     async def set_state(self, session_id: str, *, gateway: str, conn: str, state: str) -> None: ...
 
@@ -237,7 +245,7 @@ class RedisSessionStore:
         self._open = redis.register_script(_OPEN)
         self._join = redis.register_script(_JOIN)
         self._leave = redis.register_script(_LEAVE)
-        self._extend = redis.register_script(_EXTEND_IF_ALIVE)
+        self._reattach = redis.register_script(_REATTACH)
         self._claim = redis.register_script(_CLAIM)
         self._take = redis.register_script(_TAKE)
         self._expiry = f"{prefix}:sessions:expiry"
@@ -317,8 +325,12 @@ class RedisSessionStore:
         await self._r.hdel(self._session(session_id, ":rooms"), room_id)
         return PresenceChange((bool(last), [str(u) for u in users]))
 
-    async def extend_if_alive(self, session_id: str, *, now: int, expires: int) -> bool:
-        return bool(await self._extend(keys=[self._expiry], args=[session_id, now, expires]))
+    async def reattach(
+        self, session_id: str, *, now: int, expires: int, gateway: str, conn: str
+    ) -> bool:
+        keys = [self._expiry, self._session(session_id)]
+        args: list[str | int] = [session_id, now, expires, gateway, conn]
+        return bool(await self._reattach(keys=keys, args=args))
 
     async def set_state(self, session_id: str, *, gateway: str, conn: str, state: str) -> None:
         await self._r.hset(
