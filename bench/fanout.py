@@ -14,8 +14,8 @@ every process of the system (ours plus NATS, Redis, Postgres), per delivery.
 "Sustained" = 100% delivered and p99 <= 250 ms.
 
 ``--sweep`` runs rising rates (the fixed rates of 10k, 20k and 40k deliveries/s always
-included) until one is not sustained, then one step halfway back, and reports the largest
-sustained deliveries/s. Progress goes to stderr once a second; ``--json FILE`` writes JSON.
+included) until two in a row are not sustained, then one step halfway between the largest
+sustained rate and the next, and reports the largest sustained deliveries/s. Progress goes to stderr once a second; ``--json FILE`` writes JSON.
 """
 
 from __future__ import annotations
@@ -183,42 +183,46 @@ async def sweep(
     rooms: int = 10,
     refine: bool = True,
 ) -> dict[str, Any]:
-    """Raise the rate until not sustained (fixed rates always run); largest sustained wins."""
+    """Raise the rate until two steps in a row are not sustained (one noisy step does not end
+    the sweep; the fixed rates always run), then try halfway between the largest sustained
+    rate and the next one up. The largest sustained deliveries/s wins."""
     per_rate = clients * (clients // rooms)
     fixed = {d / per_rate for d in FIXED_DELIVERIES}
     steps: list[dict[str, Any]] = []
-    failed_at: float | None = None
-    for rate in sorted(set(rates) | fixed):
-        if failed_at is not None and rate not in fixed:
-            continue
+    failures_in_a_row = 0
+
+    async def step(rate: float) -> None:
         progress(
             f"{system.name}/{protocol}: r={rate}/s per client ({rate * per_rate:,.0f} deliveries/s target)"
         )
         result = await run_rate(system, protocol, rate, seconds, clients=clients, rooms=rooms)
         progress(_line(result))
         steps.append(result)
-        if not result["sustained"] and failed_at is None:
-            failed_at = rate
-    ok = [s for s in steps if s["sustained"]]
-    if refine and failed_at is not None:
-        below = max((s["rate_per_client"] for s in ok), default=0.0)
-        if below < failed_at:
-            rate = round((below + failed_at) / 2, 2)
+
+    for rate in sorted(set(rates) | fixed):
+        if failures_in_a_row >= 2 and rate not in fixed:
+            continue
+        await step(rate)
+        if failures_in_a_row < 2:
+            failures_in_a_row = 0 if steps[-1]["sustained"] else failures_in_a_row + 1
+    if refine:
+        best = max((s["rate_per_client"] for s in steps if s["sustained"]), default=0.0)
+        above = min(
+            (s["rate_per_client"] for s in steps if s["rate_per_client"] > best), default=None
+        )
+        if above is not None:
+            rate = round((best + above) / 2, 2)
             if rate not in {s["rate_per_client"] for s in steps}:
-                progress(f"{system.name}/{protocol}: refining at r={rate}/s per client")
-                result = await run_rate(
-                    system, protocol, rate, seconds, clients=clients, rooms=rooms
-                )
-                progress(_line(result))
-                steps.append(result)
-                ok = [s for s in steps if s["sustained"]]
+                await step(rate)
     steps.sort(key=lambda s: s["rate_per_client"])
-    best = max(ok, key=lambda s: s["deliveries_per_s"], default=None)
+    top = max(
+        (s for s in steps if s["sustained"]), key=lambda s: s["deliveries_per_s"], default=None
+    )
     return {
         "system": system.name,
         "protocol": protocol,
-        "max_sustained_deliveries_per_s": best["deliveries_per_s"] if best else 0,
-        "max_sustained_rate_per_client": best["rate_per_client"] if best else 0,
+        "max_sustained_deliveries_per_s": top["deliveries_per_s"] if top else 0,
+        "max_sustained_rate_per_client": top["rate_per_client"] if top else 0,
         "steps": steps,
     }
 

@@ -114,8 +114,9 @@ def _fanout_tables(results: dict[str, Any]) -> list[str]:
     lines = [
         "### Fan-out: maximum sustained rate",
         "",
-        "Sustained = 100% delivered and p99 ≤ 250 ms; rates rise until one is not sustained,",
-        "then one step halfway back. CPU is every process of the system under test (ours: gateway,",
+        "Sustained = 100% delivered and p99 ≤ 250 ms; rates rise until two in a row are not",
+        "sustained, then one step halfway between the largest sustained rate and the next one up.",
+        "CPU is every process of the system under test (ours: gateway,",
         "session, history, NATS, Redis, Postgres; Node: the node process and Redis), per delivery.",
         "",
         "| system | max sustained deliveries/s | r per client | p99 there | CPU per delivery there |",
