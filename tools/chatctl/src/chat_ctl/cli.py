@@ -121,6 +121,22 @@ def _print_json(value: Any) -> None:
     _out.out(msgspec.json.format(msgspec.json.encode(value), indent=2).decode(), highlight=False)
 
 
+async def _ask(
+    nc: Client, target: Target, subject: str, req: msgspec.Struct, kind: type[_T], *, what: str
+) -> _T:
+    """One request to a service endpoint, its reply decoded as ``kind``."""
+    reply = await request(nc, subject, encode(req), timeout=target.timeout, what=what)
+    return _decode(reply, kind)
+
+
+def _show(value: Any, table: Callable[[], Any], *, json_out: bool) -> None:
+    """Print ``value`` as JSON, or the rich table ``table()`` renders."""
+    if json_out:
+        _print_json(value)
+    else:
+        _out.print(table())
+
+
 @app.command()
 def status(
     ctx: typer.Context,
@@ -165,18 +181,11 @@ def rooms(
     """Rooms with users in them, and how many users each (from the session store)."""
 
     async def work(nc: Client, target: Target) -> None:
-        reply = await request(
-            nc,
-            session_endpoint("rooms"),
-            encode(RoomsRequest(limit=limit)),
-            timeout=target.timeout,
-            what="session service",
+        req = RoomsRequest(limit=limit)
+        found = await _ask(
+            nc, target, session_endpoint("rooms"), req, RoomsResponse, what="session service"
         )
-        found = _decode(reply, RoomsResponse)
-        if json_out:
-            _print_json(found)
-        else:
-            _out.print(rooms_table(found))
+        _show(found, lambda: rooms_table(found), json_out=json_out)
 
     _run(ctx, work)
 
@@ -191,18 +200,11 @@ def presence(
     """Who is in ROOM, in join order, with their session ids."""
 
     async def work(nc: Client, target: Target) -> None:
-        reply = await request(
-            nc,
-            session_endpoint("presence"),
-            encode(PresenceRequest(room_id=room, limit=limit)),
-            timeout=target.timeout,
-            what="session service",
+        req = PresenceRequest(room_id=room, limit=limit)
+        found = await _ask(
+            nc, target, session_endpoint("presence"), req, PresenceResponse, what="session service"
         )
-        found = _decode(reply, PresenceResponse)
-        if json_out:
-            _print_json(found)
-        else:
-            _out.print(presence_table(found))
+        _show(found, lambda: presence_table(found), json_out=json_out)
 
     _run(ctx, work)
 
@@ -220,23 +222,16 @@ def session(
     """
 
     async def work(nc: Client, target: Target) -> None:
+        req = SessionInfoRequest(session_id=session_id)
         try:
-            reply = await request(
-                nc,
-                session_endpoint("inspect"),
-                encode(SessionInfoRequest(session_id=session_id)),
-                timeout=target.timeout,
-                what="session service",
+            info = await _ask(
+                nc, target, session_endpoint("inspect"), req, SessionInfo, what="session service"
             )
         except RemoteError as exc:
             if exc.code == "NOT_FOUND":
                 raise CtlError(f"unknown session {session_id} (expired or never existed)") from None
             raise
-        info = _decode(reply, SessionInfo)
-        if json_out:
-            _print_json(info)
-        else:
-            _out.print(session_table(info, now_ms=int(time.time() * 1000)))
+        _show(info, lambda: session_table(info, now_ms=int(time.time() * 1000)), json_out=json_out)
 
     _run(ctx, work)
 
@@ -264,14 +259,8 @@ def history(
 
     async def work(nc: Client, target: Target) -> None:
         async def fetch(req: FetchRequest) -> FetchResponse:
-            reply = await request(
-                nc,
-                history_endpoint("fetch"),
-                encode(req),
-                timeout=target.timeout,
-                what="history service",
-            )
-            return _decode(reply, FetchResponse)
+            subject = history_endpoint("fetch")
+            return await _ask(nc, target, subject, req, FetchResponse, what="history service")
 
         if export is not None:
             written = await _export(fetch, room, export, page=page)
