@@ -105,7 +105,7 @@ def traced_publish(nc: Client) -> Publish:
     """``nc.publish`` that carries the current trace context in the headers."""
 
     async def publish(subject: str, payload: bytes) -> None:
-        await nc.publish(subject, payload, headers=inject_headers())
+        await nc.publish(subject, payload, headers=inject_headers() or None)
 
     return publish
 
@@ -142,7 +142,7 @@ async def _request(
 ) -> bytes:
     try:
         msg = await nc.request(
-            subject, payload, timeout=timeout, headers=inject_headers(dict(headers or {}))
+            subject, payload, timeout=timeout, headers=inject_headers(dict(headers or {})) or None
         )
     except nats.errors.NoRespondersError as exc:
         raise Unavailable("no instance is serving this request") from exc

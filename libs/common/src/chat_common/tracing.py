@@ -130,7 +130,11 @@ def tracer(name: str) -> Tracer:
 def inject_headers(
     headers: dict[str, str] | None = None, span_context: object = None
 ) -> dict[str, str]:
-    """Add the current (or the given) trace context to NATS headers."""
+    """Add the current (or the given) trace context to NATS headers.
+
+    Pass ``inject_headers(...) or None`` to nats.py: it sends an empty header block (HPUB)
+    for ``{}``, but a plain PUB for ``None``.
+    """
     carrier = dict(headers or {})
     if not _enabled:
         return carrier

@@ -84,6 +84,6 @@ def publish_committed(nc: Nats) -> Callable[[list[Committed]], Awaitable[None]]:
                 kind=SpanKind.PRODUCER,
                 attributes=messaging_attributes(subject, "send"),
             ):
-                await nc.publish(subject, encode(event), headers=inject_headers())
+                await nc.publish(subject, encode(event), headers=inject_headers() or None)
 
     return on_committed
