@@ -57,16 +57,18 @@ class _Member:
         if message["roomId"] == self.room:
             self.seqs.add(message["seq"])
 
-    async def join(self) -> None:
+    async def join(self) -> int:
+        """Join the room; returns the room's head at the join."""
         reply = await self.client.request("join", {"email": self.client.email, "roomId": self.room})
         if not reply.get("ok"):
             raise ClientError(f"join failed: {reply}")
         history = reply.get("history") or []
-        self.join_head = max(self.join_head, history[-1]["seq"] if history else 0)
+        return int(history[-1]["seq"]) if history else 0
 
     async def start(self) -> None:
+        """Connect and join; messages from here on count (a later rejoin does not reset it)."""
         await self.client.open({})
-        await self.join()
+        self.join_head = await self.join()
 
     async def come_back(self, restart_at: float, deadline: float) -> None:
         """After the close: reconnect with backoff and jitter, recover or rejoin."""
