@@ -1,9 +1,9 @@
 """Light benchmark clients: raw WebSocket frames, native JSON or Socket.IO v5 framing.
 
-One :class:`Client` is one WebSocket and, once open, exactly one reader task: it answers
-Engine.IO pings, resolves acks and hands every ``new_message`` to ``on_message``. Nothing
-else runs per client, so one uvloop process holds tens of thousands of them. No keepalive
-pings from our side (``ping_interval=None``); the library still answers the server's.
+One :class:`Client` is one WebSocket (bench/wsclient.py: frames parsed in the protocol's
+``data_received``, no task per connection): it answers Engine.IO pings, resolves acks and
+hands every ``new_message`` to ``on_message``, all from the transport's callback, so one
+uvloop process holds tens of thousands of clients and spends little per delivery.
 
 Also here: percentiles, progress lines on stderr, and the text of a timed message (the
 send time first, padded to 64 bytes, so every receiver can compute the end-to-end latency).
@@ -12,15 +12,13 @@ send time first, padded to 64 bytes, so every receiver can compute the end-to-en
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 import msgspec
-import websockets
-from websockets.asyncio.client import ClientConnection
+from wsclient import WebSocket, connect
 
 __all__ = ["Client", "ClientError", "percentile", "progress", "sent_at", "timed_text"]
 
@@ -76,10 +74,7 @@ class Client:
         self.protocol = protocol
         self.email = email
         self.on_message = on_message
-        self.ws: ClientConnection | None = None
-        self.reader: asyncio.Task[None] | None = None
-        self.closed = asyncio.Event()
-        self.close_code: int | None = None
+        self.ws: WebSocket | None = None
         self.errors: dict[str, int] = {}
         self.pid: str | None = None
         """Socket.IO: the session's private id from the last CONNECT reply."""
@@ -87,81 +82,102 @@ class Client:
         """Socket.IO: the resume offset of the last ``new_message``."""
         self._next_id = 0
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._opening: asyncio.Queue[str] | None = None
 
     @property
     def is_open(self) -> bool:
-        return self.ws is not None and not self.closed.is_set()
+        return self.ws is not None and self.ws.is_open
+
+    @property
+    def closed(self) -> asyncio.Event:
+        """Set once the current connection has ended."""
+        if self.ws is None:
+            raise ClientError("never connected")
+        return self.ws.closed
+
+    @property
+    def close_code(self) -> int | None:
+        return None if self.ws is None else self.ws.close_code
 
     async def open(
         self, auth: dict[str, Any] | None = None, *, timeout: float = 30
     ) -> dict[str, Any]:
-        """Connect (and, for Socket.IO, CONNECT with ``auth``); start the reader.
+        """Connect (and, for Socket.IO, CONNECT with ``auth``).
 
-        Returns the CONNECT reply (``{}`` for native).
+        Returns the CONNECT reply (``{}`` for native). Frames that follow the reply are
+        handled as usual.
         """
-        async with asyncio.timeout(timeout):
-            ws = await websockets.connect(
-                self.url, max_size=None, compression=None, ping_interval=None, open_timeout=None
-            )
-            reply: dict[str, Any] = {}
-            try:
+        inbox: asyncio.Queue[str] = asyncio.Queue()
+        self._opening = inbox
+        reply: dict[str, Any] = {}
+        ws: WebSocket | None = None
+        try:
+            async with asyncio.timeout(timeout):
+                ws = await connect(self.url, self._on_text)
                 if self.protocol == "socketio":
-                    await ws.recv()  # Engine.IO open
-                    await ws.send("40" + (_encode(auth).decode() if auth is not None else ""))
+                    await _next(ws, inbox)  # Engine.IO open
+                    ws.send("40" + (_encode(auth).decode() if auth is not None else ""))
                     while True:
-                        frame = await ws.recv()
-                        if isinstance(frame, str) and frame.startswith("40"):
+                        frame = await _next(ws, inbox)
+                        if frame.startswith("40"):
                             reply = _decode(frame[2:]) if len(frame) > 2 else {}
                             break
-                        if isinstance(frame, str) and frame.startswith("44"):
+                        if frame.startswith("44"):
                             raise ClientError(f"CONNECT refused: {frame[:200]}")
                     self.pid = reply.get("pid")
-            except BaseException:
+        except BaseException:
+            self._opening = None
+            if ws is not None:
                 await ws.close()
-                raise
+            raise
         self.ws = ws
-        self.closed = asyncio.Event()
-        self.close_code = None
-        self.reader = asyncio.ensure_future(self._read(ws))
+        self._opening = None
+        while not inbox.empty():  # what came right behind the reply (a replay, say)
+            self._on_text(inbox.get_nowait())
         return reply
 
     async def request(
         self, event: str, data: dict[str, Any], *, timeout: float = 60
     ) -> dict[str, Any]:
         """Send an event with an ack id and wait for the reply object."""
+        ws = self.ws
+        if ws is None:
+            raise ClientError("not connected")
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        ack = self._send_nowait_id()
+        ack = self._new_id()
         self._pending[ack] = fut
+        closed = asyncio.ensure_future(ws.closed.wait())
         try:
-            await self._send(event, data, ack)
-            async with asyncio.timeout(timeout):
-                return await fut
+            self._send(event, data, ack)
+            done, _ = await asyncio.wait(
+                {fut, closed}, timeout=timeout, return_when="FIRST_COMPLETED"
+            )
+            if fut in done:
+                return fut.result()
+            raise ClientError("connection closed" if closed in done else "ack timeout")
         finally:
+            closed.cancel()
             self._pending.pop(ack, None)
 
     async def emit(self, event: str, data: dict[str, Any]) -> None:
         """Send an event with an ack id, not waiting for the ack (failures land in ``errors``)."""
-        await self._send(event, data, self._send_nowait_id())
+        self._send(event, data, self._new_id())
 
-    def _send_nowait_id(self) -> int:
+    def _new_id(self) -> int:
         self._next_id += 1
         return self._next_id
 
-    async def _send(self, event: str, data: dict[str, Any], ack: int) -> None:
+    def _send(self, event: str, data: dict[str, Any], ack: int) -> None:
         if self.ws is None:
             raise ClientError("not connected")
         if self.protocol == "native":
-            await self.ws.send(_encode({"type": event, "id": ack, "data": data}).decode())
+            self.ws.send(_encode({"type": event, "id": ack, "data": data}).decode())
         else:
-            await self.ws.send(f"42{ack}" + _encode([event, data]).decode())
+            self.ws.send(f"42{ack}" + _encode([event, data]).decode())
 
     async def close(self, code: int = 1000) -> None:
         if self.ws is not None:
-            with contextlib.suppress(Exception):
-                await self.ws.close(code)
-        if self.reader is not None:
-            with contextlib.suppress(BaseException):
-                await self.reader
+            await self.ws.close(code)
 
     def _on_ack(self, ack: int | None, reply: Any) -> None:
         fut = self._pending.get(ack) if ack is not None else None
@@ -171,40 +187,46 @@ class Client:
             code = str(reply.get("error", {}).get("code"))
             self.errors[code] = self.errors.get(code, 0) + 1
 
-    async def _read(self, ws: ClientConnection) -> None:
-        native = self.protocol == "native"
-        try:
-            async for frame in ws:
-                if not isinstance(frame, str):
-                    continue
-                if native:
-                    if frame.startswith('{"type":"new_message"'):
-                        if self.on_message is not None:
-                            self.on_message(self, _decode(frame)["data"], None)
-                    elif frame.startswith('{"type":"ack"') and (
-                        self._pending or '"ok":false' in frame
-                    ):
-                        obj = _decode(frame)
-                        self._on_ack(obj.get("id"), obj.get("data"))
-                    continue
-                if frame.startswith('42["new_message"'):
-                    if self.on_message is not None:
-                        event = _decode(frame[2:])
-                        offset = event[2] if len(event) > 2 else None
-                        if offset is not None:
-                            self.offset = offset
-                        self.on_message(self, event[1], offset)
-                elif frame.startswith("43"):
-                    if self._pending or '"ok":false' in frame:
-                        bracket = frame.index("[")
-                        self._on_ack(int(frame[2:bracket]), _decode(frame[bracket:])[0])
-                elif frame == "2":
-                    await ws.send("3")
-        except websockets.ConnectionClosed:
-            pass
-        finally:
-            self.close_code = ws.close_code
-            self.closed.set()
-            for fut in self._pending.values():
-                if not fut.done():
-                    fut.set_exception(ClientError("connection closed"))
+    def _on_text(self, frame: str) -> None:
+        """Every text message: pings answered, acks resolved, messages handed on."""
+        if self._opening is not None:
+            self._opening.put_nowait(frame)
+            return
+        if self.protocol == "native":
+            if frame.startswith('{"type":"new_message"'):
+                if self.on_message is not None:
+                    self.on_message(self, _decode(frame)["data"], None)
+            elif frame.startswith('{"type":"ack"') and (self._pending or '"ok":false' in frame):
+                obj = _decode(frame)
+                self._on_ack(obj.get("id"), obj.get("data"))
+            return
+        if frame.startswith('42["new_message"'):
+            if self.on_message is not None:
+                event = _decode(frame[2:])
+                offset = event[2] if len(event) > 2 else None
+                if offset is not None:
+                    self.offset = offset
+                self.on_message(self, event[1], offset)
+        elif frame.startswith("43"):
+            if self._pending or '"ok":false' in frame:
+                bracket = frame.index("[")
+                self._on_ack(int(frame[2:bracket]), _decode(frame[bracket:])[0])
+        elif frame == "2" and self.ws is not None:
+            self.ws.send("3")
+
+
+async def _next(ws: WebSocket, inbox: asyncio.Queue[str]) -> str:
+    """The next message during the opening, or ClientError if the connection ends first."""
+    if not inbox.empty():
+        return inbox.get_nowait()
+    get = asyncio.ensure_future(inbox.get())
+    closed = asyncio.ensure_future(ws.closed.wait())
+    try:
+        await asyncio.wait({get, closed}, return_when="FIRST_COMPLETED")
+    finally:
+        closed.cancel()
+        if not get.done():
+            get.cancel()
+    if get.done() and not get.cancelled():
+        return get.result()
+    raise ClientError(f"connection closed while opening (code {ws.close_code})")
