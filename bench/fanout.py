@@ -104,7 +104,7 @@ async def run_rate(
 
     await asyncio.gather(*(connect(i) for i in range(clients)))
     pids = system.cpu_pids()
-    cpu_before = cpu_seconds(pids)
+    cpu_before = {name: cpu_seconds([pid]) for name, pid in pids.items()}
     own = psutil.Process()
     own_before = sum(own.cpu_times()[:2])
     began = time.monotonic()
@@ -122,7 +122,8 @@ async def run_rate(
     finally:
         ticker.cancel()
     elapsed = time.monotonic() - began
-    cpu = cpu_seconds(pids) - cpu_before
+    by_process = {name: cpu_seconds([pid]) - cpu_before[name] for name, pid in pids.items()}
+    cpu = sum(by_process.values())
     own_cpu = sum(own.cpu_times()[:2]) - own_before
     await asyncio.gather(*(c.close() for c in conns))
     latencies = [x for m in members.values() for x in m.latencies]
@@ -145,6 +146,10 @@ async def run_rate(
         "p99_ms": round(p99 * 1e3, 1),
         "cpu_us_per_delivery": round(cpu / max(delivered, 1) * 1e6, 1),
         "cpu_cores": round(cpu / elapsed, 2),
+        "cpu_us_per_delivery_by_process": {
+            name: round(seconds_used / max(delivered, 1) * 1e6, 2)
+            for name, seconds_used in sorted(by_process.items())
+        },
         "loadgen_cpu_cores": round(own_cpu / elapsed, 2),
         "sustained": delivered >= expected > 0 and p99 <= SUSTAINED_P99_S,
         "send_errors": errors,

@@ -188,6 +188,41 @@ def _fanout_tables(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _cpu_split_table(results: dict[str, Any]) -> list[str]:
+    """Per process CPU per delivery at 10k/20k/40k deliveries/s: what each tier costs."""
+    lines = [
+        "### Fan-out: where the CPU goes",
+        "",
+        "CPU per delivery of each process (µs), at the fixed rates. docs/scaling.md sizes each",
+        "tier from these figures.",
+        "",
+        "| system | deliveries/s | " + " | ".join(_PROCESS_ORDER) + " | total |",
+        "| :--- | ---: | " + " | ".join("---:" for _ in _PROCESS_ORDER) + " | ---: |",
+    ]
+    for sweep in results.get("fanout", []):
+        for target in (10_000, 20_000, 40_000):
+            step = next((s for s in sweep["steps"] if s["target_deliveries_per_s"] == target), None)
+            split = (step or {}).get("cpu_us_per_delivery_by_process")
+            if not split:
+                continue
+            cells = [_n(_kind_sum(split, kind)) if _kind_sum(split, kind) else "-"
+                     for kind in _PROCESS_ORDER]  # fmt: skip
+            lines.append(
+                f"| {_label(sweep['system'], sweep['protocol'])} | {_n(target)} | "
+                + " | ".join(cells)
+                + f" | {_n(sum(split.values()))} |"
+            )
+    return lines
+
+
+_PROCESS_ORDER = ("gateway", "history", "session", "nats", "redis", "postgres", "node")
+
+
+def _kind_sum(split: dict[str, float], kind: str) -> float:
+    """CPU of every process of one kind (``gateway-1``, ``gateway-2``... count as gateway)."""
+    return sum(v for name, v in split.items() if name.split("-")[0] == kind)
+
+
 def _idle_table(results: dict[str, Any]) -> list[str]:
     lines = [
         "### Idle connections: memory per joined connection",
@@ -363,6 +398,8 @@ def render(results: dict[str, Any]) -> str:
         *_targets(results),
         "",
         *_fanout_tables(results),
+        "",
+        *_cpu_split_table(results),
         "",
         *_idle_table(results),
         "",

@@ -75,7 +75,7 @@ class System(Protocol):
     @property
     def url(self) -> str: ...
 
-    def cpu_pids(self) -> list[int]: ...
+    def cpu_pids(self) -> dict[str, int]: ...
 
     def gateway_pid(self) -> int: ...
 
@@ -125,8 +125,8 @@ class OurSystem:
     def url(self) -> str:
         return self.stack.client_url
 
-    def cpu_pids(self) -> list[int]:
-        return [p.pid for p in self.stack.processes if p.pid is not None and p.running]
+    def cpu_pids(self) -> dict[str, int]:
+        return {p.name: p.pid for p in self.stack.processes if p.pid is not None and p.running}
 
     def gateway_pid(self) -> int:
         pid = self.stack.of_kind("gateway")[0].pid
@@ -187,9 +187,13 @@ class NodePeer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/"
 
-    def cpu_pids(self) -> list[int]:
-        procs = [self.process, self.redis.process]
-        return [p.pid for p in procs if p is not None and p.pid is not None and p.running]
+    def cpu_pids(self) -> dict[str, int]:
+        procs = {"node": self.process, "redis": self.redis.process}
+        return {
+            name: p.pid
+            for name, p in procs.items()
+            if p is not None and p.pid is not None and p.running
+        }
 
     def gateway_pid(self) -> int:
         assert self.process is not None and self.process.pid is not None

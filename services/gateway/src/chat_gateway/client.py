@@ -49,10 +49,10 @@ class Encoder(Protocol):
 class Client:
     """Connection state shared by the Socket.IO and native transports."""
 
-    __slots__ = ("_loop", "_outbox", "authenticated", "bucket", "closing", "email", "encode_ack",
-                 "encode_event", "floors", "id", "identity", "idle", "key", "last_pong",
-                 "opened_at", "positions", "protocol", "recovery", "rooms", "session_id",
-                 "session_used", "slow_limit", "taken_over", "token", "ws")  # fmt: skip
+    __slots__ = ("_idle_waiter", "_loop", "_outbox", "authenticated", "bucket", "busy", "closing",
+                 "email", "encode_ack", "encode_event", "floors", "id", "identity", "key",
+                 "last_pong", "opened_at", "positions", "protocol", "recovery", "rooms",
+                 "session_id", "session_used", "slow_limit", "taken_over", "token", "ws")  # fmt: skip
 
     def __init__(
         self,
@@ -95,19 +95,32 @@ class Client:
         self.closing = False
         self.taken_over = False
         """A resume elsewhere took this connection's session: leave the session alone."""
-        self.idle = asyncio.Event()
-        self.idle.set()
+        self.busy = False
+        """An event of this client is being handled (its answer is not written yet)."""
+        self._idle_waiter: asyncio.Future[None] | None = None
         self.last_pong = self.opened_at
 
     async def shutdown(self, *, code: int, reason: str, timeout: float) -> None:
         """Stop taking events, let the one in progress answer, then close with ``code``."""
         self.closing = True
         try:
-            await asyncio.wait_for(self.idle.wait(), timeout)
+            if self.busy:
+                self._idle_waiter = self._loop.create_future()
+                await asyncio.wait_for(self._idle_waiter, timeout)
         except TimeoutError:
             _log.warning("event still running at close", extra={"client": self.id})
         self.flush()
         await self.ws.close(code, reason)
+
+    def begin_event(self) -> None:
+        self.busy = True
+
+    def end_event(self) -> None:
+        """The event is answered: wake a :meth:`shutdown` waiting for it."""
+        self.busy = False
+        waiter = self._idle_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def send(self, frame: bytes) -> None:
         """Write one text frame, waiting for buffer space (replies and acks)."""
@@ -120,6 +133,9 @@ class Client:
             and transport.get_write_buffer_size() < _DIRECT_WRITE_LIMIT
         ):
             transport.write(text_frame(frame))
+            # Yield like ws.send would: a client whose events are answered without waiting
+            # (a flood being refused) must not keep the others from running.
+            await asyncio.sleep(0)
             return
         await ws.send(frame, text=True)  # flow control, or the ConnectionClosed to raise
 

@@ -181,9 +181,27 @@ class GatewayServer:
             CONNECTIONS.labels(client.protocol).dec()
 
     async def _connection(self, ws: ServerConnection) -> None:
-        path = urlsplit(ws.request.path if ws.request else "").path
-        serve_one = serve_native if path == NATIVE_PATH else serve_socketio
-        await serve_one(ws, self._s, self._handlers, self._register, self._unregister)
+        request, response = ws.request, ws.response
+        path = urlsplit(request.path if request else "").path
+        authorization = request.headers.get("Authorization", "") if request else ""
+        # Past the handshake its headers are not needed: dropping them frees a few KiB per
+        # connection. (The request object stays: the library tells by it that the
+        # handshake is done.)
+        for message in (request, response):
+            if message is not None:
+                message.headers = Headers()
+        if path == NATIVE_PATH:
+            await serve_native(
+                ws, self._s, self._handlers, self._register, self._unregister,
+                authorization=authorization,
+            )  # fmt: skip
+            return
+        # Engine.IO's ping/pong (:meth:`heartbeat`) watches Socket.IO clients; the library's
+        # WebSocket keepalive task would only repeat it, at ~1.4 KiB per connection.
+        if ws.keepalive_task is not None:
+            ws.keepalive_task.cancel()
+            ws.keepalive_task = None
+        await serve_socketio(ws, self._s, self._handlers, self._register, self._unregister)
 
     async def heartbeat(self) -> None:
         """Engine.IO pings to Socket.IO clients; close those whose pong is overdue."""

@@ -49,11 +49,11 @@ async def _handle(client: Client, handlers: EventHandlers, event: ClientEvent | 
         # Shutting down: answer at once (retryable) rather than leave the client waiting.
         await handlers.refuse_closing(client, event)
         return
-    client.idle.clear()
+    client.begin_event()
     try:
         await handlers.dispatch(client, event)
     finally:
-        client.idle.set()
+        client.end_event()
 
 
 class _Scope:
@@ -205,8 +205,11 @@ async def serve_native(
     handlers: EventHandlers,
     register: Register,
     unregister: Register,
+    *,
+    authorization: str = "",
 ) -> None:
-    """One native JSON protocol connection."""
+    """One native JSON protocol connection; ``authorization`` is the handshake's
+    ``Authorization`` header."""
     codec = NativeCodec(max_payload=settings.max_payload)
     client = Client(
         ws,
@@ -217,10 +220,9 @@ async def serve_native(
         bucket=TokenBucket(rate=settings.rate_per_s, burst=settings.rate_burst),
     )
     async with _Scope(client, handlers, register, unregister):
-        header = ws.request.headers.get("Authorization", "") if ws.request else ""
-        if handlers.verifier is None or header.startswith("Bearer "):
+        if handlers.verifier is None or authorization.startswith("Bearer "):
             try:
-                handlers.authenticate(client, header.removeprefix("Bearer ").strip())
+                handlers.authenticate(client, authorization.removeprefix("Bearer ").strip())
             except ChatError:
                 await ws.close(CLOSE_UNAUTHENTICATED, "unauthenticated")
                 return
