@@ -289,13 +289,23 @@ class RedisSessionStore:
         bound, count = await self._open(keys=keys, args=args)
         return str(bound), int(count)
 
-    async def get(self, session_id: str) -> SessionRecord | None:
+    async def _load(
+        self, session_id: str
+    ) -> tuple[dict[str, str], dict[str, str], float | None] | None:
+        """A session's fields, rooms and expiry in one round trip (``None``: unknown)."""
         async with self._r.pipeline(transaction=False) as pipe:
             pipe.hgetall(self._session(session_id))
             pipe.hgetall(self._session(session_id, ":rooms"))
-            fields, rooms = await pipe.execute()
+            pipe.zscore(self._expiry, session_id)
+            fields, rooms, expires = await pipe.execute()
         if not fields or "email" not in fields:
             return None
+        return fields, rooms, expires
+
+    async def get(self, session_id: str) -> SessionRecord | None:
+        if (loaded := await self._load(session_id)) is None:
+            return None
+        fields, rooms, _ = loaded
         return SessionRecord(
             email=fields["email"],
             token_hash=fields.get("token", ""),
@@ -430,13 +440,9 @@ class RedisSessionStore:
         return users, int(total)
 
     async def view(self, session_id: str) -> SessionView | None:
-        async with self._r.pipeline(transaction=False) as pipe:
-            pipe.hgetall(self._session(session_id))
-            pipe.hgetall(self._session(session_id, ":rooms"))
-            pipe.zscore(self._expiry, session_id)
-            fields, rooms, expires = await pipe.execute()
-        if not fields or "email" not in fields:
+        if (loaded := await self._load(session_id)) is None:
             return None
+        fields, rooms, expires = loaded
         return SessionView(
             email=fields["email"],
             sid=fields.get("sid", ""),
