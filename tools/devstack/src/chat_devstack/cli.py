@@ -2,9 +2,12 @@
 
 ``NATS_URL``, ``REDIS_URL`` and ``DATABASE_URL``, when set, point at external servers that
 are used instead of starting ours. Ctrl-C or SIGTERM stops services first and servers last
-and exits 0; a second Ctrl-C kills everything at once. If a process dies on its own, the
-rest is stopped and the exit code is 1. With ``--gateways`` above 1, a TCP balancer on
-``--port`` spreads clients over the gateways, which take the next free ports.
+and exits 0; a second Ctrl-C kills everything at once. A process that dies on its own is
+restarted on the same ports and data after a backoff (0.5 s doubling to 30 s, see
+:mod:`chat_devstack.restart`), and the exit code, the attempt, the delay and the end of its
+log are printed on stderr; the rest keeps running. Only a failed first start exits (code 1).
+With ``--gateways`` above 1, a TCP balancer on ``--port`` spreads clients over the
+gateways, which take the next free ports.
 """
 
 from __future__ import annotations
@@ -14,11 +17,13 @@ import asyncio
 import os
 import signal
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .errors import DevstackError
+from .restart import RestartPolicy
 from .stack import Stack, StackConfig
 
 __all__ = ["build_parser", "config_from_args", "describe", "main", "serve"]
@@ -127,8 +132,20 @@ async def _first(*aws: asyncio.Future[Any]) -> asyncio.Future[Any]:
     return next(iter(done))
 
 
-async def serve(config: StackConfig) -> int:
-    """Start the stack, wait for a signal (or a crash), stop it; return the exit code."""
+def _report(message: str) -> None:
+    """How the supervisor's messages reach the operator: stamped, on stderr."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+async def _stop(stack: Stack, supervisor: asyncio.Future[None]) -> None:
+    """End the supervisor (no restart after this), then stop services and servers."""
+    supervisor.cancel()
+    await asyncio.gather(supervisor, return_exceptions=True)
+    await stack.stop()
+
+
+async def serve(config: StackConfig, *, restart: RestartPolicy | None = None) -> int:
+    """Start the stack, restart what dies until a signal comes, stop it; return the exit code."""
     loop = asyncio.get_running_loop()
     stop, force = asyncio.Event(), asyncio.Event()
 
@@ -151,14 +168,15 @@ async def serve(config: StackConfig) -> int:
         return 1
     print(describe(stack), flush=True)
     stopped = asyncio.ensure_future(stop.wait())
-    crashed = asyncio.ensure_future(stack.wait_for_exit())
-    if await _first(stopped, crashed) is crashed:
-        proc = crashed.result()
-        print(f"{proc.name} exited with code {proc.returncode}; stopping everything\n"
-              f"{proc.log_tail(20)}", file=sys.stderr, flush=True)  # fmt: skip
+    supervisor = asyncio.ensure_future(stack.supervise(restart, report=_report))
+    await asyncio.wait({stopped, supervisor}, return_when=asyncio.FIRST_COMPLETED)
+    if supervisor.done():  # it only ends by failing
+        stopped.cancel()
+        error = supervisor.exception()
+        print(f"supervisor failed: {error!r}; stopping everything", file=sys.stderr, flush=True)
         code = 1
     print("stopping: services first, then servers ...", flush=True)
-    stopping = asyncio.ensure_future(stack.stop())
+    stopping = asyncio.ensure_future(_stop(stack, supervisor))
     forced = asyncio.ensure_future(force.wait())
     if await _first(stopping, forced) is forced:
         print("second signal: killing everything", flush=True)

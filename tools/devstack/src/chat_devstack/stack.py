@@ -4,28 +4,39 @@ Start order: servers (concurrently), then sessions and histories, then gateways,
 group waited for until ready, then (if configured) a TCP balancer in front of the gateways.
 Stop order is the reverse: balancer, gateways, then sessions and histories, then Postgres,
 Redis and NATS. A server is skipped when the config gives the URL of an external one.
+
+:meth:`Stack.supervise` (what ``chat-stack run`` adds; test fixtures do not) restarts any of
+our processes that dies, on the same ports and data, with the backoff of
+:mod:`chat_devstack.restart`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
-from collections.abc import Awaitable, Iterable
+import random
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Self, TypeVar
 
 from .balancer import TcpBalancer
-from .errors import DevstackError
+from .errors import DevstackError, StartupError
 from .ports import free_port, next_free_ports, port_is_free
 from .process import ManagedProcess
+from .restart import Restart, RestartPolicy, RestartTracker
 from .servers import NatsServer, PostgresServer, RedisServer, Server
 from .services import ServiceKind, ServiceProcess, service_env
 
 __all__ = ["Stack", "StackConfig"]
 
 _S = TypeVar("_S", bound=Server)
+_LOG_TAIL_LINES = 20
+
+Report = Callable[[str], None]
+"""Where :meth:`Stack.supervise` says what it does: one message (maybe several lines) a call."""
 
 
 @dataclass
@@ -66,6 +77,63 @@ async def _all(aws: Iterable[Awaitable[object]]) -> None:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
+
+
+def _exit_message(proc: ManagedProcess, why: str, restart: Restart, policy: RestartPolicy) -> str:
+    """What the supervisor says when ``proc`` died (or failed to come back)."""
+    lines = [
+        f"{proc.name} {why} after {restart.uptime_s:.1f}s up; restarting it in"
+        f" {restart.delay_s:.2f}s (attempt {restart.streak} in a row, {restart.total} in total)"
+    ]
+    if restart.crash_looping:
+        lines.append(
+            f"!!! {proc.name} is CRASH LOOPING: {restart.streak} failures in a row without"
+            f" staying up {policy.stable_s:.0f}s. It is retried every {policy.cap_s:.0f}s at"
+            " most and never given up on; fix the cause or press Ctrl-C to stop everything."
+        )
+    lines.append(f"--- last lines of {proc.log_path} ---")
+    lines.append(proc.log_tail(_LOG_TAIL_LINES))
+    return "\n".join(lines)
+
+
+async def _keep_up(
+    proc: ManagedProcess,
+    start: Callable[[], Awaitable[None]],
+    tracker: RestartTracker,
+    report: Report,
+    draw: Callable[[], float],
+) -> None:
+    """Each time ``proc`` exits, wait the tracker's delay and ``start`` it again; forever.
+
+    A restart that fails counts as one more crash. When cancelled while a restart is pending
+    or in progress, whatever that restart spawned is killed before the cancellation goes on.
+    """
+    loop = asyncio.get_running_loop()
+    tracker.ready(loop.time())
+    why: str | None = None
+    while True:
+        code = await proc.wait()
+        restart = tracker.exited(loop.time(), draw=draw())
+        report(_exit_message(proc, why or f"exited with code {code}", restart, tracker.policy))
+        try:
+            await asyncio.sleep(restart.delay_s)
+            await proc.kill()  # whatever is left of its process group
+            began = loop.time()
+            await start()
+        except asyncio.CancelledError:
+            await proc.kill()
+            report(f"{proc.name}: restart abandoned, the stack is stopping")
+            raise
+        except Exception as exc:  # any failure to come back is one more crash
+            await proc.kill()
+            detail = exc.reason if isinstance(exc, StartupError) else f"{exc!r}"
+            why = f"failed to restart ({detail})"
+            continue
+        tracker.ready(loop.time())
+        why = None
+        report(
+            f"{proc.name} is back (pid {proc.pid}, ready {loop.time() - began:.2f}s after spawn)"
+        )
 
 
 class Stack:
@@ -269,6 +337,38 @@ class Stack:
     async def kill(self) -> None:
         """SIGKILL everything at once (the second Ctrl-C)."""
         await asyncio.gather(*(p.kill() for p in self.processes), return_exceptions=True)
+
+    async def supervise(
+        self,
+        policy: RestartPolicy | None = None,
+        *,
+        report: Report,
+        draw: Callable[[], float] = random.random,
+    ) -> None:
+        """Restart any of our processes that exits, with ``policy``'s backoff, until cancelled.
+
+        Call it once :meth:`start` has returned. Servers come back on the same port with the
+        same data, services with the same environment and ports (so a gateway is back behind
+        the balancer), each waited for until ready as at the start. ``report`` is told of
+        every exit (exit code, attempt, delay, log tail) and every recovery. ``draw`` gives
+        the jitter's random numbers. To stop, cancel it and await it before :meth:`stop`:
+        a pending restart is dropped, one in progress is killed, and nothing starts later.
+
+        Only ``chat-stack run`` uses this: tests that kill a process on purpose restart it
+        themselves (or not), so :class:`Stack` does not restart anything on its own.
+        """
+        policy = policy or RestartPolicy()
+        parts: list[tuple[ManagedProcess, Callable[[], Awaitable[None]]]] = [
+            (server.process, server.start) for server in self.servers if server.process is not None
+        ]
+        for service in self.services:
+            parts.append((service, functools.partial(self._start_service, service)))
+        if not parts:
+            raise DevstackError("nothing to supervise: start the stack first")
+        async with asyncio.TaskGroup() as group:
+            for proc, start in parts:
+                tracker = RestartTracker(policy)
+                group.create_task(_keep_up(proc, start, tracker, report, draw), name=proc.name)
 
     async def wait_for_exit(self) -> ManagedProcess:
         """Wait until any of our processes exits, and return it."""
