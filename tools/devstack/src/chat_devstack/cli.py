@@ -145,7 +145,10 @@ async def _stop(stack: Stack, supervisor: asyncio.Future[None]) -> None:
 
 
 async def serve(config: StackConfig, *, restart: RestartPolicy | None = None) -> int:
-    """Start the stack, restart what dies until a signal comes, stop it; return the exit code."""
+    """Start the stack, restart what dies until a signal comes, stop it; return the exit code.
+
+    ``restart`` is the backoff for parts that die (default: :class:`RestartPolicy()`).
+    """
     loop = asyncio.get_running_loop()
     stop, force = asyncio.Event(), asyncio.Event()
 
