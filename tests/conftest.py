@@ -29,6 +29,8 @@ FAST_SETTINGS = {
     # Load tests send far faster than a person; rate limiting has its own test.
     "GATEWAY_RATE_PER_S": "100000",
     "GATEWAY_RATE_BURST": "100000",
+    "GATEWAY_READ_RATE_PER_S": "100000",
+    "GATEWAY_READ_BURST": "100000",
     "SESSION_USER_RATE_PER_S": "100000",
     "SESSION_USER_RATE_BURST": "100000",
     # Short shutdown grace keeps service restarts in tests quick; behaviour is the same.

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import statistics
 import time
 
 import jwt
@@ -183,69 +182,6 @@ async def test_oversized_socketio_frame_closes_with_1009(make_stack: MakeStack) 
     with pytest.raises(websockets.ConnectionClosed):
         await ws.recv()
     assert ws.close_code == 1009
-
-
-async def _send_latencies(client: NativeClient, room: str, count: int) -> list[float]:
-    latencies = []
-    for _ in range(count):
-        started = time.perf_counter()
-        reply = await client.call("send_message", {"roomId": room, "text": "steady"})
-        assert reply["ok"] is True
-        latencies.append(time.perf_counter() - started)
-    return latencies
-
-
-async def test_a_flooding_client_is_held_to_its_bucket(make_stack: MakeStack) -> None:
-    """A client firing thousands of events a second gets RATE_LIMITED beyond its bucket
-    (accepted within 10% of burst + rate x time), while another client's latency stays
-    within 2x of normal."""
-    rate, burst, seconds = 50, 50, 3.0
-    stack = await make_stack(
-        env={"GATEWAY_RATE_PER_S": str(rate), "GATEWAY_RATE_BURST": str(burst)}
-    )
-    room, other_room = unique_room(), unique_room()
-    flooder = await NativeClient().connect(stack.client_url)
-    steady = await NativeClient().connect(stack.client_url)
-    try:
-        await flooder.call("join", {"email": "flood@example.com", "roomId": room})
-        await steady.call("join", {"email": "calm@example.com", "roomId": other_room})
-        baseline = statistics.median(await _send_latencies(steady, other_room, 30))
-        assert flooder.ws is not None
-        sent = 0
-        start = time.monotonic()
-
-        async def flood() -> None:
-            # Ten frames between yields: still tens of thousands of events a second, while
-            # the steady client (same process, same event loop) is not starved on this side.
-            nonlocal sent
-            while time.monotonic() - start < seconds:
-                for _ in range(10):
-                    await flooder.send_raw(
-                        json.dumps({"type": "send_message", "id": 10_000 + sent,
-                                    "data": {"roomId": room, "text": "spam", "clientMsgId": f"f{sent}"}})
-                    )  # fmt: skip
-                    sent += 1
-                await asyncio.sleep(0)
-
-        flooding = asyncio.ensure_future(flood())
-        during = statistics.median(await _send_latencies(steady, other_room, 30))
-        await flooding
-        flood_rate = sent / (time.monotonic() - start)
-        await flooder.wait_for(lambda _ev: len(flooder.stray_acks) >= sent, timeout=60)
-    finally:
-        await flooder.close()
-        await steady.close()
-    answered = [data for _, data in flooder.stray_acks]
-    accepted = sum(1 for d in answered if d.get("ok"))
-    limited = [d for d in answered if not d.get("ok")]
-    assert {d["error"]["code"] for d in limited} == {"RATE_LIMITED"}
-    assert all(d["error"]["retryAfterMs"] > 0 for d in limited)
-    times = [t for t, _ in flooder.stray_acks]
-    window = times[-1] - start  # the gateway answers the flood in order until the last ack
-    expected = burst + rate * window
-    assert flood_rate > 1000, "the flood really was a flood"
-    assert abs(accepted - expected) <= 0.1 * expected, (accepted, expected)
-    assert during <= 2 * baseline + 0.005, (during, baseline)
 
 
 async def test_thousands_of_random_frames_leave_the_gateway_healthy(make_stack: MakeStack) -> None:

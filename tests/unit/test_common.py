@@ -9,7 +9,6 @@ import pytest
 from chat_common.errors import ChatError, ErrorCode, InvalidArgument, Unavailable
 from chat_common.retry import RetryPolicy, retry_call
 from chat_common.timefmt import iso_ms
-from chat_gateway.server import route_request
 
 
 def test_iso_ms_has_milliseconds_and_z() -> None:
@@ -67,22 +66,3 @@ async def test_retry_never_repeats_non_retryable_errors() -> None:
     with pytest.raises(InvalidArgument):
         await retry_call(RetryPolicy(attempts=5, base_s=0.001), bad)
     assert calls == 1
-
-
-@pytest.mark.parametrize(
-    "path,status",
-    [
-        ("/ws", None),
-        ("/socket.io/?EIO=4&transport=websocket", None),
-        ("/socket.io/?EIO=4&transport=websocket&t=abc", None),
-        ("/socket.io/?EIO=4&transport=polling", 400),
-        ("/socket.io/?EIO=3&transport=websocket", 400),
-        ("/socket.io/", 400),
-        ("/", 404),
-        ("/wsx", 404),
-    ],
-)
-def test_route_request(path: str, status: int | None) -> None:
-    """Only the two WebSocket endpoints are let through."""
-    response = route_request(path)
-    assert (response.status_code if response else None) == status

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from chat_gateway.server import route_request
+from chat_gateway.edge.answers import HttpAnswer, Upgrade, route
 from chat_gateway.webpage import CONTENT_SECURITY_POLICY, STATIC_DIR, WebPage
 
 PAGE = WebPage.load()
@@ -31,15 +31,16 @@ def test_page_files_are_served_with_type_and_security_headers(
     path: str, name: str, ctype: str
 ) -> None:
     """Each file comes back whole with its content type, no-cache, the CSP and nosniff."""
-    response = route_request(path, PAGE)
-    assert response is not None and response.status_code == 200
+    response = route("GET", path, PAGE)
+    assert isinstance(response, HttpAnswer) and response.status == 200
     assert response.body == (STATIC_DIR / name).read_bytes()
-    assert response.headers["Content-Type"] == ctype
-    assert response.headers["Content-Length"] == str(len(response.body))
-    assert response.headers["Cache-Control"] == "no-cache"
-    assert response.headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
-    assert response.headers["X-Content-Type-Options"] == "nosniff"
-    assert response.headers["Referrer-Policy"] == "no-referrer"
+    headers = dict(response.header_list())
+    assert headers["Content-Type"] == ctype
+    assert headers["Content-Length"] == str(len(response.body))
+    assert headers["Cache-Control"] == "no-cache"
+    assert headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["Referrer-Policy"] == "no-referrer"
 
 
 def test_the_policy_allows_only_this_origin_and_websockets() -> None:
@@ -75,14 +76,14 @@ def test_the_policy_allows_only_this_origin_and_websockets() -> None:
 def test_anything_else_is_not_found(path: str) -> None:
     """Traversal attempts and unknown names get the ordinary 404."""
     assert PAGE.respond(path) is None
-    response = route_request(path, PAGE)
-    assert response is not None and response.status_code == 404
+    response = route("GET", path, PAGE)
+    assert isinstance(response, HttpAnswer) and response.status == 404
 
 
 def test_websocket_paths_still_pass_through() -> None:
     """/ws and Socket.IO are unchanged when the page is served."""
-    assert route_request("/ws", PAGE) is None
-    assert route_request("/socket.io/?EIO=4&transport=websocket", PAGE) is None
+    assert route("GET", "/ws", PAGE) == Upgrade("native")
+    assert route("GET", "/socket.io/?EIO=4&transport=websocket", PAGE) == Upgrade("socketio")
 
 
 def test_files_are_read_once_at_load(tmp_path: Path) -> None:

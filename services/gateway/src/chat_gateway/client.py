@@ -7,6 +7,10 @@ with one ``write`` per connection per event-loop iteration; a reply first writes
 outbox, so a client sees its frames in the order they were produced. It holds the connection's
 identity: the session (id and resume token), the email fixed by the first join, the rooms
 it is in, and per room the last seq written to it.
+
+Closing a client never waits for the peer (:meth:`Client.close`): the WebSocket sends its
+close frame and aborts the TCP connection if the peer has not finished within the close
+timeout. A client cut for a limit (a write backlog, a flood) is counted and logged once.
 """
 
 from __future__ import annotations
@@ -17,23 +21,18 @@ import secrets
 from collections.abc import Callable
 from typing import Protocol
 
-from websockets.asyncio.server import ServerConnection
-from websockets.protocol import State
-
 from chat_gateway.auth import Identity
-from chat_gateway.metrics import SLOW_CONSUMER_CUTS
+from chat_gateway.closecodes import CLOSE_SLOW_CONSUMER
+from chat_gateway.edge.websocket import Limit, WebSocket
+from chat_gateway.metrics import FLOOD_CUTS, SLOW_CONSUMER_CUTS
 from chat_gateway.offsets import new_session_id, new_token
 from chat_gateway.protocol.wsframe import text_frame
 from chat_gateway.ratelimit import TokenBucket
 
-__all__ = ["CLOSE_SLOW_CONSUMER", "Client", "Encoder"]
+__all__ = ["Client", "Encoder"]
 
-CLOSE_SLOW_CONSUMER = 4008
-"""Close code for a client that cannot keep up with its rooms (it should reconnect)."""
-
-_DIRECT_WRITE_LIMIT = 32 * 1024
-"""A reply is written at once while less than this is buffered (websockets' default
-high-water mark); above it, it waits for the buffer to drain like any ``ws.send``."""
+_SLOW_CUT_GRACE_S = 1.0
+"""How long a slow consumer gets to read its close frame before the TCP connection goes."""
 
 _log = logging.getLogger("chat.gateway.client")
 
@@ -50,22 +49,27 @@ class Client:
     """Connection state shared by the Socket.IO and native transports."""
 
     __slots__ = ("_idle_waiter", "_loop", "_outbox", "authenticated", "bucket", "busy", "closing",
-                 "email", "encode_ack", "encode_event", "floors", "id", "identity", "key",
-                 "last_pong", "opened_at", "positions", "protocol", "recovery", "rooms",
-                 "session_id", "session_used", "slow_limit", "taken_over", "token", "ws")  # fmt: skip
+                 "conn", "email", "encode_ack", "encode_event", "floors", "id", "identity", "key",
+                 "opened_at", "ping_frame", "positions", "protocol", "recovery", "remote", "rooms",
+                 "session_id", "session_used", "taken_over", "token")  # fmt: skip
 
     def __init__(
         self,
-        ws: ServerConnection,
+        conn: WebSocket,
         *,
         protocol: str,
+        remote: str,
         encode_event: Encoder,
         encode_ack: Callable[[int, bytes], bytes],
-        slow_limit: int,
         bucket: TokenBucket,
+        ping_frame: bytes | None,
     ) -> None:
-        self.ws = ws
+        self.conn = conn
+        self.remote = remote
+        """The peer's address (for per-address limits)."""
         self.bucket = bucket
+        self.ping_frame = ping_frame
+        """The heartbeat's ping as a text frame (Engine.IO), or ``None`` for WebSocket pings."""
         self.identity: Identity | None = None
         """Who the token says this is (``None`` until authenticated, and in dev mode)."""
         self.authenticated = False
@@ -75,7 +79,6 @@ class Client:
         self.protocol = protocol
         self.encode_event = encode_event
         self.encode_ack = encode_ack
-        self.slow_limit = slow_limit
         self.key = secrets.token_hex(12)
         """This connection, and only it (``id`` moves to a new connection on resume)."""
         self.id = secrets.token_hex(8)
@@ -93,12 +96,20 @@ class Client:
         self.session_used = False
         """Whether the session service may hold state for this client (a join was tried)."""
         self.closing = False
+        """No more events are taken (a close began, or shutdown is letting one finish)."""
         self.taken_over = False
         """A resume elsewhere took this connection's session: leave the session alone."""
         self.busy = False
         """An event of this client is being handled (its answer is not written yet)."""
         self._idle_waiter: asyncio.Future[None] | None = None
-        self.last_pong = self.opened_at
+        conn.on_limit(self._limit_hit)
+
+    def close(self, code: int, reason: str) -> None:
+        """Stop taking events and close; returns at once (see the module docstring)."""
+        self.closing = True
+        self.flush()
+        if self.conn.close(code, reason):
+            _log.info("closing connection", extra={"client": self.id, "code": code})
 
     async def shutdown(self, *, code: int, reason: str, timeout: float) -> None:
         """Stop taking events, let the one in progress answer, then close with ``code``."""
@@ -109,8 +120,14 @@ class Client:
                 await asyncio.wait_for(self._idle_waiter, timeout)
         except TimeoutError:
             _log.warning("event still running at close", extra={"client": self.id})
-        self.flush()
-        await self.ws.close(code, reason)
+        self.close(code, reason)
+
+    def ping(self) -> None:
+        """One heartbeat ping, in the connection's protocol."""
+        if self.ping_frame is None:
+            self.conn.ping()
+        else:
+            self.write_frame(self.ping_frame)
 
     def begin_event(self) -> None:
         self.busy = True
@@ -123,34 +140,25 @@ class Client:
             waiter.set_result(None)
 
     async def send(self, frame: bytes) -> None:
-        """Write one text frame, waiting for buffer space (replies and acks)."""
+        """Write one text frame (replies and acks); wait while the transport is full.
+
+        Only this connection's own task waits here, never a loop that serves many. A
+        connection that is gone drops the frame: its task ends at its next read.
+        """
         self.flush()
-        ws = self.ws
-        transport = ws.transport
-        if (
-            ws.protocol.state is State.OPEN
-            and transport is not None
-            and transport.get_write_buffer_size() < _DIRECT_WRITE_LIMIT
-        ):
-            transport.write(text_frame(frame))
-            # Yield like ws.send would: a client whose events are answered without waiting
-            # (a flood being refused) must not keep the others from running.
-            await asyncio.sleep(0)
-            return
-        await ws.send(frame, text=True)  # flow control, or the ConnectionClosed to raise
+        self.conn.send_text(frame)
+        await self.conn.drain()
+        # Yield like a socket write would: a client whose events are answered without
+        # waiting (a flood being refused) must not keep the others from running.
+        await asyncio.sleep(0)
 
     def write_now(self, payload: bytes) -> bool:
         """Queue one text frame without waiting (fan-out)."""
         return self.write_frame(text_frame(payload))
 
     def write_frame(self, frame: bytes) -> bool:
-        """Queue pre-built frame bytes; cut the client if it is too far behind."""
-        ws = self.ws
-        transport = ws.transport
-        if transport is None or transport.get_write_buffer_size() > self.slow_limit:
-            self.cut_slow()
-            return False
-        if ws.protocol.state is not State.OPEN:
+        """Queue pre-built frame bytes; written at the end of this loop iteration."""
+        if not self.conn.open:
             return False
         if not self._outbox:
             self._loop.call_soon(self.flush)
@@ -158,25 +166,24 @@ class Client:
         return True
 
     def flush(self) -> None:
-        """Write the queued frames in one go (a no-op once the connection is closing)."""
+        """Write the queued frames in one go (dropped once the connection is closing)."""
         if not self._outbox:
             return
         frames, self._outbox = self._outbox, []
-        transport = self.ws.transport
-        if self.ws.protocol.state is State.OPEN and not transport.is_closing():
-            transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+        self.conn.write(frames[0] if len(frames) == 1 else b"".join(frames))
 
     def cut_slow(self) -> None:
-        """Close a slow consumer; it reconnects and resyncs from history."""
-        _log.warning("slow consumer cut", extra={"client": self.id})
-        SLOW_CONSUMER_CUTS.inc()
-        transport = self.ws.transport
-        if transport is None or transport.is_closing():
-            return
-        # Queue the close frame behind what is buffered, then give the client a second to
-        # read it before the TCP connection is aborted.
+        """Close a slow consumer (it reconnects and resyncs from history)."""
+        self._outbox.clear()
+        self.conn.cut("overflow", CLOSE_SLOW_CONSUMER, "slow consumer", grace_s=_SLOW_CUT_GRACE_S)
+
+    def _limit_hit(self, limit: Limit) -> None:
+        """The connection was cut for a limit: count it and say so, once."""
         self.closing = True
         self._outbox.clear()
-        self.ws.protocol.fail(CLOSE_SLOW_CONSUMER, "slow consumer")
-        self.ws.send_data()
-        asyncio.get_running_loop().call_later(1.0, transport.abort)
+        if limit == "overflow":
+            _log.warning("slow consumer cut", extra={"client": self.id})
+            SLOW_CONSUMER_CUTS.inc()
+        else:
+            _log.warning("flooding connection cut", extra={"client": self.id})
+            FLOOD_CUTS.inc()

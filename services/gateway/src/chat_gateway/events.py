@@ -8,15 +8,12 @@ logged and answered with ``INTERNAL``; their details never reach the client.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
-
-from websockets.exceptions import ConnectionClosed
 
 from chat_common.boundary import guarded
 from chat_common.errors import ChatError, ErrorCode, InvalidArgument
@@ -179,8 +176,7 @@ class EventHandlers:
         """An event that arrived after shutdown began: ``UNAVAILABLE``, retry elsewhere."""
         name = event.name if isinstance(event, ClientEvent) else event.event
         error = ChatError(ErrorCode.UNAVAILABLE, "server restarting; retry after reconnecting")
-        with contextlib.suppress(ConnectionClosed):
-            await self._answer_error(client, name, event.ack_id, error)
+        await self._answer_error(client, name, event.ack_id, error)
 
     async def _answer_error(
         self, client: Client, name: str | None, ack_id: int | None, error: ChatError

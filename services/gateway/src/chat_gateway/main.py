@@ -25,6 +25,7 @@ from chat_gateway.rooms import RoomHub
 from chat_gateway.server import GatewayServer
 from chat_gateway.sessions import SessionKeeper
 from chat_gateway.settings import GatewaySettings
+from chat_gateway.webpage import WebPage
 
 __all__ = ["main", "run"]
 
@@ -60,7 +61,9 @@ async def main(settings: GatewaySettings | None = None) -> int:
 
         hub = RoomHub(rt.nc, fill_gap=fill_gap, gap_fill_delay_s=settings.gap_fill_delay_ms / 1000)
         ROOMS.set_function(lambda: len(hub))
-        server = GatewayServer(settings, EventHandlers(settings, backend, hub, verifier=verifier))
+        server = GatewayServer(
+            settings, EventHandlers(settings, backend, hub, verifier=verifier), WebPage.load()
+        )
         keeper = SessionKeeper(
             backend, gateway_id=settings.instance_id, interval_s=settings.session_heartbeat_s
         )

@@ -8,11 +8,14 @@ from chat_common.metrics import LATENCY_BUCKETS
 
 __all__ = [
     "ACK_SECONDS",
+    "CLOSE_ABORTS",
     "CONNECTIONS",
     "DELIVERIES",
     "E2E_SECONDS",
     "EVENTS",
+    "FLOOD_CUTS",
     "RATE_LIMITED",
+    "READ_PAUSES",
     "RESUMES",
     "ROOMS",
     "SESSIONS",
@@ -44,3 +47,15 @@ RATE_LIMITED = Counter("chat_gateway_rate_limited_total", "Client events refused
 RESUMES = Counter("chat_gateway_resumes_total", "Session resume attempts", ["outcome"])
 ROOMS = Gauge("chat_gateway_rooms", "Rooms this gateway has members in")
 SESSIONS = Gauge("chat_gateway_sessions", "Sessions held by this gateway")
+FLOOD_CUTS = Counter(
+    "chat_gateway_flood_cuts_total",
+    "Clients closed with 1008 for staying over their read budget (GATEWAY_FLOOD_CUT_S)",
+)
+READ_PAUSES = Counter(
+    "chat_gateway_read_pauses_total",
+    "Times a connection was not read for exceeding its read budget",
+)
+CLOSE_ABORTS = Counter(
+    "chat_gateway_close_aborts_total",
+    "Connections aborted because the peer did not finish closing in time (vanished peers)",
+)

@@ -1,99 +1,82 @@
-"""The gateway's client port: HTTP routing, the connection registry, heartbeats, shutdown.
+"""The gateway's client port: the connection registry, heartbeats, watchdogs, shutdown.
 
-Paths:
+Connections are accepted by :mod:`chat_gateway.edge` (HTTP/1.1 and WebSocket, routed by
+:func:`chat_gateway.edge.answers.route`); this module is the application side of it:
 
 * ``/socket.io/?EIO=4&transport=websocket``: Socket.IO v5 (Engine.IO v4, WebSocket only).
-  Long-polling is answered ``400`` with Engine.IO's error body, so clients must be set to
-  ``transports: ["websocket"]``.
 * ``/ws``: the native JSON protocol.
 * ``/`` and ``/static/<file>``: the web chat page (:mod:`chat_gateway.webpage`).
-* anything else: ``404``.
+
+The loops here serve every client at once, so none of them ever waits for one client:
+closing is :meth:`Client.close` (a close frame and a deadline, then an abort), and a
+heartbeat or watchdog pass only writes and schedules.
 """
 
 from __future__ import annotations
 
 import asyncio
-import http
-import json
 import logging
 import time
-from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 from nats.aio.msg import Msg
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
-from websockets.http11 import Request, Response
 from websockets.typing import Origin
 
 from chat_common.errors import ChatError, ErrorCode
 from chat_common.schemas import TakeoverNotice, decode, encode
 from chat_gateway.client import Client
+from chat_gateway.closecodes import (
+    CLOSE_HANDSHAKE_TIMEOUT,
+    CLOSE_PING_TIMEOUT,
+    CLOSE_SERVICE_RESTART,
+    CLOSE_TAKEN_OVER,
+    CLOSE_TOKEN_EXPIRED,
+)
 from chat_gateway.drain import batch_sizes
+from chat_gateway.edge.answers import HttpAnswer, Upgrade, route, too_many_connections
+from chat_gateway.edge.connection import EdgeLimits, EdgeProtocol, HttpRequest
+from chat_gateway.edge.websocket import WebSocket
 from chat_gateway.events import EventHandlers
 from chat_gateway.metrics import CONNECTIONS, SESSIONS
-from chat_gateway.protocol.socketio import SocketIOCodec
 from chat_gateway.settings import GatewaySettings
 from chat_gateway.transport import serve_native, serve_socketio
 from chat_gateway.webpage import WebPage
 
-__all__ = ["CLOSE_PING_TIMEOUT", "CLOSE_SERVICE_RESTART", "CLOSE_TAKEN_OVER", "GatewayServer"]
-
-CLOSE_SERVICE_RESTART = 1012
-CLOSE_PING_TIMEOUT = 4000
-CLOSE_TOKEN_EXPIRED = 4003
-"""The token expired while connected: reconnect (and resume) with a fresh one."""
-CLOSE_HANDSHAKE_TIMEOUT = 4002
-"""The connection did not connect/authenticate, or join, in time."""
-CLOSE_TAKEN_OVER = 4009
-"""The session of this connection was resumed on another connection."""
-SOCKETIO_PATH = "/socket.io/"
-NATIVE_PATH = "/ws"
+__all__ = ["GatewayServer", "edge_limits"]
 
 _log = logging.getLogger("chat.gateway.server")
 
 
-def _engineio_error(code: int, message: str) -> Response:
-    body = json.dumps({"code": code, "message": message}).encode()
-    headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
-    return Response(http.HTTPStatus.BAD_REQUEST, "Bad Request", headers, body)
-
-
-def _address(conn: ServerConnection) -> str:
-    remote = conn.remote_address
-    return str(remote[0]) if remote else "?"
-
-
-def route_request(path: str, page: WebPage | None = None) -> Response | None:
-    """Decide what to do with a handshake request: ``None`` lets the WebSocket through."""
-    parts = urlsplit(path)
-    if parts.path == NATIVE_PATH:
-        return None
-    if page is not None and (served := page.respond(path)) is not None:
-        return served
-    if parts.path != SOCKETIO_PATH:
-        body = b"not found\n"
-        headers = Headers([("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
-        return Response(http.HTTPStatus.NOT_FOUND, "Not Found", headers, body)
-    query = parse_qs(parts.query)
-    if query.get("EIO") != ["4"]:
-        return _engineio_error(5, "Unsupported protocol version")
-    if query.get("transport") != ["websocket"]:
-        return _engineio_error(3, "Bad request: only the websocket transport is served")
-    return None
+def edge_limits(settings: GatewaySettings) -> EdgeLimits:
+    """The client port's bounds, from the settings."""
+    origins: list[Origin | None] = [Origin(o) for o in settings.allowed_origins]
+    if settings.allow_no_origin:
+        origins.append(None)  # clients that send no Origin header (non-browser)
+    return EdgeLimits(
+        max_payload=settings.max_payload,
+        origins=origins,
+        http_timeout_s=settings.http_timeout_s,
+        close_timeout_s=settings.close_timeout_s,
+        write_cap=settings.slow_consumer_bytes,
+        read_rate=settings.read_rate_per_s,
+        read_burst=settings.read_burst,
+        flood_cut_s=settings.flood_cut_s,
+    )
 
 
 class GatewayServer:
     """Accepts client connections and keeps track of them until shutdown."""
 
-    def __init__(self, settings: GatewaySettings, handlers: EventHandlers) -> None:
+    def __init__(self, settings: GatewaySettings, handlers: EventHandlers, page: WebPage) -> None:
         self._s = settings
         self._handlers = handlers
+        self._page = page
+        self._limits = edge_limits(settings)
         self._clients: set[Client] = set()
         self._per_ip: dict[str, int] = {}
-        self._server: Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
         self._draining = False
-        self._page = WebPage.load()
         self.port = settings.port
         SESSIONS.set_function(lambda: sum(1 for c in self._clients if c.session_used))
 
@@ -102,27 +85,61 @@ class GatewayServer:
         return self._clients
 
     async def start(self) -> None:
-        self._server = await serve(
-            self._connection,
-            self._s.host,
-            self._s.port,
-            process_request=self._process_request,
-            max_size=self._s.max_payload,
-            compression=None,
-            ping_interval=self._s.ping_interval_ms / 1000,
-            ping_timeout=self._s.ping_timeout_ms / 1000,
-            server_header=None,
-            origins=self._origins(),
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: EdgeProtocol(self, self._limits), self._s.host, self._s.port, backlog=1024
         )
         self.port = self._server.sockets[0].getsockname()[1]
         _log.info("gateway listening", extra={"host": self._s.host, "port": self.port})
 
-    def _origins(self) -> list[Origin | None]:
-        """Exact-match allowlist; ``None`` admits clients that send no Origin header."""
-        origins: list[Origin | None] = [Origin(o) for o in self._s.allowed_origins]
-        if self._s.allow_no_origin:
-            origins.append(None)
-        return origins
+    # -- the edge's questions ---------------------------------------------------------------
+
+    def route(self, request: HttpRequest) -> Upgrade | HttpAnswer:
+        return route(request.method, request.target, self._page)
+
+    def admit(self, request: HttpRequest) -> HttpAnswer | None:
+        """The per-address cap on open WebSockets."""
+        if self._per_ip.get(request.remote, 0) >= self._s.max_connections_per_ip:
+            return too_many_connections()
+        return None
+
+    def opened(self, ws: WebSocket, upgrade: Upgrade, request: HttpRequest) -> None:
+        """Count the WebSocket against its address and run its loop as its own task."""
+        remote = request.remote
+        self._per_ip[remote] = self._per_ip.get(remote, 0) + 1
+        if upgrade.protocol == "native":
+            serving = serve_native(
+                ws, self._s, self._handlers, self._register, self._unregister,
+                remote=remote, authorization=request.header("authorization") or "",
+            )  # fmt: skip
+        else:
+            serving = serve_socketio(
+                ws, self._s, self._handlers, self._register, self._unregister, remote=remote
+            )
+        task = asyncio.create_task(serving, name=f"{upgrade.protocol}-connection")
+        self._tasks.add(task)
+        task.add_done_callback(lambda t: self._closed(t, remote))
+
+    def _closed(self, task: asyncio.Task[None], remote: str) -> None:
+        self._tasks.discard(task)
+        left = self._per_ip.get(remote, 1) - 1
+        if left > 0:
+            self._per_ip[remote] = left
+        else:
+            self._per_ip.pop(remote, None)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            _log.error("connection task failed", exc_info=exc)
+
+    def _register(self, client: Client) -> None:
+        self._clients.add(client)
+        CONNECTIONS.labels(client.protocol).inc()
+
+    def _unregister(self, client: Client) -> None:
+        if client in self._clients:
+            self._clients.discard(client)
+            CONNECTIONS.labels(client.protocol).dec()
+
+    # -- loops over every client: they write and schedule, never wait for one ---------------
 
     async def watch(self) -> None:
         """Once a second: close connections whose token expired, that never connected or
@@ -139,72 +156,15 @@ class GatewayServer:
                     client.identity is not None
                     and client.identity.expires_at + self._s.jwt_leeway_s < wall
                 ):
-                    await self._close(client, CLOSE_TOKEN_EXPIRED, "token expired")
+                    client.close(CLOSE_TOKEN_EXPIRED, "token expired")
                 elif not client.authenticated and age > self._s.connect_timeout_s:
-                    await self._close(
-                        client, CLOSE_HANDSHAKE_TIMEOUT, "connect or authenticate first"
-                    )
+                    client.close(CLOSE_HANDSHAKE_TIMEOUT, "connect or authenticate first")
                 elif not client.session_used and age > self._s.join_timeout_s:
-                    await self._close(client, CLOSE_HANDSHAKE_TIMEOUT, "join a room first")
-
-    async def _close(self, client: Client, code: int, reason: str) -> None:
-        _log.info("closing connection", extra={"client": client.id, "code": code})
-        client.closing = True
-        await client.ws.close(code, reason)
-
-    def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
-        refused = route_request(request.path, self._page)
-        if (
-            refused is None
-            and self._per_ip.get(_address(conn), 0) >= self._s.max_connections_per_ip
-        ):
-            body = b"too many connections from this address\n"
-            headers = Headers([("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
-            return Response(http.HTTPStatus.TOO_MANY_REQUESTS, "Too Many Requests", headers, body)
-        return refused
-
-    def _register(self, client: Client) -> None:
-        self._clients.add(client)
-        address = _address(client.ws)
-        self._per_ip[address] = self._per_ip.get(address, 0) + 1
-        CONNECTIONS.labels(client.protocol).inc()
-
-    def _unregister(self, client: Client) -> None:
-        if client in self._clients:
-            self._clients.discard(client)
-            address = _address(client.ws)
-            left = self._per_ip.get(address, 1) - 1
-            if left > 0:
-                self._per_ip[address] = left
-            else:
-                self._per_ip.pop(address, None)
-            CONNECTIONS.labels(client.protocol).dec()
-
-    async def _connection(self, ws: ServerConnection) -> None:
-        request, response = ws.request, ws.response
-        path = urlsplit(request.path if request else "").path
-        authorization = request.headers.get("Authorization", "") if request else ""
-        # Past the handshake its headers are not needed: dropping them frees a few KiB per
-        # connection. (The request object stays: the library tells by it that the
-        # handshake is done.)
-        for message in (request, response):
-            if message is not None:
-                message.headers = Headers()
-        if path == NATIVE_PATH:
-            await serve_native(
-                ws, self._s, self._handlers, self._register, self._unregister,
-                authorization=authorization,
-            )  # fmt: skip
-            return
-        # Engine.IO's ping/pong (:meth:`heartbeat`) watches Socket.IO clients; the library's
-        # WebSocket keepalive task would only repeat it, at ~1.4 KiB per connection.
-        if ws.keepalive_task is not None:
-            ws.keepalive_task.cancel()
-            ws.keepalive_task = None
-        await serve_socketio(ws, self._s, self._handlers, self._register, self._unregister)
+                    client.close(CLOSE_HANDSHAKE_TIMEOUT, "join a room first")
 
     async def heartbeat(self) -> None:
-        """Engine.IO pings to Socket.IO clients; close those whose pong is overdue."""
+        """Ping every client (Engine.IO pings for Socket.IO, WebSocket pings for ``/ws``);
+        close those whose pong is overdue."""
         interval = self._s.ping_interval_ms / 1000
         deadline = interval + self._s.ping_timeout_ms / 1000
         loop = asyncio.get_running_loop()
@@ -212,14 +172,12 @@ class GatewayServer:
             await asyncio.sleep(interval)
             now = loop.time()
             for client in list(self._clients):
-                if client.protocol != "socketio" or client.closing:
+                if client.closing:
                     continue
-                if now - client.last_pong > deadline:
-                    _log.info("ping timeout", extra={"client": client.id})
-                    client.closing = True
-                    await client.ws.close(CLOSE_PING_TIMEOUT, "ping timeout")
+                if now - client.conn.last_pong > deadline:
+                    client.close(CLOSE_PING_TIMEOUT, "ping timeout")
                 else:
-                    client.write_now(SocketIOCodec.PING)
+                    client.ping()
 
     async def status(self, _body: bytes) -> bytes:
         """The ``status`` endpoint: what this instance holds right now."""
@@ -240,19 +198,20 @@ class GatewayServer:
         for client in list(self._clients):
             if client.key == notice.conn and not client.closing:
                 client.taken_over = True
-                client.closing = True
-                await client.ws.close(CLOSE_TAKEN_OVER, "session taken over")
+                client.close(CLOSE_TAKEN_OVER, "session taken over")
 
     async def stop_accepting(self) -> None:
         """Stop listening; open connections stay until :meth:`close_clients`."""
         if self._server is not None:
-            self._server.close(close_connections=False)
+            self._server.close()
 
     async def close_clients(self) -> None:
-        """Let each client's in-flight event answer, then close it with 1012."""
+        """Let each client's in-flight event answer, then close it with 1012; wait until
+        every connection is gone (a peer that does not finish closing is aborted after
+        ``GATEWAY_CLOSE_TIMEOUT_S``) and its session cleanup has run."""
         await self._restart_clients(list(self._clients))
-        if self._server is not None:
-            await self._server.wait_closed()
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def _restart_clients(self, clients: list[Client]) -> None:
         await asyncio.gather(
@@ -282,6 +241,7 @@ class GatewayServer:
         _log.info("draining", extra={"clients": len(pending), "batches": len(sizes)})
         loop = asyncio.get_running_loop()
         started, closed = loop.time(), 0
+        closing: list[asyncio.Future[None]] = []
         for i, size in enumerate(sizes):
             await asyncio.sleep(max(0.0, started + i * period_s / len(sizes) - loop.time()))
             pending = [c for c in pending if c in self._clients and not c.closing]
@@ -289,7 +249,9 @@ class GatewayServer:
                 break  # they left, or a shutdown closed them
             last = i == len(sizes) - 1
             batch, pending = (pending, []) if last else (pending[:size], pending[size:])
-            await self._restart_clients(batch)
+            # A batch whose events are slow to answer must not hold back the next batch.
+            closing.append(asyncio.ensure_future(self._restart_clients(batch)))
             closed += len(batch)
+        await asyncio.gather(*closing)
         _log.info("drained", extra={"closed": closed})
         return closed

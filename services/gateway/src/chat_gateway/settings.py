@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from chat_common.settings import ServiceSettings
@@ -90,6 +90,36 @@ class GatewaySettings(ServiceSettings):
     join_timeout_s: float = Field(
         default=60.0, gt=0, description="time for a new connection to join a room (or resume)"
     )
+    read_rate_per_s: float = Field(
+        default=50.0,
+        gt=0,
+        description="frames per second (events and control frames alike) a connection may make the gateway read; beyond, reading pauses",
+    )
+    read_burst: float = Field(default=100.0, ge=1, description="frames a connection may burst")
+    flood_cut_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="seconds over the read budget in a row after which a connection is closed (1008)",
+    )
+    close_timeout_s: float = Field(
+        default=3.0,
+        gt=0,
+        description="time a closing client gets to finish the close handshake before its TCP connection is aborted",
+    )
+    http_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="time for an HTTP request to arrive in full; also the keep-alive idle time",
+    )
     gap_fill_delay_ms: float = Field(
         default=25.0, ge=0, description="wait for a late message before fetching a gap from history"
     )
+
+    @model_validator(mode="after")
+    def _read_budget_covers_events(self) -> GatewaySettings:
+        if self.read_rate_per_s < self.rate_per_s or self.read_burst < self.rate_burst:
+            raise ValueError(
+                "GATEWAY_READ_RATE_PER_S and GATEWAY_READ_BURST must be at least the event "
+                "rate and burst (GATEWAY_RATE_PER_S, GATEWAY_RATE_BURST)"
+            )
+        return self

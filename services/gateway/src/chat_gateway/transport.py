@@ -1,8 +1,10 @@
 """The two connection loops: Socket.IO (``/socket.io/``) and native JSON (``/ws``).
 
-Each loop feeds frames to its codec, hands events to :class:`EventHandlers` one at a time
-(so a client's sends keep their order), and closes the connection on protocol errors with
-the codec's close code. The loops never raise: every exit path runs the disconnect cleanup.
+Each loop is the connection's own task: it reads messages from its
+:class:`~chat_gateway.edge.websocket.WebSocket`, feeds them to its codec, hands events to
+:class:`EventHandlers` one at a time (so a client's sends keep their order), and closes the
+connection on protocol errors with the codec's close code. The loops never raise: every
+exit path runs the disconnect cleanup.
 """
 
 from __future__ import annotations
@@ -11,11 +13,10 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from websockets.asyncio.server import ServerConnection
-from websockets.exceptions import ConnectionClosed
-
 from chat_common.errors import ChatError
 from chat_gateway.client import Client, Encoder
+from chat_gateway.closecodes import CLOSE_GOODBYE, CLOSE_UNAUTHENTICATED
+from chat_gateway.edge.websocket import WebSocket
 from chat_gateway.events import EventHandlers
 from chat_gateway.metrics import RESUMES
 from chat_gateway.offsets import decode_offset, make_pid, parse_pid
@@ -31,15 +32,14 @@ from chat_gateway.protocol.messages import (
 )
 from chat_gateway.protocol.native import NativeCodec
 from chat_gateway.protocol.socketio import SocketIOCodec
+from chat_gateway.protocol.wsframe import text_frame
 from chat_gateway.ratelimit import TokenBucket
 from chat_gateway.settings import GatewaySettings
 
-__all__ = ["CLOSE_UNAUTHENTICATED", "serve_native", "serve_socketio"]
+__all__ = ["serve_native", "serve_socketio"]
 
 _log = logging.getLogger("chat.gateway.transport")
 _ROOT_NAMESPACE = "/"
-CLOSE_UNAUTHENTICATED = 4001
-"""The token is missing, invalid or expired: get a new one before reconnecting."""
 
 Register = Callable[[Client], None]
 
@@ -74,29 +74,26 @@ class _Scope:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, _tb: object
     ) -> bool:
-        ws = self.client.ws
         handled = False
         if isinstance(exc, ProtocolError):
             self.resumable = False
             _log.info("protocol error", extra={"client": self.client.id, "reason": exc.reason})
-            await ws.close(exc.close_code, exc.reason)
-            handled = True
-        elif isinstance(exc, ConnectionClosed):
+            self.client.close(exc.close_code, exc.reason)
             handled = True
         self._unregister(self.client)
-        resumable = self.resumable and not _said_goodbye(ws, self.client)
+        resumable = self.resumable and not _said_goodbye(self.client)
         await self.handlers.disconnected(self.client, resumable=resumable)
         return handled
 
 
-def _said_goodbye(ws: ServerConnection, client: Client) -> bool:
+def _said_goodbye(client: Client) -> bool:
     """A client that closes with 1000 (normal closure) has left on purpose.
 
     Drops (no close frame), 1001 (page unload) and our own closes (1012, 4000, 4008) keep
     the session resumable.
     """
-    rcvd = ws.protocol.close_rcvd
-    return rcvd is not None and rcvd.code == 1000 and not client.closing
+    conn = client.conn
+    return conn.close_code_received == CLOSE_GOODBYE and not conn.closed_by_us
 
 
 def _sio_encoder(codec: SocketIOCodec) -> Encoder:
@@ -128,7 +125,7 @@ async def _connect_namespace(
         handlers.authenticate(client, auth.get("token"))
     except ChatError as exc:
         await client.send(codec.encode_connect_error("/", exc.message, {"code": exc.code.value}))
-        await client.ws.close(CLOSE_UNAUTHENTICATED, "unauthenticated")
+        client.close(CLOSE_UNAUTHENTICATED, "unauthenticated")
         return
     plan = None
     if client.recovery and (parsed := parse_pid(auth.get("pid"))) is not None:
@@ -147,11 +144,13 @@ async def _connect_namespace(
 
 
 async def serve_socketio(
-    ws: ServerConnection,
+    conn: WebSocket,
     settings: GatewaySettings,
     handlers: EventHandlers,
     register: Register,
     unregister: Register,
+    *,
+    remote: str,
 ) -> None:
     """One Socket.IO v5 / Engine.IO v4 connection over WebSocket."""
     codec = SocketIOCodec(
@@ -160,24 +159,26 @@ async def serve_socketio(
         max_payload=settings.max_payload,
     )
     client = Client(
-        ws,
+        conn,
         protocol="socketio",
+        remote=remote,
         encode_event=_sio_encoder(codec),
         encode_ack=codec.encode_ack,
-        slow_limit=settings.slow_consumer_bytes,
         bucket=TokenBucket(rate=settings.rate_per_s, burst=settings.rate_burst),
+        ping_frame=text_frame(codec.PING),
     )
     client.recovery = settings.connection_state_recovery
     connected = False
+    loop = asyncio.get_running_loop()
     async with _Scope(client, handlers, register, unregister) as scope:
-        await ws.send(codec.open_packet(client.id))
-        async for frame in ws:
+        conn.send_text(codec.open_packet(client.id).encode())
+        while (frame := await conn.recv()) is not None:
             for item in codec.receive(frame):
                 if isinstance(item, ClientEvent | BadEvent):
                     if connected:
                         await _handle(client, handlers, item)
                 elif isinstance(item, Pong):
-                    client.last_pong = asyncio.get_running_loop().time()
+                    conn.last_pong = loop.time()
                 elif isinstance(item, NamespaceConnect):
                     if item.namespace != _ROOT_NAMESPACE:
                         await client.send(
@@ -189,42 +190,44 @@ async def serve_socketio(
                 elif isinstance(item, NamespaceDisconnect):
                     if item.namespace == _ROOT_NAMESPACE:
                         scope.resumable = False
-                        await ws.close(1000, "client disconnect")
+                        client.close(CLOSE_GOODBYE, "client disconnect")
                         return
                 elif isinstance(item, Ping):
-                    await ws.send(codec.PONG, text=True)
+                    await client.send(codec.PONG)
                 elif isinstance(item, Close):
                     scope.resumable = False
-                    await ws.close(1000, "engine.io close")
+                    client.close(CLOSE_GOODBYE, "engine.io close")
                     return
 
 
 async def serve_native(
-    ws: ServerConnection,
+    conn: WebSocket,
     settings: GatewaySettings,
     handlers: EventHandlers,
     register: Register,
     unregister: Register,
     *,
+    remote: str,
     authorization: str = "",
 ) -> None:
     """One native JSON protocol connection; ``authorization`` is the handshake's
     ``Authorization`` header."""
     codec = NativeCodec(max_payload=settings.max_payload)
     client = Client(
-        ws,
+        conn,
         protocol="native",
+        remote=remote,
         encode_event=_native_encoder,
         encode_ack=codec.encode_ack,
-        slow_limit=settings.slow_consumer_bytes,
         bucket=TokenBucket(rate=settings.rate_per_s, burst=settings.rate_burst),
+        ping_frame=None,
     )
     async with _Scope(client, handlers, register, unregister):
         if handlers.verifier is None or authorization.startswith("Bearer "):
             try:
                 handlers.authenticate(client, authorization.removeprefix("Bearer ").strip())
             except ChatError:
-                await ws.close(CLOSE_UNAUTHENTICATED, "unauthenticated")
+                client.close(CLOSE_UNAUTHENTICATED, "unauthenticated")
                 return
-        async for frame in ws:
+        while (frame := await conn.recv()) is not None:
             await _handle(client, handlers, codec.receive(frame))

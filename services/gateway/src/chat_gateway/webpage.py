@@ -1,4 +1,4 @@
-"""The web chat page: a few static files answered from the WebSocket handshake hook.
+"""The web chat page: a few static files, answered by the client port.
 
 The files live next to this module in ``static/`` and are read once, when the gateway
 starts; a request is answered from that in-memory table by exact name, so no request path
@@ -15,14 +15,12 @@ this origin only; the page's WebSocket to ``/ws``), ``nosniff``, ``no-referrer``
 
 from __future__ import annotations
 
-import http
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from websockets.datastructures import Headers
-from websockets.http11 import Response
+from chat_gateway.edge.answers import HttpAnswer
 
 __all__ = ["CONTENT_SECURITY_POLICY", "STATIC_DIR", "WebPage"]
 
@@ -76,7 +74,7 @@ class WebPage:
     def names(self) -> list[str]:
         return sorted(self._files)
 
-    def respond(self, path: str) -> Response | None:
+    def respond(self, path: str) -> HttpAnswer | None:
         """The response for a request path (query ignored), or ``None`` when it is not ours."""
         target = urlsplit(path).path
         if target == "/":
@@ -88,14 +86,14 @@ class WebPage:
         file = self._files.get(name)
         if file is None:
             return None
-        headers = Headers(
-            [
-                ("Content-Type", file.content_type),
-                ("Content-Length", str(len(file.body))),
+        return HttpAnswer(
+            200,
+            file.body,
+            content_type=file.content_type,
+            headers=(
                 ("Cache-Control", "no-cache"),
                 ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
                 ("X-Content-Type-Options", "nosniff"),
                 ("Referrer-Policy", "no-referrer"),
-            ]
+            ),
         )
-        return Response(http.HTTPStatus.OK, "OK", headers, file.body)

@@ -19,6 +19,12 @@ from typing import TypeGuard
 import msgspec
 
 from chat_common.errors import ErrorCode
+from chat_gateway.closecodes import (
+    CLOSE_INVALID_DATA,
+    CLOSE_MESSAGE_TOO_BIG,
+    CLOSE_PROTOCOL_ERROR,
+    CLOSE_UNSUPPORTED_DATA,
+)
 
 __all__ = [
     "CLOSE_INVALID_DATA",
@@ -44,14 +50,6 @@ __all__ = [
     "is_event_name",
 ]
 
-CLOSE_PROTOCOL_ERROR = 1002
-"""WebSocket close code for a frame that breaks the protocol."""
-CLOSE_UNSUPPORTED_DATA = 1003
-"""WebSocket close code for a frame of a kind the endpoint does not accept (binary)."""
-CLOSE_INVALID_DATA = 1007
-"""WebSocket close code for text that is not valid UTF-8."""
-CLOSE_MESSAGE_TOO_BIG = 1009
-"""WebSocket close code for a frame larger than ``max_payload``."""
 
 MAX_ACK_ID = 2**53 - 1
 """Largest ack id accepted or produced: the largest integer a JavaScript number holds exactly."""

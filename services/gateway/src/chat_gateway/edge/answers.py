@@ -1,0 +1,120 @@
+"""HTTP answers the gateway writes itself, and the routing of a request (pure).
+
+The edge (:mod:`chat_gateway.edge.connection`) parses requests with h11 and writes an
+:class:`HttpAnswer` as a well-formed HTTP/1.1 response: always a ``Content-Length``, and
+``Connection: close`` exactly when the connection closes after it. Which answer a request
+gets is decided here, without I/O:
+
+* ``/ws``: ``GET`` is upgraded to the native JSON protocol; other methods ``405``.
+* ``/socket.io/``: ``EIO`` must be ``4`` (else Engine.IO error 5), ``transport`` must be
+  ``websocket`` (else Engine.IO error 3); then ``GET`` is upgraded to Socket.IO.
+* ``/`` and ``/static/<file>``: the web page for ``GET`` and ``HEAD``; other methods ``405``.
+* anything else: ``404``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Literal, Protocol
+from urllib.parse import parse_qs, urlsplit
+
+__all__ = [
+    "NATIVE_PATH",
+    "SOCKETIO_PATH",
+    "HttpAnswer",
+    "PageLookup",
+    "Upgrade",
+    "engineio_error",
+    "method_not_allowed",
+    "not_found",
+    "route",
+    "too_many_connections",
+]
+
+SOCKETIO_PATH = "/socket.io/"
+NATIVE_PATH = "/ws"
+
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    413: "Content Too Large",
+    429: "Too Many Requests",
+    431: "Request Header Fields Too Large",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class HttpAnswer:
+    """A complete response; ``close`` asks for ``Connection: close`` and a close after it."""
+
+    status: int
+    body: bytes = b""
+    content_type: str = "text/plain; charset=utf-8"
+    headers: tuple[tuple[str, str], ...] = ()
+    close: bool = False
+
+    @property
+    def reason(self) -> str:
+        return _REASONS.get(self.status, "")
+
+    def header_list(self) -> list[tuple[str, str]]:
+        """Every header of the response, ``Content-Length`` and ``Connection`` included."""
+        headers = [("Content-Type", self.content_type), ("Content-Length", str(len(self.body)))]
+        headers += self.headers
+        if self.close:
+            headers.append(("Connection", "close"))
+        return headers
+
+
+@dataclass(frozen=True, slots=True)
+class Upgrade:
+    """Accept the WebSocket handshake for this protocol."""
+
+    protocol: Literal["native", "socketio"]
+
+
+class PageLookup(Protocol):
+    """What :func:`route` needs of the web page: a path to an answer, or ``None``."""
+
+    def respond(self, path: str) -> HttpAnswer | None: ...
+
+
+def not_found() -> HttpAnswer:
+    return HttpAnswer(404, b"not found\n")
+
+
+def method_not_allowed(allow: str) -> HttpAnswer:
+    return HttpAnswer(405, b"method not allowed\n", headers=(("Allow", allow),))
+
+
+def engineio_error(code: int, message: str) -> HttpAnswer:
+    """Engine.IO's error body, ``400`` (as the reference server answers)."""
+    body = json.dumps({"code": code, "message": message}).encode()
+    return HttpAnswer(400, body, content_type="application/json")
+
+
+def too_many_connections() -> HttpAnswer:
+    return HttpAnswer(429, b"too many connections from this address\n", close=True)
+
+
+def route(method: str, target: str, page: PageLookup | None = None) -> Upgrade | HttpAnswer:
+    """Decide what a request gets: a WebSocket upgrade, or an answer."""
+    parts = urlsplit(target)
+    if parts.path == NATIVE_PATH:
+        return Upgrade("native") if method == "GET" else method_not_allowed("GET")
+    if page is not None and (served := page.respond(target)) is not None:
+        if method in ("GET", "HEAD"):
+            return served
+        return method_not_allowed("GET, HEAD")
+    if parts.path != SOCKETIO_PATH:
+        return not_found()
+    query = parse_qs(parts.query)
+    if query.get("EIO") != ["4"]:
+        return engineio_error(5, "Unsupported protocol version")
+    if query.get("transport") != ["websocket"] or method != "GET":
+        return engineio_error(3, "Bad request: only the websocket transport is served")
+    return Upgrade("socketio")

@@ -1,0 +1,309 @@
+"""One TCP connection on the client port: HTTP/1.1 first (h11), then maybe a WebSocket.
+
+Requests are parsed by h11 and routed by the application (:class:`EdgeApp`); answers are
+well-formed HTTP/1.1 with a ``Content-Length``, kept alive unless they say
+``Connection: close``. Any method and any body get an answer: bodies up to the payload limit
+are read and discarded, larger ones get ``413``; a malformed request gets ``400`` (or
+``431`` for oversized headers), and a request that does not arrive within
+``http_timeout_s`` gets ``408`` (an idle keep-alive connection is just closed). When the
+gateway closes after an answer it half-closes first and reads until the client is done
+(a *lingering close*), so the answer is not lost to a TCP reset over unread bytes.
+
+An upgrade request the application accepts is checked by websockets' own handshake code
+(``ServerProtocol.accept``: version, key, origin allowlist); a ``101`` hands the connection
+to a :class:`~chat_gateway.edge.websocket.WebSocket`, anything else is answered and closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, cast
+
+import h11
+from websockets.datastructures import Headers
+from websockets.http11 import Request as WsRequest
+from websockets.server import ServerProtocol
+from websockets.typing import Origin
+
+from chat_gateway.edge.answers import HttpAnswer, Upgrade
+from chat_gateway.edge.budget import ReadBudget
+from chat_gateway.edge.websocket import WebSocket
+
+__all__ = ["EdgeApp", "EdgeLimits", "EdgeProtocol", "HttpRequest", "serialize"]
+
+_LINGER_S = 2.0
+"""How long a closing HTTP connection keeps reading after its last answer."""
+_WRITE_HIGH = 64 * 1024
+_WRITE_LOW = 16 * 1024
+_HANDSHAKE_HEADERS = frozenset({"content-length", "content-type", "connection", "date"})
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeLimits:
+    """The bounds every connection on the client port lives within."""
+
+    max_payload: int
+    """Largest WebSocket message, and largest request body read (bytes)."""
+    origins: Sequence[Origin | None]
+    """Origins a WebSocket handshake may come from (``None``: no Origin header)."""
+    http_timeout_s: float
+    """Time for a request to arrive in full, and for a kept-alive connection to idle."""
+    close_timeout_s: float
+    """Time a WebSocket closing handshake may take before the TCP connection is aborted."""
+    write_cap: int
+    """Bytes queued for a WebSocket peer above which it is cut."""
+    read_rate: float
+    """Frames per second a WebSocket connection may make the gateway read."""
+    read_burst: float
+    flood_cut_s: float
+    """Seconds over the read budget in a row after which a connection is cut."""
+    max_head_bytes: int = 16 * 1024
+    """Largest request line plus headers."""
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    """A request as the application sees it; header names are lower case."""
+
+    method: str
+    target: str
+    headers: list[tuple[str, str]]
+    remote: str
+
+    def header(self, name: str) -> str | None:
+        """The first value of header ``name`` (lower case), or ``None``."""
+        return next((v for k, v in self.headers if k == name), None)
+
+
+class EdgeApp(Protocol):
+    """What the client port asks of the application."""
+
+    def route(self, request: HttpRequest) -> Upgrade | HttpAnswer:
+        """An upgrade to accept, or the answer to write."""
+        ...
+
+    def admit(self, request: HttpRequest) -> HttpAnswer | None:
+        """Just before a WebSocket is accepted: ``None``, or the refusal to answer."""
+        ...
+
+    def opened(self, ws: WebSocket, upgrade: Upgrade, request: HttpRequest) -> None:
+        """A WebSocket is open; the application owns it from now on."""
+        ...
+
+
+def serialize(answer: HttpAnswer) -> bytes:
+    """An answer as bytes, for the cases h11 cannot send one (the request never parsed)."""
+    lines = [f"HTTP/1.1 {answer.status} {answer.reason}"]
+    lines += [f"{name}: {value}" for name, value in answer.header_list()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + answer.body
+
+
+class EdgeProtocol(asyncio.Protocol):
+    """The asyncio protocol of one client-port connection."""
+
+    def __init__(self, app: EdgeApp, limits: EdgeLimits) -> None:
+        self._app = app
+        self._limits = limits
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_head_bytes)
+        self._ws: WebSocket | None = None
+        self._request: h11.Request | None = None
+        self._body = 0
+        self._received = False
+        """Bytes arrived since the last answer (a timeout then gets 408, not silence)."""
+        self._lingering = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._remote = "?"
+
+    # -- asyncio.Protocol -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self._transport = transport
+        peer = transport.get_extra_info("peername")
+        self._remote = str(peer[0]) if peer else "?"
+        transport.set_write_buffer_limits(high=_WRITE_HIGH, low=_WRITE_LOW)
+        self._arm(self._limits.http_timeout_s)
+
+    def data_received(self, data: bytes) -> None:
+        if self._ws is not None:
+            self._ws.feed(data)
+        elif not self._lingering:
+            self._received = True
+            self._h11.receive_data(data)
+            self._serve_http()
+
+    def eof_received(self) -> bool:
+        if self._ws is not None:
+            self._ws.feed_eof()
+        elif not self._lingering:
+            self._h11.receive_data(b"")
+            self._serve_http()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        if self._ws is not None:
+            self._ws.lost()
+
+    def pause_writing(self) -> None:
+        if self._ws is not None:
+            self._ws.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._ws is not None:
+            self._ws.resume_writing()
+
+    # -- HTTP -------------------------------------------------------------------------------
+
+    def _serve_http(self) -> None:
+        while self._ws is None and not self._lingering:
+            try:
+                event = self._h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                status = exc.error_status_hint
+                self._answer_raw(HttpAnswer(status, b"bad request\n", close=True))
+                return
+            if event is h11.NEED_DATA or event is h11.PAUSED:
+                return
+            if isinstance(event, h11.Request):
+                self._request, self._body = event, 0
+            elif isinstance(event, h11.Data):
+                self._body += len(event.data)
+                if self._body > self._limits.max_payload:
+                    self._answer(HttpAnswer(413, b"request body too large\n", close=True))
+                    return
+            elif isinstance(event, h11.EndOfMessage):
+                self._respond()
+            elif isinstance(event, h11.ConnectionClosed):
+                self._close()
+                return
+
+    def _respond(self) -> None:
+        raw = self._request
+        assert raw is not None
+        request = HttpRequest(
+            method=raw.method.decode("ascii", "replace"),
+            target=raw.target.decode("latin-1"),
+            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw.headers],
+            remote=self._remote,
+        )
+        decision = self._app.route(request)
+        if isinstance(decision, Upgrade):
+            self._upgrade(decision, request)
+        else:
+            self._answer(decision)
+
+    def _upgrade(self, upgrade: Upgrade, request: HttpRequest) -> None:
+        refusal = self._app.admit(request)
+        if refusal is not None:
+            self._answer(refusal)
+            return
+        limits = self._limits
+        handshake = ServerProtocol(origins=limits.origins, max_size=limits.max_payload)
+        response = handshake.accept(WsRequest(request.target, Headers(request.headers)))
+        if response.status_code != 101:
+            extra = tuple(
+                (k, v)
+                for k, v in response.headers.raw_items()
+                if k.lower() not in _HANDSHAKE_HEADERS
+            )
+            self._answer(
+                HttpAnswer(response.status_code, bytes(response.body), headers=extra, close=True)
+            )
+            return
+        self._send(
+            h11.InformationalResponse(
+                status_code=101,
+                reason=b"Switching Protocols",
+                headers=list(response.headers.raw_items()),
+            )
+        )
+        trailing, _closed = self._h11.trailing_data
+        self._disarm()
+        assert self._transport is not None
+        budget = ReadBudget(
+            rate=limits.read_rate, burst=limits.read_burst, cut_after_s=limits.flood_cut_s
+        )
+        ws = WebSocket(
+            self._transport,
+            max_size=limits.max_payload,
+            budget=budget,
+            close_timeout_s=limits.close_timeout_s,
+            write_cap=limits.write_cap,
+        )
+        self._ws = ws
+        self._app.opened(ws, upgrade, request)
+        if trailing:
+            ws.feed(trailing)
+
+    def _answer(self, answer: HttpAnswer) -> None:
+        head_only = self._request is not None and self._request.method == b"HEAD"
+        try:
+            self._send(
+                h11.Response(
+                    status_code=answer.status,
+                    reason=answer.reason.encode(),
+                    headers=answer.header_list(),
+                )
+            )
+            if answer.body and not head_only:
+                self._send(h11.Data(data=answer.body))
+            self._send(h11.EndOfMessage())
+        except h11.LocalProtocolError:
+            self._close()
+            return
+        self._received = False
+        h = self._h11
+        if h.our_state is h11.MUST_CLOSE or h.their_state is h11.MUST_CLOSE:
+            self._linger()
+        elif h.our_state is h11.DONE and h.their_state is h11.DONE:
+            h.start_next_cycle()
+            self._request = None
+            self._arm(self._limits.http_timeout_s)
+
+    def _answer_raw(self, answer: HttpAnswer) -> None:
+        """Answer outside h11's state machine (the request could not be parsed)."""
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(serialize(answer))
+        self._linger()
+
+    def _send(self, event: h11.Event) -> None:
+        data = self._h11.send(event)
+        if data and self._transport is not None:
+            self._transport.write(data)
+
+    def _linger(self) -> None:
+        """Half-close, then read and drop until the client closes (or a short while)."""
+        self._lingering = True
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        if transport.can_write_eof():
+            transport.write_eof()
+        self._arm(_LINGER_S)
+
+    def _close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def _arm(self, delay: float) -> None:
+        self._disarm()
+        self._timer = self._loop.call_later(delay, self._timed_out)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        if self._ws is not None:
+            return
+        if self._lingering or not self._received:
+            self._close()
+        else:
+            self._answer_raw(HttpAnswer(408, b"request timeout\n", close=True))

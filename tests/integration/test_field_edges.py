@@ -1,0 +1,185 @@
+"""Peers as the field has them: vanished without a FIN, never reading, keep-alive HTTP.
+
+None of these may cost anyone else anything: the loops that serve every client never wait
+for one of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.conftest import MakeStack
+from tests.support.clients import NativeClient, unique_room
+from tests.support.http import metric
+from tests.support.rawws import PING, PingProbe, RawWs, sio_join
+from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.integration
+
+SIO_PATH = "/socket.io/?EIO=4&transport=websocket"
+
+
+def _metrics_url(stack: object) -> str:
+    gateway = stack.of_kind("gateway")[0]  # type: ignore[attr-defined]
+    return f"http://127.0.0.1:{gateway.http_port}/metrics"
+
+
+async def test_vanished_peers_do_not_stall_anyones_heartbeat(make_stack: MakeStack) -> None:
+    """Five joined Socket.IO clients go silent without a FIN; a healthy client on the same
+    gateway keeps getting its pings every pingInterval, and each silent peer is closed and,
+    when it never answers the close, aborted."""
+    stack = await make_stack(
+        env={"GATEWAY_PING_INTERVAL_MS": "500", "GATEWAY_PING_TIMEOUT_MS": "500"}
+    )
+    url, room, metrics = stack.client_url, unique_room(), _metrics_url(stack)
+    probe = await PingProbe.start(url, "probe@example.com", room)
+    silent = [await sio_join(url, f"gone{i}@example.com", room) for i in range(5)]
+    try:
+        for peer in silent:
+            peer.go_silent()
+
+        async def only_the_probe_left() -> bool:
+            return await metric(metrics, "chat_gateway_connections", protocol="socketio") == 1
+
+        await eventually(only_the_probe_left, timeout=90)
+        assert probe.closed_code is None, "the healthy client was closed"
+        assert probe.max_gap < 0.5 + 1.0, probe.max_gap
+
+        async def aborted() -> bool:
+            return await metric(metrics, "chat_gateway_close_aborts_total") >= 5
+
+        await eventually(aborted, timeout=30)
+        assert probe.max_gap < 0.5 + 1.0, probe.max_gap
+    finally:
+        await probe.stop()
+        for peer in silent:
+            peer.abort()
+
+
+async def test_a_peer_that_never_reads_cannot_freeze_the_watchdog(make_stack: MakeStack) -> None:
+    """A connection with no credentials floods pings and never reads their pongs; the
+    connect deadline is still enforced, for it and for the next connection."""
+    stack = await make_stack(env={"GATEWAY_CONNECT_TIMEOUT_S": "1"})
+    url = stack.client_url
+    hog = await RawWs.connect(url, SIO_PATH, rcvbuf=4096)
+    hog.go_silent()
+    for _ in range(2000):
+        hog.send_frame(PING, b"x" * 125)
+    late = await RawWs.connect(url, SIO_PATH)
+    try:
+        started = time.monotonic()
+        assert await late.closed_with(timeout=10) == 4002
+        assert time.monotonic() - started < 1 + 2 + 1  # the deadline, one watch tick, slack
+    finally:
+        hog.abort()
+        await late.close()
+
+
+async def test_a_slow_consumer_is_cut_once(make_stack: MakeStack) -> None:
+    """A member that stops reading while its room is busy is cut with 4008 exactly once:
+    one count in the metric, one warning in the log, however many messages follow."""
+    stack = await make_stack(env={"GATEWAY_SLOW_CONSUMER_BYTES": "65536"})
+    url, room, metrics = stack.client_url, unique_room(), _metrics_url(stack)
+    slow = await sio_join(url, "slow@example.com", room, rcvbuf=4096)
+    slow.go_silent()
+    sender = await NativeClient().connect(url)
+    try:
+        assert (await sender.call("join", {"email": "busy@example.com", "roomId": room}))["ok"]
+
+        async def send(count: int) -> None:
+            for _ in range(count):
+                reply = await sender.call("send_message", {"roomId": room, "text": "x" * 4000})
+                assert reply["ok"], reply
+
+        # The kernel buffers take a few MB for a peer that reads nothing before the gateway
+        # has to queue anything: send until the cut happens.
+        for _ in range(100):
+            await send(25)  # ~100 KB
+            if await metric(metrics, "chat_gateway_slow_consumer_cuts_total") >= 1:
+                break
+        await send(100)  # fan-out goes on while the cut connection lingers
+    finally:
+        slow.abort()
+        await sender.close()
+    assert await metric(metrics, "chat_gateway_slow_consumer_cuts_total") == 1
+    log = stack.of_kind("gateway")[0].log_path.read_text()
+    assert log.count("slow consumer cut") == 1
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or 80
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ")[1])
+    headers = {}
+    for line in lines[1:]:
+        if line:
+            name, value = line.split(":", 1)
+            headers[name.strip().lower()] = value.strip()
+    body = await reader.readexactly(int(headers["content-length"]))
+    return status, headers, body
+
+
+async def test_keep_alive_clients_get_every_answer(gateway_url: str) -> None:
+    """Several requests on one connection, a POST with a body among them, are all answered;
+    the one that asks to close gets Connection: close and a clean end of stream."""
+    host, port = _host_port(gateway_url)
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        requests = [
+            b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"POST /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\n"
+            b'Content-Type: text/plain\r\nContent-Length: 11\r\n\r\n40{"a":"b"}',
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET /ws HTTP/1.1\r\nHost: x\r\n\r\n",  # not an upgrade: 426, then closed
+        ]
+        answers = []
+        for request in requests:
+            writer.write(request)
+            answers.append(await _read_response(reader))
+        assert [status for status, _, _ in answers] == [404, 400, 200, 426]
+        assert all(h.get("connection") != "close" for _, h, _ in answers[:3])
+        assert answers[3][1]["connection"] == "close"
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # FIN, not a reset
+    finally:
+        writer.close()
+
+
+async def test_a_body_too_large_is_answered_before_the_close(gateway_url: str) -> None:
+    """A POST larger than the payload limit gets 413 and Connection: close, and the answer
+    arrives intact although the body was never read."""
+    host, port = _host_port(gateway_url)
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        size = 4 * 1024 * 1024
+        writer.write(
+            b"POST /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\n"
+            + f"Content-Length: {size}\r\n\r\n".encode()
+            + b"x" * 200_000
+        )
+        status, headers, _ = await _read_response(reader)
+        assert (status, headers["connection"]) == (413, "close")
+    finally:
+        writer.close()
+
+
+async def test_a_request_that_never_ends_times_out(make_stack: MakeStack) -> None:
+    """Half a request head, then nothing: 408 after GATEWAY_HTTP_TIMEOUT_S, then closed."""
+    stack = await make_stack(env={"GATEWAY_HTTP_TIMEOUT_S": "1"})
+    host, port = _host_port(stack.client_url)
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        status, headers, _ = await _read_response(reader)
+        assert (status, headers["connection"]) == (408, "close")
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+    finally:
+        writer.close()
