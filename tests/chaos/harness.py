@@ -141,7 +141,15 @@ async def run_scenario(
     clients: int = 40,
     rooms: int = 4,
     per_client: int = 50,
+    store_dsn: str | None = None,
+    traffic_timeout_s: float = 600.0,
 ) -> Outcome:
+    """Run the load, inject the fault, count what went wrong.
+
+    ``store_dsn`` is where the checker reads Postgres (default: the stack's DSN).
+    ``traffic_timeout_s`` bounds the wait for the load to finish once the fault is injected
+    (``TimeoutError`` past it); on any failure the clients are closed before it propagates.
+    """
     room_ids = [unique_room("chaos") for _ in range(rooms)]
     conns = [SioClient(reconnection=True) for _ in range(clients)]
     await asyncio.gather(*(c.connect(stack.client_url) for c in conns))
@@ -164,13 +172,19 @@ async def run_scenario(
     ]
     traffic = asyncio.ensure_future(asyncio.gather(*(s.run() for s in senders)))
     total = clients * per_client
-    await asyncio.wait_for(ledger.reached(total // 3), 120)
-    await inject(stack)
-    await asyncio.wait_for(traffic, 600)
+    try:
+        await asyncio.wait_for(ledger.reached(total // 3), 120)
+        await inject(stack)
+        await asyncio.wait_for(traffic, traffic_timeout_s)
+    except BaseException:
+        traffic.cancel()
+        await asyncio.gather(traffic, return_exceptions=True)
+        await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
+        raise
     times = sorted(ledger.ack_times)
     stall = max((b - a for a, b in itertools.pairwise(times)), default=0.0)
 
-    lost, duplicated = await _check_store(stack.postgres_dsn, ledger)
+    lost, duplicated = await _check_store(store_dsn or stack.postgres_dsn, ledger)
     out_of_order = deliveries = 0
     for i, c in enumerate(conns):
         room = room_ids[i % rooms]

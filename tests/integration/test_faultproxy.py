@@ -273,3 +273,21 @@ async def test_stop_leaves_no_task_and_no_connection(echo: EchoServer) -> None:
         with pytest.raises(ConnectionResetError):
             await asyncio.wait_for(conn[0].read(1), 5)
         await close(conn)
+
+
+async def test_freeze_open_stalls_open_connections_for_good(
+    proxy: FaultProxy, echo: EchoServer
+) -> None:
+    """freeze_open silences the connections open at that moment even after the mode is
+    set again, while new connections work."""
+    old = await connect(proxy)
+    await round_trip(old, b"x")
+    assert proxy.freeze_open() == 1
+    proxy.set_mode(PASS)
+    old[1].write(b"anyone?")
+    await assert_silent(old)
+    fresh = await connect(proxy)
+    assert await round_trip(fresh, b"fresh") == b"fresh"
+    await assert_silent(old)
+    await close(old)
+    await close(fresh)

@@ -18,6 +18,9 @@ A switch applies at once to every open connection and to new ones.
 * ``reset``: every connection is aborted with RST on both sides; new clients are accepted
   and reset at once.
 
+Besides the mode, :meth:`FaultProxy.freeze_open` freezes the connections open at that
+moment for good (a blackhole that never heals for them) while new ones follow the mode.
+
 Each pipe buffers at most ``buffer_bytes``; beyond that the proxy stops reading from that
 side, so a peer that keeps writing into a frozen link sees TCP backpressure, as it would
 on a real one.
@@ -175,10 +178,12 @@ async def _close(writer: asyncio.StreamWriter) -> None:
 class _Link:
     """One proxied connection: the client's streams, and the upstream's once connected."""
 
-    __slots__ = ("client", "task", "upstream")
+    __slots__ = ("client", "frozen", "task", "upstream")
 
     def __init__(self, client: asyncio.StreamWriter) -> None:
         self.client = client
+        self.frozen = False
+        """Set by :meth:`FaultProxy.freeze_open`: nothing moves any more, whatever the mode."""
         self.upstream: asyncio.StreamWriter | None = None
         self.task: asyncio.Task[None] | None = None
 
@@ -194,7 +199,8 @@ class FaultProxy:
     ``postgresql://postgres@127.0.0.1:5432/chat``.
 
     ``await start()``, give clients :attr:`url` (``target`` with the proxy's host and
-    port), switch faults with :meth:`set_mode`, ``await stop()``. Counters for tests:
+    port), switch faults with :meth:`set_mode` (or freeze the open connections with
+    :meth:`freeze_open`), ``await stop()``. Counters for tests:
     :attr:`accepted` (clients accepted), :attr:`active` (connections open now) and
     :attr:`resets` (connections aborted by ``reset``).
     """
@@ -292,6 +298,15 @@ class FaultProxy:
                     link.task.cancel()
             self._count()
 
+    def freeze_open(self) -> int:
+        """Freeze every open connection for good (until :meth:`stop` or ``reset``), like a
+        blackhole, while new connections follow the mode: what clients see when a server's
+        host dies without a FIN and a standby takes over its address, or when a NAT or
+        firewall forgets established flows. Returns how many connections were frozen."""
+        for link in self._links:
+            link.frozen = True
+        return len(self._links)
+
     def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         # A plain callback runs inside connection_made: the link is tracked before a
         # switch or stop() can miss it.
@@ -315,7 +330,7 @@ class FaultProxy:
         tasks: list[asyncio.Task[Any]] = [_task(self._read(client, up), "read")]
         clean = False
         try:
-            await self._flowing()
+            await self._flowing(link)
             try:
                 async with asyncio.timeout(self._connect_timeout):
                     upstream, link.upstream = await asyncio.open_connection(
@@ -325,8 +340,8 @@ class FaultProxy:
                 return  # nothing listens upstream: the client gets a reset
             tasks.append(_task(self._read(upstream, down), "read"))
             writers = [
-                _task(self._write(up, link.upstream), "write"),
-                _task(self._write(down, link.client), "write"),
+                _task(self._write(up, link.upstream, link), "write"),
+                _task(self._write(down, link.client, link), "write"),
             ]
             tasks += writers
             pending = set(writers)
@@ -346,17 +361,17 @@ class FaultProxy:
             else:
                 link.reset()
 
-    async def _flowing(self) -> None:
-        """Wait until the link forwards (returns at once unless blackholed)."""
-        while not self._mode.forwards:
+    async def _flowing(self, link: _Link) -> None:
+        """Wait until ``link`` forwards (returns at once unless blackholed or frozen)."""
+        while link.frozen or not self._mode.forwards:
             await self._changed.wait()
 
-    async def _due(self, arrived: float) -> None:
-        """Wait until a chunk that arrived at ``arrived`` may be delivered in this mode."""
+    async def _due(self, arrived: float, link: _Link) -> None:
+        """Wait until a chunk of ``link`` that arrived at ``arrived`` may be delivered."""
         loop = asyncio.get_running_loop()
         while True:
             changed = self._changed
-            due = self._mode.due_at(arrived)
+            due = None if link.frozen else self._mode.due_at(arrived)
             if due is not None and due <= loop.time():
                 return
             with contextlib.suppress(TimeoutError):
@@ -375,16 +390,16 @@ class FaultProxy:
         else:
             await pipe.put((loop.time(), _EOF))
 
-    async def _write(self, pipe: _Pipe, writer: asyncio.StreamWriter) -> bool:
+    async def _write(self, pipe: _Pipe, writer: asyncio.StreamWriter, link: _Link) -> bool:
         """Deliver ``pipe`` to ``writer`` as the mode allows, until its end; ``False`` when
         the end was a reset or a write failed."""
         while True:
-            data = await self._next(pipe)
+            data = await self._next(pipe, link)
             if isinstance(data, _End):
                 hold = self._mode.close_hold_s
                 if hold > 0:
                     await asyncio.sleep(hold)  # slow close: open and silent meanwhile
-                    await self._flowing()
+                    await self._flowing(link)
                 if not data.clean:
                     return False
                 if writer.can_write_eof() and not writer.is_closing():
@@ -397,8 +412,8 @@ class FaultProxy:
             except OSError:
                 return False
 
-    async def _next(self, pipe: _Pipe) -> bytes | _End:
+    async def _next(self, pipe: _Pipe, link: _Link) -> bytes | _End:
         """The next chunk (or end) of ``pipe``, once the mode lets it through."""
         arrived, data = await pipe.get()
-        await self._due(arrived)
+        await self._due(arrived, link)
         return data
