@@ -143,14 +143,16 @@ async def run_scenario(
     per_client: int = 50,
     store_dsn: str | None = None,
     traffic_timeout_s: float = 600.0,
+    room_ids: list[str] | None = None,
 ) -> Outcome:
     """Run the load, inject the fault, count what went wrong.
 
     ``store_dsn`` is where the checker reads Postgres (default: the stack's DSN).
     ``traffic_timeout_s`` bounds the wait for the load to finish once the fault is injected
     (``TimeoutError`` past it); on any failure the clients are closed before it propagates.
+    ``room_ids`` names the rooms (a fault that needs to know them passes its own).
     """
-    room_ids = [unique_room("chaos") for _ in range(rooms)]
+    room_ids = room_ids or [unique_room("chaos") for _ in range(rooms)]
     conns = [SioClient(reconnection=True) for _ in range(clients)]
     await asyncio.gather(*(c.connect(stack.client_url) for c in conns))
     for i, c in enumerate(conns):

@@ -26,7 +26,17 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["CLOSE", "PING", "PONG", "TEXT", "PingProbe", "RawWs", "frame", "sio_join"]
+__all__ = [
+    "CLOSE",
+    "PING",
+    "PONG",
+    "TEXT",
+    "PingProbe",
+    "RawWs",
+    "frame",
+    "native_join",
+    "sio_join",
+]
 
 TEXT, BINARY, CLOSE, PING, PONG = 0x1, 0x2, 0x8, 0x9, 0xA
 
@@ -181,6 +191,18 @@ async def sio_join(url: str, email: str, room: str, **connect: Any) -> RawWs:
             ws.send_text("3")
     assert json.loads(reply[3:])[0]["ok"], reply
     return ws
+
+
+async def native_join(url: str, email: str, room: str, **connect: Any) -> RawWs:
+    """A raw native-protocol connection that has joined ``room``."""
+    ws = await RawWs.connect(url, "/ws", **connect)
+    data = {"email": email, "roomId": room}
+    ws.send_text(json.dumps({"type": "join", "id": 1, "data": data}))
+    while True:
+        reply = json.loads(await ws.recv_text())
+        if reply.get("type") == "ack":
+            assert reply["data"]["ok"], reply
+            return ws
 
 
 class PingProbe:

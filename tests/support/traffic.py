@@ -38,6 +38,8 @@ class Ledger:
 
     ack_times: list[float] = field(default_factory=list)
     """Monotonic time of every ack (to measure recovery after a fault)."""
+    latencies: list[float] = field(default_factory=list)
+    """Seconds from sending to the ack, of every call that was answered ``ok``."""
     _waiters: list[tuple[int, asyncio.Event]] = field(default_factory=list)
 
     async def reached(self, count: int) -> None:
@@ -98,7 +100,7 @@ class Sender:
             dropped_at: float | None = None
             while True:
                 was_connected = self.client.is_connected()
-                sent_at = time.time()
+                sent_at, started = time.time(), time.perf_counter()
                 try:
                     reply = await self.client.call(
                         "send_message",
@@ -117,6 +119,7 @@ class Sender:
                     await asyncio.sleep(0.1)
                     continue
                 if reply.get("ok"):
+                    self.ledger.latencies.append(time.perf_counter() - started)
                     message = reply["message"]
                     if dropped_at is not None and _epoch(message["ts"]) < sent_at - 0.001:
                         self.ledger.lost_replies += 1
