@@ -10,7 +10,7 @@
   const RETRYABLE = new Set(["UNAVAILABLE", "RATE_LIMITED", "INTERNAL"]);
   // Close codes after which reconnecting cannot help (protocol.md, section 6).
   const TERMINAL = {
-    1002: "protocol error", 1003: "protocol error", 1007: "protocol error",
+    1002: "protocol error", 1003: "protocol error", 1007: "protocol error", 1008: "too many frames",
     1009: "message too large", 4001: "token rejected", 4009: "session opened elsewhere",
   };
 
