@@ -38,9 +38,9 @@ SCENARIOS: dict[str, tuple[LinkName, Mode | None, float]] = {
     "postgres connections frozen for good": ("postgres", FROZEN, 0),
 }
 
-SETTLE_S = 40
-"""Bound on the rest of the load once the fault has ended: it takes under 10 s when the
-services recover (a 4x margin or more for a busy machine), minutes when they do not."""
+SETTLE_S = 30
+"""Bound on the rest of the load once the fault has ended: under 10 s when the services
+recover (a 3x margin or more for a busy machine), minutes when they do not."""
 
 NATS_ZOMBIE = pytest.mark.xfail(
     strict=True,
