@@ -32,13 +32,11 @@ __all__ = ["LINK_ENV", "LinkFault", "LinkName", "Links", "linked_stack"]
 
 LinkName = Literal["nats", "redis", "postgres"]
 
-LINK_ENV = {
-    # A silent NATS link is noticed by the client's pings: nats.py declares the connection
-    # stale when more than max_outstanding_pings (3) are unanswered, so about four ping
-    # intervals after the link went quiet (40 s with the default 10 s interval).
-    **{f"{svc}_NATS_PING_INTERVAL_S": "1" for svc in ("GATEWAY", "SESSION", "HISTORY")},
-}
-"""Settings for link faults on top of FAST_SETTINGS and CHAOS_ENV."""
+LINK_ENV: dict[str, str] = {}
+"""Settings for link faults on top of FAST_SETTINGS and CHAOS_ENV: none. A silent NATS link
+is noticed with the defaults: nats.py declares the connection stale when more than
+max_outstanding_pings (2) are unanswered, about three ping intervals (2 s) after the link
+went quiet; nats-server drops the dead client after two missed pings of its own."""
 
 
 @dataclass

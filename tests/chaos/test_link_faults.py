@@ -42,24 +42,7 @@ SETTLE_S = 30
 """Bound on the rest of the load once the fault has ended: under 10 s when the services
 recover (a 3x margin or more for a busy machine), minutes when they do not."""
 
-NATS_ZOMBIE = pytest.mark.xfail(
-    strict=True,
-    raises=TimeoutError,
-    reason=(
-        "nats-server keeps a silently dead client connection, with its queue-group "
-        "subscriptions, until its own pings give up (ping_interval 2 min, ping_max 2 by "
-        "default; NatsServer and deploy/nats/nats.conf set neither), and meanwhile routes "
-        "a share of chat.session.*/chat.history.* requests to it: they are lost and each "
-        "costs the gateway a request timeout, so the load crawls for minutes"
-    ),
-)
-PARAMS = [
-    pytest.param(name, marks=NATS_ZOMBIE) if name == "nats connections frozen for good" else name
-    for name in SCENARIOS
-]
-
-
-@pytest.mark.parametrize("name", PARAMS)
+@pytest.mark.parametrize("name", list(SCENARIOS))
 async def test_link_fault(servers: Servers, tmp_path: Path, name: str) -> None:
     """Under load, a frozen, slow or reset link to NATS, Redis or Postgres costs retries
     and a pause, never a lost, doubled, reordered or unanswered message, every client that

@@ -81,7 +81,7 @@ async def connect(
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=settings.nats_reconnect_wait_s,
                 ping_interval=settings.nats_ping_interval_s,
-                max_outstanding_pings=3,
+                max_outstanding_pings=2,
                 disconnected_cb=disconnected,
                 reconnected_cb=reconnected,
                 error_cb=_on_error,

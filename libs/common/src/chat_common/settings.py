@@ -32,7 +32,9 @@ class ServiceSettings(BaseSettings):
         default=2.0, gt=0, description="timeout of one connection attempt to NATS"
     )
     nats_ping_interval_s: float = Field(
-        default=10.0, gt=0, description="how often the client pings NATS to spot a dead link"
+        default=2.0,
+        gt=0,
+        description="how often the client pings NATS; two unanswered pings mean a dead link",
     )
     nats_reconnect_wait_s: float = Field(
         default=0.5, gt=0, description="pause between reconnect attempts (attempts are unlimited)"

@@ -58,6 +58,11 @@ class NatsServer(Server):
         lines = [
             f"server_name: {json.dumps(self.server_name)}",
             f"listen: {json.dumps(f'{self.host}:{self.port}')}",
+            # A client whose link died without a FIN is dropped after two missed pings
+            # (~4-6 s) instead of the default 2 x 2 min: until then the server keeps
+            # routing a share of queue-group requests to its dead subscriptions.
+            'ping_interval: "2s"',
+            "ping_max: 2",
             "jetstream {",
             f"  store_dir: {json.dumps(str(self.home))}",
             "  sync_interval: always",
