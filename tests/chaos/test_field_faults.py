@@ -205,19 +205,30 @@ async def test_a_frozen_gateway_is_left_and_its_sessions_resume(make_stack: Make
     assert gap < PING_INTERVAL_S + GAP_SLACK_S, gap
 
 
-FLOODERS = 2
-CHATTERS, CHAT_ROOMS, CHAT_MESSAGES, CHAT_PAUSE_S = 50, 5, 40, 0.1
+CHATTERS, CHAT_ROOMS, CHAT_PAUSE_S = 50, 10, 0.2
+PHASE_MESSAGES, ROUNDS = 10, 3
 
 
-async def _chat(stack: Stack, clients: list[NativeClient], rooms: list[str]) -> Ledger:
+async def _chat(clients: list[NativeClient], rooms: list[str]) -> Ledger:
     ledger = Ledger()
     senders = [
         Sender(c, rooms[i % len(rooms)], ledger, name=f"c{i}-{time.monotonic_ns()}",
-               count=CHAT_MESSAGES, pause_s=CHAT_PAUSE_S, timeout_s=15)
+               count=PHASE_MESSAGES, pause_s=CHAT_PAUSE_S, timeout_s=15)
         for i, c in enumerate(clients)
     ]  # fmt: skip
     await asyncio.gather(*(s.run() for s in senders))
     return ledger
+
+
+async def _flooders(url: str) -> list[RawWs]:
+    """One connection flooding events on /ws, one flooding Engine.IO pings on Socket.IO."""
+    room = unique_room("flood")
+    events = await native_join(url, f"flood-{room}@example.com", room)
+    event = {"type": "send_message", "data": {"roomId": room, "text": "spam"}}
+    events.send_bytes(frame(0x1, json.dumps(event).encode(), masked=False) * 50_000)
+    pings = await RawWs.connect(url, "/socket.io/?EIO=4&transport=websocket")
+    pings.send_bytes(frame(0x1, b"2", masked=False) * 200_000)
+    return [events, pings]
 
 
 def _p99(values: list[float]) -> float:
@@ -225,45 +236,55 @@ def _p99(values: list[float]) -> float:
 
 
 async def test_a_flood_while_fifty_chat(make_stack: MakeStack) -> None:
-    """Fifty clients chat at the default rate limits, once quietly and once while two
-    connections flood (events on /ws, Engine.IO pings on Socket.IO): none of their sends
-    fails and their p99 stays within twice the quiet run's."""
+    """Fifty clients chat at the default rate limits, in alternating quiet phases and
+    phases during which two connections flood (events on /ws, Engine.IO pings on
+    Socket.IO): none of their sends fails and their p99 stays within twice the quiet one.
+
+    The phases alternate (three of each) so that a change in the machine's other load
+    falls on both sides alike: on a shared 2-core machine one quiet run and one loud run
+    can differ by 2x with no flood at all.
+    """
     env = {
         **FIELD_ENV,
         "GATEWAY_RATE_PER_S": "20",
         "GATEWAY_RATE_BURST": "40",
         "GATEWAY_READ_RATE_PER_S": "50",
         "GATEWAY_READ_BURST": "100",
-        "GATEWAY_FLOOD_CUT_S": "10",
     }
     stack = await make_stack(env=env)
     url = stack.client_url
     rooms = [unique_room("chat") for _ in range(CHAT_ROOMS)]
     clients = [await NativeClient().connect(url) for _ in range(CHATTERS)]
+    quiet, loud = Ledger(), Ledger()
     flooders: list[RawWs] = []
     try:
         for i, c in enumerate(clients):
-            reply = await c.call("join", {"email": f"c{i}@example.com", "roomId": rooms[i % 5]})
-            assert reply["ok"]
-        quiet = await _chat(stack, clients, rooms)
-        flood_room = unique_room("flood")
-        events = await native_join(url, "flood@example.com", flood_room)
-        event = {"type": "send_message", "data": {"roomId": flood_room, "text": "spam"}}
-        events.send_bytes(frame(0x1, json.dumps(event).encode(), masked=False) * 50_000)
-        pings = await RawWs.connect(url, "/socket.io/?EIO=4&transport=websocket")
-        pings.send_bytes(frame(0x1, b"2", masked=False) * 200_000)
-        flooders = [events, pings]
-        loud = await _chat(stack, clients, rooms)
+            room = rooms[i % CHAT_ROOMS]
+            assert (await c.call("join", {"email": f"c{i}@example.com", "roomId": room}))["ok"]
+        await _chat(clients, rooms)  # warm-up, not measured: first sends take cold paths
+        for _ in range(ROUNDS):
+            _absorb(quiet, await _chat(clients, rooms))
+            flooders = await _flooders(url)
+            _absorb(loud, await _chat(clients, rooms))
+            for flooder in flooders:
+                flooder.abort()
+            flooders = []
     finally:
         for flooder in flooders:
             flooder.abort()
         await asyncio.gather(*(c.close() for c in clients))
     assert (quiet.retries, dict(quiet.errors)) == (0, {}), quiet.errors
     assert (loud.retries, dict(loud.errors)) == (0, {}), loud.errors
-    assert loud.total == quiet.total == CHATTERS * CHAT_MESSAGES
+    assert len(loud.latencies) == len(quiet.latencies) == ROUNDS * CHATTERS * PHASE_MESSAGES
     p99_quiet, p99_loud = _p99(quiet.latencies), _p99(loud.latencies)
     if report := os.environ.get("CHAOS_REPORT"):
         line = json.dumps({"scenario": "flood while 50 chat", "p99_quiet_ms": round(
             p99_quiet * 1000, 1), "p99_flood_ms": round(p99_loud * 1000, 1)})  # fmt: skip
         await asyncio.to_thread(_append, Path(report), line)
     assert p99_loud <= 2 * p99_quiet + 0.010, (p99_quiet, p99_loud)
+
+
+def _absorb(into: Ledger, phase: Ledger) -> None:
+    into.latencies += phase.latencies
+    into.retries += phase.retries
+    into.errors.update(phase.errors)

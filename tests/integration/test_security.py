@@ -122,7 +122,11 @@ async def test_tokens_are_required_and_checked(make_stack: MakeStack) -> None:
         await native.send(
             json.dumps({"type": "auth", "id": 1, "data": {"token": token(sub="bob@example.com")}})
         )
-        assert json.loads(await native.recv())["data"] == {"ok": True, "email": "bob@example.com"}
+        assert json.loads(await native.recv())["data"] == {
+            "ok": True,
+            "email": "bob@example.com",
+            "droppedRooms": [],
+        }
         room = "sec-" + unique_room()
         joined = await good.call("join", {"email": "ann@example.com", "roomId": room})
         assert joined["ok"] is True

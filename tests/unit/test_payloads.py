@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from chat_common.errors import ChatError, ErrorCode
-from chat_gateway.payloads import GetHistoryPayload, JoinPayload, SendMessagePayload, parse_payload
+from chat_gateway.payloads import (
+    GetHistoryPayload,
+    JoinPayload,
+    ResumePayload,
+    SendMessagePayload,
+    parse_payload,
+)
 
 
 def test_valid_join_parses_camel_case() -> None:
@@ -57,3 +63,45 @@ def test_history_limit_bounds(limit: object) -> None:
     """limit must be an integer from 1 to 200."""
     with pytest.raises(ChatError):
         parse_payload({"roomId": "r", "limit": limit}, GetHistoryPayload)
+
+
+@pytest.mark.parametrize(
+    "kind,data",
+    [
+        (GetHistoryPayload, {"roomId": "r", "beforeSeq": 2**63}),
+        (GetHistoryPayload, {"roomId": "r", "beforeSeq": 10**30}),
+        (GetHistoryPayload, {"roomId": "r", "beforeSeq": 0}),
+        (GetHistoryPayload, {"roomId": "r", "limit": 201}),
+        (ResumePayload, {"sessionId": "a", "resumeToken": "b", "lastSeq": {"r": 10**30}}),
+        (ResumePayload, {"sessionId": "a", "resumeToken": "b", "lastSeq": {"r": -1}}),
+        (ResumePayload, {"sessionId": "a\x00", "resumeToken": "b"}),
+        (ResumePayload, {"sessionId": "a", "resumeToken": "b" * 129}),
+        (SendMessagePayload, {"roomId": "r", "text": "a\x00b"}),
+        (SendMessagePayload, {"roomId": "r", "text": "bell\x07"}),
+        (SendMessagePayload, {"roomId": "r", "text": "esc\x1b[2J"}),
+        (SendMessagePayload, {"roomId": "r", "text": "del\x7f"}),
+        (SendMessagePayload, {"roomId": "r", "text": "t", "clientMsgId": "id\x00"}),
+        (SendMessagePayload, {"roomId": "r", "text": "t", "clientMsgId": ""}),
+        (JoinPayload, {"email": "a\x00@b.io", "roomId": "r"}),
+        (JoinPayload, {"email": "a@b\x7f.io", "roomId": "r"}),
+    ],
+)
+def test_edge_values_are_invalid_arguments(kind: type, data: dict[str, object]) -> None:
+    """Numbers beyond a Postgres bigint, control characters, odd ids: INVALID_ARGUMENT at
+    the edge, never a store error or a retryable code."""
+    with pytest.raises(ChatError) as caught:
+        parse_payload(data, kind)
+    assert caught.value.code is ErrorCode.INVALID_ARGUMENT
+
+
+def test_text_keeps_tabs_newlines_and_any_script() -> None:
+    """Tab, line feed, carriage return, emoji and other scripts are content."""
+    text = "line one\r\nline\ttwo 𝄞 日本語 \u200b"
+    assert parse_payload({"roomId": "r", "text": text}, SendMessagePayload).text == text
+
+
+def test_control_characters_are_named_without_the_value() -> None:
+    """The refusal says what is wrong and where, and does not echo the text."""
+    with pytest.raises(ChatError) as caught:
+        parse_payload({"roomId": "r", "text": "secret\x00"}, SendMessagePayload)
+    assert caught.value.message == "Invalid characters at `text`"

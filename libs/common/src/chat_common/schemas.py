@@ -13,7 +13,9 @@ from chat_common.errors import InvalidArgument
 
 __all__ = [
     "EMAIL_PATTERN",
+    "MAX_SEQ",
     "ROOM_ID_PATTERN",
+    "TEXT_PATTERN",
     "AppendRequest",
     "DetachRequest",
     "DisconnectRequest",
@@ -30,6 +32,7 @@ __all__ = [
     "LeaveRequest",
     "LeaveResponse",
     "Message",
+    "MessageText",
     "PresenceEvent",
     "PresenceRequest",
     "PresenceResponse",
@@ -42,6 +45,7 @@ __all__ = [
     "RoomSummary",
     "RoomsRequest",
     "RoomsResponse",
+    "Seq",
     "SessionInfo",
     "SessionInfoRequest",
     "TakeRequest",
@@ -54,10 +58,18 @@ __all__ = [
 
 ROOM_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}\Z"
 """Room ids become one NATS subject token: no dots, wildcards, whitespace or ``$``."""
-EMAIL_PATTERN = r"^[^\s@]{1,64}@[^\s@]{1,190}\Z"
+EMAIL_PATTERN = r"^[^\s@\x00-\x1f\x7f]{1,64}@[^\s@\x00-\x1f\x7f]{1,190}\Z"
+"""No whitespace, no control characters, one ``@``."""
+TEXT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*\Z"
+"""Message text: any Unicode but the C0 control characters other than tab, line feed and
+carriage return, and DEL (NUL cannot be stored; the rest only ever hides or spoofs)."""
+MAX_SEQ = 2**63 - 1
+"""The largest room position (a Postgres ``bigint``)."""
 
 RoomId = Annotated[str, msgspec.Meta(pattern=ROOM_ID_PATTERN)]
 Email = Annotated[str, msgspec.Meta(pattern=EMAIL_PATTERN, max_length=254)]
+MessageText = Annotated[str, msgspec.Meta(pattern=TEXT_PATTERN)]
+Seq = Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)]
 _T = TypeVar("_T")
 
 
@@ -185,7 +197,7 @@ class RestoreRequest(_Wire, frozen=True):
 class AppendRequest(_Wire, frozen=True):
     room_id: RoomId
     email: Email
-    text: str
+    text: MessageText
     client_msg_id: str
     client_supplied: bool = True
     """False when the gateway generated ``client_msg_id`` (the message then shows null)."""
@@ -195,8 +207,8 @@ class AppendRequest(_Wire, frozen=True):
 
 class FetchRequest(_Wire, frozen=True):
     room_id: RoomId
-    before_seq: int | None = None
-    after_seq: int | None = None
+    before_seq: Seq | None = None
+    after_seq: Seq | None = None
     limit: int = 50
 
 

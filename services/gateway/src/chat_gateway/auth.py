@@ -19,11 +19,13 @@ from pathlib import Path
 
 import jwt
 
+from chat_common.schemas import EMAIL_PATTERN
+
 __all__ = ["AuthError", "Identity", "JwtVerifier", "build_verifier", "room_allowed"]
 
 _HMAC = re.compile(r"^HS(256|384|512)$")
 _ASYMMETRIC = re.compile(r"^(RS|PS|ES)(256|384|512)$|^EdDSA$")
-_EMAIL = re.compile(r"^[^\s@]{1,64}@[^\s@]{1,190}\Z")
+_EMAIL = re.compile(EMAIL_PATTERN)
 MAX_TOKEN_LENGTH = 8192
 
 

@@ -155,22 +155,36 @@ class EventHandlers:
     def authenticate(self, client: Client, token: object) -> None:
         """Verify ``token`` for ``client`` (a no-op in development mode)."""
         if self.verifier is None:
-            client.authenticated = True
+            self._authenticated(client)
             return
         try:
-            client.identity = self.verifier.verify(token)
+            identity = self.verifier.verify(token)
         except AuthError as exc:
             _log.info("authentication refused", extra={"client": client.id, "reason": exc.reason})
             raise ChatError(ErrorCode.UNAUTHENTICATED, "invalid or expired token") from None
-        if client.email is not None and client.email != client.identity.email:
+        # All or nothing: a refused token changes nothing on the connection.
+        known = client.email or (client.identity.email if client.identity else None)
+        if known is not None and known != identity.email:
             raise ChatError(ErrorCode.IDENTITY_MISMATCH, "the token names another user")
+        client.identity = identity
+        self._authenticated(client)
+
+    def _authenticated(self, client: Client) -> None:
         client.authenticated = True
+        client.conn.write_cap = self._s.slow_consumer_bytes
 
     async def auth(self, client: Client, data: object) -> Reply:
-        """Native protocol: ``auth {token}`` (or a fresh token before the old expires)."""
+        """Native protocol: ``auth {token}`` (or a fresh token before the old expires).
+
+        A fresh token's room policy applies at once: rooms it no longer allows are left
+        and named in ``droppedRooms``."""
         token = data.get("token") if isinstance(data, dict) else None
         self.authenticate(client, token)
-        return Reply({"ok": True, "email": client.identity.email if client.identity else None})
+        dropped = [r for r in sorted(client.rooms) if not room_allowed(client.identity, r)]
+        for room_id in dropped:
+            await self._leave_room(client, room_id)
+        email = client.identity.email if client.identity else None
+        return Reply({"ok": True, "email": email, "droppedRooms": dropped})
 
     async def refuse_closing(self, client: Client, event: ClientEvent | BadEvent) -> None:
         """An event that arrived after shutdown began: ``UNAVAILABLE``, retry elsewhere."""
@@ -258,7 +272,7 @@ class EventHandlers:
         RESUMES.labels("recovered" if plan else "not_recovered").inc()
         if plan is None:
             return Reply(body)
-        body |= {"email": client.email, "rooms": plan.room_ids}
+        body |= {"email": client.email, "rooms": plan.room_ids, "droppedRooms": plan.dropped}
         return Reply(body, lambda: self.resumer.finish(plan))
 
     async def send_message(self, client: Client, data: object) -> Reply:
@@ -290,18 +304,21 @@ class EventHandlers:
     async def leave(self, client: Client, data: object) -> Reply:
         p = parse_payload(data, LeavePayload)
         self._require_member(client, p.room_id)
+        await self._leave_room(client, p.room_id)
+        return Reply({"ok": True})
+
+    async def _leave_room(self, client: Client, room_id: str) -> None:
         # Hold the client's events of the room until the session service has recorded the
         # leave: on success they are dropped, on failure delivered, never lost or repeated.
-        self._hub.suspend(client, p.room_id)
+        self._hub.suspend(client, room_id)
         try:
-            await self._backend.leave(LeaveRequest(session_id=client.session_id, room_id=p.room_id))
+            await self._backend.leave(LeaveRequest(session_id=client.session_id, room_id=room_id))
         except ChatError as exc:
             if exc.code is not ErrorCode.NOT_IN_ROOM:
-                self._hub.resume(client, p.room_id)
+                self._hub.resume(client, room_id)
                 raise
-        client.rooms.discard(p.room_id)
-        await self._hub.remove(client, p.room_id)
-        return Reply({"ok": True})
+        client.rooms.discard(room_id)
+        await self._hub.remove(client, room_id)
 
     async def _undo_join(self, client: Client, room_id: str) -> None:
         try:

@@ -11,7 +11,7 @@ from typing import Annotated, TypeVar
 import msgspec
 
 from chat_common.errors import InvalidArgument
-from chat_common.schemas import Email, RoomId
+from chat_common.schemas import MAX_SEQ, Email, MessageText, RoomId
 
 __all__ = [
     "GetHistoryPayload",
@@ -23,7 +23,10 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
-ClientMsgId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+ClientMsgId = Annotated[str, msgspec.Meta(pattern=r"^[^\x00-\x1f\x7f]{1,128}\Z")]
+"""1 to 128 characters, none of them a control character (it is stored and shown)."""
+_OPAQUE = r"^[A-Za-z0-9_-]{1,%d}\Z"
+"""Session ids and resume tokens: what the gateway hands out, within a bound."""
 
 
 class _Payload(msgspec.Struct, rename="camel", kw_only=True, frozen=True):
@@ -37,13 +40,13 @@ class JoinPayload(_Payload, frozen=True):
 
 class SendMessagePayload(_Payload, frozen=True):
     room_id: RoomId
-    text: str
+    text: MessageText
     client_msg_id: ClientMsgId | None = None
 
 
 class GetHistoryPayload(_Payload, frozen=True):
     room_id: RoomId
-    before_seq: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    before_seq: Annotated[int, msgspec.Meta(ge=1, le=MAX_SEQ)] | None = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=200)] | None = None
 
 
@@ -52,10 +55,10 @@ class LeavePayload(_Payload, frozen=True):
 
 
 class ResumePayload(_Payload, frozen=True):
-    session_id: Annotated[str, msgspec.Meta(max_length=64)]
-    resume_token: Annotated[str, msgspec.Meta(max_length=128)]
+    session_id: Annotated[str, msgspec.Meta(pattern=_OPAQUE % 64)]
+    resume_token: Annotated[str, msgspec.Meta(pattern=_OPAQUE % 128)]
     last_seq: Annotated[
-        dict[RoomId, Annotated[int, msgspec.Meta(ge=0)]], msgspec.Meta(max_length=1000)
+        dict[RoomId, Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)]], msgspec.Meta(max_length=1000)
     ] = {}
 
 
@@ -74,5 +77,5 @@ def _safe(detail: str) -> str:
     # never the value; strip the regex to keep them short.
     head, _, path = detail.partition(" - at ")
     if "matching regex" in head:
-        head = "Invalid format"
+        head = "Invalid characters" if path.endswith(".text`") else "Invalid format"
     return f"{head} at {path.replace('$.', '')}" if path else head

@@ -5,6 +5,10 @@ right); history supplies what the client missed in each room, after the position
 client reports (Socket.IO offset, native ``lastSeq``) or, for a room it reports nothing
 about, the position on record. Replays are bounded (``GATEWAY_MAX_REPLAY`` per room): a
 client that missed more is told "not recovered" and rejoins and pages history instead.
+
+The room policy is applied again with the token the resuming connection presents: a room
+the session was in but the token no longer allows is left (``user_left`` if it was the
+user's last connection there) and reported as dropped, never recovered.
 """
 
 from __future__ import annotations
@@ -13,13 +17,15 @@ import logging
 import secrets
 from dataclasses import dataclass
 
-from chat_common.errors import ChatError
+from chat_common.errors import ChatError, ErrorCode
 from chat_common.schemas import (
     DisconnectRequest,
     FetchRequest,
+    LeaveRequest,
     Message,
     ResumeRequest,
 )
+from chat_gateway.auth import room_allowed
 from chat_gateway.backend import Backend
 from chat_gateway.client import Client
 from chat_gateway.offsets import new_session_id, new_token
@@ -44,6 +50,8 @@ class ResumePlan:
     """What :meth:`Resumer.finish` will send once the client has been told it recovered."""
 
     rooms: list[_RoomReplay]
+    dropped: list[str]
+    """Rooms of the session that the presented token no longer allows: left, not recovered."""
 
     @property
     def room_ids(self) -> list[str]:
@@ -82,8 +90,13 @@ class Resumer:
         client.email = found.email
         client.session_used = True
         plan: list[_RoomReplay] = []
+        dropped = sorted(r for r in found.rooms if not room_allowed(client.identity, r))
         try:
+            for room_id in dropped:
+                await self._leave(session_id, room_id)
             for room_id, recorded in sorted(found.rooms.items()):
+                if room_id in dropped:
+                    continue
                 position = positions.get(room_id, recorded)
                 member = await self._hub.add_pending(client, room_id)
                 client.rooms.add(room_id)
@@ -94,7 +107,14 @@ class Resumer:
             _log.info("resume abandoned", extra={"reason": type(exc).__name__})
             await self._abandon(client)
             return None
-        return ResumePlan(plan)
+        return ResumePlan(plan, dropped)
+
+    async def _leave(self, session_id: str, room_id: str) -> None:
+        try:
+            await self._backend.leave(LeaveRequest(session_id=session_id, room_id=room_id))
+        except ChatError as exc:
+            if exc.code is not ErrorCode.NOT_IN_ROOM:
+                raise
 
     async def _missed(self, room_id: str, after: int) -> list[Message]:
         missed: list[Message] = []

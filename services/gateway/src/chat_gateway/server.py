@@ -46,6 +46,10 @@ __all__ = ["GatewayServer", "edge_limits"]
 
 _log = logging.getLogger("chat.gateway.server")
 
+PREAUTH_WRITE_CAP = 64 * 1024
+"""Bytes queued for a peer that has not authenticated yet, above which it is cut (all it
+can be sent before then is a handshake, pongs and refusals)."""
+
 
 def edge_limits(settings: GatewaySettings) -> EdgeLimits:
     """The client port's bounds, from the settings."""
@@ -58,6 +62,7 @@ def edge_limits(settings: GatewaySettings) -> EdgeLimits:
         http_timeout_s=settings.http_timeout_s,
         close_timeout_s=settings.close_timeout_s,
         write_cap=settings.slow_consumer_bytes,
+        preauth_write_cap=PREAUTH_WRITE_CAP,
         read_rate=settings.read_rate_per_s,
         read_burst=settings.read_burst,
         flood_cut_s=settings.flood_cut_s,

@@ -13,7 +13,8 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from chat_common.errors import ChatError
+from chat_common.errors import ChatError, ErrorCode
+from chat_common.schemas import encode
 from chat_gateway.client import Client, Encoder
 from chat_gateway.closecodes import CLOSE_GOODBYE, CLOSE_UNAUTHENTICATED
 from chat_gateway.edge.websocket import WebSocket
@@ -136,10 +137,16 @@ async def _connect_namespace(
     reply: dict[str, object] = {"sid": client.id}
     if client.recovery:
         reply["pid"] = make_pid(client.session_id, client.token)
+    if plan is not None and plan.dropped:
+        reply["droppedRooms"] = plan.dropped
     await client.send(codec.encode_connect(reply))
     if parse_pid(auth.get("pid")) is not None and client.recovery:
         RESUMES.labels("recovered" if plan else "not_recovered").inc()
     if plan is not None:
+        for room_id in plan.dropped:  # what socket.io-client apps can see of the reply
+            error = {"code": ErrorCode.FORBIDDEN.value, "message": "the token does not allow this room",
+                     "event": "resume", "roomId": room_id}  # fmt: skip
+            await client.send(client.encode_event("error", encode(error)))
         handlers.resumer.finish(plan)
 
 

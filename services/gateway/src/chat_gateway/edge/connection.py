@@ -2,7 +2,8 @@
 
 Requests are parsed by h11 and routed by the application (:class:`EdgeApp`); answers are
 well-formed HTTP/1.1 with a ``Content-Length``, kept alive unless they say
-``Connection: close``. Any method and any body get an answer: bodies up to the payload limit
+``Connection: close``; a client that sends requests without reading the answers is not
+read until it does. Any method and any body get an answer: bodies up to the payload limit
 are read and discarded, larger ones get ``413``; a malformed request gets ``400`` (or
 ``431`` for oversized headers), and a request that does not arrive within
 ``http_timeout_s`` gets ``408`` (an idle keep-alive connection is just closed). When the
@@ -54,6 +55,8 @@ class EdgeLimits:
     """Time a WebSocket closing handshake may take before the TCP connection is aborted."""
     write_cap: int
     """Bytes queued for a WebSocket peer above which it is cut."""
+    preauth_write_cap: int
+    """The same bound until the application raises it (an unauthenticated peer)."""
     read_rate: float
     """Frames per second a WebSocket connection may make the gateway read."""
     read_burst: float
@@ -115,6 +118,8 @@ class EdgeProtocol(asyncio.Protocol):
         self._received = False
         """Bytes arrived since the last answer (a timeout then gets 408, not silence)."""
         self._lingering = False
+        self._held = False
+        """HTTP: the client is not reading its answers; stop reading its requests."""
         self._timer: asyncio.TimerHandle | None = None
         self._remote = "?"
 
@@ -152,15 +157,22 @@ class EdgeProtocol(asyncio.Protocol):
     def pause_writing(self) -> None:
         if self._ws is not None:
             self._ws.pause_writing()
+        elif self._transport is not None:
+            self._held = True  # pipelined requests wait until the answers are taken
+            self._transport.pause_reading()
 
     def resume_writing(self) -> None:
         if self._ws is not None:
             self._ws.resume_writing()
+        elif self._held and self._transport is not None:
+            self._held = False
+            self._transport.resume_reading()
+            self._serve_http()
 
     # -- HTTP -------------------------------------------------------------------------------
 
     def _serve_http(self) -> None:
-        while self._ws is None and not self._lingering:
+        while self._ws is None and not self._lingering and not self._held:
             try:
                 event = self._h11.next_event()
             except h11.RemoteProtocolError as exc:
@@ -233,7 +245,7 @@ class EdgeProtocol(asyncio.Protocol):
             max_size=limits.max_payload,
             budget=budget,
             close_timeout_s=limits.close_timeout_s,
-            write_cap=limits.write_cap,
+            write_cap=min(limits.write_cap, limits.preauth_write_cap),
         )
         self._ws = ws
         self._app.opened(ws, upgrade, request)

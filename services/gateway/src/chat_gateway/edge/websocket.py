@@ -43,6 +43,8 @@ _SLICE = 4096
 _INBOX_HIGH = 64
 """Messages waiting for the connection's task above which reading pauses."""
 _INBOX_LOW = 16
+_INBOX_HIGH_BYTES = 256 * 1024
+"""Bytes of messages waiting above which reading pauses (whatever their number)."""
 _PAUSED_BY_BUDGET = 1
 _PAUSED_BY_INBOX = 2
 _OVERFLOW_GRACE_S = 1.0
@@ -56,7 +58,7 @@ class WebSocket:
     """An open WebSocket on a transport; see the module docstring."""
 
     __slots__ = ("_budget", "_close_timeout", "_closed_by_us", "_drain_waiter", "_fragments",
-                 "_fragments_text", "_inbox", "_loop", "_lost", "_offset", "_on_limit", "_paused", "_pending",
+                 "_fragments_text", "_inbox", "_inbox_bytes", "_loop", "_lost", "_offset", "_on_limit", "_paused", "_pending",
                  "_proto", "_timer", "_transport", "_waiter", "_write_cap", "last_pong")  # fmt: skip
 
     def __init__(
@@ -75,6 +77,7 @@ class WebSocket:
         self._close_timeout = close_timeout_s
         self._write_cap = write_cap
         self._inbox: deque[str | bytes] = deque()
+        self._inbox_bytes = 0
         self._waiter: asyncio.Future[None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
         self._pending = b""
@@ -111,6 +114,15 @@ class WebSocket:
         """The code of the peer's close frame, if one arrived."""
         rcvd = self._proto.close_rcvd
         return rcvd.code if rcvd is not None else None
+
+    @property
+    def write_cap(self) -> int:
+        return self._write_cap
+
+    @write_cap.setter
+    def write_cap(self, value: int) -> None:
+        """Raise (or lower) the backlog bound, e.g. once the peer has authenticated."""
+        self._write_cap = value
 
     @property
     def closed_by_us(self) -> bool:
@@ -191,7 +203,8 @@ class WebSocket:
         else:
             message = data
         self._inbox.append(message)
-        if len(self._inbox) >= _INBOX_HIGH:
+        self._inbox_bytes += len(message)  # characters of text: close enough for a bound
+        if len(self._inbox) >= _INBOX_HIGH or self._inbox_bytes >= _INBOX_HIGH_BYTES:
             self._pause(_PAUSED_BY_INBOX)
         self._wake()
 
@@ -200,7 +213,12 @@ class WebSocket:
         while True:
             if self._inbox:
                 message = self._inbox.popleft()
-                if self._paused & _PAUSED_BY_INBOX and len(self._inbox) <= _INBOX_LOW:
+                self._inbox_bytes -= len(message)
+                if (
+                    self._paused & _PAUSED_BY_INBOX
+                    and len(self._inbox) <= _INBOX_LOW
+                    and self._inbox_bytes < _INBOX_HIGH_BYTES // 4
+                ):
                     self._unpause(_PAUSED_BY_INBOX)
                 return message
             if not self.open:
@@ -303,6 +321,7 @@ class WebSocket:
         if not self.close(code, reason, timeout_s=grace_s):
             return
         self._inbox.clear()
+        self._inbox_bytes = 0
         if self._on_limit is not None:
             self._on_limit(limit)
 
