@@ -24,7 +24,7 @@ import pytest
 from chat_common.buscredentials import new_user_key, write_seed
 from chat_devstack.servers import NatsServer
 from chat_devstack.stack import Stack, StackConfig
-from tests.conftest import FAST_SETTINGS, Servers
+from tests.conftest import FAST_SETTINGS, MakeStack, Servers
 from tests.support.bus import Refusals, connect_as
 from tests.support.clients import NativeClient, unique_room
 
@@ -330,3 +330,39 @@ async def test_a_service_with_an_unusable_seed_refuses_to_start(
         )
     )
     assert seed not in err.decode() or seed == "missing"
+
+
+async def test_a_rotated_key_locks_out_the_old_one_until_the_service_restarts(
+    make_stack: MakeStack, tmp_path: Path
+) -> None:
+    """Rotating history's key (new seed file, NATS reloaded) cuts the connection that used
+    the old one and refuses it from then on (the service keeps retrying, not ready); the
+    service restarted as the rotation procedure says logs in with the new seed, and chat
+    goes on."""
+    stack = await make_stack()
+    server: NatsServer = stack.test_nats  # type: ignore[attr-defined]
+    old = tmp_path / "old-history.nk"
+    old.write_text(server.seed_file("history").read_text())
+    (history,) = stack.of_kind("history")
+    room = unique_room()
+    member = await _member(stack, room)
+    try:
+        server.rotate("history")
+        async with asyncio.timeout(20):
+            while await history.is_ready():  # noqa: ASYNC110 - a readiness probe, no event
+                await asyncio.sleep(0.1)
+        refused: Exception | None = None
+        try:
+            await (await _anonymous(stack.nats_url, nkeys_seed=str(old))).close()
+        except nats.errors.Error as exc:
+            refused = exc
+        await history.terminate(10)
+        await history.start()
+        await history.wait_ready(timeout=30)
+        stored = await _settle_and_read(member, room)
+    finally:
+        await member.close()
+    assert refused is not None and "authorization violation" in str(refused).lower()
+    assert [m["text"] for m in stored] == ["real"]
+    log = history.log_path.read_text()
+    assert "Authorization Violation" in log, "the old key's reconnects were refused"

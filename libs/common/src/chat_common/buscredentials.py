@@ -55,11 +55,14 @@ def read_seed(path: Path) -> str:
 
 def write_seed(path: Path, key: UserKey) -> None:
     """Write ``key``'s seed to ``path``, readable by its owner only (mode 0600, in a
-    directory created 0700); an existing file is replaced."""
+    directory created 0700). An existing file is replaced atomically, so a client reading
+    it to reconnect sees the old seed or the new one, never half of one."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    partial = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.fchmod(fd, 0o600)
         os.write(fd, key.seed.encode() + b"\n")
     finally:
         os.close(fd)
+    os.replace(partial, path)

@@ -78,20 +78,22 @@ def nats_login(settings: ServiceSettings) -> NatsLogin:
     """The service's NATS credentials from ``settings``, checked now so a bad one stops the
     start; ``ValueError`` (whose message never quotes a seed) when unusable.
 
-    A seed file is passed by path: the client reads it at every connect, so a rotated file
-    is used from the next reconnect on.
+    A seed file is read once, here: every reconnect of this process logs in with the seed it
+    started with. (Given the path, nats-py would sign with whatever the file holds at each
+    reconnect but still present the public key of the first, so a file replaced under a
+    running service would lock it out.) A rotated seed takes effect at the next start.
     """
     path, seed = settings.nats_nkey_seed_file, settings.nats_nkey_seed
     if path is not None and seed is not None:
         raise ValueError("set the NKey seed or the seed file, not both")
     if path is not None:
         try:
-            public = public_key(read_seed(path))
+            from_file = read_seed(path)
         except OSError as exc:
             raise ValueError(f"cannot read the NKey seed file {path}: {exc.strerror}") from None
         except ValueError:
             raise ValueError(f"{path} holds no NKey user seed") from None
-        return NatsLogin({"nkeys_seed": str(path)}, public)
+        return NatsLogin({"nkeys_seed_str": from_file}, public_key(from_file))
     if seed is not None:
         try:
             public = public_key(seed.get_secret_value())

@@ -37,7 +37,7 @@ class ServiceSettings(BaseSettings):
     )
     nats_nkey_seed_file: Path | None = Field(
         default=None,
-        description="file holding this service's NATS NKey seed (SU…); read at every connect, so a rotated file is picked up on reconnect",
+        description="file holding this service's NATS NKey seed (SU…), read at start",
     )
     nats_nkey_seed: SecretStr | None = Field(
         default=None,

@@ -58,8 +58,7 @@ def login(seed_file: Path | None, seed: str | None) -> dict[str, str]:
         raise CtlError("give the NKey seed or its file, not both")
     try:
         if seed_file is not None:
-            read_seed(seed_file)
-            return {"nkeys_seed": str(seed_file)}
+            return {"nkeys_seed_str": read_seed(seed_file)}
         if seed:
             public_key(seed)
             return {"nkeys_seed_str": seed}

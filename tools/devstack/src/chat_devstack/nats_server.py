@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
+import signal
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -84,6 +86,19 @@ class NatsServer(Server):
     def public_key(self, identity: str) -> str:
         """``identity``'s NKey public key (not a secret)."""
         return self._keys[identity].public
+
+    def rotate(self, identity: str) -> None:
+        """Give ``identity`` a new key: its seed file is replaced, then the running server
+        reloads its config (SIGHUP) and drops the connections still using the old key. The
+        services read their seed file at start: restart them to log in with the new key."""
+        if identity not in self._keys:
+            raise KeyError(identity)
+        self._keys[identity] = new_user_key()
+        write_seed(self.seed_file(identity), self._keys[identity])
+        self.config_path.write_text(self._config())
+        pid = self._require_process().pid
+        if pid is not None and self.running:
+            os.kill(pid, signal.SIGHUP)
 
     @property
     def config_path(self) -> Path:
