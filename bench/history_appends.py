@@ -24,6 +24,7 @@ from pathlib import Path
 
 import nats
 
+from chat_common.buspermissions import inbox_prefix
 from chat_common.schemas import AppendRequest, encode
 from chat_common.subjects import history_endpoint
 from chat_devstack.stack import Stack, StackConfig
@@ -88,7 +89,12 @@ async def main() -> int:
             data_dir=Path(tmp), gateways=0, sessions=0, histories=1, extra_env=extra
         )
         async with Stack(config) as stack:
-            nc = await nats.connect(stack.nats_url)
+            # The gateway's identity: the one NATS lets make these requests.
+            nc = await nats.connect(
+                stack.nats_url,
+                nkeys_seed=str(stack.nats_seed_files["gateway"]),
+                inbox_prefix=inbox_prefix("gateway"),
+            )
             results = []
             for level in args.concurrency:
                 result = await run_level(nc, level, args.seconds)

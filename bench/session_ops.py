@@ -30,6 +30,7 @@ import nats
 import psutil
 import redis.asyncio as redis
 
+from chat_common.buspermissions import inbox_prefix
 from chat_common.schemas import HeartbeatRequest, JoinRequest, encode
 from chat_common.subjects import session_endpoint
 from chat_devstack.stack import Stack, StackConfig
@@ -100,7 +101,12 @@ async def main() -> int:
             data_dir=Path(tmp), gateways=0, sessions=1, histories=0, extra_env=dict(args.env)
         )
         async with Stack(config) as stack:
-            nc = await nats.connect(stack.nats_url)
+            # The gateway's identity: the one NATS lets make these requests.
+            nc = await nats.connect(
+                stack.nats_url,
+                nkeys_seed=str(stack.nats_seed_files["gateway"]),
+                inbox_prefix=inbox_prefix("gateway"),
+            )
             r = redis.Redis.from_url(stack.redis_url)
             queue: asyncio.Queue[int] = asyncio.Queue()
             for i in range(args.joins):

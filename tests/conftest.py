@@ -6,6 +6,10 @@
 * ``make_stack`` (function): a private stack with its own NATS server, its own Postgres
   database and its own Redis key prefix, for tests that stop, kill or sabotage services
   without disturbing any other test.
+
+Every NATS here runs with authorization and per-identity permissions, as in production: the
+services get their own identity's NKey seed file; tests that use the bus themselves log in
+with ``tests.support.bus.connect_as``.
 """
 
 from __future__ import annotations
@@ -78,6 +82,7 @@ async def stack(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> A
     config = StackConfig(
         data_dir=tmp_path_factory.mktemp("stack"),
         nats_url=servers.nats.url,
+        nats_seed_files=servers.nats.seed_files,
         redis_url=servers.redis.url,
         postgres_dsn=servers.postgres.dsn,
         gateway_port=0,
@@ -135,6 +140,7 @@ async def make_stack(servers: Servers, tmp_path: Path) -> AsyncIterator[MakeStac
             sessions=sessions,
             histories=histories,
             nats_url=nats.url,
+            nats_seed_files=nats.seed_files,
             redis_url=redis_url,
             postgres_dsn=dsn,
             gateway_port=gateway_port,

@@ -79,6 +79,7 @@ async def linked_stack(
                 gateways=2,
                 balancer=True,
                 nats_url=proxies[0].url,
+                nats_seed_files=nats.seed_files,
                 redis_url=proxies[1].url,
                 postgres_dsn=proxies[2].url,
                 gateway_port=0,

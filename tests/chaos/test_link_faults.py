@@ -42,6 +42,7 @@ SETTLE_S = 30
 """Bound on the rest of the load once the fault has ended: under 10 s when the services
 recover (a 3x margin or more for a busy machine), minutes when they do not."""
 
+
 @pytest.mark.parametrize("name", list(SCENARIOS))
 async def test_link_fault(servers: Servers, tmp_path: Path, name: str) -> None:
     """Under load, a frozen, slow or reset link to NATS, Redis or Postgres costs retries

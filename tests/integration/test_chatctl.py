@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
 import websockets
 
 from chat_devstack.ports import free_port
 from chat_devstack.stack import Stack
 from tests.conftest import MakeStack
+from tests.support.bus import connect_as
 from tests.support.clients import NativeClient, SioClient, unique_room
 from tests.support.http import get_json
 
@@ -40,10 +40,16 @@ class Run:
         return json.loads(self.out)
 
 
-async def chatctl(nats_url: str, *args: str, timeout: float = 60.0) -> Run:
-    """Run ``chatctl --nats nats_url ARGS`` to completion."""
+async def chatctl(where: Stack | str, *args: str, timeout: float = 60.0) -> Run:
+    """Run ``chatctl --nats URL ARGS`` to completion: the stack's NATS, logged in as the
+    operator the way ``make run`` tells operators to (``$CHATCTL_NATS_NKEY_SEED_FILE``), or
+    a bare URL without credentials."""
     env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
-    env.pop("CHATCTL_NATS_URL", None)
+    for name in ("CHATCTL_NATS_URL", "CHATCTL_NATS_NKEY_SEED_FILE", "CHATCTL_NATS_NKEY_SEED"):
+        env.pop(name, None)
+    if isinstance(where, Stack):
+        env["CHATCTL_NATS_NKEY_SEED_FILE"] = str(where.nats_seed_files["operator"])
+    nats_url = where.nats_url if isinstance(where, Stack) else where
     proc = await asyncio.create_subprocess_exec(
         str(CHATCTL),
         "--nats",
@@ -61,7 +67,7 @@ async def chatctl(nats_url: str, *args: str, timeout: float = 60.0) -> Run:
 async def test_status_lists_every_instance(make_stack: MakeStack) -> None:
     """status finds all six instances of a 2+2+2 stack, all accepting, with their endpoints."""
     stack = await make_stack(gateways=2, sessions=2, histories=2)
-    found = (await chatctl(stack.nats_url, "status", "--json", "--quiet", "2")).json()
+    found = (await chatctl(stack, "status", "--json", "--quiet", "2")).json()
     assert Counter(i["service"] for i in found) == {"gateway": 2, "session": 2, "history": 2}
     assert {i["instance"] for i in found} == {
         f"{kind}-{n}" for kind in ("gateway", "session", "history") for n in (1, 2)
@@ -72,7 +78,7 @@ async def test_status_lists_every_instance(make_stack: MakeStack) -> None:
     assert endpoints["history-1"] == {"append", "fetch"}
     assert endpoints["gateway-2"] == {"status", "drain"}
 
-    table = await chatctl(stack.nats_url, "status", "--quiet", "2")
+    table = await chatctl(stack, "status", "--quiet", "2")
     assert table.code == 0, table
     assert "6 instance(s)" in table.out
     for instance in endpoints:
@@ -95,26 +101,26 @@ async def test_rooms_presence_and_session(stack: Stack) -> None:
         assert second["ok"], second
         assert (await ann.call("join", {"email": "ann@ctl.example", "roomId": side}))["ok"]
 
-        listed = (await chatctl(stack.nats_url, "rooms", "--limit", "1000", "--json")).json()
+        listed = (await chatctl(stack, "rooms", "--limit", "1000", "--json")).json()
         counts = {r["roomId"]: r["users"] for r in listed["rooms"]}
         assert (counts.get(lobby), counts.get(side)) == (2, 1)
 
-        present = (await chatctl(stack.nats_url, "presence", lobby, "--json")).json()
+        present = (await chatctl(stack, "presence", lobby, "--json")).json()
         assert present["total"] == 2
         assert [(u["email"], sorted(u["sessions"])) for u in present["users"]] == [
             ("ann@ctl.example", sorted([joined["sessionId"], second["sessionId"]])),
             ("bob@ctl.example", [bob_joined["sessionId"]]),
         ]
-        table = await chatctl(stack.nats_url, "presence", lobby)
+        table = await chatctl(stack, "presence", lobby)
         assert table.code == 0 and "ann@ctl.example" in table.out and "2 user(s)" in table.out
 
         session_id, token = joined["sessionId"], joined["resumeToken"]
-        info = (await chatctl(stack.nats_url, "session", session_id, "--json")).json()
+        info = (await chatctl(stack, "session", session_id, "--json")).json()
         assert info["email"] == "ann@ctl.example"
         assert (info["state"], info["gateway"]) == ("attached", "gateway-1")
         assert set(info["rooms"]) == {lobby, side}
         assert info["expiresAtMs"] > time.time() * 1000
-        shown = await chatctl(stack.nats_url, "session", session_id)
+        shown = await chatctl(stack, "session", session_id)
         assert shown.code == 0 and "attached to gateway-1" in shown.out
         assert token not in shown.out + json.dumps(info)
 
@@ -122,14 +128,14 @@ async def test_rooms_presence_and_session(stack: Stack) -> None:
         await ann.ws.close(1001)  # a drop, not a goodbye: the session stays resumable
         await ann.closed.wait()
         async with asyncio.timeout(20):
-            while (await chatctl(stack.nats_url, "session", session_id, "--json")).json()[
+            while (await chatctl(stack, "session", session_id, "--json")).json()[
                 "state"
             ] != "detached":
                 pass  # each round is one chatctl run: it waits on the session service
-        detached = await chatctl(stack.nats_url, "session", session_id)
+        detached = await chatctl(stack, "session", session_id)
         assert "detached" in detached.out and token not in detached.out
 
-        unknown = await chatctl(stack.nats_url, "session", "0" * 32)
+        unknown = await chatctl(stack, "session", "0" * 32)
         assert unknown.code == 2
         assert unknown.err.strip().splitlines() == [
             f"chatctl: unknown session {'0' * 32} (expired or never existed)"
@@ -154,17 +160,17 @@ async def test_history_export_and_last(stack: Stack, tmp_path: Path) -> None:
         await client.close()
 
     out = tmp_path / "room.jsonl"
-    run = await chatctl(stack.nats_url, "history", room, "--export", str(out), "--page", "50")
+    run = await chatctl(stack, "history", room, "--export", str(out), "--page", "50")
     assert run.code == 0, run
     lines = out.read_text().splitlines()
     assert [json.loads(line) for line in lines] == stored
     assert f"wrote 230 message(s) of {room}" in run.err
     assert not out.with_name("room.jsonl.partial").exists()
 
-    last = await chatctl(stack.nats_url, "history", room, "--last", "70", "--page", "50", "--json")
+    last = await chatctl(stack, "history", room, "--last", "70", "--page", "50", "--json")
     assert last.code == 0, last
     assert [json.loads(line) for line in last.out.splitlines()] == stored[-70:]
-    table = await chatctl(stack.nats_url, "history", room, "--last", "3")
+    table = await chatctl(stack, "history", room, "--last", "3")
     assert table.code == 0 and "m229 [b]x" in table.out and "last 3 of 230" in table.out
 
 
@@ -184,7 +190,7 @@ async def test_drain_moves_clients_to_the_other_gateway(make_stack: MakeStack) -
     on_victim = await _clients_of(stack, "gateway-1")
     assert on_victim > len(native), "the balancer put some Socket.IO clients on gateway-1"
 
-    run = await chatctl(stack.nats_url, "drain", "gateway-1", "--period", "1", "--json")
+    run = await chatctl(stack, "drain", "gateway-1", "--period", "1", "--json")
     done = run.json()
     assert done == {"instance": "gateway-1", "closed": on_victim, "periodS": 1.0}
     for c in native:
@@ -206,11 +212,11 @@ async def test_drain_moves_clients_to_the_other_gateway(make_stack: MakeStack) -
     assert (status, body["accepting"]) == (503, False)
     with pytest.raises(OSError):
         await websockets.connect(victim.public_url.replace("http://", "ws://") + "/ws")
-    found = (await chatctl(stack.nats_url, "status", "--json", "--quiet", "2")).json()
+    found = (await chatctl(stack, "status", "--json", "--quiet", "2")).json()
     accepting = {i["instance"]: i["accepting"] for i in found if i["service"] == "gateway"}
     assert accepting == {"gateway-1": False, "gateway-2": True}
 
-    again = await chatctl(stack.nats_url, "drain", "gateway-1", "--period", "0")
+    again = await chatctl(stack, "drain", "gateway-1", "--period", "0")
     assert again.code == 2 and "already draining" in again.err
     await asyncio.gather(*(c.close() for c in sio))
     assert victim.pid is not None
@@ -226,7 +232,7 @@ async def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> No
 
 
 async def _clients_of(stack: Stack, gateway: str) -> int:
-    nc = await nats.connect(stack.nats_url)
+    nc = await connect_as(stack.nats_url, stack.nats_seed_files, "operator")
     try:
         reply = await nc.request(f"chat.gateway.{gateway}.status", b"", timeout=5)
     finally:
@@ -243,9 +249,26 @@ async def test_unreachable_nats_and_unknown_gateway(stack: Stack) -> None:
     [line] = run.err.splitlines()
     assert line.startswith(f"chatctl: cannot reach NATS at {url}: ")
 
-    unknown = await chatctl(stack.nats_url, "drain", "no-such-gateway", "--period", "0")
+    unknown = await chatctl(stack, "drain", "no-such-gateway", "--period", "0")
     assert unknown.code == 2
     assert unknown.err.splitlines() == [
         "chatctl: no gateway instance 'no-such-gateway' answers on "
         "chat.gateway.no-such-gateway.drain"
     ]
+
+
+async def test_chatctl_needs_the_operator_credentials(stack: Stack, tmp_path: Path) -> None:
+    """Without credentials NATS refuses chatctl (exit 2, one line saying how to log in); with
+    a service's seed instead of the operator's, an operator request is refused, also in one
+    line."""
+    anonymous = await chatctl(stack.nats_url, "status")
+    gateway_seed = str(stack.nats_seed_files["gateway"])
+    wrong = await chatctl(stack.nats_url, "--nkey-seed-file", gateway_seed, "rooms")
+    assert (anonymous.code, anonymous.out) == (2, "")
+    [line] = anonymous.err.splitlines()
+    assert line.startswith(f"chatctl: NATS at {stack.nats_url} requires credentials")
+    assert "CHATCTL_NATS_NKEY_SEED_FILE" in line
+    assert (wrong.code, wrong.err) == (
+        2,
+        "chatctl: NATS does not let this identity request chat.session.rooms\n",
+    )

@@ -26,7 +26,8 @@ async def test_compose_command_starts_the_service(
     servers: Servers, service: str, tmp_path: Path
 ) -> None:
     """The compose command with its compose environment (hosts pointed at the test
-    servers) becomes ready, then exits 0 on SIGTERM."""
+    servers, and its NATS seed given inline as its compose env_file gives it) becomes ready,
+    then exits 0 on SIGTERM."""
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     spec = compose["services"][service]
     env = {k: str(v) for k, v in spec["environment"].items() if not k.startswith("OTEL_")}
@@ -37,6 +38,10 @@ async def test_compose_command_starts_the_service(
         "postgresql://chat:chat@postgres:5432/chat": await servers.create_database(),
     }
     env = {k: replacements.get(v, v) for k, v in env.items()}
+    # deploy/secrets/<service>.env (scripts/nats_credentials.py): <SERVICE>_NATS_NKEY_SEED=SU…
+    assert spec["env_file"] == f"deploy/secrets/{service}.env"
+    env[f"{service.upper()}_NATS_NKEY_SEED"] = servers.nats.seed_file(service).read_text().strip()
+    env[f"{service.upper()}_NATS_NKEY_SEED_FILE"] = ""
     env[f"{service.upper()}_HTTP_PORT"] = str(http_port)
     env[f"{service.upper()}_HTTP_HOST"] = "127.0.0.1"
     if service == "gateway":

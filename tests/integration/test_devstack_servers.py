@@ -10,20 +10,30 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
-import nats
 import pytest
 import redis.asyncio as aioredis
 
+from chat_common.buspermissions import IDENTITIES, Identity
 from chat_devstack import pguser
 from chat_devstack.probes import nats_info, postgres_accepts, redis_ping
 from chat_devstack.servers import NatsServer, PostgresServer, RedisServer, Server
+from tests.support.bus import connect_as
 
 pytestmark = pytest.mark.integration
 
 
+PROBE = Identity(
+    name="probe",
+    used_by="this test: plain pub/sub and JetStream, which no part of the system uses",
+    publishes=("devstack.>",),
+    requests=("$JS.API.>",),
+    subscribes=("devstack.>",),
+)
+
+
 @pytest.fixture
 async def nats_server(tmp_path: Path) -> AsyncIterator[NatsServer]:
-    server = NatsServer(tmp_path)
+    server = NatsServer(tmp_path, identities=(*IDENTITIES, PROBE))
     await server.start()
     yield server
     await server.stop()
@@ -79,7 +89,7 @@ async def _check_kill_pause_resume(server: Server) -> None:
 
 async def test_nats_pubsub_jetstream_survives_restart(nats_server: NatsServer) -> None:
     """NATS delivers a message, and a JetStream message persists across a graceful restart."""
-    nc = await nats.connect(nats_server.url)
+    nc = await connect_as(nats_server.url, nats_server.seed_files, "probe")
     sub = await nc.subscribe("devstack.test")
     await nc.publish("devstack.test", b"hello")
     msg = await sub.next_msg(timeout=5)
@@ -90,7 +100,7 @@ async def test_nats_pubsub_jetstream_survives_restart(nats_server: NatsServer) -
 
     port = nats_server.port
     await nats_server.restart()
-    nc = await nats.connect(nats_server.url)
+    nc = await connect_as(nats_server.url, nats_server.seed_files, "probe")
     info = await nc.jetstream().stream_info("DEVSTACK")
     await nc.close()
     assert msg.data == b"hello"

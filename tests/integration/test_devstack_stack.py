@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import socket
+import stat
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from chat_devstack.cli import describe
 from chat_devstack.errors import DevstackError, ProcessExitedError
 from chat_devstack.stack import Stack, StackConfig
 
@@ -85,6 +87,12 @@ async def test_stack_wires_services_and_stops_them_before_servers(tmp_path: Path
         }
         ports = {s.name: (s.port, s.http_port) for s in stack.services}
         timings = dict(stack.startup_seconds)
+        seeds = stack.nats_seed_files
+        modes = {
+            p: stat.S_IMODE(p.stat().st_mode)
+            for p in [*seeds.values(), *{p.parent for p in seeds.values()}]
+        }
+        banner = describe(stack)
     records = _records(Path(extra_env["FAKE_OUT"]))
     assert sorted(records) == ["gateway-1", "gateway-2", "history-1", "session-1"]
     assert len(set(urls)) == 2
@@ -93,6 +101,14 @@ async def test_stack_wires_services_and_stops_them_before_servers(tmp_path: Path
     assert records["gateway-2"]["env"]["GATEWAY_PORT"] == str(ports["gateway-2"][0])
     assert records["session-1"]["env"]["SESSION_HTTP_PORT"] == str(ports["session-1"][1])
     assert all(r["nats_up"] for r in records.values())
+    # NATS runs with authorization: each service gets the seed file of its own identity.
+    assert set(seeds) == {"gateway", "session", "history", "operator"}
+    for name, record in records.items():
+        kind = name.split("-")[0]
+        given = {k: v for k, v in record["env"].items() if "NKEY" in k and v}
+        assert given == {f"{kind.upper()}_NATS_NKEY_SEED_FILE": str(seeds[kind])}
+    assert set(modes.values()) == {0o600, 0o700}, "seeds readable by their owner only"
+    assert f"CHATCTL_NATS_NKEY_SEED_FILE={seeds['operator']}" in banner
     last_gateway = max(records[g]["stopped_ns"] for g in ("gateway-1", "gateway-2"))
     assert last_gateway < min(records[s]["stopped_ns"] for s in ("session-1", "history-1"))
     assert not any(p.running for p in stack.processes)

@@ -14,6 +14,7 @@ import pytest
 from chat_devstack.stack import Stack
 from tests.chaos.harness import CHAOS_ENV, run_scenario, stop_one
 from tests.conftest import MakeStack
+from tests.support.bus import connect_as
 
 pytestmark = pytest.mark.integration
 
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.integration
 async def test_srv_discovery_lists_every_instance(make_stack: MakeStack) -> None:
     """$SRV.PING answers once per instance: 2 gateways, 2 session and 2 history services."""
     stack = await make_stack(gateways=2, sessions=2, histories=2)
-    nc = await nats.connect(stack.nats_url)
+    nc = await connect_as(stack.nats_url, stack.nats_seed_files, "operator")
     try:
         inbox = nc.new_inbox()
         replies: list[dict[str, object]] = []

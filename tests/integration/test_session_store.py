@@ -1,4 +1,5 @@
-"""The session service's logic on a real Redis (and real NATS for its announcements)."""
+"""The session service's logic on a real Redis (and real NATS for its announcements: the
+test publishes as the session service and listens as a gateway)."""
 
 from __future__ import annotations
 
@@ -8,16 +9,16 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
-import nats
 import pytest
 from redis.asyncio import Redis
 
 from chat_common.errors import ChatError, ErrorCode
 from chat_common.schemas import encode
-from chat_common.subjects import room_events
+from chat_common.subjects import room_presence
 from chat_session.handlers import SessionHandlers, token_hash
 from chat_session.store import RedisSessionStore
 from tests.conftest import Servers
+from tests.support.bus import connect_as
 from tests.support.clients import unique_room
 
 pytestmark = pytest.mark.integration
@@ -42,16 +43,19 @@ async def redis(servers: Servers) -> AsyncIterator[Redis]:
 async def announcements(
     servers: Servers,
 ) -> AsyncIterator[tuple[Any, list[tuple[str, dict[str, Any]]]]]:
-    nc = await nats.connect(servers.nats.url)
+    nc = await connect_as(servers.nats.url, servers.nats.seed_files, "session")
+    listener = await connect_as(servers.nats.url, servers.nats.seed_files, "gateway")
     seen: list[tuple[str, dict[str, Any]]] = []
 
     async def collect(msg: Any) -> None:
         event = msgspec.json.decode(msg.data)
         seen.append((event["event"], event["data"]))
 
-    await nc.subscribe("chat.room.*.events", cb=collect)
+    await listener.subscribe(room_presence("*"), cb=collect)
+    await listener.flush()
     yield nc, seen
     await nc.drain()
+    await listener.drain()
 
 
 def _handlers(redis: Redis, nc: Any, clock: Clock) -> SessionHandlers:
@@ -71,7 +75,7 @@ async def _settle(nc: Any, seen: list[tuple[str, dict[str, Any]]], room: str) ->
     NATS keeps the order) and wait until it has been received."""
     marker = uuid.uuid4().hex
     await nc.publish(
-        room_events(room), encode({"event": "marker", "data": {"roomId": room, "email": marker}})
+        room_presence(room), encode({"event": "marker", "data": {"roomId": room, "email": marker}})
     )
     async with asyncio.timeout(5):
         while not any(e == "marker" and d["email"] == marker for e, d in seen):

@@ -95,3 +95,27 @@ def test_image_build_installs_like_make_setup() -> None:
     assert f'"uv=={uv_version.group(1)}"' in dockerfile
     assert "uv sync --frozen" in dockerfile and "$(UV) sync --frozen" in makefile
     assert "USER chat" in dockerfile
+
+
+def test_every_service_logs_in_to_nats_as_its_own_identity() -> None:
+    """Compose gives NATS the public keys and each service its own seed (from files git
+    ignores); each Deployment mounts only its own key of chat-nats-credentials, not
+    world-readable, where its *_NATS_NKEY_SEED_FILE points."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    assert compose["nats"]["env_file"] == "deploy/secrets/nats.env"
+    assert "deploy/secrets/" in (ROOT / ".gitignore").read_text().split()
+    docs = _k8s_documents()
+    config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    assert not any(d["kind"] == "Secret" and "nats" in d["metadata"]["name"] for d in docs)
+    for service in OUR_SERVICES:
+        assert compose[service]["env_file"] == f"deploy/secrets/{service}.env"
+        pod = deployments[f"chat-{service}"]["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        volume = next(v for v in pod["volumes"] if v["name"] == "nats-credentials")["secret"]
+        mount = next(m for m in container["volumeMounts"] if m["name"] == "nats-credentials")
+        assert volume["secretName"] == "chat-nats-credentials"
+        assert volume["items"] == [{"key": service, "path": "seed"}]
+        assert volume["defaultMode"] & 0o007 == 0
+        assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsUser"]
+        assert config[f"{service.upper()}_NATS_NKEY_SEED_FILE"] == f"{mount['mountPath']}/seed"

@@ -1,7 +1,10 @@
 """NATS plumbing: connecting for the long run, calling endpoints, serving endpoints.
 
 * :func:`connect` keeps trying until NATS answers (or shutdown starts) and configures
-  unlimited reconnects, so an outage of any length never kills a service.
+  unlimited reconnects, so an outage of any length never kills a service. It logs in as the
+  service's own identity (:func:`nats_login`: an NKey seed from settings; replies come back
+  on the identity's own inbox prefix), or, with no credentials configured, connects without
+  authentication (a warning says so), which only a NATS without authorization accepts.
 * :func:`call` sends a request and turns every failure into a :class:`ChatError`
   (``UNAVAILABLE`` for no responders and timeouts; the responder's code otherwise).
 * :func:`serve` exposes handlers as ``nats.micro`` endpoints in a queue group, each request
@@ -17,6 +20,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 
 import nats
 import nats.errors
@@ -27,6 +31,8 @@ from nats.micro.service import EndpointConfig, EndpointStats, Service
 from opentelemetry.trace import StatusCode
 
 from chat_common.boundary import guarded
+from chat_common.buscredentials import public_key, read_seed
+from chat_common.buspermissions import inbox_prefix
 from chat_common.errors import ChatError, ErrorCode, Unavailable
 from chat_common.metrics import NATS_REQUEST_SECONDS
 from chat_common.settings import ServiceSettings
@@ -39,7 +45,16 @@ from chat_common.tracing import (
     tracer,
 )
 
-__all__ = ["Handler", "Publish", "call", "connect", "serve", "traced_publish"]
+__all__ = [
+    "Handler",
+    "NatsLogin",
+    "Publish",
+    "call",
+    "connect",
+    "nats_login",
+    "serve",
+    "traced_publish",
+]
 
 _log = logging.getLogger("chat.nats")
 _tracer = tracer("chat.nats")
@@ -50,17 +65,67 @@ Publish = Callable[[str, bytes], Awaitable[None]]
 """Publish ``payload`` on ``subject`` (``nc.publish``, or a test double of the same shape)."""
 
 
+@dataclass(frozen=True)
+class NatsLogin:
+    """How a service authenticates: ``nats.connect`` options (never shown: they may hold the
+    seed) and the identity's public key (``None``: no credentials, anonymous)."""
+
+    options: Mapping[str, str] = field(repr=False)
+    public_key: str | None
+
+
+def nats_login(settings: ServiceSettings) -> NatsLogin:
+    """The service's NATS credentials from ``settings``, checked now so a bad one stops the
+    start; ``ValueError`` (whose message never quotes a seed) when unusable.
+
+    A seed file is read once, here: every reconnect of this process logs in with the seed it
+    started with. (Given the path, nats-py would sign with whatever the file holds at each
+    reconnect but still present the public key of the first, so a file replaced under a
+    running service would lock it out.) A rotated seed takes effect at the next start.
+    """
+    path, seed = settings.nats_nkey_seed_file, settings.nats_nkey_seed
+    if path is not None and seed is not None:
+        raise ValueError("set the NKey seed or the seed file, not both")
+    if path is not None:
+        try:
+            from_file = read_seed(path)
+        except OSError as exc:
+            raise ValueError(f"cannot read the NKey seed file {path}: {exc.strerror}") from None
+        except ValueError:
+            raise ValueError(f"{path} holds no NKey user seed") from None
+        return NatsLogin({"nkeys_seed_str": from_file}, public_key(from_file))
+    if seed is not None:
+        try:
+            public = public_key(seed.get_secret_value())
+        except ValueError:
+            raise ValueError("the NKey seed is not an NKey user seed") from None
+        return NatsLogin({"nkeys_seed_str": seed.get_secret_value()}, public)
+    return NatsLogin({}, None)
+
+
 async def connect(
     settings: ServiceSettings,
     *,
     name: str,
     stopping: asyncio.Event,
     on_state: Callable[[bool], None] = lambda _up: None,
+    login: NatsLogin | None = None,
 ) -> Client:
     """Connect to NATS, retrying with jittered backoff until it works or ``stopping`` is set.
 
-    ``on_state(True/False)`` is called on every (re)connect and disconnect.
+    ``on_state(True/False)`` is called on every (re)connect and disconnect. ``name`` is the
+    service, whose identity's inbox prefix replies use; ``login`` defaults to
+    :func:`nats_login` of ``settings``. Refused credentials are retried like an outage (the
+    server's users may be about to change, as in a rotation), and logged as errors.
     """
+    login = login or nats_login(settings)
+    if login.public_key is None:
+        _log.warning(
+            "no NATS credentials configured: connecting without authentication, which only "
+            "a NATS server without authorization accepts"
+        )
+    else:
+        _log.info("NATS identity", extra={"identity": name, "public_key": login.public_key})
 
     async def disconnected() -> None:
         _log.warning("NATS disconnected")
@@ -85,11 +150,15 @@ async def connect(
                 disconnected_cb=disconnected,
                 reconnected_cb=reconnected,
                 error_cb=_on_error,
+                inbox_prefix=inbox_prefix(name),
+                **login.options,
             )
             on_state(True)
             return nc
         except (nats.errors.NoServersError, OSError, TimeoutError) as exc:
             _log.warning("NATS not reachable yet; retrying", extra={"error": type(exc).__name__})
+        except nats.errors.Error as exc:  # 'Authorization Violation' and other server refusals
+            _log.error("NATS refused the connection; retrying", extra={"detail": str(exc)})
         if stopping.is_set():
             raise Unavailable("shutdown before NATS became reachable")
         with contextlib.suppress(TimeoutError):
@@ -98,7 +167,14 @@ async def connect(
 
 
 async def _on_error(exc: Exception) -> None:
-    _log.warning("NATS client error", extra={"error": type(exc).__name__, "detail": str(exc)})
+    detail = str(exc)
+    # A refused publish or subscription is a bug or a wrong permission table: never routine.
+    refused = "violation" in detail.lower()
+    _log.log(
+        logging.ERROR if refused else logging.WARNING,
+        "NATS refused an operation" if refused else "NATS client error",
+        extra={"error": type(exc).__name__, "detail": detail},
+    )
 
 
 def traced_publish(nc: Client) -> Publish:

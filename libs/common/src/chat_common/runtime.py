@@ -24,7 +24,7 @@ from chat_common.health import Check, OpsServer
 from chat_common.lifecycle import Lifecycle, Phase
 from chat_common.logs import configure_logging
 from chat_common.metrics import track_state
-from chat_common.natsio import Handler, connect, serve
+from chat_common.natsio import Handler, connect, nats_login, serve
 from chat_common.settings import ServiceSettings
 from chat_common.supervisor import InFlight
 from chat_common.tracing import setup_tracing, shutdown_tracing
@@ -62,6 +62,10 @@ class ServiceRuntime:
             routes=routes,
         )
         self.exit_code = 0
+        try:
+            self._login = nats_login(settings)
+        except ValueError as exc:
+            raise SystemExit(f"{name}: unusable NATS credentials: {exc}") from None
         self._nc: Client | None = None
         self._services: list[Service] = []
         self._nats_up_since: float | None = None
@@ -82,7 +86,11 @@ class ServiceRuntime:
         await self.ops.start()
         _log.info("ops port listening", extra={"port": self.ops.port})
         self._nc = await connect(
-            s, name=self.name, stopping=self.lifecycle.stopping, on_state=self._nats_state
+            s,
+            name=self.name,
+            stopping=self.lifecycle.stopping,
+            on_state=self._nats_state,
+            login=self._login,
         )
         self.add_check("nats", self._check_nats)
         nc = self._nc

@@ -2,14 +2,21 @@
 
 Every service extends :class:`ServiceSettings` with its own ``env_prefix`` (``GATEWAY_``,
 ``SESSION_``, ``HISTORY_``). Tests build settings with keyword arguments.
+
+NATS credentials: each service has its own NATS identity (``chat_common.buspermissions``),
+given as an NKey seed file (``*_NATS_NKEY_SEED_FILE``) or the seed itself
+(``*_NATS_NKEY_SEED``); with neither, the service connects without authentication, which
+only a NATS server without authorization accepts (``chat_common.natsio.nats_credentials``).
 """
 
 from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
+from typing import Any
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["ServiceSettings", "default_instance_id"]
@@ -27,6 +34,14 @@ class ServiceSettings(BaseSettings):
 
     nats_url: str = Field(
         default="nats://127.0.0.1:4222", description="NATS server URL(s), comma-separated"
+    )
+    nats_nkey_seed_file: Path | None = Field(
+        default=None,
+        description="file holding this service's NATS NKey seed (SU…), read at start",
+    )
+    nats_nkey_seed: SecretStr | None = Field(
+        default=None,
+        description="this service's NATS NKey seed itself (a secret); instead of the file. Neither set: connect without authentication",
     )
     nats_connect_timeout_s: float = Field(
         default=2.0, gt=0, description="timeout of one connection attempt to NATS"
@@ -63,3 +78,8 @@ class ServiceSettings(BaseSettings):
     shutdown_grace_s: float = Field(
         default=10.0, gt=0, description="how long in-flight work may take after SIGTERM"
     )
+
+    @field_validator("nats_nkey_seed_file", "nats_nkey_seed", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value

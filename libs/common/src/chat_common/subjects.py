@@ -2,6 +2,12 @@
 
 Room ids are validated (``chat_common.schemas.ROOM_ID_PATTERN``) before they are put in a
 subject, so a room id is always exactly one subject token.
+
+A room has two fan-out subjects with one publisher each, so that the bus's permissions
+(:mod:`chat_common.buspermissions`) can say who may speak on which: messages
+(``chat.room.<room>.events``, history only, after COMMIT) and presence
+(``chat.room.<room>.presence``, session only). A gateway listens to both with one
+subscription (:func:`room_subjects`).
 """
 
 from __future__ import annotations
@@ -9,11 +15,17 @@ from __future__ import annotations
 __all__ = [
     "GATEWAY_SERVICE",
     "HISTORY_SERVICE",
+    "ROOM_EVENTS",
+    "ROOM_PRESENCE",
     "SESSION_SERVICE",
+    "any_gateway",
     "gateway_control",
     "gateway_endpoint",
     "history_endpoint",
     "room_events",
+    "room_kind",
+    "room_presence",
+    "room_subjects",
     "session_endpoint",
 ]
 
@@ -21,6 +33,10 @@ SESSION_SERVICE = "session"
 HISTORY_SERVICE = "history"
 GATEWAY_SERVICE = "gateway"
 _PREFIX = "chat"
+ROOM_EVENTS = "events"
+"""Last token of a room's message subject."""
+ROOM_PRESENCE = "presence"
+"""Last token of a room's presence subject."""
 
 
 def session_endpoint(name: str) -> str:
@@ -34,8 +50,23 @@ def history_endpoint(name: str) -> str:
 
 
 def room_events(room_id: str) -> str:
-    """Fan-out subject of one room: every gateway with members in it subscribes."""
-    return f"{_PREFIX}.room.{room_id}.events"
+    """Where history publishes a room's committed messages (``new_message``)."""
+    return f"{_PREFIX}.room.{room_id}.{ROOM_EVENTS}"
+
+
+def room_presence(room_id: str) -> str:
+    """Where the session service publishes a room's ``user_joined`` / ``user_left``."""
+    return f"{_PREFIX}.room.{room_id}.{ROOM_PRESENCE}"
+
+
+def room_subjects(room_id: str) -> str:
+    """Both fan-out subjects of one room: what a gateway with members in it subscribes to."""
+    return f"{_PREFIX}.room.{room_id}.*"
+
+
+def room_kind(subject: str) -> str:
+    """The last token of a room subject: :data:`ROOM_EVENTS` or :data:`ROOM_PRESENCE`."""
+    return subject.rsplit(".", 1)[-1]
 
 
 def _token(name: str) -> str:
@@ -50,3 +81,8 @@ def gateway_control(gateway_id: str) -> str:
 def gateway_endpoint(gateway_id: str, name: str) -> str:
     """A request/reply endpoint of one gateway instance, e.g. ``chat.gateway.gw-1.status``."""
     return f"{_PREFIX}.gateway.{_token(gateway_id)}.{name}"
+
+
+def any_gateway(name: str) -> str:
+    """``name`` (``control``, ``status``, ``drain``) of every gateway instance: a wildcard."""
+    return f"{_PREFIX}.gateway.*.{name}"

@@ -1,7 +1,11 @@
 """Rooms at one gateway: NATS subscriptions, ordered fan-out, members joining.
 
-A gateway subscribes to a room's subject while it has members in it. Events are decoded
-once, encoded once per protocol, and written to every member without awaiting each one.
+A gateway subscribes to a room's subjects while it has members in it (one subscription for
+both: messages on ``chat.room.<room>.events``, presence on ``chat.room.<room>.presence``).
+Each subject carries only its own kind of event (a ``new_message`` on the presence subject,
+or presence on the message subject, is dropped), so each has exactly one publisher the bus
+lets speak there. Events are decoded once, encoded once per protocol, and written to every
+member without awaiting each one.
 ``new_message`` events pass through a :class:`RoomSequencer` so members see a gap-free,
 ordered stream; a hole is filled from history.
 
@@ -25,7 +29,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Link
 
 from chat_common.schemas import FetchResponse, Message, RoomEvent, encode
-from chat_common.subjects import room_events
+from chat_common.subjects import ROOM_EVENTS, ROOM_PRESENCE, room_kind, room_subjects
 from chat_common.tracing import SpanKind, extract_context, messaging_attributes, tracer
 from chat_gateway.client import Client
 from chat_gateway.metrics import DELIVERIES, E2E_SECONDS
@@ -39,6 +43,7 @@ _log = logging.getLogger("chat.gateway.rooms")
 _tracer = tracer("chat.gateway.rooms")
 
 _decoder = msgspec.json.Decoder(RoomEvent)
+_PRESENCE_EVENTS = frozenset({"user_joined", "user_left"})
 FillGap = Callable[[str, int, int], Awaitable[FetchResponse]]
 """(room_id, after_seq, before_seq) -> messages strictly between them."""
 
@@ -79,6 +84,16 @@ def _offset_arg(positions: dict[str, int]) -> tuple[bytes, ...]:
     return (b'"' + encode_offset(positions).encode() + b'"',)
 
 
+def _belongs(kind: str, event: RoomEvent) -> bool:
+    """Whether ``event`` may arrive on a room subject of ``kind``: messages (with a seq) only
+    on the one history publishes to, presence (without) only on the session service's."""
+    if kind == ROOM_EVENTS:
+        return event.event == "new_message" and event.seq is not None
+    if kind == ROOM_PRESENCE:
+        return event.event in _PRESENCE_EVENTS and event.seq is None
+    return False
+
+
 @dataclass(slots=True)
 class Member:
     client: Client
@@ -117,7 +132,7 @@ class RoomHub:
             member = room.members[client.key] = Member(client)
         if room.subscription is None:
             room.subscription = await self._nc.subscribe(
-                room_events(room_id), cb=self._handler(room)
+                room_subjects(room_id), cb=self._handler(room)
             )
             await self._nc.flush()
         return member
@@ -192,6 +207,12 @@ class RoomHub:
                 event = _decoder.decode(msg.data)
             except msgspec.DecodeError:
                 _log.error("undecodable room event", extra={"room": room.room_id})
+                return
+            if not _belongs(room_kind(msg.subject), event):
+                _log.error(
+                    "room event on the wrong subject dropped",
+                    extra={"room": room.room_id, "subject": msg.subject, "event": event.event},
+                )
                 return
             item = Fanout(room.room_id, event.event, bytes(event.data), event.seq, event.sent_at)
             if not msg.headers:

@@ -1,4 +1,5 @@
-"""Session endpoints and the reaper. Presence changes are published to the room.
+"""Session endpoints and the reaper. Presence changes are published on the room's presence
+subject (``chat.room.<room>.presence``), which only this service may publish to.
 
 Endpoints: ``join``, ``leave``, ``detach`` (connection dropped: keep it resumable),
 ``disconnect`` (the client left for good), ``resume``, ``heartbeat`` and ``restore``
@@ -51,7 +52,7 @@ from chat_common.schemas import (
     encode,
     parse_request,
 )
-from chat_common.subjects import gateway_control, room_events
+from chat_common.subjects import gateway_control, room_presence
 from chat_session.metrics import PRESENCE, REAPED, RESTORED, RESUMES, SESSIONS
 from chat_session.store import SessionStore, now_ms
 
@@ -109,7 +110,7 @@ class SessionHandlers:
     async def _announce(self, event: str, room_id: str, email: str, users: list[str]) -> None:
         data = encode(PresenceEvent(room_id=room_id, email=email, users=users))
         payload = encode(RoomEvent(event=event, data=msgspec.Raw(data)))
-        await self._publish(room_events(room_id), payload)
+        await self._publish(room_presence(room_id), payload)
         PRESENCE.labels(event).inc()
 
     @_redis_unavailable

@@ -2,13 +2,17 @@
 
 Every failure becomes a :class:`CtlError` whose message is the one line ``chatctl`` prints;
 a refusal by the service (an error reply) is a :class:`RemoteError` carrying its code.
+
+``chatctl`` logs in as the ``operator`` identity (:mod:`chat_common.buspermissions`): it may
+ask the services' read endpoints and ``$SRV`` discovery, and drain a gateway; nothing else.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import nats
 import nats.errors
@@ -16,7 +20,13 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER
 
-__all__ = ["CtlError", "RemoteError", "connected", "gather", "request"]
+from chat_common.buscredentials import public_key, read_seed
+from chat_common.buspermissions import inbox_prefix
+
+__all__ = ["IDENTITY", "CtlError", "RemoteError", "connected", "gather", "login", "request"]
+
+IDENTITY = "operator"
+"""The NATS identity ``chatctl`` uses."""
 
 
 class CtlError(Exception):
@@ -41,9 +51,33 @@ async def _ignore(*_args: object) -> None:
     """Connection callbacks: ``chatctl`` reports failures itself, once."""
 
 
+def login(seed_file: Path | None, seed: str | None) -> dict[str, str]:
+    """``nats.connect`` options for the operator's NKey seed (a file, or the seed itself);
+    none: connect without authentication."""
+    if seed_file is not None and seed:
+        raise CtlError("give the NKey seed or its file, not both")
+    try:
+        if seed_file is not None:
+            return {"nkeys_seed_str": read_seed(seed_file)}
+        if seed:
+            public_key(seed)
+            return {"nkeys_seed_str": seed}
+    except OSError as exc:
+        raise CtlError(f"cannot read the NKey seed file {seed_file}: {exc.strerror}") from None
+    except ValueError:
+        raise CtlError("the NKey seed given is not an NKey user seed") from None
+    return {}
+
+
 @asynccontextmanager
-async def connected(url: str, *, timeout: float) -> AsyncIterator[Client]:
-    """A NATS connection for one command: no reconnects, closed at the end."""
+async def connected(
+    url: str, *, timeout: float, credentials: Mapping[str, str] | None = None
+) -> AsyncIterator[Client]:
+    """A NATS connection for one command: no reconnects, closed at the end.
+
+    ``credentials`` are :func:`login`'s options; replies come back on the operator's own
+    inbox prefix.
+    """
     failures: list[Exception] = []
 
     async def failed(exc: Exception) -> None:
@@ -63,11 +97,19 @@ async def connected(url: str, *, timeout: float) -> AsyncIterator[Client]:
                 error_cb=failed,
                 disconnected_cb=_ignore,
                 closed_cb=_ignore,
+                inbox_prefix=inbox_prefix(IDENTITY),
+                **(credentials or {}),
             ),
             2 * timeout + 0.5,
         )
     except (nats.errors.Error, OSError, TimeoutError) as exc:
         cause = failures[-1] if failures else exc
+        if "authorization violation" in str(cause).lower():
+            how = "refused these credentials" if credentials else "requires credentials"
+            raise CtlError(
+                f"NATS at {url} {how} (authorization violation); chatctl logs in with the "
+                "operator's NKey seed: --nkey-seed-file or $CHATCTL_NATS_NKEY_SEED_FILE"
+            ) from None
         raise CtlError(f"cannot reach NATS at {url}: {_reason(cause)}") from None
     try:
         yield nc
@@ -82,6 +124,8 @@ async def request(nc: Client, subject: str, payload: bytes, *, timeout: float, w
     except nats.errors.NoRespondersError:
         raise CtlError(f"no {what} answers on {subject}") from None
     except (TimeoutError, nats.errors.TimeoutError):
+        if f'violation for publish to "{subject}"' in str(nc.last_error or ""):
+            raise CtlError(f"NATS does not let this identity request {subject}") from None
         raise CtlError(f"{what} did not answer on {subject} within {timeout:g}s") from None
     except nats.errors.Error as exc:
         raise CtlError(f"request on {subject} failed: {_reason(exc)}") from None

@@ -1,7 +1,10 @@
 """``chatctl``: the operator's entry point.
 
-Every command connects to NATS (``--nats``, else ``$CHATCTL_NATS_URL``, else ``$NATS_URL``),
-asks the services, prints a table (or JSON with ``--json``) and exits 0. Anything that
+Every command connects to NATS (``--nats``, else ``$CHATCTL_NATS_URL``, else ``$NATS_URL``)
+as the operator identity (its NKey seed from ``--nkey-seed-file``, else
+``$CHATCTL_NATS_NKEY_SEED_FILE``, else the seed itself in ``$CHATCTL_NATS_NKEY_SEED``; none:
+without authentication), asks the services, prints a table (or JSON with ``--json``) and
+exits 0. Anything that
 stops it (NATS unreachable, no instance answering, an unknown session) is one line on
 stderr, ``chatctl: …``, and exit code 2.
 """
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -35,7 +39,7 @@ from chat_common.schemas import (
     encode,
 )
 from chat_common.subjects import gateway_endpoint, history_endpoint, session_endpoint
-from chat_ctl.bus import CtlError, RemoteError, connected, gather, request
+from chat_ctl.bus import CtlError, RemoteError, connected, gather, login, request
 from chat_ctl.history import last_messages, replay
 from chat_ctl.view import (
     instance_table,
@@ -73,6 +77,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of 
 class Target:
     url: str
     timeout: float
+    seed_file: Path | None = None
 
 
 @app.callback()
@@ -91,8 +96,21 @@ def _options(
         float,
         typer.Option(min=0.1, help="Seconds to wait for NATS to accept us, and for each answer."),
     ] = 2.0,
+    nkey_seed_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--nkey-seed-file",
+            envvar="CHATCTL_NATS_NKEY_SEED_FILE",
+            show_envvar=True,
+            dir_okay=False,
+            help=(
+                "NKey seed of the operator's NATS identity (`make run` prints it); "
+                "or the seed itself in $CHATCTL_NATS_NKEY_SEED. None: no authentication."
+            ),
+        ),
+    ] = None,
 ) -> None:
-    ctx.obj = Target(url=nats_url, timeout=timeout)
+    ctx.obj = Target(url=nats_url, timeout=timeout, seed_file=nkey_seed_file)
 
 
 def _run(ctx: typer.Context, work: Callable[[Client, Target], Awaitable[None]]) -> None:
@@ -100,7 +118,8 @@ def _run(ctx: typer.Context, work: Callable[[Client, Target], Awaitable[None]]) 
     target: Target = ctx.obj
 
     async def session() -> None:
-        async with connected(target.url, timeout=target.timeout) as nc:
+        credentials = login(target.seed_file, os.environ.get("CHATCTL_NATS_NKEY_SEED"))
+        async with connected(target.url, timeout=target.timeout, credentials=credentials) as nc:
             await work(nc, target)
 
     try:

@@ -105,6 +105,11 @@ def describe(stack: Stack) -> str:
     lines.append("")
     external = " (external)"
     lines.append(f"  NATS         {stack.nats_url}{'' if stack.nats else external}")
+    seeds = stack.nats_seed_files
+    if seeds:
+        lines.append(f"  NATS keys    {min(seeds.values()).parent}  (one NKey seed per identity)")
+    operator = f" CHATCTL_NATS_NKEY_SEED_FILE={seeds['operator']}" if "operator" in seeds else ""
+    lines.append(f"  chatctl      export CHATCTL_NATS_URL={stack.nats_url}{operator}")
     lines.append(f"  Redis        {stack.redis_url}{'' if stack.redis else external}")
     lines.append(f"  Postgres     {stack.postgres_dsn}{'' if stack.postgres else external}")
     for server in stack.servers:
@@ -118,6 +123,11 @@ def describe(stack: Stack) -> str:
             "    GATEWAY_NATS_URL=$NATS_URL SESSION_NATS_URL=$NATS_URL"
             " SESSION_REDIS_URL=$REDIS_URL HISTORY_NATS_URL=$NATS_URL"
             " HISTORY_POSTGRES_DSN=$DATABASE_URL",
+        ]
+        lines += [
+            f"    {kind.upper()}_NATS_NKEY_SEED_FILE={seeds[kind]}"
+            for kind in ("gateway", "session", "history")
+            if kind in seeds
         ]
     timings = ", ".join(f"{name} {sec:.2f}s" for name, sec in stack.startup_seconds.items())
     lines += ["", f"  started in: {timings}", "", "Press Ctrl-C to stop."]

@@ -2,6 +2,7 @@
 
 Each service reads its settings from ``<KIND>_*`` environment variables (see
 ``chat_common.settings``) and is ready when ``GET /readyz`` on its ops HTTP port answers 200.
+Its NATS identity is the one named after its kind: it gets that identity's seed file only.
 """
 
 from __future__ import annotations
@@ -29,12 +30,15 @@ def service_env(
     postgres_dsn: str | None = None,
     host: str = "127.0.0.1",
     port: int | None = None,
+    nats_seed_file: Path | None = None,
     extra_env: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The variables one service instance needs (without the inherited environment).
 
     ``port`` is the gateway's public port; ``redis_url`` is for sessions and
-    ``postgres_dsn`` for history. ``extra_env`` comes last and wins.
+    ``postgres_dsn`` for history; ``nats_seed_file`` holds the NKey seed of the service's
+    NATS identity (none: the service's credentials come from the inherited environment, or
+    it connects without). ``extra_env`` comes last and wins.
     """
     prefix = kind.upper()
     env = {
@@ -43,6 +47,12 @@ def service_env(
         f"{prefix}_HTTP_PORT": str(http_port),
         f"{prefix}_INSTANCE_ID": instance_id,
     }
+    if nats_seed_file is not None:
+        # The file wins over a seed the caller's environment may hold for another NATS.
+        env |= {
+            f"{prefix}_NATS_NKEY_SEED_FILE": str(nats_seed_file),
+            f"{prefix}_NATS_NKEY_SEED": "",
+        }
     if kind == "gateway":
         if port is None:
             raise ValueError("a gateway needs its public port")

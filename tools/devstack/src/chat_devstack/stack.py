@@ -5,6 +5,10 @@ group waited for until ready, then (if configured) a TCP balancer in front of th
 Stop order is the reverse: balancer, gateways, then sessions and histories, then Postgres,
 Redis and NATS. A server is skipped when the config gives the URL of an external one.
 
+Our NATS runs with authorization (:class:`NatsServer`): each service gets the seed file of
+its own identity. For an external NATS, ``StackConfig.nats_seed_files`` gives them (tests
+pass their own server's); without, services take their credentials from the environment.
+
 :meth:`Stack.supervise` (what ``chat-stack run`` adds; test fixtures do not) restarts any of
 our processes that dies, on the same ports and data, with the backoff of
 :mod:`chat_devstack.restart`.
@@ -46,7 +50,8 @@ class StackConfig:
     ``gateway_port`` is the first gateway's public port (``0``: any free port); further
     gateways take the next free ports above it. Server ports of ``0`` are picked freely.
     ``balancer=True`` (with gateways) puts a :class:`TcpBalancer` on ``gateway_port`` and
-    moves the gateways to the next free ports above it.
+    moves the gateways to the next free ports above it. ``nats_seed_files`` (identity name →
+    NKey seed file) are the credentials for an external ``nats_url``.
     """
 
     data_dir: Path
@@ -54,6 +59,7 @@ class StackConfig:
     sessions: int = 1
     histories: int = 1
     nats_url: str | None = None
+    nats_seed_files: dict[str, Path] = field(default_factory=dict)
     redis_url: str | None = None
     postgres_dsn: str | None = None
     gateway_port: int = 8080
@@ -170,6 +176,11 @@ class Stack:
     def nats_url(self) -> str:
         """The external NATS URL, or ours."""
         return self.config.nats_url or self._ours(self.nats).url
+
+    @property
+    def nats_seed_files(self) -> dict[str, Path]:
+        """Identity name → NKey seed file: our NATS's, or the config's for an external one."""
+        return self.nats.seed_files if self.nats is not None else dict(self.config.nats_seed_files)
 
     @property
     def redis_url(self) -> str:
@@ -297,6 +308,7 @@ class Stack:
                     postgres_dsn=self.postgres_dsn if kind == "history" else None,
                     host=cfg.host,
                     port=port,
+                    nats_seed_file=self.nats_seed_files.get(kind),
                     extra_env=cfg.extra_env,
                 )
                 service = ServiceProcess(
