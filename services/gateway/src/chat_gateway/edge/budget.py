@@ -1,7 +1,8 @@
 """How much one connection may make the gateway read (pure).
 
-Every inbound WebSocket frame costs one token: events, Engine.IO pings and pongs, Socket.IO
-acks and namespace packets, WebSocket pings and pongs alike. The bucket refills at ``rate``
+Every inbound WebSocket frame costs one token, plus one per 8 KiB of payload: events,
+Engine.IO pings and pongs, Socket.IO acks and namespace packets, WebSocket pings and pongs
+alike. The bucket refills at ``rate``
 per second up to ``burst``. A connection that runs it dry is not read until it has paid its
 debt back: :meth:`ReadBudget.charge` returns how long to pause reading, and the kernel's
 TCP flow control then holds the sender back. A connection that stays over budget for
@@ -60,7 +61,7 @@ class ReadBudget:
         return self._tokens
 
     def charge(self, frames: int) -> Verdict:
-        """Pay for ``frames`` frames just read."""
+        """Pay ``frames`` tokens for what was just read."""
         now = self._clock()
         tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
         self._stamp = now

@@ -6,7 +6,7 @@ and decides *when* to read and *how long* to wait:
 
 * **Reading is budgeted.** Bytes are fed to the protocol in slices of at most
   ``_SLICE`` bytes; each frame read is charged to the connection's
-  :class:`~chat_gateway.edge.budget.ReadBudget`. Over budget, the transport is paused until
+  :class:`~chat_gateway.edge.budget.ReadBudget` (one token, plus one per 8 KiB of payload). Over budget, the transport is paused until
   the debt is paid (TCP flow control then holds the peer back); after sustained abuse the
   connection is cut. Messages wait in a bounded inbox for the connection's own task, and a
   full inbox pauses reading too.
@@ -40,6 +40,8 @@ __all__ = ["Limit", "WebSocket"]
 
 _SLICE = 4096
 """Most bytes fed to the frame parser between two budget checks."""
+_BYTES_PER_TOKEN = 8192
+"""A frame costs one token of the read budget, plus one per this many payload bytes."""
 _INBOX_HIGH = 64
 """Messages waiting for the connection's task above which reading pauses."""
 _INBOX_LOW = 16
@@ -163,11 +165,11 @@ class WebSocket:
     def _after_receive(self) -> None:
         frames = self._proto.events_received()
         self._flush_protocol()
-        count = 0
+        cost = 0
         for frame in frames:
             if not isinstance(frame, Frame):
                 continue  # handshake events: not in this (already open) protocol
-            count += 1
+            cost += 1 + len(frame.data) // _BYTES_PER_TOKEN
             opcode = frame.opcode
             if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
                 if frame.fin:
@@ -184,8 +186,8 @@ class WebSocket:
                 self.last_pong = self._loop.time()
         if not self.open:
             self._closing_started()
-        if count and self._budget is not None:
-            verdict = self._budget.charge(count)
+        if cost and self._budget is not None:
+            verdict = self._budget.charge(cost)
             if verdict.cut:
                 self.cut("flood", CLOSE_FLOOD, "too many frames")
             elif verdict.pause_s > 0:
@@ -194,6 +196,8 @@ class WebSocket:
                 self._loop.call_later(verdict.pause_s, self._unpause, _PAUSED_BY_BUDGET)
 
     def _deliver(self, data: bytes, text: bool) -> None:
+        if self._closed_by_us:
+            return  # RFC 6455 7.1.1: after sending a close frame, incoming data is discarded
         if text:
             try:
                 message: str | bytes = data.decode()
@@ -352,6 +356,11 @@ class WebSocket:
         if not self._lost.done():
             self._lost.set_result(None)
         self._pending, self._offset = b"", 0
+        self._fragments = None
+        self._on_limit = None  # the client refers back to us: no cycle outlives the TCP
+        if self._closed_by_us:
+            self._inbox.clear()  # nobody will answer these (the client resends on resume)
+            self._inbox_bytes = 0
         self.resume_writing()
         self._wake()
 
