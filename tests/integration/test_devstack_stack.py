@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import socket
 import stat
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import pytest
 from chat_devstack.cli import describe
 from chat_devstack.errors import DevstackError, ProcessExitedError
 from chat_devstack.stack import Stack, StackConfig
+from tests.support.fakeservices import write_fake_services
 
 pytestmark = pytest.mark.integration
 
@@ -58,14 +58,7 @@ FAKE_SERVICE = """
 
 def _fake_services(tmp_path: Path) -> dict[str, str]:
     """Write stand-in chat_gateway/chat_session/chat_history packages; return extra_env."""
-    root, out = tmp_path / "fakes", tmp_path / "out"
-    out.mkdir()
-    for kind in ("gateway", "session", "history"):
-        package = root / f"chat_{kind}"
-        package.mkdir(parents=True)
-        (package / "__init__.py").write_text("")
-        (package / "__main__.py").write_text(textwrap.dedent(FAKE_SERVICE))
-    return {"PYTHONPATH": str(root), "FAKE_OUT": str(out)}
+    return write_fake_services(tmp_path, FAKE_SERVICE)[0]
 
 
 def _records(out: Path) -> dict[str, dict[str, Any]]:

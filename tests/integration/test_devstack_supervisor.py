@@ -13,7 +13,6 @@ import os
 import re
 import signal
 import sys
-import textwrap
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import pytest
 from chat_devstack.probes import http_get_status, redis_command
 from chat_devstack.restart import RestartPolicy
 from chat_devstack.stack import Stack, StackConfig
+from tests.support.fakeservices import write_fake_services
 
 pytestmark = pytest.mark.integration
 
@@ -203,20 +203,14 @@ FAKE_SERVICE = """
 
 def _fake_stack(tmp_path: Path, **env: str) -> tuple[Stack, Path]:
     """A stack of stand-in services (servers given as external, so none is started)."""
-    root, out = tmp_path / "fakes", tmp_path / "out"
-    out.mkdir()
-    for kind in ("gateway", "session", "history"):
-        package = root / f"chat_{kind}"
-        package.mkdir(parents=True)
-        (package / "__init__.py").write_text("")
-        (package / "__main__.py").write_text(textwrap.dedent(FAKE_SERVICE))
+    selected, out = write_fake_services(tmp_path, FAKE_SERVICE)
     config = StackConfig(
         data_dir=tmp_path / "data",
         gateway_port=0,
         nats_url="nats://127.0.0.1:1",
         redis_url="redis://127.0.0.1:1/0",
         postgres_dsn="postgresql://postgres@127.0.0.1:1/chat",
-        extra_env={"PYTHONPATH": str(root), "FAKE_OUT": str(out), **env},
+        extra_env={**selected, **env},
     )
     return Stack(config), out
 
