@@ -315,7 +315,7 @@ class EventHandlers:
             await self._backend.leave(LeaveRequest(session_id=client.session_id, room_id=room_id))
         except ChatError as exc:
             if exc.code is not ErrorCode.NOT_IN_ROOM:
-                self._hub.resume(client, room_id)
+                self._hub.unsuspend(client, room_id)
                 raise
         client.rooms.discard(room_id)
         await self._hub.remove(client, room_id)

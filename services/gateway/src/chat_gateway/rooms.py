@@ -6,11 +6,10 @@ Each subject carries only its own kind of event (a ``new_message`` on the presen
 or presence on the message subject, is dropped), so each has exactly one publisher the bus
 lets speak there. Events are decoded once, encoded once per protocol, and written to every
 member without awaiting each one.
-``new_message`` events pass through a :class:`RoomSequencer` so members see a gap-free,
-ordered stream; a hole is filled from history.
 
-A member that is still joining collects events in a buffer; after its join ack has been
-sent, the buffer is flushed (messages it already got in the join's history are skipped).
+Who gets which event and when (order, gaps, members joining, resuming and leaving) is
+decided by the pure :mod:`chat_gateway.delivery`; this module subscribes, writes what it
+decides, and fills the gaps it reports from history.
 """
 
 from __future__ import annotations
@@ -32,9 +31,10 @@ from chat_common.schemas import FetchResponse, Message, RoomEvent, encode
 from chat_common.subjects import ROOM_EVENTS, ROOM_PRESENCE, room_kind, room_subjects
 from chat_common.tracing import SpanKind, extract_context, messaging_attributes, tracer
 from chat_gateway.client import Client
+from chat_gateway.delivery import Delivery, RoomDelivery
+from chat_gateway.delivery import Member as CoreMember
 from chat_gateway.metrics import DELIVERIES, E2E_SECONDS
 from chat_gateway.offsets import encode_offset
-from chat_gateway.ordering import RoomSequencer
 from chat_gateway.protocol.wsframe import text_frame
 
 __all__ = ["Fanout", "Member", "RoomHub"]
@@ -94,24 +94,21 @@ def _belongs(kind: str, event: RoomEvent) -> bool:
     return False
 
 
-@dataclass(slots=True)
-class Member:
-    client: Client
-    floor: int = 0
-    buffer: list[Fanout] | None = field(default_factory=list)
+Member = CoreMember[Client, Fanout]
+"""A client's membership in one room at this gateway (see :mod:`chat_gateway.delivery`)."""
 
 
 @dataclass(slots=True)
 class _Room:
     room_id: str
-    members: dict[str, Member] = field(default_factory=dict)
-    sequencer: RoomSequencer[Fanout] = field(default_factory=RoomSequencer)
+    delivery: RoomDelivery[Client, Fanout] = field(default_factory=RoomDelivery)
     subscription: Subscription | None = None
     filling: asyncio.Task[None] | None = None
 
 
 class RoomHub:
-    """Every room this gateway has members in."""
+    """Every room this gateway has members in: subscriptions, writes and gap fills around
+    each room's :class:`~chat_gateway.delivery.RoomDelivery`."""
 
     def __init__(self, nc: Nats, *, fill_gap: FillGap, gap_fill_delay_s: float) -> None:
         self._nc = nc
@@ -127,9 +124,7 @@ class RoomHub:
         room = self._rooms.get(room_id)
         if room is None:
             room = self._rooms[room_id] = _Room(room_id)
-        member = room.members.get(client.key)
-        if member is None:
-            member = room.members[client.key] = Member(client)
+        member = room.delivery.add(client.key, client)
         if room.subscription is None:
             room.subscription = await self._nc.subscribe(
                 room_subjects(room_id), cb=self._handler(room)
@@ -138,59 +133,42 @@ class RoomHub:
         return member
 
     def activate(self, room_id: str, member: Member, *, floor: int) -> None:
-        """After the join ack: flush the member's buffer; it has every message up to ``floor``.
-
-        A room that has no head yet starts at ``floor``; a running room is never moved, so
-        a message still in flight to this gateway is not lost for the other members.
-        """
+        """After the join ack: the member has every message up to ``floor``; deliver what
+        came since, then live events (:meth:`RoomDelivery.activate`)."""
         room = self._rooms.get(room_id)
-        if room is None or member.buffer is None:
+        if room is None:
             return
-        member.floor = floor
         member.client.positions.setdefault(room_id, floor)
-        self._flush(member)
-        if not room.sequencer.started:
-            for item in room.sequencer.start(floor):
-                self._deliver(room, item)
+        self._write(room.delivery.activate(member, floor=floor))
 
     def replay(self, room_id: str, member: Member, messages: list[Message], *, floor: int) -> None:
         """Resume: write the messages a client missed, then make it a live member."""
-        member.floor = floor
+        room = self._rooms.get(room_id)
+        if room is None:
+            return
         member.client.positions[room_id] = floor
-        for message in messages:
-            item = Fanout(room_id, "new_message", encode(message), message.seq)
-            member.client.write_frame(item.frame_for(member.client))
-            member.floor = message.seq
-        self.activate(room_id, member, floor=member.floor)
+        missed = [Fanout(room_id, "new_message", encode(m), m.seq) for m in messages]
+        self._write(room.delivery.replay(member, missed, floor=floor))
 
     def suspend(self, client: Client, room_id: str) -> None:
         """Buffer the client's events of this room (while a leave is being recorded)."""
         room = self._rooms.get(room_id)
-        member = room.members.get(client.key) if room else None
-        if member is not None and member.buffer is None:
-            member.buffer = []
+        if room is not None:
+            room.delivery.hold(client.key)
 
-    def resume(self, client: Client, room_id: str) -> None:
-        """Undo :meth:`suspend`: deliver what was buffered, then live events again."""
+    def unsuspend(self, client: Client, room_id: str) -> None:
+        """Undo :meth:`suspend` (the leave failed): what was buffered, then live events."""
         room = self._rooms.get(room_id)
-        member = room.members.get(client.key) if room else None
-        if member is not None:
-            self._flush(member)
-
-    def _flush(self, member: Member) -> None:
-        buffer, member.buffer = member.buffer, None
-        for item in buffer or ():
-            if item.seq is None or item.seq > member.floor:
-                member.client.write_frame(item.frame_for(member.client))
+        if room is not None:
+            self._write(room.delivery.release(client.key))
 
     async def remove(self, client: Client, room_id: str) -> None:
         """Drop ``client`` from the room; unsubscribe when it was the last local member."""
         room = self._rooms.get(room_id)
         if room is None:
             return
-        room.members.pop(client.key, None)
         client.positions.pop(room_id, None)
-        if room.members:
+        if not room.delivery.remove(client.key):
             return
         del self._rooms[room_id]
         if room.filling is not None:
@@ -224,7 +202,7 @@ class RoomHub:
             attributes: dict[str, str | int] = {
                 **messaging_attributes(msg.subject, "process"),
                 "chat.event": event.event,
-                "chat.members": len(room.members),
+                "chat.members": len(room.delivery.members),
             }
             with _tracer.start_as_current_span(
                 f"deliver {room.room_id}",
@@ -239,40 +217,32 @@ class RoomHub:
 
     def accept(self, room: _Room, item: Fanout) -> None:
         """Deliver presence at once; sequence messages and deliver what is in order."""
-        if item.seq is None:
-            self._deliver(room, item)
-            return
-        try:
-            released = room.sequencer.offer(item.seq, item)
-        except OverflowError:
+        outcome = room.delivery.offer(item)
+        if outcome.overflow:
             _log.error("room backlog overflow; resyncing members", extra={"room": room.room_id})
-            for member in list(room.members.values()):
+            for member in list(room.delivery.members.values()):
                 member.client.cut_slow()
             return
-        for ready in released:
-            self._deliver(room, ready)
-        if room.sequencer.missing() and (room.filling is None or room.filling.done()):
+        self._write(outcome.deliveries)
+        if outcome.gap is not None and (room.filling is None or room.filling.done()):
             room.filling = asyncio.create_task(self._fill(room), name=f"fill:{room.room_id}")
 
-    def _deliver(self, room: _Room, item: Fanout) -> None:
-        seq = item.seq
-        written = 0
-        for member in list(room.members.values()):
-            if member.buffer is not None:
-                member.buffer.append(item)
-            elif seq is None or seq > member.floor:
-                member.client.write_frame(item.frame_for(member.client))
-                written += 1
-        DELIVERIES.labels(item.event).inc(written)
-        if item.sent_at is not None and written:
-            E2E_SECONDS.observe(max(0.0, time.time() - item.sent_at))
+    @staticmethod
+    def _write(deliveries: list[Delivery[Client, Fanout]]) -> None:
+        for delivery in deliveries:
+            item = delivery.event
+            for client in delivery.clients:
+                client.write_frame(item.frame_for(client))
+            DELIVERIES.labels(item.event).inc(len(delivery.clients))
+            if item.sent_at is not None:
+                E2E_SECONDS.observe(max(0.0, time.time() - item.sent_at))
 
     async def _fill(self, room: _Room) -> None:
         """Wait briefly for stragglers, then fetch what is still missing from history."""
         delay = self._gap_delay
-        while (gap := room.sequencer.missing()) is not None and room.room_id in self._rooms:
+        while (gap := room.delivery.missing()) is not None and room.room_id in self._rooms:
             await asyncio.sleep(delay)
-            gap = room.sequencer.missing()
+            gap = room.delivery.missing()
             if gap is None:
                 return
             try:
