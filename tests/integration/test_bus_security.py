@@ -36,6 +36,12 @@ MALLORY = "mallory@example.com"
 def _forged_message(room: str, seq: int) -> bytes:
     message = {"id": uuid.uuid4().hex, "roomId": room, "seq": seq, "email": "bob@example.com",
                "text": "forged", "ts": "2026-01-01T00:00:00.000Z", "clientMsgId": None}  # fmt: skip
+    return msgspec.json.encode({"messages": [{"seq": seq, "data": message}]})
+
+
+def _forged_message_event(room: str, seq: int) -> bytes:
+    """A message dressed as a single event (the shape presence takes)."""
+    message = msgspec.json.decode(_forged_message(room, seq))["messages"][0]["data"]
     return msgspec.json.encode({"event": "new_message", "data": message, "seq": seq})
 
 
@@ -139,12 +145,13 @@ async def test_unknown_or_wrong_credentials_are_refused(stack: Stack, tmp_path: 
 FORBIDDEN: dict[str, tuple[list[str], list[str]]] = {
     "gateway": (
         ["chat.room.R.events", "chat.room.R.presence", "chat.gateway.G.control",
-         "chat.session.inspect", "chat.session.rooms", "_INBOX.operator.x", "$JS.API.INFO"],
+         "chat.session.inspect", "chat.session.rooms", "_INBOX.operator.x", "$JS.API.INFO",
+         "chat.history.append"],
         ["chat.history.append", "chat.session.join", "_INBOX.>", "_INBOX.operator.>", ">"],
     ),
     "session": (
-        ["chat.room.R.events", "chat.history.append", "chat.gateway.G.drain",
-         "chat.session.join", "_INBOX.gateway.x"],
+        ["chat.room.R.events", "chat.history.append", "chat.history.append_batch",
+         "chat.gateway.G.drain", "chat.session.join", "_INBOX.gateway.x"],
         ["chat.room.R.events", "chat.room.*.presence", "chat.history.append", "_INBOX.>"],
     ),
     "history": (
@@ -154,7 +161,7 @@ FORBIDDEN: dict[str, tuple[list[str], list[str]]] = {
     ),
     "operator": (
         ["chat.room.R.events", "chat.room.R.presence", "chat.history.append",
-         "chat.session.join", "chat.session.leave", "chat.gateway.G.control", "$JS.API.INFO"],
+         "chat.history.append_batch", "chat.session.join", "chat.session.leave", "chat.gateway.G.control", "$JS.API.INFO"],
         ["chat.room.R.events", "chat.room.*.*", "chat.session.*", "chat.history.fetch",
          "_INBOX.>", ">"],
     ),
@@ -204,7 +211,7 @@ async def test_each_identity_is_refused_outside_its_subjects(stack: Stack, ident
 
 
 async def test_the_gateway_identity_cannot_forge_room_events(stack: Stack) -> None:
-    """With the gateway's own credentials (which may request chat.history.append), forged
+    """With the gateway's own credentials (which may request chat.history.append_batch), forged
     new_message and user_left events are refused and never reach the room's members."""
     room = unique_room()
     member = await _member(stack, room)
@@ -236,6 +243,7 @@ async def test_session_cannot_pass_messages_off_as_presence(stack: Stack) -> Non
     nc = await connect_as(stack.nats_url, stack.nats_seed_files, "session", refusals=refusals)
     try:
         await nc.publish(f"chat.room.{room}.presence", _forged_message(room, 1))
+        await nc.publish(f"chat.room.{room}.presence", _forged_message_event(room, 1))
         await nc.flush()
         await _settle_and_read(member, room)
     finally:

@@ -75,7 +75,7 @@ async def test_status_lists_every_instance(make_stack: MakeStack) -> None:
     assert all(i["accepting"] is True for i in found)
     endpoints = {i["instance"]: {e["name"] for e in i["endpoints"]} for i in found}
     assert {"join", "rooms", "presence", "inspect"} <= endpoints["session-2"]
-    assert endpoints["history-1"] == {"append", "fetch"}
+    assert endpoints["history-1"] == {"append", "append_batch", "fetch"}
     assert endpoints["gateway-2"] == {"status", "drain"}
 
     table = await chatctl(stack, "status", "--quiet", "2")

@@ -80,10 +80,12 @@ async def test_one_message_is_one_trace_across_every_process(
         await receiver.wait_for(complete)
         trace = [s for s in receiver.spans if s.trace_id == root.trace_id]
         spans = _by_id(trace)
-        send = _one(trace, name="send chat.history.append", service="chat-gateway")
-        assert send.kind == SPAN_KIND_PRODUCER and send.parent_id == root.span_id
+        batch = _one(trace, name="history.append_batch", service="chat-gateway")
+        assert batch.parent_id == root.span_id
+        send = _one(trace, name="send chat.history.append_batch", service="chat-gateway")
+        assert send.kind == SPAN_KIND_PRODUCER and send.parent_id == batch.span_id
         assert send.attributes["messaging.system"] == "nats"
-        process = _one(trace, name="process chat.history.append", service="chat-history")
+        process = _one(trace, name="process chat.history.append_batch", service="chat-history")
         assert process.kind == SPAN_KIND_CONSUMER and process.parent_id == send.span_id
         commit = _one(trace, name="history.commit")
         assert commit.parent_id == process.span_id
@@ -191,7 +193,9 @@ async def test_metrics_move_as_traffic_flows(make_stack: MakeStack) -> None:
     assert _value(gw, "chat_gateway_ack_seconds_count", event="send_message") >= 5
     assert _value(gw, "chat_gateway_deliveries_total", event="new_message") >= 10
     assert (
-        _value(gw, "chat_nats_request_seconds_count", subject="chat.history.append", result="OK")
+        _value(
+            gw, "chat_nats_request_seconds_count", subject="chat.history.append_batch", result="OK"
+        )
         >= 5
     )
     assert _value(gw, "chat_gateway_rooms") == 1 and _value(gw, "chat_gateway_sessions") == 2

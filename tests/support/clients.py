@@ -206,6 +206,8 @@ class NativeClient(_Recorder):
         self.close_code: int | None = None
         self.stray_acks: list[tuple[float, Any]] = []
         """Acks of frames sent with send_raw (monotonic receive time, data)."""
+        self.ack_order: list[int] = []
+        """The ids of every ack received, in arrival order."""
 
     async def connect(self, url: str) -> NativeClient:
         base = url.replace("http://", "ws://").rstrip("/")
@@ -219,6 +221,7 @@ class NativeClient(_Recorder):
             async for raw in self.ws:
                 frame = json.loads(raw)
                 if frame["type"] == "ack":
+                    self.ack_order.append(frame["id"])
                     future = self._acks.pop(frame["id"], None)
                     if future is not None and not future.done():
                         future.set_result(frame["data"])
@@ -256,6 +259,18 @@ class NativeClient(_Recorder):
 
     async def emit(self, event: str, data: Any) -> None:
         await self.send_raw(json.dumps({"type": event, "data": data}))
+
+    async def pipeline(
+        self, calls: list[tuple[str, Any]], timeout: float = DEFAULT_TIMEOUT
+    ) -> tuple[list[int], list[Any]]:
+        """Send every call without waiting for any ack, in this order; their ack ids and
+        acks (in the same order)."""
+        ids = [next(self._ids) for _ in calls]
+        loop = asyncio.get_running_loop()
+        futures = [self._acks.setdefault(i, loop.create_future()) for i in ids]
+        for ack_id, (event, data) in zip(ids, calls, strict=True):
+            await self.send_raw(json.dumps({"type": event, "id": ack_id, "data": data}))
+        return ids, list(await asyncio.wait_for(asyncio.gather(*futures), timeout))
 
     async def close(self) -> None:
         if self.ws is not None:

@@ -19,12 +19,12 @@ from pydantic import SecretStr
 from chat_common.buscredentials import new_user_key, public_key, write_seed
 from chat_common.buspermissions import IDENTITIES, identity, inbox_prefix, nkey_variable, users
 from chat_common.natsio import nats_login
-from chat_common.schemas import RoomEvent
+from chat_common.schemas import RoomEvent, RoomMessage, RoomMessages, encode
 from chat_common.settings import ServiceSettings
 from chat_common.subjects import room_kind, room_subjects
 from chat_devstack.binaries import nats_server_path
 from chat_devstack.servers import NatsServer
-from chat_gateway.rooms import _belongs
+from chat_gateway.rooms import parse_room_event
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = runpy.run_path(str(ROOT / "scripts" / "bus_permissions.py"))
@@ -56,7 +56,8 @@ def _subscribers(subject: str) -> set[str]:
         ("chat.room.lobby.events", {"history"}),  # only history publishes room messages
         ("chat.room.lobby.presence", {"session"}),  # only session publishes presence
         ("chat.room.lobby.other", set()),
-        ("chat.history.append", {"gateway"}),  # the gateway may request the append
+        ("chat.history.append_batch", {"gateway"}),  # the gateway may request appends
+        ("chat.history.append", set()),  # served (one at a time), requested by nobody
         ("chat.history.fetch", {"gateway", "operator"}),
         ("chat.session.join", {"gateway"}),
         ("chat.session.inspect", {"operator"}),
@@ -255,25 +256,36 @@ def test_the_credentials_script_writes_matching_private_files(tmp_path: Path) ->
     assert CREDENTIALS["main"]([str(out)]) == 1, "existing keys are kept without --force"
 
 
+def _batch(seq: int) -> bytes:
+    return encode(RoomMessages(messages=[RoomMessage(seq=seq, data=msgspec.Raw(b"{}"))]))
+
+
+def _event(event: str, seq: int | None) -> bytes:
+    return encode(RoomEvent(event=event, data=msgspec.Raw(b"{}"), seq=seq))
+
+
 @pytest.mark.parametrize(
-    "subject, event, seq, accepted",
+    "subject, payload, accepted",
     [
-        ("chat.room.r.events", "new_message", 3, True),
-        ("chat.room.r.presence", "user_joined", None, True),
-        ("chat.room.r.presence", "user_left", None, True),
-        ("chat.room.r.presence", "new_message", 3, False),  # session passing off a message
-        ("chat.room.r.presence", "new_message", None, False),
-        ("chat.room.r.events", "user_left", None, False),
-        ("chat.room.r.events", "new_message", None, False),
-        ("chat.room.r.presence", "user_left", 7, False),
-        ("chat.room.r.other", "new_message", 3, False),
+        ("chat.room.r.events", _batch(3), True),
+        ("chat.room.r.presence", _event("user_joined", None), True),
+        ("chat.room.r.presence", _event("user_left", None), True),
+        ("chat.room.r.presence", _batch(3), False),  # session passing off a message
+        ("chat.room.r.presence", _event("new_message", 3), False),
+        ("chat.room.r.presence", _event("new_message", None), False),
+        ("chat.room.r.events", _event("user_left", None), False),
+        ("chat.room.r.events", _event("new_message", 3), False),
+        ("chat.room.r.events", _batch(0), False),
+        ("chat.room.r.events", encode(RoomMessages(messages=[])), False),
+        ("chat.room.r.presence", _event("user_left", 7), False),
+        ("chat.room.r.other", _batch(3), False),
+        ("chat.room.r.events", b"not json", False),
     ],
 )
 def test_a_gateway_takes_each_event_only_from_its_own_subject(
-    subject: str, event: str, seq: int | None, accepted: bool
+    subject: str, payload: bytes, accepted: bool
 ) -> None:
     """Messages count only from history's subject, presence only from the session's, so
     each kind has exactly the one publisher the bus allows there."""
-    room_event = RoomEvent(event=event, data=msgspec.Raw(b"{}"), seq=seq)
     assert room_subjects("r") == "chat.room.r.*"
-    assert _belongs(room_kind(subject), room_event) is accepted
+    assert (parse_room_event("r", room_kind(subject), payload) is not None) is accepted

@@ -18,7 +18,7 @@ An identity's lists, and what NATS is told (:meth:`Identity.permissions`):
 
 Everything not listed is refused by the server. The only publisher of a room's messages is
 history, of a room's presence the session service; the gateway may request
-``chat.history.append`` but publish nothing; the operator (``chatctl``) reads, and drains.
+``chat.history.append_batch`` but publish nothing; the operator (``chatctl``) reads, and drains.
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ GATEWAY = Identity(
             for e in ("join", "leave", "disconnect", "detach", "resume", "heartbeat", "restore")
         ),
         session_endpoint("take"),
-        history_endpoint("append"),
+        history_endpoint("append_batch"),
         history_endpoint("fetch"),
         _self_probe(GATEWAY_SERVICE),
     ),

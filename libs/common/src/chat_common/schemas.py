@@ -16,7 +16,10 @@ __all__ = [
     "MAX_SEQ",
     "ROOM_ID_PATTERN",
     "TEXT_PATTERN",
+    "AppendBatchRequest",
+    "AppendBatchResponse",
     "AppendRequest",
+    "AppendResult",
     "DetachRequest",
     "DisconnectRequest",
     "DisconnectResponse",
@@ -42,6 +45,8 @@ __all__ = [
     "ResumeResponse",
     "RoomEvent",
     "RoomId",
+    "RoomMessage",
+    "RoomMessages",
     "RoomSummary",
     "RoomsRequest",
     "RoomsResponse",
@@ -205,6 +210,44 @@ class AppendRequest(_Wire, frozen=True):
     """Epoch seconds when the sender's gateway received the event (end-to-end latency)."""
 
 
+class AppendBatchRequest(_Wire, frozen=True):
+    """Appends from one gateway, committed together in one transaction (all or none), in
+    this order: each sender's messages get their room's seqs in the order listed.
+
+    ``items`` are :class:`AppendRequest` JSON, each decoded on its own so that one bad
+    item is refused alone."""
+
+    items: list[msgspec.Raw]
+
+
+class ItemError(_Wire, frozen=True):
+    code: str
+    message: str
+
+
+_NULL = msgspec.Raw(b"null")
+
+
+class AppendResult(_Wire, frozen=True):
+    """One item's outcome: the stored :class:`Message` (its JSON, exactly the bytes room
+    members receive) or why it was refused."""
+
+    message: msgspec.Raw = _NULL
+    """``null`` when refused (a raw value cannot sit in a union with ``None``)."""
+    error: ItemError | None = None
+
+    @property
+    def stored(self) -> bytes | None:
+        """The stored message's JSON, or ``None``."""
+        raw = bytes(self.message)
+        return None if raw == b"null" else raw
+
+
+class AppendBatchResponse(_Wire, frozen=True):
+    results: list[AppendResult]
+    """One per request item, in the same order."""
+
+
 class FetchRequest(_Wire, frozen=True):
     room_id: RoomId
     before_seq: Seq | None = None
@@ -224,17 +267,33 @@ class PresenceEvent(_Wire, frozen=True):
 
 
 class RoomEvent(_Wire, frozen=True):
-    """What travels on a room's fan-out subject.
+    """What travels on a room's presence subject (``chat.room.<room>.presence``).
 
     ``data`` stays raw JSON so that a gateway can splice it into client frames without
-    decoding and re-encoding it; ``seq`` is set for ``new_message`` events.
+    decoding and re-encoding it. Presence has no ``seq`` (an event with one is refused);
+    messages travel as :class:`RoomMessages` on the room's message subject.
     """
 
     event: str
     data: msgspec.Raw
     seq: int | None = None
     sent_at: float | None = None
-    """For ``new_message``: when the sender's gateway received it (epoch seconds)."""
+
+
+class RoomMessage(_Wire, frozen=True):
+    seq: int
+    data: msgspec.Raw
+    """The :class:`Message` JSON, spliced into client frames as it is."""
+    sent_at: float | None = None
+    """When the sender's gateway received it (epoch seconds)."""
+
+
+class RoomMessages(_Wire, frozen=True):
+    """What travels on a room's message subject (``chat.room.<room>.events``): the
+    messages of the room that one commit stored, in seq order (one publish per room per
+    commit, decoded once per gateway)."""
+
+    messages: list[RoomMessage]
 
 
 # Operator queries (``chatctl``): bounded, read-only views of the session store.

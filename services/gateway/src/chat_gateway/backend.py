@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from typing import Protocol
 
+import msgspec
 from nats.aio.client import Client as Nats
 
 from chat_common.natsio import call
 from chat_common.retry import RetryPolicy, retry_call
 from chat_common.schemas import (
+    AppendBatchRequest,
+    AppendBatchResponse,
     AppendRequest,
+    AppendResult,
     DetachRequest,
     DisconnectRequest,
     FetchRequest,
@@ -48,6 +52,7 @@ class Backend(Protocol):
     async def restore(self, req: RestoreRequest) -> None: ...
     async def take(self, req: TakeRequest) -> TakeResponse: ...
     async def append(self, req: AppendRequest) -> Message: ...
+    async def append_batch(self, items: list[bytes]) -> list[AppendResult]: ...
     async def fetch(self, req: FetchRequest) -> FetchResponse: ...
 
 
@@ -93,6 +98,12 @@ class NatsBackend:
 
     async def append(self, req: AppendRequest) -> Message:
         return decode(await self._call(history_endpoint("append"), encode(req)), Message)
+
+    async def append_batch(self, items: list[bytes]) -> list[AppendResult]:
+        """Encoded :class:`AppendRequest` items, committed together (see the appender)."""
+        body = encode(AppendBatchRequest(items=[msgspec.Raw(item) for item in items]))
+        reply = await self._call(history_endpoint("append_batch"), body)
+        return decode(reply, AppendBatchResponse).results
 
     async def fetch(self, req: FetchRequest) -> FetchResponse:
         return decode(await self._call(history_endpoint("fetch"), encode(req)), FetchResponse)

@@ -25,7 +25,7 @@ from chat_gateway.auth import Identity
 from chat_gateway.closecodes import CLOSE_SLOW_CONSUMER
 from chat_gateway.edge.websocket import Limit, WebSocket
 from chat_gateway.metrics import FLOOD_CUTS, SLOW_CONSUMER_CUTS
-from chat_gateway.offsets import new_session_id, new_token
+from chat_gateway.offsets import new_session_id, new_token, offset_arg
 from chat_gateway.protocol.wsframe import text_frame
 from chat_gateway.ratelimit import TokenBucket
 
@@ -48,7 +48,7 @@ class Encoder(Protocol):
 class Client:
     """Connection state shared by the Socket.IO and native transports."""
 
-    __slots__ = ("_idle_waiter", "_loop", "_outbox", "authenticated", "bucket", "busy", "closing",
+    __slots__ = ("_idle_waiter", "_in_flight", "_loop", "_outbox", "authenticated", "bucket", "closing",
                  "conn", "email", "encode_ack", "encode_event", "floors", "id", "identity", "key",
                  "opened_at", "ping_frame", "positions", "protocol", "recovery", "remote", "rooms",
                  "session_id", "session_used", "taken_over", "token")  # fmt: skip
@@ -99,10 +99,98 @@ class Client:
         """No more events are taken (a close began, or shutdown is letting one finish)."""
         self.taken_over = False
         """A resume elsewhere took this connection's session: leave the session alone."""
-        self.busy = False
-        """An event of this client is being handled (its answer is not written yet)."""
+        self._in_flight = 0
         self._idle_waiter: asyncio.Future[None] | None = None
         conn.on_limit(self._limit_hit)
+
+    # What the event handlers, the resumer, the room hub and the server change about a
+    # client, each in one place.
+
+    def authenticate(self, identity: Identity | None, *, write_cap: int) -> None:
+        """The connection is authenticated (as ``identity``, or in development mode): its
+        write cap becomes the slow-consumer limit."""
+        if identity is not None:
+            self.identity = identity
+        self.authenticated = True
+        self.conn.write_cap = write_cap
+
+    def begin_session(self) -> None:
+        """The session service may hold state for this client from now on."""
+        self.session_used = True
+
+    def joined(self, room_id: str, *, email: str, floor: int) -> None:
+        """A join (or a resumed room) is on record, with every message up to ``floor``."""
+        self.email = email
+        self.rooms.add(room_id)
+        self.floors[room_id] = floor
+
+    def left(self, room_id: str) -> None:
+        self.rooms.discard(room_id)
+
+    def leave_all(self) -> list[str]:
+        """Forget every room; the rooms it was in."""
+        rooms = list(self.rooms)
+        self.rooms.clear()
+        self.floors.clear()
+        return rooms
+
+    def adopt(self, *, session_id: str, token: str, sid: str, email: str) -> None:
+        """Resume: this connection carries on a dropped session."""
+        self.session_id, self.token, self.id = session_id, token, sid
+        self.email = email
+        self.session_used = True
+
+    def start_afresh(self) -> None:
+        """A resume was abandoned: a new session, no rooms, no email yet."""
+        self.leave_all()
+        self.session_id, self.token = new_session_id(), new_token()
+        self.id = secrets.token_hex(8)
+        self.email = None
+        self.session_used = False
+
+    def take_over(self) -> None:
+        """A resume elsewhere took this connection's session: leave the session alone."""
+        self.taken_over = True
+
+    def set_recovery(self, on: bool) -> None:
+        """Whether ``new_message`` events carry a resume offset (Socket.IO recovery)."""
+        self.recovery = on
+
+    def start_position(self, room_id: str, seq: int, *, reset: bool = False) -> None:
+        """The last seq of ``room_id`` this client has, as it joins (or, with ``reset``,
+        resumes)."""
+        if reset:
+            self.positions[room_id] = seq
+        else:
+            self.positions.setdefault(room_id, seq)
+
+    def advance(self, room_id: str, seq: int) -> None:
+        """``seq`` of ``room_id`` is being written to this client."""
+        self.positions[room_id] = seq
+
+    def drop_position(self, room_id: str) -> None:
+        self.positions.pop(room_id, None)
+
+    def event_frame(
+        self, event: str, data: bytes, *, room_id: str, seq: int | None, cache: dict[str, bytes]
+    ) -> bytes:
+        """The frame of one room event for this client, built once per kind of client
+        (``cache``): per protocol, and for a Socket.IO client that recovers (its messages
+        carry the offset of its positions) once per room when it is in that room alone,
+        else its own."""
+        if seq is not None:
+            self.advance(room_id, seq)
+        if seq is None or not self.recovery:
+            key = self.protocol
+        elif len(self.positions) == 1:
+            key = "socketio+offset"
+        else:
+            return text_frame(self.encode_event(event, data, (offset_arg(self.positions),)))
+        frame = cache.get(key)
+        if frame is None:
+            extra = (offset_arg(self.positions),) if key == "socketio+offset" else ()
+            frame = cache[key] = text_frame(self.encode_event(event, data, extra))
+        return frame
 
     def close(self, code: int, reason: str) -> None:
         """Stop taking events and close; returns at once (see the module docstring)."""
@@ -112,7 +200,7 @@ class Client:
             _log.info("closing connection", extra={"client": self.id, "code": code})
 
     async def shutdown(self, *, code: int, reason: str, timeout: float) -> None:
-        """Stop taking events, let the one in progress answer, then close with ``code``."""
+        """Stop taking events, let those in progress answer, then close with ``code``."""
         self.closing = True
         try:
             if self.busy:
@@ -129,14 +217,19 @@ class Client:
         else:
             self.write_frame(self.ping_frame)
 
+    @property
+    def busy(self) -> bool:
+        """Events of this client are being handled (not all answered yet)."""
+        return self._in_flight > 0
+
     def begin_event(self) -> None:
-        self.busy = True
+        self._in_flight += 1
 
     def end_event(self) -> None:
-        """The event is answered: wake a :meth:`shutdown` waiting for it."""
-        self.busy = False
+        """An event is answered: when it was the last, wake a :meth:`shutdown` waiting."""
+        self._in_flight -= 1
         waiter = self._idle_waiter
-        if waiter is not None and not waiter.done():
+        if not self._in_flight and waiter is not None and not waiter.done():
             waiter.set_result(None)
 
     async def send(self, frame: bytes) -> None:

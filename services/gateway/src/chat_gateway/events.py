@@ -27,6 +27,8 @@ from chat_common.schemas import (
     encode,
 )
 from chat_common.tracing import SpanKind, tracer
+from chat_gateway.appender import AppendBatcher
+from chat_gateway.appendplan import Slot
 from chat_gateway.auth import AuthError, JwtVerifier, room_allowed
 from chat_gateway.backend import Backend
 from chat_gateway.client import Client
@@ -46,7 +48,7 @@ from chat_gateway.rooms import RoomHub
 from chat_gateway.settings import GatewaySettings
 from chat_gateway.userlimit import UserLimiter
 
-__all__ = ["EventHandlers"]
+__all__ = ["Answer", "EventHandlers"]
 
 _log = logging.getLogger("chat.gateway.events")
 _tracer = tracer("chat.gateway")
@@ -58,6 +60,28 @@ class Reply:
 
     body: dict[str, Any]
     then: Callable[[], None] | None = None
+    raw: bytes | None = None
+    """The answer's JSON when already encoded (``body`` is then not used)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What to write for one event (``frame`` is ``None`` when nothing is: no ack was asked
+    for), what to do once written, and for the ack latency metric its label and start."""
+
+    frame: bytes | None
+    then: Callable[[], None] | None = None
+    label: str | None = None
+    received: float = 0.0
+
+    async def write(self, client: Client) -> None:
+        """Write the answer, then run its follow-up."""
+        if self.frame is not None:
+            await client.send(self.frame)
+            if self.label is not None:
+                ACK_SECONDS.labels(self.label).observe(time.perf_counter() - self.received)
+        if self.then is not None:
+            self.then()
 
 
 class EventHandlers:
@@ -70,9 +94,11 @@ class EventHandlers:
         hub: RoomHub,
         *,
         verifier: JwtVerifier | None,
+        appender: AppendBatcher,
     ) -> None:
         self._s = settings
         self._backend = backend
+        self._appender = appender
         self._hub = hub
         self.verifier = verifier
         """``None`` in development mode (no authentication)."""
@@ -89,13 +115,31 @@ class EventHandlers:
             "auth": self.auth,
         }
 
-    async def dispatch(self, client: Client, event: ClientEvent | BadEvent) -> None:
-        """Run one event and answer it, whatever happens."""
+    def reserve(self, client: Client, event: ClientEvent | BadEvent) -> Slot[Any] | None:
+        """The event's place in the sender's append order (``send_message`` only); reserve
+        in arrival order, then :meth:`dispatch` with it."""
+        if isinstance(event, ClientEvent) and event.name == "send_message":
+            return self._appender.reserve(client.key)
+        return None
+
+    async def dispatch(
+        self, client: Client, event: ClientEvent | BadEvent, *, slot: Slot[Any] | None = None
+    ) -> Answer:
+        """Run one event; whatever happens, the answer to write (written by the caller, so
+        that a connection's answers go out in the order its events came)."""
+        try:
+            return await self._dispatch(client, event, slot)
+        finally:
+            if slot is not None:
+                self._appender.cancel(slot)  # a no-op once the append went out
+
+    async def _dispatch(
+        self, client: Client, event: ClientEvent | BadEvent, slot: Slot[Any] | None
+    ) -> Answer:
         if isinstance(event, BadEvent):
             error = ChatError(event.code, event.message)
             EVENTS.labels("malformed", error.code.value).inc()
-            await self._answer_error(client, event.event, event.ack_id, error)
-            return
+            return self._error_answer(client, event.event, event.ack_id, error)
         received = time.perf_counter()
         handler = self._table.get(event.name)
         refusal = self._admission(client, event.name)
@@ -106,8 +150,7 @@ class EventHandlers:
                 RATE_LIMITED.inc()
         if refusal is not None:
             EVENTS.labels(event.name if handler else "unknown", refusal.code.value).inc()
-            await self._answer_error(client, event.name, event.ack_id, refusal)
-            return
+            return self._error_answer(client, event.name, event.ack_id, refusal)
         label = event.name if handler else "unknown"
         attributes = {
             "chat.event": event.name if handler else "unknown",
@@ -121,22 +164,25 @@ class EventHandlers:
             if handler is None:
                 outcome: Reply | ChatError = ChatError(ErrorCode.UNKNOWN_EVENT, "unknown event")
             else:
+                data = event.data
+                call = (
+                    (lambda: self.send_message(client, data, slot))
+                    if slot is not None and handler == self.send_message
+                    else (lambda: handler(client, data))
+                )
                 outcome = await guarded(
-                    lambda: handler(client, event.data),
+                    call,
                     what="client event",
                     log_extra={"client_event": event.name, "client": client.id},
                 )
             if isinstance(outcome, ChatError):
                 EVENTS.labels(label, outcome.code.value).inc()
-                await self._answer_error(client, event.name, event.ack_id, outcome)
-                return
-            reply = outcome
+                return self._error_answer(client, event.name, event.ack_id, outcome)
         EVENTS.labels(label, "OK").inc()
-        if event.ack_id is not None:
-            await client.send(client.encode_ack(event.ack_id, encode(reply.body)))
-            ACK_SECONDS.labels(label).observe(time.perf_counter() - received)
-        if reply.then is not None:
-            reply.then()
+        if event.ack_id is None:
+            return Answer(None, outcome.then)
+        body = outcome.raw if outcome.raw is not None else encode(outcome.body)
+        return Answer(client.encode_ack(event.ack_id, body), outcome.then, label, received)
 
     def _admission(self, client: Client, name: str) -> ChatError | None:
         """Authentication first, then the connection's rate limit."""
@@ -155,7 +201,7 @@ class EventHandlers:
     def authenticate(self, client: Client, token: object) -> None:
         """Verify ``token`` for ``client`` (a no-op in development mode)."""
         if self.verifier is None:
-            self._authenticated(client)
+            client.authenticate(None, write_cap=self._s.slow_consumer_bytes)
             return
         try:
             identity = self.verifier.verify(token)
@@ -166,12 +212,7 @@ class EventHandlers:
         known = client.email or (client.identity.email if client.identity else None)
         if known is not None and known != identity.email:
             raise ChatError(ErrorCode.IDENTITY_MISMATCH, "the token names another user")
-        client.identity = identity
-        self._authenticated(client)
-
-    def _authenticated(self, client: Client) -> None:
-        client.authenticated = True
-        client.conn.write_cap = self._s.slow_consumer_bytes
+        client.authenticate(identity, write_cap=self._s.slow_consumer_bytes)
 
     async def auth(self, client: Client, data: object) -> Reply:
         """Native protocol: ``auth {token}`` (or a fresh token before the old expires).
@@ -186,21 +227,21 @@ class EventHandlers:
         email = client.identity.email if client.identity else None
         return Reply({"ok": True, "email": email, "droppedRooms": dropped})
 
-    async def refuse_closing(self, client: Client, event: ClientEvent | BadEvent) -> None:
+    def refuse_closing(self, client: Client, event: ClientEvent | BadEvent) -> Answer:
         """An event that arrived after shutdown began: ``UNAVAILABLE``, retry elsewhere."""
         name = event.name if isinstance(event, ClientEvent) else event.event
         error = ChatError(ErrorCode.UNAVAILABLE, "server restarting; retry after reconnecting")
-        await self._answer_error(client, name, event.ack_id, error)
+        return self._error_answer(client, name, event.ack_id, error)
 
-    async def _answer_error(
-        self, client: Client, name: str | None, ack_id: int | None, error: ChatError
-    ) -> None:
+    @staticmethod
+    def _error_answer(
+        client: Client, name: str | None, ack_id: int | None, error: ChatError
+    ) -> Answer:
         if ack_id is not None:
             body = {"ok": False, "error": error.to_dict()}
-            await client.send(client.encode_ack(ack_id, encode(body)))
-        else:
-            body = {**error.to_dict(), "event": name}
-            await client.send(client.encode_event("error", encode(body)))
+            return Answer(client.encode_ack(ack_id, encode(body)))
+        event = {**error.to_dict(), "event": name}
+        return Answer(client.encode_event("error", encode(event)))
 
     def _require_member(self, client: Client, room_id: str) -> None:
         if room_id not in client.rooms:
@@ -217,7 +258,7 @@ class EventHandlers:
         if p.room_id not in client.rooms and len(client.rooms) >= self._s.max_rooms_per_connection:
             raise InvalidArgument("too many rooms on this connection")
         member = await self._hub.add_pending(client, p.room_id)
-        client.session_used = True
+        client.begin_session()
         joined = None
         try:
             page = await self._backend.fetch(
@@ -241,9 +282,7 @@ class EventHandlers:
                 if joined is not None:
                     await self._undo_join(client, p.room_id)
             raise
-        client.email = p.email
-        client.rooms.add(p.room_id)
-        client.floors[p.room_id] = page.last_seq
+        client.joined(p.room_id, email=p.email, floor=page.last_seq)
         history = page.messages[-self._s.join_history_limit :] if self._s.join_history_limit else []
         body = {
             "ok": True,
@@ -275,23 +314,26 @@ class EventHandlers:
         body |= {"email": client.email, "rooms": plan.room_ids, "droppedRooms": plan.dropped}
         return Reply(body, lambda: self.resumer.finish(plan))
 
-    async def send_message(self, client: Client, data: object) -> Reply:
+    async def send_message(
+        self, client: Client, data: object, slot: Slot[Any] | None = None
+    ) -> Reply:
+        """Commit the message (in the sender's order: ``slot``) and ack with it, spliced as
+        the JSON history stored, the same bytes the room's members receive."""
         p = parse_payload(data, SendMessagePayload)
         self._require_member(client, p.room_id)
         if not 1 <= len(p.text) <= self._s.max_text_length:
             raise InvalidArgument(f"text must be 1 to {self._s.max_text_length} characters")
         assert client.email is not None
-        message = await self._backend.append(
-            AppendRequest(
-                room_id=p.room_id,
-                email=client.email,
-                text=p.text,
-                client_msg_id=p.client_msg_id or uuid.uuid4().hex,
-                client_supplied=p.client_msg_id is not None,
-                received_at=time.time(),
-            )
+        req = AppendRequest(
+            room_id=p.room_id,
+            email=client.email,
+            text=p.text,
+            client_msg_id=p.client_msg_id or uuid.uuid4().hex,
+            client_supplied=p.client_msg_id is not None,
+            received_at=time.time(),
         )
-        return Reply({"ok": True, "message": message})
+        message = await self._appender.append(slot or self._appender.reserve(client.key), req)
+        return Reply({}, raw=b'{"ok":true,"message":' + message + b"}")
 
     async def get_history(self, client: Client, data: object) -> Reply:
         p = parse_payload(data, GetHistoryPayload)
@@ -317,7 +359,7 @@ class EventHandlers:
             if exc.code is not ErrorCode.NOT_IN_ROOM:
                 self._hub.unsuspend(client, room_id)
                 raise
-        client.rooms.discard(room_id)
+        client.left(room_id)
         await self._hub.remove(client, room_id)
 
     async def _undo_join(self, client: Client, room_id: str) -> None:
@@ -329,9 +371,7 @@ class EventHandlers:
     async def disconnected(self, client: Client, *, resumable: bool) -> None:
         """The connection is gone: leave every room locally; in the session service, keep
         the session resumable (a drop) or end it (the client said goodbye)."""
-        rooms = list(client.rooms)
-        client.rooms.clear()
-        for room_id in rooms:
+        for room_id in client.leave_all():
             await self._hub.remove(client, room_id)
         if not client.session_used or client.taken_over:
             return

@@ -17,6 +17,7 @@ from chat_common.schemas import (
     parse_request,
 )
 from chat_common.subjects import GATEWAY_SERVICE, gateway_control, gateway_endpoint
+from chat_gateway.appender import AppendBatcher
 from chat_gateway.auth import JwtVerifier, build_verifier
 from chat_gateway.backend import NatsBackend
 from chat_gateway.events import EventHandlers
@@ -61,9 +62,9 @@ async def main(settings: GatewaySettings | None = None) -> int:
 
         hub = RoomHub(rt.nc, fill_gap=fill_gap, gap_fill_delay_s=settings.gap_fill_delay_ms / 1000)
         ROOMS.set_function(lambda: len(hub))
-        server = GatewayServer(
-            settings, EventHandlers(settings, backend, hub, verifier=verifier), WebPage.load()
-        )
+        appender = AppendBatcher(backend.append_batch)
+        handlers = EventHandlers(settings, backend, hub, verifier=verifier, appender=appender)
+        server = GatewayServer(settings, handlers, WebPage.load())
         keeper = SessionKeeper(
             backend, gateway_id=settings.instance_id, interval_s=settings.session_heartbeat_s
         )
@@ -90,6 +91,7 @@ async def main(settings: GatewaySettings | None = None) -> int:
         )
         rt.lifecycle.on_shutdown(Phase.STOP_INTAKE, "client listener", server.stop_accepting)
         rt.lifecycle.on_shutdown(Phase.CLOSE_CLIENTS, "client connections", server.close_clients)
+        rt.lifecycle.on_shutdown(Phase.CLOSE_CLIENTS, "appends in flight", appender.drain)
         rt.lifecycle.supervisor.spawn("engineio-heartbeat", server.heartbeat)
         rt.lifecycle.supervisor.spawn("connection-watch", server.watch)
         rt.lifecycle.supervisor.spawn(

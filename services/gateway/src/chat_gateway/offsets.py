@@ -25,6 +25,7 @@ __all__ = [
     "make_pid",
     "new_session_id",
     "new_token",
+    "offset_arg",
     "parse_pid",
     "token_hash",
 ]
@@ -66,6 +67,11 @@ def parse_pid(pid: object) -> tuple[str, str] | None:
 def encode_offset(positions: Mapping[str, int]) -> str:
     """``room:seq,room:seq`` in room order."""
     return ",".join(f"{room}:{seq}" for room, seq in sorted(positions.items()))
+
+
+def offset_arg(positions: Mapping[str, int]) -> bytes:
+    """The offset as the extra JSON argument of a Socket.IO ``new_message`` event."""
+    return b'"' + encode_offset(positions).encode() + b'"'
 
 
 def decode_offset(offset: object) -> dict[str, int]:

@@ -14,7 +14,6 @@ user's last connection there) and reported as dropped, never recovered.
 from __future__ import annotations
 
 import logging
-import secrets
 from dataclasses import dataclass
 
 from chat_common.errors import ChatError, ErrorCode
@@ -28,7 +27,6 @@ from chat_common.schemas import (
 from chat_gateway.auth import room_allowed
 from chat_gateway.backend import Backend
 from chat_gateway.client import Client
-from chat_gateway.offsets import new_session_id, new_token
 from chat_gateway.rooms import Member, RoomHub
 
 __all__ = ["ResumePlan", "Resumer"]
@@ -86,9 +84,7 @@ class Resumer:
         except ChatError as exc:
             _log.info("resume refused", extra={"code": exc.code.value})
             return None
-        client.session_id, client.token, client.id = session_id, token, found.sid
-        client.email = found.email
-        client.session_used = True
+        client.adopt(session_id=session_id, token=token, sid=found.sid, email=found.email)
         plan: list[_RoomReplay] = []
         dropped = sorted(r for r in found.rooms if not room_allowed(client.identity, r))
         try:
@@ -99,8 +95,7 @@ class Resumer:
                     continue
                 position = positions.get(room_id, recorded)
                 member = await self._hub.add_pending(client, room_id)
-                client.rooms.add(room_id)
-                client.floors[room_id] = recorded
+                client.joined(room_id, email=found.email, floor=recorded)
                 missed = await self._missed(room_id, position)
                 plan.append(_RoomReplay(room_id, member, position, missed))
         except (ChatError, _TooMuchMissed) as exc:
@@ -133,18 +128,13 @@ class Resumer:
         """Give the session up (its rooms announce the user left) and start a fresh one."""
         for room_id in list(client.rooms):
             await self._hub.remove(client, room_id)
-        client.rooms.clear()
-        client.floors.clear()
         try:
             await self._backend.disconnect(
                 DisconnectRequest(session_id=client.session_id, conn=client.key)
             )
         except ChatError as exc:
             _log.warning("could not end the abandoned session", extra={"code": exc.code.value})
-        client.session_id, client.token = new_session_id(), new_token()
-        client.id = secrets.token_hex(8)
-        client.email = None
-        client.session_used = False
+        client.start_afresh()
 
     def finish(self, plan: ResumePlan) -> None:
         """Send what was missed, room by room, then deliver live events."""

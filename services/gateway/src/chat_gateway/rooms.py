@@ -1,11 +1,12 @@
 """Rooms at one gateway: NATS subscriptions, ordered fan-out, members joining.
 
 A gateway subscribes to a room's subjects while it has members in it (one subscription for
-both: messages on ``chat.room.<room>.events``, presence on ``chat.room.<room>.presence``).
-Each subject carries only its own kind of event (a ``new_message`` on the presence subject,
-or presence on the message subject, is dropped), so each has exactly one publisher the bus
-lets speak there. Events are decoded once, encoded once per protocol, and written to every
-member without awaiting each one.
+both: messages on ``chat.room.<room>.events``, one publish per commit carrying all of the
+room's messages it stored; presence on ``chat.room.<room>.presence``). Each subject carries
+only its own kind of event (a ``new_message`` on the presence subject, or presence on the
+message subject, is dropped), so each has exactly one publisher the bus lets speak there.
+Events are decoded once, encoded once per protocol, and written to every member without
+awaiting each one.
 
 Who gets which event and when (order, gaps, members joining, resuming and leaving) is
 decided by the pure :mod:`chat_gateway.delivery`; this module subscribes, writes what it
@@ -27,22 +28,21 @@ from nats.aio.subscription import Subscription
 from opentelemetry import trace
 from opentelemetry.trace import Link
 
-from chat_common.schemas import FetchResponse, Message, RoomEvent, encode
+from chat_common.schemas import FetchResponse, Message, RoomEvent, RoomMessages, encode
 from chat_common.subjects import ROOM_EVENTS, ROOM_PRESENCE, room_kind, room_subjects
 from chat_common.tracing import SpanKind, extract_context, messaging_attributes, tracer
 from chat_gateway.client import Client
 from chat_gateway.delivery import Delivery, RoomDelivery
 from chat_gateway.delivery import Member as CoreMember
 from chat_gateway.metrics import DELIVERIES, E2E_SECONDS
-from chat_gateway.offsets import encode_offset
-from chat_gateway.protocol.wsframe import text_frame
 
-__all__ = ["Fanout", "Member", "RoomHub"]
+__all__ = ["Fanout", "Member", "RoomHub", "parse_room_event"]
 
 _log = logging.getLogger("chat.gateway.rooms")
 _tracer = tracer("chat.gateway.rooms")
 
-_decoder = msgspec.json.Decoder(RoomEvent)
+_messages = msgspec.json.Decoder(RoomMessages)
+_presence = msgspec.json.Decoder(RoomEvent)
 _PRESENCE_EVENTS = frozenset({"user_joined", "user_left"})
 FillGap = Callable[[str, int, int], Awaitable[FetchResponse]]
 """(room_id, after_seq, before_seq) -> messages strictly between them."""
@@ -61,37 +61,34 @@ class Fanout:
     frames: dict[str, bytes] = field(default_factory=dict)
 
     def frame_for(self, client: Client) -> bytes:
-        """The frame bytes for ``client``; updates its position first when this is a message."""
-        seq = self.seq
-        if seq is not None:
-            client.positions[self.room_id] = seq
-        if seq is None or not client.recovery:
-            key = client.protocol
-        elif len(client.positions) == 1:
-            key = "socketio+offset"
-        else:
-            return text_frame(
-                client.encode_event(self.event, self.data, _offset_arg(client.positions))
-            )
-        frame = self.frames.get(key)
-        if frame is None:
-            extra = _offset_arg(client.positions) if key == "socketio+offset" else ()
-            frame = self.frames[key] = text_frame(client.encode_event(self.event, self.data, extra))
-        return frame
+        """The frame bytes for ``client`` (it advances its position first when this is a
+        message)."""
+        return client.event_frame(
+            self.event, self.data, room_id=self.room_id, seq=self.seq, cache=self.frames
+        )
 
 
-def _offset_arg(positions: dict[str, int]) -> tuple[bytes, ...]:
-    return (b'"' + encode_offset(positions).encode() + b'"',)
-
-
-def _belongs(kind: str, event: RoomEvent) -> bool:
-    """Whether ``event`` may arrive on a room subject of ``kind``: messages (with a seq) only
-    on the one history publishes to, presence (without) only on the session service's."""
-    if kind == ROOM_EVENTS:
-        return event.event == "new_message" and event.seq is not None
-    if kind == ROOM_PRESENCE:
-        return event.event in _PRESENCE_EVENTS and event.seq is None
-    return False
+def parse_room_event(room_id: str, kind: str, data: bytes) -> list[Fanout] | None:
+    """The events one message on a room subject of ``kind`` carries, decoded once; ``None``
+    when it does not belong there: messages (with their seqs) only on the subject history
+    publishes to, presence (without) only on the session service's."""
+    try:
+        if kind == ROOM_EVENTS:
+            batch = _messages.decode(data)
+            if not batch.messages or any(m.seq < 1 for m in batch.messages):
+                return None
+            return [
+                Fanout(room_id, "new_message", bytes(m.data), m.seq, m.sent_at)
+                for m in batch.messages
+            ]
+        if kind == ROOM_PRESENCE:
+            event = _presence.decode(data)
+            if event.event not in _PRESENCE_EVENTS or event.seq is not None:
+                return None
+            return [Fanout(room_id, event.event, bytes(event.data), None)]
+    except msgspec.DecodeError:
+        return None
+    return None
 
 
 Member = CoreMember[Client, Fanout]
@@ -138,7 +135,7 @@ class RoomHub:
         room = self._rooms.get(room_id)
         if room is None:
             return
-        member.client.positions.setdefault(room_id, floor)
+        member.client.start_position(room_id, floor)
         self._write(room.delivery.activate(member, floor=floor))
 
     def replay(self, room_id: str, member: Member, messages: list[Message], *, floor: int) -> None:
@@ -146,7 +143,7 @@ class RoomHub:
         room = self._rooms.get(room_id)
         if room is None:
             return
-        member.client.positions[room_id] = floor
+        member.client.start_position(room_id, floor, reset=True)
         missed = [Fanout(room_id, "new_message", encode(m), m.seq) for m in messages]
         self._write(room.delivery.replay(member, missed, floor=floor))
 
@@ -167,7 +164,7 @@ class RoomHub:
         room = self._rooms.get(room_id)
         if room is None:
             return
-        client.positions.pop(room_id, None)
+        client.drop_position(room_id)
         if not room.delivery.remove(client.key):
             return
         del self._rooms[room_id]
@@ -181,28 +178,25 @@ class RoomHub:
 
     def _handler(self, room: _Room) -> Callable[[Msg], Awaitable[None]]:
         async def on_event(msg: Msg) -> None:
-            try:
-                event = _decoder.decode(msg.data)
-            except msgspec.DecodeError:
-                _log.error("undecodable room event", extra={"room": room.room_id})
-                return
-            if not _belongs(room_kind(msg.subject), event):
+            items = parse_room_event(room.room_id, room_kind(msg.subject), msg.data)
+            if items is None:
                 _log.error(
-                    "room event on the wrong subject dropped",
-                    extra={"room": room.room_id, "subject": msg.subject, "event": event.event},
+                    "undecodable room event, or on the wrong subject: dropped",
+                    extra={"room": room.room_id, "subject": msg.subject},
                 )
                 return
-            item = Fanout(room.room_id, event.event, bytes(event.data), event.seq, event.sent_at)
             if not msg.headers:
-                self.accept(room, item)
+                for item in items:
+                    self.accept(room, item)
                 return
             # Fan-out at this gateway: a span in the sender's trace, linked to the send.
             sent = extract_context(msg.headers)
             link = Link(trace.get_current_span(sent).get_span_context())
             attributes: dict[str, str | int] = {
                 **messaging_attributes(msg.subject, "process"),
-                "chat.event": event.event,
+                "chat.event": items[0].event,
                 "chat.members": len(room.delivery.members),
+                "messaging.batch.message_count": len(items),
             }
             with _tracer.start_as_current_span(
                 f"deliver {room.room_id}",
@@ -211,7 +205,8 @@ class RoomHub:
                 links=[link],
                 attributes=attributes,
             ):
-                self.accept(room, item)
+                for item in items:
+                    self.accept(room, item)
 
         return on_event
 

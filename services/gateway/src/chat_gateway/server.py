@@ -202,7 +202,7 @@ class GatewayServer:
             return
         for client in list(self._clients):
             if client.key == notice.conn and not client.closing:
-                client.taken_over = True
+                client.take_over()
                 client.close(CLOSE_TAKEN_OVER, "session taken over")
 
     async def stop_accepting(self) -> None:

@@ -75,6 +75,12 @@ class GatewaySettings(ServiceSettings):
         default=20.0, gt=0, description="client events per second per connection"
     )
     rate_burst: float = Field(default=40.0, ge=1, description="events a connection may burst")
+    pipeline_depth: int = Field(
+        default=32,
+        ge=1,
+        le=1024,
+        description="send_message events of one connection handled at once (acks in order)",
+    )
     user_lease: int = Field(
         default=10,
         ge=1,

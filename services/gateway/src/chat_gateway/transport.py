@@ -2,7 +2,7 @@
 
 Each loop is the connection's own task: it reads messages from its
 :class:`~chat_gateway.edge.websocket.WebSocket`, feeds them to its codec, hands events to
-:class:`EventHandlers` one at a time (so a client's sends keep their order), and closes the
+its :class:`~chat_gateway.pipeline.Pipeline` (sends pipelined, answers in order), and closes the
 connection on protocol errors with the codec's close code. The loops never raise: every
 exit path runs the disconnect cleanup.
 """
@@ -21,6 +21,7 @@ from chat_gateway.edge.websocket import WebSocket
 from chat_gateway.events import EventHandlers
 from chat_gateway.metrics import RESUMES
 from chat_gateway.offsets import decode_offset, make_pid, parse_pid
+from chat_gateway.pipeline import Pipeline
 from chat_gateway.protocol.messages import (
     BadEvent,
     ClientEvent,
@@ -45,25 +46,22 @@ _ROOT_NAMESPACE = "/"
 Register = Callable[[Client], None]
 
 
-async def _handle(client: Client, handlers: EventHandlers, event: ClientEvent | BadEvent) -> None:
-    if client.closing:
-        # Shutting down: answer at once (retryable) rather than leave the client waiting.
-        await handlers.refuse_closing(client, event)
-        return
-    client.begin_event()
-    try:
-        await handlers.dispatch(client, event)
-    finally:
-        client.end_event()
-
-
 class _Scope:
     """What one connection loop shares: registration, error handling, the disconnect."""
 
     def __init__(
-        self, client: Client, handlers: EventHandlers, register: Register, unregister: Register
+        self,
+        client: Client,
+        handlers: EventHandlers,
+        register: Register,
+        unregister: Register,
+        *,
+        depth: int,
+        grace_s: float,
     ) -> None:
         self.client, self.handlers = client, handlers
+        self.pipeline = Pipeline(client, handlers, depth=depth)
+        self._grace_s = grace_s
         self._register, self._unregister = register, unregister
         self.resumable = True
         """False once the client said goodbye or broke the protocol (its session ends)."""
@@ -81,6 +79,7 @@ class _Scope:
             _log.info("protocol error", extra={"client": self.client.id, "reason": exc.reason})
             self.client.close(exc.close_code, exc.reason)
             handled = True
+        await self.pipeline.close(grace_s=self._grace_s)
         self._unregister(self.client)
         resumable = self.resumable and not _said_goodbye(self.client)
         await self.handlers.disconnected(self.client, resumable=resumable)
@@ -121,7 +120,7 @@ async def _connect_namespace(
     """
     auth = auth or {}
     if auth.get("recovery") is False:
-        client.recovery = False
+        client.set_recovery(False)
     try:
         handlers.authenticate(client, auth.get("token"))
     except ChatError as exc:
@@ -174,16 +173,23 @@ async def serve_socketio(
         bucket=TokenBucket(rate=settings.rate_per_s, burst=settings.rate_burst),
         ping_frame=text_frame(codec.PING),
     )
-    client.recovery = settings.connection_state_recovery
+    client.set_recovery(settings.connection_state_recovery)
     connected = False
     loop = asyncio.get_running_loop()
-    async with _Scope(client, handlers, register, unregister) as scope:
+    async with _Scope(
+        client,
+        handlers,
+        register,
+        unregister,
+        depth=settings.pipeline_depth,
+        grace_s=settings.send_deadline_s,
+    ) as scope:
         conn.send_text(codec.open_packet(client.id).encode())
         while (frame := await conn.recv()) is not None:
             for item in codec.receive(frame):
                 if isinstance(item, ClientEvent | BadEvent):
                     if connected:
-                        await _handle(client, handlers, item)
+                        await scope.pipeline.submit(item)
                 elif isinstance(item, Pong):
                     conn.last_pong = loop.time()
                 elif isinstance(item, NamespaceConnect):
@@ -193,6 +199,7 @@ async def serve_socketio(
                         )
                     elif not connected:
                         connected = True
+                        await scope.pipeline.drain()
                         await _connect_namespace(client, item.auth, handlers, codec)
                 elif isinstance(item, NamespaceDisconnect):
                     if item.namespace == _ROOT_NAMESPACE:
@@ -229,7 +236,14 @@ async def serve_native(
         bucket=TokenBucket(rate=settings.rate_per_s, burst=settings.rate_burst),
         ping_frame=None,
     )
-    async with _Scope(client, handlers, register, unregister):
+    async with _Scope(
+        client,
+        handlers,
+        register,
+        unregister,
+        depth=settings.pipeline_depth,
+        grace_s=settings.send_deadline_s,
+    ) as scope:
         if handlers.verifier is None or authorization.startswith("Bearer "):
             try:
                 handlers.authenticate(client, authorization.removeprefix("Bearer ").strip())
@@ -237,4 +251,4 @@ async def serve_native(
                 client.close(CLOSE_UNAUTHENTICATED, "unauthenticated")
                 return
         while (frame := await conn.recv()) is not None:
-            await _handle(client, handlers, codec.receive(frame))
+            await scope.pipeline.submit(codec.receive(frame))

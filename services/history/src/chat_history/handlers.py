@@ -1,19 +1,29 @@
-"""History endpoints: ``append`` (durable, idempotent, ordered) and ``fetch`` (pages)."""
+"""History endpoints: ``append`` and ``append_batch`` (durable, idempotent, ordered) and
+``fetch`` (pages)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
+from itertools import groupby
 
 import asyncpg
 import msgspec
 from nats.aio.client import Client as Nats
+from opentelemetry import trace
+from opentelemetry.trace import Link
 
-from chat_common.errors import InvalidArgument, Unavailable
+from chat_common.errors import ChatError, InvalidArgument, Unavailable
 from chat_common.schemas import (
+    AppendBatchRequest,
+    AppendBatchResponse,
     AppendRequest,
+    AppendResult,
     FetchRequest,
     FetchResponse,
-    RoomEvent,
+    ItemError,
+    RoomMessage,
+    RoomMessages,
     encode,
     parse_request,
 )
@@ -37,12 +47,46 @@ class HistoryHandlers:
         self._max_page = max_page
         self._max_text = max_text
 
-    async def append(self, body: bytes) -> bytes:
-        req = parse_request(body, AppendRequest)
+    def _valid(self, req: AppendRequest) -> AppendRequest:
         if not 1 <= len(req.text) <= self._max_text or not req.client_msg_id:
             raise InvalidArgument("text or clientMsgId out of range")
-        message = await self._writer.append(req, client_supplied=req.client_supplied)
-        return encode(message)
+        return req
+
+    async def append(self, body: bytes) -> bytes:
+        req = self._valid(parse_request(body, AppendRequest))
+        return await self._writer.append(req, client_supplied=req.client_supplied)
+
+    async def append_batch(self, body: bytes) -> bytes:
+        """Many appends, one transaction (see :class:`AppendBatchRequest`); an item that is
+        not valid is refused alone, the others commit together or fail together."""
+        batch = parse_request(body, AppendBatchRequest)
+        if not batch.items:
+            raise InvalidArgument("no items")
+        refused: dict[int, ItemError] = {}
+        valid: list[tuple[int, AppendRequest]] = []
+        for i, item in enumerate(batch.items):
+            try:
+                valid.append((i, self._valid(parse_request(item, AppendRequest))))
+            except InvalidArgument as exc:
+                refused[i] = ItemError(code=exc.code.value, message=exc.message)
+        futures = self._writer.append_group([(req, req.client_supplied) for _, req in valid])
+        outcomes = await asyncio.gather(*futures, return_exceptions=True)
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        for failure in failures:
+            if not isinstance(failure, ChatError):
+                raise failure
+        if failures and len(failures) == len(batch.items):
+            raise failures[0]  # the usual case (the group fails together): retry it whole
+        results = [AppendResult(error=refused[i]) if i in refused else None
+                   for i in range(len(batch.items))]  # fmt: skip
+        for (i, _), outcome in zip(valid, outcomes, strict=True):
+            if isinstance(outcome, ChatError):
+                results[i] = AppendResult(
+                    error=ItemError(code=outcome.code.value, message=outcome.message)
+                )
+            elif isinstance(outcome, bytes):
+                results[i] = AppendResult(message=msgspec.Raw(outcome))
+        return encode(AppendBatchResponse(results=[r for r in results if r is not None]))
 
     async def fetch(self, body: bytes) -> bytes:
         req = parse_request(body, FetchRequest)
@@ -65,25 +109,28 @@ class HistoryHandlers:
 
 
 def publish_committed(nc: Nats) -> Callable[[list[Committed]], Awaitable[None]]:
-    """Fan out committed messages on their rooms' subjects, in seq order, each in its
-    sender's trace."""
+    """Fan out committed messages: one publish per room per commit, carrying the room's
+    messages in seq order, as a span in the first sender's trace linked to the others'."""
 
     async def on_committed(committed: list[Committed]) -> None:
-        for item in committed:
-            message = item.message
-            subject = room_events(message.room_id)
-            event = RoomEvent(
-                event="new_message",
-                data=msgspec.Raw(encode(message)),
-                seq=message.seq,
-                sent_at=item.received_at,
+        for room_id, group in groupby(committed, key=lambda c: c.message.room_id):
+            items = list(group)
+            subject = room_events(room_id)
+            event = RoomMessages(
+                messages=[
+                    RoomMessage(seq=c.message.seq, data=msgspec.Raw(c.raw), sent_at=c.received_at)
+                    for c in items
+                ]
             )
+            links = [Link(trace.get_current_span(c.ctx).get_span_context()) for c in items[1:]]
             with _tracer.start_as_current_span(
                 f"send {subject}",
-                context=item.ctx,
+                context=items[0].ctx,
                 kind=SpanKind.PRODUCER,
-                attributes=messaging_attributes(subject, "send"),
-            ):
+                links=links,
+                attributes={**messaging_attributes(subject, "send"),
+                            "messaging.batch.message_count": len(items)},
+            ):  # fmt: skip
                 await nc.publish(subject, encode(event), headers=inject_headers() or None)
 
     return on_committed

@@ -51,6 +51,7 @@ async def main(settings: HistorySettings | None = None) -> int:
             version=VERSION,
             endpoints={
                 "append": (history_endpoint("append"), handlers.append),
+                "append_batch": (history_endpoint("append_batch"), handlers.append_batch),
                 "fetch": (history_endpoint("fetch"), handlers.fetch),
             },
         )

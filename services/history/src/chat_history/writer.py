@@ -24,7 +24,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Link
 
 from chat_common.errors import ChatError, ErrorCode, Unavailable
-from chat_common.schemas import AppendRequest, Message
+from chat_common.schemas import AppendRequest, Message, encode
 from chat_common.tracing import tracer
 from chat_history import repository
 from chat_history.database import Database
@@ -52,9 +52,11 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 
 @dataclass(frozen=True, slots=True)
 class Committed:
-    """A message after COMMIT, with the trace context and receipt time of its sender."""
+    """A message after COMMIT (and its JSON, the bytes every reader gets), with the trace
+    context and receipt time of its sender."""
 
     message: Message
+    raw: bytes
     ctx: Context
     received_at: float | None
 
@@ -67,7 +69,7 @@ _tracer = tracer("chat.history.writer")
 class _Pending:
     req: AppendRequest
     client_supplied: bool
-    future: asyncio.Future[Message] = field(
+    future: asyncio.Future[bytes] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
     ctx: Context = field(default_factory=otel_context.get_current)
@@ -105,22 +107,30 @@ class BatchWriter:
         self._linger = linger_s
         self._attempts = attempts
         self._on_committed = on_committed
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._queue: asyncio.Queue[list[_Pending]] = asyncio.Queue()
 
-    async def append(self, req: AppendRequest, *, client_supplied: bool) -> Message:
-        """Store ``req`` (or find it stored) and return the message once durable."""
-        pending = _Pending(req, client_supplied)
-        self._queue.put_nowait(pending)
-        return await pending.future
+    async def append(self, req: AppendRequest, *, client_supplied: bool) -> bytes:
+        """Store ``req`` (or find it stored); its message's JSON once durable."""
+        (future,) = self.append_group([(req, client_supplied)])
+        return await future
+
+    def append_group(self, reqs: list[tuple[AppendRequest, bool]]) -> list[asyncio.Future[bytes]]:
+        """Queue appends that commit together, in one transaction, in this order (seqs
+        follow it); each future gets its message's JSON once durable."""
+        group = [_Pending(req, client_supplied) for req, client_supplied in reqs]
+        if group:
+            self._queue.put_nowait(group)
+        return [p.future for p in group]
 
     async def run(self) -> None:
-        """The commit loop (a supervised task)."""
+        """The commit loop (a supervised task). A batch takes whole groups, up to about
+        ``batch_max`` appends (a larger group goes alone)."""
         while True:
-            batch = [await self._queue.get()]
-            if self._linger > 0 and self._queue.qsize() < self._max - 1:
+            batch = await self._queue.get()
+            if self._linger > 0 and len(batch) + self._queue.qsize() < self._max:
                 await asyncio.sleep(self._linger)
             while len(batch) < self._max and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+                batch = batch + self._queue.get_nowait()
             await self._commit_with_retries(batch)
 
     async def _commit_with_retries(self, batch: list[_Pending]) -> None:
@@ -167,13 +177,14 @@ class BatchWriter:
                         APPENDS.labels("failed").inc()
                         p.future.set_exception(ChatError(ErrorCode.INTERNAL, "internal error"))
                 return
+        raw = {key: encode(message) for key, message in stored.items()}
         for p in live:
             if not p.future.done():
-                p.future.set_result(stored[p.key])
+                p.future.set_result(raw[p.key])
         senders = {p.key: p for p in live}
         committed = sorted(
             (
-                Committed(m, senders[k].ctx, senders[k].req.received_at)
+                Committed(m, raw[k], senders[k].ctx, senders[k].req.received_at)
                 for k, m in stored.items()
                 if k in senders
             ),
