@@ -1,6 +1,6 @@
 """Benchmark: memory per idle joined connection of the gateway process.
 
-    .venv/bin/python bench/idle.py [--clients 2000] [--system ours|node] [--protocol socketio]
+    .venv/bin/python bench/idle.py [--clients 2000] [--system ours|node|node-pg] [--protocol socketio]
 
 Starts its own system, measures the RSS of the client-facing process (our gateway, or the
 node process of the Node peer) once it is stable, then connects N clients, each joining a
@@ -22,7 +22,7 @@ from typing import Any
 
 import psutil
 import uvloop
-from fanout import make_system
+from fanout import SYSTEMS, make_system
 from loadgen import Client, progress
 from systems import System, raise_fd_limit
 
@@ -128,7 +128,7 @@ def fd_capped(clients: int) -> int:
 
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--system", choices=["ours", "node"], default="ours")
+    parser.add_argument("--system", choices=SYSTEMS, default="ours")
     parser.add_argument("--clients", type=int, default=2000)
     parser.add_argument("--protocol", choices=["native", "socketio"], default="socketio")
     parser.add_argument("--json", type=Path)

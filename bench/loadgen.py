@@ -20,13 +20,15 @@ from typing import Any
 import msgspec
 from wsclient import WebSocket, connect
 
-__all__ = ["Client", "ClientError", "percentile", "progress", "sent_at", "timed_text"]
+__all__ = ["AckHandler", "Client", "ClientError", "percentile", "progress", "sent_at", "timed_text"]
 
 _decode = msgspec.json.decode
 _encode = msgspec.json.encode
 
 MessageHandler = Callable[["Client", dict[str, Any], str | None], None]
 """``(client, message, offset)``; the offset is the Socket.IO resume offset, if any."""
+AckHandler = Callable[["Client", int, Any], None]
+"""``(client, ack_id, reply)`` for an ack nobody awaits (an :meth:`Client.emit`'s)."""
 
 
 class ClientError(Exception):
@@ -66,6 +68,7 @@ class Client:
         *,
         email: str,
         on_message: MessageHandler | None = None,
+        on_ack: AckHandler | None = None,
     ) -> None:
         ws_base = base_url.replace("http", "ws", 1)
         self.url = ws_base + (
@@ -74,6 +77,9 @@ class Client:
         self.protocol = protocol
         self.email = email
         self.on_message = on_message
+        self.on_ack = on_ack
+        """Gets every reply to an :meth:`emit` (ack ids rise in send order); failures are
+        counted in ``errors`` either way."""
         self.ws: WebSocket | None = None
         self.errors: dict[str, int] = {}
         self.pid: str | None = None
@@ -159,9 +165,12 @@ class Client:
             closed.cancel()
             self._pending.pop(ack, None)
 
-    async def emit(self, event: str, data: dict[str, Any]) -> None:
-        """Send an event with an ack id, not waiting for the ack (failures land in ``errors``)."""
-        self._send(event, data, self._new_id())
+    async def emit(self, event: str, data: dict[str, Any]) -> int:
+        """Send an event with an ack id, not waiting for the ack (failures land in ``errors``,
+        every reply goes to ``on_ack``); returns the ack id."""
+        ack = self._new_id()
+        self._send(event, data, ack)
+        return ack
 
     def _new_id(self) -> int:
         self._next_id += 1
@@ -183,9 +192,12 @@ class Client:
         fut = self._pending.get(ack) if ack is not None else None
         if fut is not None and not fut.done():
             fut.set_result(reply)
-        elif isinstance(reply, dict) and reply.get("ok") is False:
+            return
+        if isinstance(reply, dict) and reply.get("ok") is False:
             code = str(reply.get("error", {}).get("code"))
             self.errors[code] = self.errors.get(code, 0) + 1
+        if self.on_ack is not None and ack is not None:
+            self.on_ack(self, ack, reply)
 
     def _on_text(self, frame: str) -> None:
         """Every text message: pings answered, acks resolved, messages handed on."""
@@ -196,7 +208,9 @@ class Client:
             if frame.startswith('{"type":"new_message"'):
                 if self.on_message is not None:
                     self.on_message(self, _decode(frame)["data"], None)
-            elif frame.startswith('{"type":"ack"') and (self._pending or '"ok":false' in frame):
+            elif frame.startswith('{"type":"ack"') and (
+                self._pending or self.on_ack is not None or '"ok":false' in frame
+            ):
                 obj = _decode(frame)
                 self._on_ack(obj.get("id"), obj.get("data"))
             return
@@ -208,7 +222,7 @@ class Client:
                     self.offset = offset
                 self.on_message(self, event[1], offset)
         elif frame.startswith("43"):
-            if self._pending or '"ok":false' in frame:
+            if self._pending or self.on_ack is not None or '"ok":false' in frame:
                 bracket = frame.index("[")
                 self._on_ack(int(frame[2:bracket]), _decode(frame[bracket:])[0])
         elif frame == "2" and self.ws is not None:

@@ -23,12 +23,19 @@ LOADGEN_BOUND = 0.9
 _LABELS = {
     ("ours", "native"): "ours, native WebSocket",
     ("ours", "socketio"): "ours, Socket.IO",
-    ("node", "socketio"): "Node socket.io 4.8 + Redis adapter",
+    ("node", "socketio"): "Node socket.io + Redis adapter, history in memory",
+    (
+        "node-pg",
+        "socketio",
+    ): "Node socket.io + Redis adapter + Postgres INSERT before ack (pool {pool})",
 }
+DEFAULT_PG_POOL = 20
+"""The node-pg pool of results that predate ``node_pg_pool``."""
 
 
-def _label(system: str, protocol: str) -> str:
-    return _LABELS.get((system, protocol), f"{system}, {protocol}")
+def _label(results: dict[str, Any], system: str, protocol: str) -> str:
+    pool = results.get("node_pg_pool", DEFAULT_PG_POOL)
+    return _LABELS.get((system, protocol), f"{system}, {protocol}").format(pool=pool)
 
 
 def machine() -> dict[str, Any]:
@@ -77,7 +84,7 @@ def plot(results: dict[str, Any], out_dir: Path) -> list[Path]:
                 [s["deliveries_per_s"] for s in steps],
                 [max(s[key], 0.1) for s in steps],
                 marker="o",
-                label=_label(sweep["system"], sweep["protocol"]),
+                label=_label(results, sweep["system"], sweep["protocol"]),
             )
         if key == "p99_ms":
             ax.axhline(
@@ -93,7 +100,7 @@ def plot(results: dict[str, Any], out_dir: Path) -> list[Path]:
         ax.set_title("Fan-out: 200 clients in 10 rooms of 20, 64-byte messages")
         ax.grid(True, which="both", alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend()
+            ax.legend(fontsize="small")
         fig.tight_layout()
         path = out_dir / name
         fig.savefig(path)
@@ -118,8 +125,9 @@ def _fanout_tables(results: dict[str, Any]) -> list[str]:
         "",
         "Sustained = 100% delivered and p99 ≤ 250 ms; rates rise until two in a row are not",
         "sustained, then one step halfway between the largest sustained rate and the next one up.",
-        "CPU is every process of the system under test (ours: gateway,",
-        "session, history, NATS, Redis, Postgres; Node: the node process and Redis), per delivery.",
+        "CPU is every process of the system under test (ours: gateway, session, history, NATS,",
+        "Redis, Postgres; Node: the node process and Redis, plus Postgres for the Postgres peer),",
+        "per delivery.",
         "† the load generator was saturated at that step: the system sustains at least that much.",
         "",
         "| system | max sustained deliveries/s | r per client | p99 there | CPU per delivery there |",
@@ -136,7 +144,7 @@ def _fanout_tables(results: dict[str, Any]) -> list[str]:
         )
         bound = best is not None and (best.get("loadgen_cpu_cores") or 0) >= LOADGEN_BOUND
         lines.append(
-            f"| {_label(sweep['system'], sweep['protocol'])} | {_n(sweep['max_sustained_deliveries_per_s'])}{' †' if bound else ''} "
+            f"| {_label(results, sweep['system'], sweep['protocol'])} | {_n(sweep['max_sustained_deliveries_per_s'])}{' †' if bound else ''} "
             f"| {sweep['max_sustained_rate_per_client']} | {_n(best['p99_ms'] if best else None, ' ms')} "
             f"| {_n(best['cpu_us_per_delivery'] if best else None, ' µs')} |"
         )
@@ -159,7 +167,7 @@ def _fanout_tables(results: dict[str, Any]) -> list[str]:
                 )
                 cells.append(f"{_n(step['p99_ms'], ' ms')}{lost}")
         lines.append(
-            f"| {_label(sweep['system'], sweep['protocol'])} | " + " | ".join(cells) + " |"
+            f"| {_label(results, sweep['system'], sweep['protocol'])} | " + " | ".join(cells) + " |"
         )
     lines += [
         "",
@@ -180,7 +188,7 @@ def _fanout_tables(results: dict[str, Any]) -> list[str]:
             loadgen = s.get("loadgen_cpu_cores")
             mark = " †" if loadgen is not None and loadgen >= LOADGEN_BOUND else ""
             lines.append(
-                f"| {_label(s['system'], s['protocol'])} | {s['rate_per_client']} | {_n(s['sent_per_s'])} "
+                f"| {_label(results, s['system'], s['protocol'])} | {s['rate_per_client']} | {_n(s['sent_per_s'])} "
                 f"| {_n(s['deliveries_per_s'])} | {s['delivered_pct']}% | {_n(s['p50_ms'], ' ms')} "
                 f"| {_n(s['p99_ms'], ' ms')} | {_n(s['cpu_us_per_delivery'], ' µs')} "
                 f"| {s['cpu_cores']} | {'-' if loadgen is None else loadgen}{mark} | {_yes(s['sustained'])} |"
@@ -208,7 +216,7 @@ def _cpu_split_table(results: dict[str, Any]) -> list[str]:
             cells = [_n(_kind_sum(split, kind)) if _kind_sum(split, kind) else "-"
                      for kind in _PROCESS_ORDER]  # fmt: skip
             lines.append(
-                f"| {_label(sweep['system'], sweep['protocol'])} | {_n(target)} | "
+                f"| {_label(results, sweep['system'], sweep['protocol'])} | {_n(target)} | "
                 + " | ".join(cells)
                 + f" | {_n(sum(split.values()))} |"
             )
@@ -216,6 +224,165 @@ def _cpu_split_table(results: dict[str, Any]) -> list[str]:
 
 
 _PROCESS_ORDER = ("gateway", "history", "session", "nats", "redis", "postgres", "node")
+
+
+def _shape_table(results: dict[str, Any]) -> list[str]:
+    """The fixed 100 clients x 20 msgs/s step: one row per system and protocol."""
+    lines = [
+        "### Fan-out: 100 clients at 20 msgs/s each",
+        "",
+        "One fixed step of another shape: 100 clients in 5 rooms of 20, each sending 64-byte",
+        "messages at 20 msgs/s (2,000 msgs/s, 40,000 deliveries/s). *Senders out of order*: the",
+        "senders whose acked messages' seqs (each ack carries its message's seq) do not rise in",
+        "the order the messages were sent. *Stored*: rows in Postgres of the step's rooms, counted",
+        "after the step (the Postgres peer only). † as above.",
+        "",
+        "| system | sent/s | deliveries/s | delivered | p50 | p99 | CPU per delivery | system cores "
+        "| load generator | senders out of order | acked | stored | errors |",
+        "| :--- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | :--- |",
+    ]
+    for s in results.get("shape", []):
+        label = _label(results, s["system"], s["protocol"])
+        if "error" in s:
+            lines.append(f"| {label} | failed: {s['error']} |" + " |" * 11)
+            continue
+        loadgen = s.get("loadgen_cpu_cores")
+        mark = " †" if loadgen is not None and loadgen >= LOADGEN_BOUND else ""
+        order = s["senders_out_of_order"]
+        stored = "-" if s.get("stored_rows") is None else f"{s['stored_rows']:,}"
+        errors = ", ".join(f"{code} {n:,}" for code, n in sorted(s["send_errors"].items()))
+        lines.append(
+            f"| {label} | {_n(s['sent_per_s'])} | {_n(s['deliveries_per_s'])} "
+            f"| {s['delivered_pct']}% | {_n(s['p50_ms'], ' ms')} | {_n(s['p99_ms'], ' ms')} "
+            f"| {_n(s['cpu_us_per_delivery'], ' µs')} | {s['cpu_cores']} "
+            f"| {'-' if loadgen is None else loadgen}{mark} "
+            f"| {f'**{order}**' if order else 0} of {s['senders']} | {s['acked']:,} | {stored} "
+            f"| {errors or 'none'} |"
+        )
+    return lines
+
+
+def _raw_frame_step(results: dict[str, Any], step: dict[str, Any]) -> dict[str, Any] | None:
+    """The Python raw-frame generator's Socket.IO step of the same system, shape and rate."""
+    if step.get("clients") == 200:
+        for sweep in results.get("fanout", []):
+            if (sweep["system"], sweep["protocol"]) == (step["system"], "socketio"):
+                return next(
+                    (s for s in sweep["steps"] if s["rate_per_client"] == step["rate_per_client"]),
+                    None,
+                )
+        return None
+    return next(
+        (
+            s
+            for s in results.get("shape", [])
+            if (s["system"], s["protocol"]) == (step["system"], "socketio")
+            and s.get("rate_per_client") == step["rate_per_client"]
+            and "error" not in s
+        ),
+        None,
+    )
+
+
+def _official_table(results: dict[str, Any]) -> list[str]:
+    """The fan-out steps driven by the official socket.io-client: one row per system x step."""
+    steps = results.get("official", [])
+    if not steps:
+        return []
+    version = results.get("versions", {}).get("socket.io-client (official load generator)", "")
+    lines = [
+        "### Measured with the official socket.io-client",
+        "",
+        "The same fan-out, over Socket.IO, driven by the official Node client (socket.io-client",
+        f"{version}; `bench/node/loadgen.mjs`, one node process) instead of the raw-frame".lstrip(),
+        'generator: each client `io(url, {transports: ["websocket"]})` (otherwise default',
+        "options; WebSocket only because neither system serves HTTP long-polling, so the default",
+        "polling-first handshake cannot connect), `join` with an ack, then `send_message` with",
+        "a `clientMsgId` and an ack callback at r msgs/s. Unlike the raw-frame generator, which",
+        'CONNECTs with `{"recovery": false}`, it sends no auth, as a default client does:',
+        "on ours, connection state recovery stays on, so every `new_message` carries its resume",
+        "offset. A delivery still missing 10 s after the last send counts as not delivered;",
+        "repeats of a seq at one member are not counted. *CPU per delivery* and *system cores*",
+        "are the system's processes only; the node load generator's CPU is the *load generator*",
+        "column (†: at or above 0.9 cores, the generator itself was the bottleneck). *Raw-frame",
+        "generator*: p99 and CPU per delivery of the same system, shape and r measured with the",
+        "Python raw-frame generator in this run (the sweep's steps start at 10k deliveries/s).",
+        "",
+        "| system | clients x r | deliveries/s | delivered | p50 | p99 | CPU per delivery "
+        "| system cores | load generator | raw-frame generator | senders out of order | errors |",
+        "| :--- | :--- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | :--- |",
+    ]
+    for s in steps:
+        label = _label(results, s["system"], "socketio")
+        shape = f"{s.get('clients', 200)} x {s['rate_per_client']:g}"
+        if "error" in s:
+            lines.append(f"| {label} | {shape} | failed: {s['error']} |" + " |" * 9)
+            continue
+        loadgen = s.get("loadgen_cpu_cores")
+        mark = " †" if loadgen is not None and loadgen >= LOADGEN_BOUND else ""
+        raw = _raw_frame_step(results, s)
+        raw_cell = (
+            "-"
+            if raw is None
+            else f"{_n(raw['p99_ms'], ' ms')}, {_n(raw['cpu_us_per_delivery'], ' µs')}"
+        )
+        order = s["senders_out_of_order"]
+        errors = ", ".join(f"{code} {n:,}" for code, n in sorted(s["send_errors"].items()))
+        lines.append(
+            f"| {label} | {shape} | {_n(s['deliveries_per_s'])} | {s['delivered_pct']}% "
+            f"| {_n(s['p50_ms'], ' ms')} | {_n(s['p99_ms'], ' ms')} "
+            f"| {_n(s['cpu_us_per_delivery'], ' µs')} | {s['cpu_cores']} "
+            f"| {'-' if loadgen is None else loadgen}{mark} | {raw_cell} "
+            f"| {f'**{order}**' if order else 0} of {s['senders']} | {errors or 'none'} |"
+        )
+    return lines
+
+
+def _process_cores(step: dict[str, Any]) -> dict[str, float]:
+    """CPU cores of each process over a step (derived from µs per delivery in old results)."""
+    cores = step.get("cpu_cores_by_process")
+    if cores is not None:
+        return dict(cores)
+    split = step.get("cpu_us_per_delivery_by_process") or {}
+    return {name: us * step["deliveries_per_s"] / 1e6 for name, us in split.items()}
+
+
+def _cpu_40k_table(results: dict[str, Any]) -> list[str]:
+    """Per process CPU at 40k deliveries/s, in both fan-out shapes."""
+    lines = [
+        "### Per-process CPU at 40k deliveries/s",
+        "",
+        "CPU of each process over the step in cores, and per delivery in µs, at 40,000",
+        "deliveries/s: the sweep's step (200 clients at 10 msgs/s) and the 100 clients at",
+        "20 msgs/s step. Processes of one kind are added up; children (Postgres backends) count.",
+        "",
+        "| system | shape | " + " | ".join(_PROCESS_ORDER) + " | total |",
+        "| :--- | :--- | " + " | ".join("---:" for _ in _PROCESS_ORDER) + " | ---: |",
+    ]
+    rows: list[tuple[int, str, dict[str, Any]]] = []
+    for sweep in results.get("fanout", []):
+        step = next((s for s in sweep["steps"] if s["target_deliveries_per_s"] == 40_000), None)
+        if step is not None:
+            rows.append((0, "200 clients at 10 msgs/s", step))
+    for step in results.get("shape", []):
+        if "error" not in step:
+            rows.append((1, "100 clients at 20 msgs/s", step))
+    order = {name: i for i, name in enumerate(("ours", "node", "node-pg"))}
+    rows.sort(key=lambda row: (order.get(row[2]["system"], 9), row[2]["protocol"], row[0]))
+    for _, shape, step in rows:
+        cores = _process_cores(step)
+        split = step.get("cpu_us_per_delivery_by_process") or {}
+        cells = []
+        for kind in _PROCESS_ORDER:
+            c, us = _kind_sum(cores, kind), _kind_sum(split, kind)
+            cells.append(f"{c:.2f} ({_n(us, ' µs')})" if c or us else "-")
+        total = f"{sum(cores.values()):.2f} ({_n(sum(split.values()), ' µs')})"
+        lines.append(
+            f"| {_label(results, step['system'], step['protocol'])} | {shape} | "
+            + " | ".join(cells)
+            + f" | {total} |"
+        )
+    return lines
 
 
 def _kind_sum(split: dict[str, float], kind: str) -> float:
@@ -235,10 +402,12 @@ def _idle_table(results: dict[str, Any]) -> list[str]:
     ]
     for r in [*results.get("idle", []), *results.get("connections", [])]:
         if "error" in r:
-            lines.append(f"| {_label(r['system'], r['protocol'])} | failed: {r['error']} | | | | |")
+            lines.append(
+                f"| {_label(results, r['system'], r['protocol'])} | failed: {r['error']} | | | | |"
+            )
             continue
         lines.append(
-            f"| {_label(r['system'], r['protocol'])} | {r['clients']:,} | {r['still_connected']:,} "
+            f"| {_label(results, r['system'], r['protocol'])} | {r['clients']:,} | {r['still_connected']:,} "
             f"| {r['rss_before_mib']} MiB | {r['rss_after_mib']} MiB | {r['kib_per_connection']} KiB |"
         )
     return lines
@@ -251,9 +420,9 @@ def _storm_table(results: dict[str, Any]) -> list[str]:
         "Socket.IO clients with connection state recovery, rooms of 20, one sender per room at",
         "1 message/s; SIGTERM the gateway, start it again on the same port. Times are from the",
         "SIGTERM. Missed = per client, every `seq` of its room from its join to the final head",
-        "that it never received. The Node peer cannot recover across a restart (the Redis adapter",
-        "implements no connection state recovery and its history is in memory): its clients",
-        "reconnect and rejoin, and only that time is measured.",
+        "that it never received. The Node peers cannot recover across a restart (the Redis adapter",
+        "implements no connection state recovery, and both serve history from memory): their",
+        "clients reconnect and rejoin, and only that time is measured.",
         "",
         "| system | clients | gateway stopped | gateway ready | all back | all recovered | not recovered | messages missed |",
         "| :--- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -270,7 +439,7 @@ def _storm_table(results: dict[str, Any]) -> list[str]:
             else f"{r['back']:,} of {r['clients']:,}"
         )
         lines.append(
-            f"| {_label(r['system'], 'socketio')} | {r['clients']:,} | {r['gateway_stop_s']} s "
+            f"| {_label(results, r['system'], 'socketio')} | {r['clients']:,} | {r['gateway_stop_s']} s "
             f"| {r['gateway_ready_s']} s | {back} "
             f"| {recovered} | {r['not_recovered']:,} | {missed} |"
         )
@@ -279,13 +448,15 @@ def _storm_table(results: dict[str, Any]) -> list[str]:
 
 def _targets(results: dict[str, Any]) -> list[str]:
     sweeps = {(s["system"], s["protocol"]): s for s in results.get("fanout", [])}
-    node = sweeps.get(("node", "socketio"))
     ours_best = max(
         (s["max_sustained_deliveries_per_s"] for k, s in sweeps.items() if k[0] == "ours"),
         default=None,
     )
     rows = []
-    if node is not None and ours_best is not None:
+    for peer, whose in (("node", "Node's"), ("node-pg", "Node + Postgres's")):
+        node = sweeps.get((peer, "socketio"))
+        if node is None or ours_best is None:
+            continue
         ours_ok = ours_best >= node["max_sustained_deliveries_per_s"]
         node_best = next(
             (
@@ -298,9 +469,9 @@ def _targets(results: dict[str, Any]) -> list[str]:
         bound = (node_best.get("loadgen_cpu_cores") or 0) >= LOADGEN_BOUND
         rows.append(
             (
-                "sustained deliveries/s of ours ≥ Node's",
+                f"sustained deliveries/s of ours ≥ {whose}",
                 f"{_n(ours_best)} vs {_n(node['max_sustained_deliveries_per_s'])}"
-                + (" (Node's figure is load-generator bound †)" if bound else ""),
+                + (f" ({whose} figure is load-generator bound †)" if bound else ""),
                 ours_ok,
             )
         )
@@ -386,10 +557,19 @@ def render(results: dict[str, Any]) -> str:
         "on the same cores, so the system under test gets what it leaves.",
         f"Fan-out steps of {results['seconds']:g} s each.",
         "",
-        "The Node peer is `bench/node/server.mjs`: socket.io with `@socket.io/redis-adapter` (every",
-        "broadcast goes through Redis pub/sub), an in-memory history, and the same events and ack",
-        "shapes as our Socket.IO side (`join`, `send_message`, `new_message`, `get_history`).",
-        "It stores nothing durably; ours stores every message in Postgres before broadcasting it.",
+        "The Node peers are `bench/node/server.mjs`: socket.io with `@socket.io/redis-adapter`",
+        "(every broadcast goes through Redis pub/sub) and the same events and ack shapes as our",
+        "Socket.IO side (`join`, `send_message`, `new_message`, `get_history`), in two setups:",
+        "",
+        f"* **{_label(results, 'node', 'socketio')}**: stores nothing durably.",
+        f"* **{_label(results, 'node-pg', 'socketio')}** (`PG_URL` set):",
+        "  every message is INSERTed into Postgres with its per-room seq, in one SQL statement (a",
+        "  CTE bumping the room's `last_seq` and inserting the row), before the ack and the",
+        "  broadcast. The pool does not serialize a connection's sends; the join history is still",
+        "  served from memory.",
+        "",
+        "Ours stores every message in Postgres before acking and broadcasting it. Every Postgres",
+        "here runs with `fsync=on` and `synchronous_commit=on` (chat_devstack).",
         "",
         "| component | version |",
         "| :--- | :--- |",
@@ -399,7 +579,13 @@ def render(results: dict[str, Any]) -> str:
         "",
         *_fanout_tables(results),
         "",
+        *_shape_table(results),
+        "",
+        *_official_table(results),
+        "",
         *_cpu_split_table(results),
+        "",
+        *_cpu_40k_table(results),
         "",
         *_idle_table(results),
         "",

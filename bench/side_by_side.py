@@ -1,12 +1,18 @@
-"""Benchmark: our system and a Node socket.io + Redis adapter peer, side by side, in one run.
+"""Benchmark: our system and two Node socket.io + Redis adapter peers, side by side, in one run.
 
     .venv/bin/python bench/side_by_side.py            # full run, rewrites docs (~15 min)
     .venv/bin/python bench/side_by_side.py --quick    # smoke run into bench/results/quick/
 
+The systems: ours, ``node`` (bench/node/server.mjs, history in memory) and ``node-pg`` (the same
+server INSERTing every message into Postgres before its ack, ``--pg-pool`` connections).
 For each system, on a freshly started copy each time: the fan-out sweep (ours over the native
 and the Socket.IO protocol, Node over Socket.IO) with p99 at 10k, 20k and 40k deliveries/s,
-memory per idle joined connection (2,000 clients), 20,000 connections on one gateway (ours;
-the load generator's RLIMIT_NOFILE caps it), and the reconnect storm after a gateway restart. Then it
+one fixed fan-out step of another shape (``shape100x20``: 100 clients at 20 msgs/s each in
+rooms of 20, 40k deliveries/s, each sender's ack order checked), the same fan-out measured
+with the official socket.io-client as load generator (``official``: bench/node/loadgen.mjs at
+8k, 20k and 40k deliveries/s and the 100x20 shape, over Socket.IO), memory per idle joined
+connection (2,000 clients), 20,000 connections on one gateway (ours; the load generator's
+RLIMIT_NOFILE caps it), and the reconnect storm after a gateway restart. Then it
 writes the raw results (``results.json``), the plots (``fanout_p99.png``: deliveries/s vs
 p99; ``fanout_cpu.png``: vs CPU per delivery) and the generated section of
 docs/benchmarks.md (between ``<!-- side-by-side:begin -->`` and ``<!-- side-by-side:end -->``;
@@ -27,17 +33,20 @@ from typing import Any
 
 import report
 import uvloop
-from fanout import SWEEP_RATES, sweep
+from fanout import SHAPE, SWEEP_RATES, SYSTEMS, run_official, run_shape, sweep
 from idle import fd_capped, run_idle
 from loadgen import progress
 from storm import run_storm, summary
-from systems import NodePeer, OurSystem, System, raise_fd_limit, versions
+from systems import DEFAULT_PG_POOL, NodePeer, OurSystem, System, raise_fd_limit, versions
 
 __all__ = ["run_all"]
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICK_RATES = (2.5, 5, 10)
-WORKLOADS = ["fanout", "idle", "connections", "storm"]
+WORKLOADS = ["fanout", "shape100x20", "official", "idle", "connections", "storm"]
+OFFICIAL_DELIVERIES = (8_000, 20_000, 40_000)
+"""Steps of the ``official`` workload, in deliveries/s (200 clients in rooms of 20: r = 2, 5
+and 10 msgs/s per client)."""
 
 
 async def _guarded(
@@ -52,21 +61,58 @@ async def _guarded(
         return base | {"error": f"{type(exc).__name__}: {exc}"[:200]}
 
 
+async def _official_steps(name: str, system: System, seconds: float) -> list[dict[str, Any]]:
+    """The official socket.io-client's steps on one system: 8k, 20k, 40k and the 100x20 shape."""
+    steps = []
+    shapes = [(d / (200 * 20), 200, 10) for d in OFFICIAL_DELIVERIES]
+    shapes.append((SHAPE["rate_per_client"], SHAPE["clients"], SHAPE["rooms"]))
+    for rate, clients, rooms in shapes:
+        what = f"{name} official client, {clients} clients at r={rate:g}"
+        progress(what)
+        outcome = await _guarded(
+            what,
+            {"system": name, "protocol": "socketio", "clients": clients, "rooms": rooms}
+            | {"rate_per_client": rate},
+            lambda r=rate, c=clients, n=rooms: run_official(system, r, seconds, clients=c, rooms=n),
+        )
+        if "error" not in outcome:
+            progress(_official_line(outcome))
+        steps.append(outcome)
+    return steps
+
+
+def _official_line(s: dict[str, Any]) -> str:
+    return (
+        f"{s['system']:>7} official {s['clients']} clients r={s['rate_per_client']:>5}: "
+        f"{s['deliveries_per_s']:>9,.0f}/s {s['delivered_pct']:>6}% p50 {s['p50_ms']:>8} ms "
+        f"p99 {s['p99_ms']:>8} ms {s['cpu_us_per_delivery']:>6} µs/delivery, "
+        f"load generator {s['loadgen_cpu_cores']} cores, errors {s['send_errors']}, "
+        f"{s['senders_out_of_order']}/{s['senders']} senders out of order"
+    )
+
+
 async def run_all(args: argparse.Namespace) -> dict[str, Any]:
-    """Every workload for both systems; returns the results dict that report.py renders."""
+    """Every workload for every system; returns the results dict that report.py renders."""
     results: dict[str, Any] = {
         "command": args.command,
         "started": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
         "seconds": args.seconds,
         "machine": report.machine(),
         "versions": versions(),
+        "node_pg_pool": args.pg_pool,
         "fanout": [],
+        "shape": [],
+        "official": [],
         "idle": [],
         "connections": [],
         "storm": [],
     }
     began = time.monotonic()
-    factories: list[tuple[str, Callable[[], System]]] = [("ours", OurSystem), ("node", NodePeer)]
+    factories: list[tuple[str, Callable[[], System]]] = [
+        ("ours", OurSystem),
+        ("node", NodePeer),
+        ("node-pg", lambda: NodePeer(durable=True, pg_pool=args.pg_pool)),
+    ]
     for name, factory in factories:
         if name not in args.systems:
             continue
@@ -83,6 +129,18 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
                     outcome.setdefault("max_sustained_deliveries_per_s", 0)
                     outcome.setdefault("max_sustained_rate_per_client", 0)
                     results["fanout"].append(outcome)
+        if "shape100x20" in args.workloads:
+            async with factory() as system:
+                for protocol in system.protocols:
+                    outcome = await _guarded(
+                        f"{name}/{protocol} shape 100x20",
+                        {"system": name, "protocol": protocol, "shape": "100x20"},
+                        lambda s=system, p=protocol: run_shape(s, p, seconds=args.seconds),
+                    )
+                    results["shape"].append(outcome)
+        if "official" in args.workloads:
+            async with factory() as system:
+                results["official"] += await _official_steps(name, system, args.seconds)
         if "idle" in args.workloads:
             protocols = ("socketio", "native") if name == "ours" else ("socketio",)
             for protocol in protocols:
@@ -122,7 +180,7 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
 def _print_table(results: dict[str, Any]) -> None:
     for sweep_result in results["fanout"]:
         print(
-            f"{sweep_result['system']:>5}/{sweep_result['protocol']:<8} max sustained "
+            f"{sweep_result['system']:>7}/{sweep_result['protocol']:<8} max sustained "
             f"{sweep_result['max_sustained_deliveries_per_s']:>9,.0f} deliveries/s"
         )
         for s in sweep_result["steps"]:
@@ -131,17 +189,34 @@ def _print_table(results: dict[str, Any]) -> None:
                 f"{s['delivered_pct']:>6}% p50 {s['p50_ms']:>8} ms p99 {s['p99_ms']:>8} ms "
                 f"{s['cpu_us_per_delivery']:>6} µs/delivery {'ok' if s['sustained'] else 'NOT sustained'}"
             )
+    for s in results.get("shape", []):
+        head = f"{s['system']:>7}/{s['protocol']:<8} 100 clients x 20 msgs/s:"
+        if "error" in s:
+            print(f"{head} {s['error']}")
+            continue
+        print(
+            f"{head} {s['deliveries_per_s']:>9,.0f}/s {s['delivered_pct']:>6}% "
+            f"p50 {s['p50_ms']:>8} ms p99 {s['p99_ms']:>8} ms "
+            f"{s['cpu_us_per_delivery']:>6} µs/delivery, "
+            f"{s['senders_out_of_order']}/{s['senders']} senders out of order, "
+            f"{s['acked']} acked, {s['stored_rows'] if s['stored_rows'] is not None else '-'} stored"
+        )
+    for s in results.get("official", []):
+        if "error" in s:
+            print(f"{s['system']:>7} official r={s['rate_per_client']}: {s['error']}")
+        else:
+            print(_official_line(s))
     for r in results["idle"]:
         if "error" in r:
-            print(f"{r['system']:>5}/{r['protocol']:<8} idle: {r['error']}")
+            print(f"{r['system']:>7}/{r['protocol']:<8} idle: {r['error']}")
         else:
             print(
-                f"{r['system']:>5}/{r['protocol']:<8} idle: {r['still_connected']}/{r['clients']} connected, "
+                f"{r['system']:>7}/{r['protocol']:<8} idle: {r['still_connected']}/{r['clients']} connected, "
                 f"{r['kib_per_connection']} KiB per connection"
             )
     for r in results["connections"]:
         if "error" not in r:
-            print(f"{r['system']:>5} connections: {r['still_connected']}/{r['clients']} connected")
+            print(f"{r['system']:>7} connections: {r['still_connected']}/{r['clients']} connected")
     for r in results["storm"]:
         print(f"storm {r['error']}" if "error" in r else f"storm {summary(r)}")
     sys.stdout.flush()
@@ -159,7 +234,13 @@ def main() -> int:
         "quick and 0: skipped)",
     )
     parser.add_argument("--storm-clients", type=int, help="default 2000 (quick 200)")
-    parser.add_argument("--systems", nargs="+", choices=["ours", "node"], default=["ours", "node"])
+    parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
+    parser.add_argument(
+        "--pg-pool",
+        type=int,
+        default=DEFAULT_PG_POOL,
+        help=f"Postgres connections of the node-pg peer (default {DEFAULT_PG_POOL})",
+    )
     parser.add_argument(
         "--workloads",
         nargs="+",

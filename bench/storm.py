@@ -1,6 +1,6 @@
 """Benchmark: a reconnect storm after a gateway restart (Socket.IO connection state recovery).
 
-    .venv/bin/python bench/storm.py [--clients 2000] [--system ours|node] [--rate 1]
+    .venv/bin/python bench/storm.py [--clients 2000] [--system ours|node|node-pg] [--rate 1]
 
 Starts its own system, connects N Socket.IO clients with connection state recovery
 (docs/protocol.md 8.3) in rooms of 20, and lets one member of each room send ``--rate``
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import uvloop
-from fanout import make_system
+from fanout import SYSTEMS, make_system
 from idle import fd_capped
 from loadgen import Client, ClientError, progress
 from systems import System
@@ -208,7 +208,7 @@ def summary(result: dict[str, Any]) -> str:
 
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--system", choices=["ours", "node"], default="ours")
+    parser.add_argument("--system", choices=SYSTEMS, default="ours")
     parser.add_argument("--clients", type=int, default=2000)
     parser.add_argument("--rate", type=float, default=1.0, help="messages/s per room")
     parser.add_argument("--json", type=Path)

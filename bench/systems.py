@@ -1,4 +1,4 @@
-"""The systems under test: ours (the whole stack) and the Node socket.io peer.
+"""The systems under test: ours (the whole stack) and the Node socket.io peers.
 
 Each is an async context manager that starts everything in a temporary directory and
 offers the same small surface to the workloads:
@@ -6,7 +6,8 @@ offers the same small surface to the workloads:
 * ``url``: where clients connect (``http://HOST:PORT/``);
 * ``protocols``: the client protocols it speaks (``native``, ``socketio``);
 * ``cpu_pids()``: every process whose CPU time counts (ours: gateway, session, history,
-  NATS, Redis, Postgres; Node: the node process and Redis), children included;
+  NATS, Redis, Postgres; Node: the node process and Redis, and Postgres for the durable
+  peer ``node-pg``), children included;
 * ``gateway_pid()``: the one process whose memory per connection is measured;
 * ``restart_gateway()``: SIGTERM the client-facing process, start it again on the same port;
   returns the seconds it took to stop and to start.
@@ -16,6 +17,7 @@ offers the same small surface to the workloads:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -34,25 +36,31 @@ from chat_devstack.binaries import nats_server_path, postgres_bin_dir, redis_ser
 from chat_devstack.ports import free_port
 from chat_devstack.probes import http_get_status
 from chat_devstack.process import ManagedProcess
-from chat_devstack.servers import RedisServer
+from chat_devstack.servers import PostgresServer, RedisServer
 from chat_devstack.stack import Stack, StackConfig
 
 __all__ = [
+    "DEFAULT_PG_POOL",
     "NODE_DIR",
     "NodePeer",
     "OurSystem",
     "System",
     "cpu_seconds",
+    "node_argv",
     "raise_fd_limit",
     "versions",
 ]
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
+DEFAULT_PG_POOL = 20
+"""Postgres connections of the durable Node peer (``PG_POOL`` of bench/node/server.mjs)."""
 
 OUR_ENV = {
     "GATEWAY_AUTH_MODE": "dev",
     "GATEWAY_RATE_PER_S": "100000",
     "GATEWAY_RATE_BURST": "100000",
+    "GATEWAY_READ_RATE_PER_S": "100000",
+    "GATEWAY_READ_BURST": "100000",
     "GATEWAY_MAX_CONNECTIONS_PER_IP": "1000000",
     "GATEWAY_CONNECT_TIMEOUT_S": "60",
     "SESSION_USER_RATE_PER_S": "100000",
@@ -166,22 +174,32 @@ def node_argv(*args: str) -> list[str]:
 
 
 class NodePeer:
-    """Redis plus one ``node bench/node/server.mjs`` (socket.io 4.8 + Redis adapter)."""
+    """Redis plus one ``node bench/node/server.mjs`` (socket.io 4.8 + Redis adapter).
 
-    name = "node"
+    ``durable=True`` is the peer named ``node-pg``: a Postgres server too, and the node
+    process INSERTs every message into it (``PG_URL``, ``PG_POOL=pg_pool``) before the ack
+    and the broadcast.
+    """
+
     protocols = ("socketio",)
     recovery = False
 
-    def __init__(self) -> None:
-        self._tmp = tempfile.TemporaryDirectory(prefix="bench-node-")
+    def __init__(self, *, durable: bool = False, pg_pool: int = DEFAULT_PG_POOL) -> None:
+        for package in ("socket.io", *(("pg",) if durable else ())):
+            if not (NODE_DIR / "node_modules" / package).is_dir():
+                raise SystemExit(
+                    f"bench/node/node_modules/{package} is missing: run `make bench-setup`"
+                )
+        self.name = "node-pg" if durable else "node"
+        self.pg_pool = pg_pool if durable else None
+        self._tmp = tempfile.TemporaryDirectory(prefix=f"bench-{self.name}-")
         data = Path(self._tmp.name)
         self.redis = RedisServer(data)
+        self.postgres = PostgresServer(data) if durable else None
         self.port = free_port()
         self.http_port = self.port
         self.process: ManagedProcess | None = None
         self._data = data
-        if not (NODE_DIR / "node_modules" / "socket.io").is_dir():
-            raise SystemExit("bench/node/node_modules is missing: run `make bench-setup`")
 
     @property
     def url(self) -> str:
@@ -189,6 +207,8 @@ class NodePeer:
 
     def cpu_pids(self) -> dict[str, int]:
         procs = {"node": self.process, "redis": self.redis.process}
+        if self.postgres is not None:
+            procs["postgres"] = self.postgres.process  # the postmaster; backends are children
         return {
             name: p.pid
             for name, p in procs.items()
@@ -201,6 +221,14 @@ class NodePeer:
 
     async def _ready(self) -> bool:
         return await http_get_status("127.0.0.1", self.port, "/healthz") == 200
+
+    async def stored_messages(self, room_prefix: str) -> int | None:
+        """Rows in Postgres of the rooms whose id starts with ``room_prefix`` (durable only)."""
+        if self.postgres is None:
+            return None
+        pattern = room_prefix.replace("'", "''") + "%"
+        sql = f"SELECT count(*) FROM node_messages WHERE room_id LIKE '{pattern}'"
+        return int((await self.postgres.psql(sql)).strip())
 
     async def _start_node(self) -> None:
         assert self.process is not None
@@ -215,20 +243,36 @@ class NodePeer:
         await self._start_node()
         return {"stop_s": stopped - began, "start_s": time.monotonic() - stopped}
 
-    async def __aenter__(self) -> Self:
-        await self.redis.start()
-        self.process = ManagedProcess(
-            "node-peer",
-            node_argv(str(NODE_DIR / "server.mjs"), str(self.port)),
-            log_path=self._data / "logs" / "node.log",
-            env=os.environ | {"REDIS_URL": self.redis.url, "NODE_ENV": "production"},
-            cwd=NODE_DIR,
-            ready_check=self._ready,
-        )
+    async def _stop_servers(self) -> None:
         try:
+            if self.postgres is not None:
+                await self.postgres.stop()
+        finally:
+            await self.redis.stop()
+
+    async def __aenter__(self) -> Self:
+        servers = [self.redis, *([self.postgres] if self.postgres is not None else [])]
+        started = await asyncio.gather(*(s.start() for s in servers), return_exceptions=True)
+        try:
+            for outcome in started:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+            env = {"REDIS_URL": self.redis.url, "NODE_ENV": "production"}
+            if self.postgres is not None:
+                env |= {"PG_URL": self.postgres.dsn, "PG_POOL": str(self.pg_pool)}
+            self.process = ManagedProcess(
+                "node-peer",
+                node_argv(str(NODE_DIR / "server.mjs"), str(self.port)),
+                log_path=self._data / "logs" / "node.log",
+                env=os.environ | env,
+                cwd=NODE_DIR,
+                ready_check=self._ready,
+            )
             await self._start_node()
         except BaseException:
-            await self.redis.stop()
+            if self.process is not None:
+                await self.process.terminate(15)
+            await self._stop_servers()
             raise
         return self
 
@@ -241,7 +285,7 @@ class NodePeer:
         try:
             if self.process is not None:
                 await self.process.terminate(15)
-            await self.redis.stop()
+            await self._stop_servers()
         finally:
             self._tmp.cleanup()
 
@@ -271,6 +315,8 @@ def versions() -> dict[str, str]:
         "socket.io": _package_version("socket.io"),
         "@socket.io/redis-adapter": _package_version("@socket.io/redis-adapter"),
         "redis (node client)": _package_version("redis"),
+        "pg (node client, node-pg)": _package_version("pg"),
+        "socket.io-client (official load generator)": _package_version("socket.io-client"),
         "nats-server": _first_line([str(nats_server_path()), "--version"]),
         "redis-server": _first_line([str(redis_server_path()), "--version"]),
         "postgres": _first_line([str(postgres_bin_dir() / "postgres"), "--version"]),
