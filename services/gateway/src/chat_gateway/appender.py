@@ -6,6 +6,11 @@ at the end of a loop turn leaves in one ``chat.history.append_batch`` request, w
 history commits in one transaction; each sender gets its own item's outcome: the stored
 message's JSON (the very bytes the room's members receive) or its error.
 
+At most ``max_in_flight`` requests (default one) are out at once: while they are, new
+appends wait and leave together in the next one, so batches grow with the load and cost
+nothing when it is light (as history's group commit does). A request out for longer than
+50 ms (a frozen history instance, a retry) stops holding the next one back.
+
 A request that fails as a whole with ``UNAVAILABLE`` is retried (the items are idempotent
 by ``clientMsgId``), within the retry policy's deadline; then its senders get the error.
 """
@@ -29,6 +34,9 @@ __all__ = ["AppendBatcher", "SendBatch"]
 SendBatch = Callable[[list[bytes]], Awaitable[list[AppendResult]]]
 """Send encoded :class:`AppendRequest` items; one result per item (retries included)."""
 
+_STALL_S = 0.05
+"""A batch out longer than this no longer counts against ``max_in_flight``."""
+
 _log = logging.getLogger("chat.gateway.appender")
 _tracer = tracer("chat.gateway.appender")
 
@@ -46,11 +54,20 @@ class AppendBatcher:
     """Collects appends from every connection and sends them in batch requests."""
 
     def __init__(
-        self, send: SendBatch, *, max_items: int = 512, max_bytes: int = 512 * 1024
+        self,
+        send: SendBatch,
+        *,
+        max_in_flight: int = 2,
+        max_items: int = 512,
+        max_bytes: int = 512 * 1024,
     ) -> None:
         self._send = send
+        self._max_in_flight = max_in_flight
         self._plan: AppendPlan[_Item] = AppendPlan(max_items=max_items, max_bytes=max_bytes)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._counted: set[int] = set()
+        """Batches out that count against ``max_in_flight`` (younger than the stall time)."""
+        self._batches = 0
         self._scheduled = False
 
     def reserve(self, conn: str) -> Slot[_Item]:
@@ -82,12 +99,23 @@ class AppendBatcher:
 
     def _flush(self) -> None:
         self._scheduled = False
-        while batch := self._plan.take():
-            task = asyncio.create_task(self._run(batch), name="append-batch")
+        while len(self._counted) < self._max_in_flight and (batch := self._plan.take()):
+            self._batches += 1
+            number = self._batches
+            self._counted.add(number)
+            asyncio.get_running_loop().call_later(_STALL_S, self._stalled, number)
+            task = asyncio.create_task(self._run(batch, number), name="append-batch")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, batch: list[Slot[_Item]]) -> None:
+    def _stalled(self, number: int) -> None:
+        """A batch out for longer than usual (a frozen history instance, a retry) stops
+        holding the others back."""
+        if number in self._counted:
+            self._counted.discard(number)
+            self._schedule()
+
+    async def _run(self, batch: list[Slot[_Item]], number: int) -> None:
         items = [slot.item for slot in batch if slot.item is not None]
         links = [Link(item.span) for item in items[1:] if item.span.is_valid]
         parent = trace.set_span_in_context(trace.NonRecordingSpan(items[0].span))
@@ -120,6 +148,7 @@ class AppendBatcher:
                         ChatError(exc.code, exc.message, retry_after_ms=exc.retry_after_ms)
                     )
         finally:
+            self._counted.discard(number)
             self._plan.done(batch)
             if self._plan.ready():
                 self._schedule()

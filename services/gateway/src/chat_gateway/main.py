@@ -62,7 +62,9 @@ async def main(settings: GatewaySettings | None = None) -> int:
 
         hub = RoomHub(rt.nc, fill_gap=fill_gap, gap_fill_delay_s=settings.gap_fill_delay_ms / 1000)
         ROOMS.set_function(lambda: len(hub))
-        appender = AppendBatcher(backend.append_batch)
+        appender = AppendBatcher(
+            backend.append_batch, max_in_flight=settings.append_batches_in_flight
+        )
         handlers = EventHandlers(settings, backend, hub, verifier=verifier, appender=appender)
         server = GatewayServer(settings, handlers, WebPage.load())
         keeper = SessionKeeper(

@@ -75,6 +75,12 @@ class GatewaySettings(ServiceSettings):
         default=20.0, gt=0, description="client events per second per connection"
     )
     rate_burst: float = Field(default=40.0, ge=1, description="events a connection may burst")
+    append_batches_in_flight: int = Field(
+        default=1,
+        ge=1,
+        le=256,
+        description="append batch requests a gateway has out at once (more appends wait for the next)",
+    )
     pipeline_depth: int = Field(
         default=32,
         ge=1,
