@@ -475,10 +475,10 @@ async def sweep(
     }
 
 
-def make_system(name: str) -> System:
-    """A fresh (not yet started) system of :data:`SYSTEMS`."""
+def make_system(name: str, env: dict[str, str] | None = None) -> System:
+    """A fresh (not yet started) system of :data:`SYSTEMS`; ``env`` for ours."""
     if name == "ours":
-        return OurSystem()
+        return OurSystem(extra_env=env)
     return NodePeer(durable=name == "node-pg")
 
 
@@ -501,13 +501,21 @@ async def main() -> int:
         help="python: raw frames from this process; official: socket.io-client in node",
     )
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--env",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="settings for our services (e.g. GATEWAY_APPEND_BATCHES_IN_FLIGHT=4)",
+    )
     args = parser.parse_args()
     raise_fd_limit()
     official = args.generator == "official"
     protocol = args.protocol or ("native" if args.system == "ours" and not official else "socketio")
     if official and protocol != "socketio":
         parser.error("the official client speaks Socket.IO only")
-    async with make_system(args.system) as system:
+    env = dict(item.split("=", 1) for item in args.env)
+    async with make_system(args.system, env) as system:
         if protocol not in system.protocols:
             parser.error(f"{args.system} does not speak {protocol}")
         if args.shape:
