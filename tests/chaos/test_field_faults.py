@@ -207,6 +207,7 @@ async def test_a_frozen_gateway_is_left_and_its_sessions_resume(make_stack: Make
 
 CHATTERS, CHAT_ROOMS, CHAT_PAUSE_S = 50, 10, 0.2
 PHASE_MESSAGES, ROUNDS = 10, 3
+FLOOD_SLACK_S = 0.25
 
 
 async def _chat(clients: list[NativeClient], rooms: list[str]) -> Ledger:
@@ -238,11 +239,15 @@ def _p99(values: list[float]) -> float:
 async def test_a_flood_while_fifty_chat(make_stack: MakeStack) -> None:
     """Fifty clients chat at the default rate limits, in alternating quiet phases and
     phases during which two connections flood (events on /ws, Engine.IO pings on
-    Socket.IO): none of their sends fails and their p99 stays within twice the quiet one.
+    Socket.IO): none of their sends fails and their p99 stays within twice the quiet one
+    plus a quarter of a second.
 
     The phases alternate (three of each) so that a change in the machine's other load
     falls on both sides alike: on a shared 2-core machine one quiet run and one loud run
-    can differ by 2x with no flood at all.
+    can differ by 2x with no flood at all. The absolute slack is there for the same reason
+    (a CI machine measured 47 ms quiet against 128 ms loud, the flood's own accepted 20
+    sends/s and 50 pongs/s included); the starvation this guards against cost bystanders
+    2.6-5.3 s per send before the read budget, ten times the slack.
     """
     env = {
         **FIELD_ENV,
@@ -281,7 +286,7 @@ async def test_a_flood_while_fifty_chat(make_stack: MakeStack) -> None:
         line = json.dumps({"scenario": "flood while 50 chat", "p99_quiet_ms": round(
             p99_quiet * 1000, 1), "p99_flood_ms": round(p99_loud * 1000, 1)})  # fmt: skip
         await asyncio.to_thread(_append, Path(report), line)
-    assert p99_loud <= 2 * p99_quiet + 0.010, (p99_quiet, p99_loud)
+    assert p99_loud <= 2 * p99_quiet + FLOOD_SLACK_S, (p99_quiet, p99_loud)
 
 
 def _absorb(into: Ledger, phase: Ledger) -> None:
