@@ -25,6 +25,9 @@ the load generator's, never counted in the system's.
 sending at 20 msgs/s (40,000 deliveries/s), with the same figures plus a check of each
 sender's acks: the seqs of its acked messages must rise in the order it sent them.
 
+``--gateways N`` (ours) runs N gateway processes sharing the client port (SO_REUSEPORT):
+the kernel spreads the clients over them.
+
 ``--sweep`` runs rising rates (the fixed rates of 10k, 20k and 40k deliveries/s always
 included) until two in a row are not sustained, then one step halfway between the largest
 sustained rate and the next, and reports the largest sustained deliveries/s. Progress goes to stderr once a second; ``--json FILE`` writes JSON.
@@ -475,10 +478,11 @@ async def sweep(
     }
 
 
-def make_system(name: str, env: dict[str, str] | None = None) -> System:
-    """A fresh (not yet started) system of :data:`SYSTEMS`; ``env`` for ours."""
+def make_system(name: str, env: dict[str, str] | None = None, gateways: int = 1) -> System:
+    """A fresh (not yet started) system of :data:`SYSTEMS`; ``env`` and ``gateways`` (on
+    one shared port) for ours."""
     if name == "ours":
-        return OurSystem(extra_env=env)
+        return OurSystem(extra_env=env, gateways=gateways)
     return NodePeer(durable=name == "node-pg")
 
 
@@ -508,6 +512,13 @@ async def main() -> int:
         metavar="KEY=VALUE",
         help="settings for our services (e.g. GATEWAY_APPEND_BATCHES_IN_FLIGHT=4)",
     )
+    parser.add_argument(
+        "--gateways",
+        type=int,
+        default=1,
+        metavar="N",
+        help="ours: N gateway processes sharing the client port (SO_REUSEPORT)",
+    )
     args = parser.parse_args()
     raise_fd_limit()
     official = args.generator == "official"
@@ -515,7 +526,7 @@ async def main() -> int:
     if official and protocol != "socketio":
         parser.error("the official client speaks Socket.IO only")
     env = dict(item.split("=", 1) for item in args.env)
-    async with make_system(args.system, env) as system:
+    async with make_system(args.system, env, args.gateways) as system:
         if protocol not in system.protocols:
             parser.error(f"{args.system} does not speak {protocol}")
         if args.shape:

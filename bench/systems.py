@@ -116,16 +116,22 @@ def cpu_seconds(pids: list[int]) -> float:
 
 
 class OurSystem:
-    """NATS, Redis, Postgres and one gateway, session and history service (chat_devstack)."""
+    """NATS, Redis, Postgres, one session and history service and one gateway or several
+    sharing a port (chat_devstack)."""
 
     name = "ours"
     protocols = ("native", "socketio")
     recovery = True
 
-    def __init__(self, *, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(self, *, extra_env: dict[str, str] | None = None, gateways: int = 1) -> None:
+        """``gateways`` above 1 run that many gateway processes sharing one port."""
         self._tmp = tempfile.TemporaryDirectory(prefix="bench-ours-")
         config = StackConfig(
-            data_dir=Path(self._tmp.name), gateway_port=0, extra_env=OUR_ENV | (extra_env or {})
+            data_dir=Path(self._tmp.name),
+            gateway_port=0,
+            gateways=gateways,
+            shared_port=gateways > 1,
+            extra_env=OUR_ENV | (extra_env or {}),
         )
         self.stack = Stack(config)
 

@@ -113,6 +113,7 @@ async def make_stack(servers: Servers, tmp_path: Path) -> AsyncIterator[MakeStac
         histories: int = 1,
         env: dict[str, str] | None = None,
         balancer: bool = False,
+        shared_port: bool = False,
         own_redis: bool = False,
         own_postgres: bool = False,
         gateway_port: int = 0,
@@ -145,6 +146,7 @@ async def make_stack(servers: Servers, tmp_path: Path) -> AsyncIterator[MakeStac
             postgres_dsn=dsn,
             gateway_port=gateway_port,
             balancer=balancer,
+            shared_port=shared_port,
             extra_env={
                 **FAST_SETTINGS,
                 "SESSION_KEY_PREFIX": f"t{uuid.uuid4().hex[:8]}",

@@ -58,7 +58,9 @@ async def test_gateway_sigterm_under_load(make_stack: MakeStack) -> None:
         while True:
             sent_after_term = terminated.is_set()
             try:
-                status, _ = await get_json(ready_url, timeout=1)
+                status, _ = await get_json(ready_url, timeout=5)
+            except TimeoutError:
+                continue  # a loaded machine: ask again, the port is still there
             except Exception:
                 return  # the ops port is gone: the process is exiting
             if sent_after_term:
@@ -79,6 +81,7 @@ async def test_gateway_sigterm_under_load(make_stack: MakeStack) -> None:
 
     assert exit_code == 0
     assert elapsed < GRACE_S
+    assert elapsed >= CLOSE_TIMEOUT_S, "the exit waited for the vanished peer's close to end"
     assert [c.close_code for c in native] == [1012] * 5
     vanished.abort()
     assert after_term and set(after_term) == {503}, "never ready again once SIGTERM arrived"

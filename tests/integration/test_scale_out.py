@@ -15,6 +15,8 @@ from chat_devstack.stack import Stack
 from tests.chaos.harness import CHAOS_ENV, run_scenario, stop_one
 from tests.conftest import MakeStack
 from tests.support.bus import connect_as
+from tests.support.clients import NativeClient, unique_room
+from tests.support.http import metric
 
 pytestmark = pytest.mark.integration
 
@@ -58,15 +60,49 @@ async def _rolling_restart(stack: Stack) -> float:
     return asyncio.get_running_loop().time()
 
 
-async def test_rolling_restart_under_load_loses_nothing(make_stack: MakeStack) -> None:
+@pytest.mark.parametrize("front", ["balancer", "shared-port"])
+async def test_rolling_restart_under_load_loses_nothing(make_stack: MakeStack, front: str) -> None:
     """Every instance of every service restarted one at a time under steady load: lost 0,
-    dup 0, nothing out of order or hung, and clients see at most resumes."""
-    stack = await make_stack(gateways=2, sessions=2, histories=2, balancer=True, env=CHAOS_ENV)
+    dup 0, nothing out of order or hung, and clients see at most resumes. The gateways sit
+    behind a balancer, or share one port (SO_REUSEPORT): there a restarting gateway's
+    clients reconnect to the same port and the kernel hands them to the other one."""
+    stack = await make_stack(
+        gateways=2, sessions=2, histories=2, env=CHAOS_ENV,
+        balancer=front == "balancer", shared_port=front == "shared-port",
+    )  # fmt: skip
     outcome = await run_scenario(stack, "rolling restart", _rolling_restart, per_client=150)
     assert (outcome.lost, outcome.duplicated, outcome.out_of_order, outcome.hung) == (0, 0, 0, 0), (
         outcome
     )
     assert outcome.not_recovered == 0 and outcome.reconnects > 0, outcome
+
+
+async def test_gateways_sharing_one_port_serve_one_room(make_stack: MakeStack) -> None:
+    """Two gateway processes listen on one port (SO_REUSEPORT, no balancer): the kernel
+    spreads 40 connections over both, and a message sent into a room whose members sit on
+    both gateways reaches every member once."""
+    stack = await make_stack(gateways=2, shared_port=True)
+    gateways = stack.of_kind("gateway")
+    assert {g.public_url for g in gateways} == {stack.client_url}
+    room = unique_room("shared")
+    clients = [await NativeClient().connect(stack.client_url) for _ in range(40)]
+    try:
+        for i, client in enumerate(clients):
+            joined = await client.call("join", {"email": f"s{i}@example.com", "roomId": room})
+            assert joined["ok"], joined
+        held = [
+            await metric(f"http://127.0.0.1:{g.http_port}/metrics", "chat_gateway_connections",
+                         protocol="native")
+            for g in gateways
+        ]  # fmt: skip
+        assert sum(held) == 40 and min(held) > 0, held
+        sent = await clients[0].call("send_message", {"roomId": room, "text": "to all"})
+        assert sent["ok"], sent
+        for client in clients:
+            got = await client.wait_messages(room, 1)
+            assert [m["text"] for m in got] == ["to all"]
+    finally:
+        await asyncio.gather(*(c.close() for c in clients))
 
 
 @pytest.mark.timeout(300)

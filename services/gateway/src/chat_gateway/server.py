@@ -92,7 +92,11 @@ class GatewayServer:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: EdgeProtocol(self, self._limits), self._s.host, self._s.port, backlog=1024
+            lambda: EdgeProtocol(self, self._limits),
+            self._s.host,
+            self._s.port,
+            backlog=1024,
+            reuse_port=self._s.reuse_port or None,
         )
         self.port = self._server.sockets[0].getsockname()[1]
         _log.info("gateway listening", extra={"host": self._s.host, "port": self.port})
@@ -214,9 +218,13 @@ class GatewayServer:
         """Let each client's in-flight event answer, then close it with 1012; wait until
         every connection is gone (a peer that does not finish closing is aborted after
         ``GATEWAY_CLOSE_TIMEOUT_S``) and its session cleanup has run."""
-        await self._restart_clients(list(self._clients))
+        clients = list(self._clients)
+        await self._restart_clients(clients)
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        # A close is over when the peer has answered it or the close timeout has aborted
+        # the TCP connection; exiting sooner would drop what the kernel still holds for it.
+        await asyncio.gather(*(c.conn.wait_closed() for c in clients))
 
     async def _restart_clients(self, clients: list[Client]) -> None:
         await asyncio.gather(

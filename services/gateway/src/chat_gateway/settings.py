@@ -17,6 +17,11 @@ class GatewaySettings(ServiceSettings):
 
     host: str = Field(default="127.0.0.1", description="bind address of the client port")
     port: int = Field(default=8080, ge=0, le=65535, description="client port (Socket.IO and /ws)")
+    reuse_port: bool = Field(
+        default=False,
+        description="share the client port with the host's other gateway processes"
+        " (SO_REUSEPORT: the kernel spreads new connections over them)",
+    )
     ping_interval_ms: int = Field(default=25000, gt=0, description="Engine.IO pingInterval")
     ping_timeout_ms: int = Field(default=20000, gt=0, description="Engine.IO pingTimeout")
     max_payload: int = Field(

@@ -7,7 +7,8 @@ restarted on the same ports and data after a backoff (0.5 s doubling to 30 s, se
 :mod:`chat_devstack.restart`), and the exit code, the attempt, the delay and the end of its
 log are printed on stderr; the rest keeps running. Only a failed first start exits (code 1).
 With ``--gateways`` above 1, a TCP balancer on ``--port`` spreads clients over the
-gateways, which take the next free ports.
+gateways, which take the next free ports; with ``--shared-port`` as well, the gateways all
+listen on ``--port`` (``SO_REUSEPORT``) and the kernel spreads clients instead.
 """
 
 from __future__ import annotations
@@ -50,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=8080,
         help="where clients connect (8080): the balancer's port with --gateways > 1",
     )
+    run.add_argument(
+        "--shared-port",
+        action="store_true",
+        help="with --gateways > 1: every gateway listens on --port itself (SO_REUSEPORT,"
+        " the kernel spreads connections; one gateway per core) instead of a balancer",
+    )
     return parser
 
 
@@ -62,7 +69,8 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> St
         sessions=args.sessions if services else 0,
         histories=args.histories if services else 0,
         gateway_port=args.port if services else 0,
-        balancer=services and args.gateways > 1,
+        balancer=services and args.gateways > 1 and not args.shared_port,
+        shared_port=services and args.gateways > 1 and args.shared_port,
         host=args.host,
         nats_url=environ.get("NATS_URL") or None,
         redis_url=environ.get("REDIS_URL") or None,
@@ -89,8 +97,11 @@ def describe(stack: Stack) -> str:
     lines = [f"chat stack is up (data: {stack.data_dir})"]
     gateways = stack.of_kind("gateway")
     urls = [stack.balancer.url] if stack.balancer is not None else stack.gateway_urls
+    urls = list(dict.fromkeys(urls))  # gateways sharing one port share one URL
     if stack.balancer is not None:
         lines.append(f"  connect to   {urls[0]}  (balancer over {len(gateways)} gateways)")
+    elif stack.config.shared_port:
+        lines.append(f"  connect to   {urls[0]}  ({len(gateways)} gateways share this port)")
     for url in urls:
         ws = url.replace("http://", "ws://", 1)
         lines += [

@@ -50,7 +50,9 @@ class StackConfig:
     ``gateway_port`` is the first gateway's public port (``0``: any free port); further
     gateways take the next free ports above it. Server ports of ``0`` are picked freely.
     ``balancer=True`` (with gateways) puts a :class:`TcpBalancer` on ``gateway_port`` and
-    moves the gateways to the next free ports above it. ``nats_seed_files`` (identity name →
+    moves the gateways to the next free ports above it. ``shared_port=True`` instead has
+    every gateway listen on ``gateway_port`` itself (``SO_REUSEPORT``: the kernel spreads
+    new connections over them, one gateway process per core and no balancer hop). ``nats_seed_files`` (identity name →
     NKey seed file) are the credentials for an external ``nats_url``.
     """
 
@@ -71,6 +73,11 @@ class StackConfig:
     start_timeout: float = 60.0
     stop_timeout: float = 15.0
     balancer: bool = False
+    shared_port: bool = False
+
+    def __post_init__(self) -> None:
+        if self.balancer and self.shared_port:
+            raise ValueError("a balancer and a shared port are two ways to the same end: pick one")
 
 
 async def _all(aws: Iterable[Awaitable[object]]) -> None:
@@ -274,9 +281,13 @@ class Stack:
         if cfg.gateways == 0:
             return []
         if cfg.gateway_port == 0:
+            if cfg.shared_port:
+                return [free_port(cfg.host)] * cfg.gateways
             return next_free_ports(0, cfg.gateways, cfg.host)
         if not port_is_free(cfg.gateway_port, cfg.host):
             raise DevstackError(f"gateway port {cfg.gateway_port} is in use; pick another")
+        if cfg.shared_port:
+            return [cfg.gateway_port] * cfg.gateways
         if cfg.balancer:  # the balancer takes gateway_port
             return next_free_ports(cfg.gateway_port + 1, cfg.gateways, cfg.host)
         rest = next_free_ports(cfg.gateway_port + 1, cfg.gateways - 1, cfg.host)
@@ -309,7 +320,7 @@ class Stack:
                     host=cfg.host,
                     port=port,
                     nats_seed_file=self.nats_seed_files.get(kind),
-                    extra_env=cfg.extra_env,
+                    extra_env=cfg.extra_env | self._shared_port_env(kind),
                 )
                 service = ServiceProcess(
                     kind,
@@ -321,6 +332,11 @@ class Stack:
                     log_path=self.log_dir / f"{kind}-{index}.log",
                 )
                 self.services.append(service)
+
+    def _shared_port_env(self, kind: ServiceKind) -> dict[str, str]:
+        return (
+            {"GATEWAY_REUSE_PORT": "true"} if kind == "gateway" and self.config.shared_port else {}
+        )
 
     async def stop_services(self) -> None:
         """Stop the balancer, SIGTERM gateways, then sessions and histories.
