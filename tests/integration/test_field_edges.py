@@ -124,7 +124,7 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, s
         if line:
             name, value = line.split(":", 1)
             headers[name.strip().lower()] = value.strip()
-    body = await reader.readexactly(int(headers["content-length"]))
+    body = await reader.readexactly(int(headers.get("content-length", "0")))  # none on a 204
     return status, headers, body
 
 
@@ -151,6 +151,43 @@ async def test_keep_alive_clients_get_every_answer(gateway_url: str) -> None:
         assert await asyncio.wait_for(reader.read(), 5) == b""  # FIN, not a reset
     finally:
         writer.close()
+
+
+async def test_a_page_on_an_allowed_origin_can_read_the_answers(make_stack: MakeStack) -> None:
+    """CORS on /socket.io/, on one kept-alive connection: a preflight from an allowed origin
+    gets 204 with the methods and headers it asked for; the refusal of the polling transport
+    grants that origin (with credentials) so the page can read why it was refused; another
+    origin is granted nothing."""
+    allowed = "http://app.example"
+    stack = await make_stack(env={"GATEWAY_ALLOWED_ORIGINS": f'["{allowed}"]'})
+    host, port = _host_port(stack.client_url)
+    reader, writer = await asyncio.open_connection(host, port)
+    polling = "/socket.io/?EIO=4&transport=polling"
+    try:
+        requests = [
+            f"OPTIONS {polling} HTTP/1.1\r\nHost: x\r\nOrigin: {allowed}\r\n"
+            "Access-Control-Request-Method: POST\r\n"
+            "Access-Control-Request-Headers: content-type\r\n\r\n",
+            f"GET {polling} HTTP/1.1\r\nHost: x\r\nOrigin: {allowed}\r\n\r\n",
+            f"GET {polling} HTTP/1.1\r\nHost: x\r\nOrigin: http://evil.example\r\n\r\n",
+        ]
+        answers = []
+        for request in requests:
+            writer.write(request.encode())
+            answers.append(await _read_response(reader))
+    finally:
+        writer.close()
+    (pre_status, pre, _), (status, granted, body), (foreign_status, foreign, _) = answers
+    assert pre_status == 204 and "content-length" not in pre
+    assert pre["access-control-allow-origin"] == allowed
+    assert pre["access-control-allow-credentials"] == "true"
+    assert pre["access-control-allow-methods"] == "GET, POST"
+    assert pre["access-control-allow-headers"] == "content-type"
+    assert status == 400 and b'"code": 3' in body
+    assert (granted["access-control-allow-origin"], granted["vary"]) == (allowed, "Origin")
+    assert granted["access-control-allow-credentials"] == "true"
+    assert foreign_status == 400 and foreign["vary"] == "Origin"
+    assert "access-control-allow-origin" not in foreign
 
 
 async def test_a_body_too_large_is_answered_before_the_close(gateway_url: str) -> None:

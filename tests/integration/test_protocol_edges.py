@@ -66,8 +66,15 @@ async def test_socketio_handshake_connect_and_event_on_the_wire(gateway_url: str
 
 @pytest.mark.parametrize(
     "frame,code",
-    [("zzz", 1002), ('42["join",', 1002), ("9", 1002), (b"\x00\x01", 1002)],
-)
+    [
+        ("zzz", 1002), ('42["join",', 1002), ("9", 1002), (b"\x00\x01", 1002),
+        # The official socket.io-protocol suite's "invalid format" cases: an unknown packet
+        # type, a payload that is not an array (the protocol says the receiver MUST close),
+        # and an ack id that is not a number.
+        ("4abc", 1002), ("42{}", 1002), ('42abc["message-with-ack",1,"2",{"3":[false]}]', 1002),
+        ("42[]", 1002), ('421["disconnect",{}]', 1002),
+    ],
+)  # fmt: skip
 async def test_socketio_garbage_closes_the_connection(
     gateway_url: str, frame: str | bytes, code: int
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import msgspec
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -39,7 +40,6 @@ BAD_EVENT_MESSAGES = {
     EVENT_NAME_RULE,
     f"type: {EVENT_NAME_RULE}",
     "binary attachments are not supported",
-    "event payload must be a non-empty JSON array",
     "events take at most one argument",
     "reserved event name",
     "frame must be a JSON object",
@@ -100,16 +100,36 @@ def test_socketio_receive_is_total(sequence: list[str | bytes]) -> None:
             check_bad_event(item)
 
 
+def _names_an_event(payload: object) -> bool:
+    """What the protocol requires of an EVENT payload: a non-empty array whose first element
+    is a string or a number (not a reserved name)."""
+    if not isinstance(payload, list) or not payload:
+        return False
+    name = payload[0]
+    if isinstance(name, bool) or not isinstance(name, str | int | float):
+        return False
+    return name not in RESERVED_EVENTS
+
+
 @settings(deadline=None)
 @given(json_values.filter(lambda value: not isinstance(value, int | float)), st.none() | ack_ids)
-def test_socketio_valid_json_event_never_closes(payload: object, ack_id: int | None) -> None:
-    """An EVENT with any valid non-number JSON payload is a ClientEvent or BadEvent, not a close.
+def test_socketio_valid_json_event_closes_only_when_the_protocol_says(
+    payload: object, ack_id: int | None
+) -> None:
+    """An EVENT with a valid non-number JSON payload is a ClientEvent or BadEvent when the
+    payload names an event, and a close (1002) when the protocol forbids it.
 
     A top-level number is left out: the wire format cannot tell its digits from an ack id.
     """
     codec = SocketIOCodec(ping_interval_ms=1, ping_timeout_ms=1, max_payload=1 << 20)
     ack = "" if ack_id is None else str(ack_id)
-    [item] = codec.receive("42" + ack + msgspec.json.encode(payload).decode())
+    frame = "42" + ack + msgspec.json.encode(payload).decode()
+    if not _names_an_event(payload):
+        with pytest.raises(ProtocolError) as info:
+            codec.receive(frame)
+        assert info.value.close_code == 1002
+        return
+    [item] = codec.receive(frame)
     assert isinstance(item, ClientEvent | BadEvent)
     assert item.ack_id == ack_id
     check_bad_event(item)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chat_gateway.edge.answers import HttpAnswer, Upgrade, route, too_many_connections
+from chat_gateway.edge.answers import HttpAnswer, Upgrade, route, too_many_connections, with_cors
 from chat_gateway.edge.connection import serialize
 
 
@@ -20,6 +20,8 @@ from chat_gateway.edge.connection import serialize
         ("POST", "/socket.io/?EIO=4&transport=websocket", 400),
         ("GET", "/socket.io/?EIO=3&transport=websocket", 400),
         ("GET", "/socket.io/", 400),
+        ("OPTIONS", "/socket.io/?EIO=4&transport=polling", 204),
+        ("OPTIONS", "/ws", 405),
         ("POST", "/ws", 405),
         ("GET", "/", 404),
         ("GET", "/wsx", 404),
@@ -65,3 +67,49 @@ def test_serialized_answer_is_well_formed_http() -> None:
     assert lines[0] == b"HTTP/1.1 400 Bad Request"
     assert b"Content-Length: 12" in lines and b"Connection: close" in lines
     assert body == b"bad request\n"
+
+
+ALLOWED = ("http://app.example",)
+POLL = "/socket.io/?EIO=4&transport=polling"
+
+
+def test_cors_grants_only_allowed_origins_on_socketio() -> None:
+    """On /socket.io/, an allowed Origin is granted with credentials and every answer
+    varies by Origin; another origin, no origin, or another path gets no grant."""
+    refusal = route("GET", POLL)
+    assert isinstance(refusal, HttpAnswer)
+    granted = dict(with_cors(refusal, target=POLL, method="GET", origin=ALLOWED[0],
+                             allowed=ALLOWED).header_list())  # fmt: skip
+    assert granted["Access-Control-Allow-Origin"] == ALLOWED[0]
+    assert granted["Access-Control-Allow-Credentials"] == "true"
+    assert granted["Vary"] == "Origin"
+    for origin in ("http://evil.example", None, "null"):
+        headers = dict(
+            with_cors(refusal, target=POLL, method="GET", origin=origin, allowed=ALLOWED)
+            .header_list()
+        )  # fmt: skip
+        assert "Access-Control-Allow-Origin" not in headers and headers["Vary"] == "Origin"
+    other = route("GET", "/nope")
+    assert isinstance(other, HttpAnswer)
+    assert with_cors(other, target="/nope", method="GET", origin=ALLOWED[0],
+                     allowed=ALLOWED) == other  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "asked,echoed",
+    [("content-type", "content-type"), ("Content-Type, X-Token", "Content-Type, X-Token"),
+     ("bad\r\nSet-Cookie: x", None), ("", None), (None, None)],
+)  # fmt: skip
+def test_preflight_grants_methods_and_well_formed_headers(
+    asked: str | None, echoed: str | None
+) -> None:
+    """A preflight from an allowed origin: 204 without a body or a length, GET and POST,
+    a max age, and the requested headers echoed only when they are a list of names."""
+    answer = route("OPTIONS", POLL)
+    assert isinstance(answer, HttpAnswer) and answer.status == 204
+    headers = dict(with_cors(answer, target=POLL, method="OPTIONS", origin=ALLOWED[0],
+                             allowed=ALLOWED, request_headers=asked).header_list())  # fmt: skip
+    assert "Content-Length" not in headers and "Content-Type" not in headers
+    assert headers["Access-Control-Allow-Methods"] == "GET, POST"
+    assert headers["Access-Control-Max-Age"] == "600"
+    assert headers.get("Access-Control-Allow-Headers") == echoed

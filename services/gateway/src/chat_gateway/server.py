@@ -33,7 +33,7 @@ from chat_gateway.closecodes import (
     CLOSE_TOKEN_EXPIRED,
 )
 from chat_gateway.drain import batch_sizes
-from chat_gateway.edge.answers import HttpAnswer, Upgrade, route, too_many_connections
+from chat_gateway.edge.answers import HttpAnswer, Upgrade, route, too_many_connections, with_cors
 from chat_gateway.edge.connection import EdgeLimits, EdgeProtocol, HttpRequest
 from chat_gateway.edge.websocket import WebSocket
 from chat_gateway.events import EventHandlers
@@ -104,13 +104,24 @@ class GatewayServer:
     # -- the edge's questions ---------------------------------------------------------------
 
     def route(self, request: HttpRequest) -> Upgrade | HttpAnswer:
-        return route(request.method, request.target, self._page)
+        decision = route(request.method, request.target, self._page)
+        return decision if isinstance(decision, Upgrade) else self._cors(decision, request)
 
     def admit(self, request: HttpRequest) -> HttpAnswer | None:
         """The per-address cap on open WebSockets."""
         if self._per_ip.get(request.remote, 0) >= self._s.max_connections_per_ip:
-            return too_many_connections()
+            return self._cors(too_many_connections(), request)
         return None
+
+    def _cors(self, answer: HttpAnswer, request: HttpRequest) -> HttpAnswer:
+        return with_cors(
+            answer,
+            target=request.target,
+            method=request.method,
+            origin=request.header("origin"),
+            allowed=self._s.allowed_origins,
+            request_headers=request.header("access-control-request-headers"),
+        )
 
     def opened(self, ws: WebSocket, upgrade: Upgrade, request: HttpRequest) -> None:
         """Count the WebSocket against its address and run its loop as its own task."""

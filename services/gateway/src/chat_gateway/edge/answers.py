@@ -6,8 +6,11 @@ The edge (:mod:`chat_gateway.edge.connection`) parses requests with h11 and writ
 gets is decided here, without I/O:
 
 * ``/ws``: ``GET`` is upgraded to the native JSON protocol; other methods ``405``.
-* ``/socket.io/``: ``EIO`` must be ``4`` (else Engine.IO error 5), ``transport`` must be
-  ``websocket`` (else Engine.IO error 3); then ``GET`` is upgraded to Socket.IO.
+* ``/socket.io/``: ``OPTIONS`` is a CORS preflight (``204``); otherwise ``EIO`` must be
+  ``4`` (else Engine.IO error 5), ``transport`` must be ``websocket`` (else Engine.IO error
+  3); then ``GET`` is upgraded to Socket.IO. Answers on this path carry the CORS headers
+  when the request's ``Origin`` is an allowed one (:func:`with_cors`), so that a browser
+  page on that origin can read a refusal, as it can with the reference server.
 * ``/`` and ``/static/<file>``: the web page for ``GET`` and ``HEAD``; other methods ``405``.
 * anything else: ``404``.
 """
@@ -15,7 +18,9 @@ gets is decided here, without I/O:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import re
+from collections.abc import Collection
+from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 from urllib.parse import parse_qs, urlsplit
 
@@ -30,6 +35,7 @@ __all__ = [
     "not_found",
     "route",
     "too_many_connections",
+    "with_cors",
 ]
 
 SOCKETIO_PATH = "/socket.io/"
@@ -37,6 +43,7 @@ NATIVE_PATH = "/ws"
 
 _REASONS = {
     200: "OK",
+    204: "No Content",
     400: "Bad Request",
     404: "Not Found",
     405: "Method Not Allowed",
@@ -49,7 +56,8 @@ _REASONS = {
 
 @dataclass(frozen=True, slots=True)
 class HttpAnswer:
-    """A complete response; ``close`` asks for ``Connection: close`` and a close after it."""
+    """A complete response; ``close`` asks for ``Connection: close`` and a close after it.
+    Every answer has a ``Content-Length`` (but a ``204``): always well framed."""
 
     status: int
     body: bytes = b""
@@ -62,8 +70,11 @@ class HttpAnswer:
         return _REASONS.get(self.status, "")
 
     def header_list(self) -> list[tuple[str, str]]:
-        """Every header of the response, ``Content-Length`` and ``Connection`` included."""
-        headers = [("Content-Type", self.content_type), ("Content-Length", str(len(self.body)))]
+        """Every header of the response, ``Content-Length`` and ``Connection`` included
+        (a ``204`` has neither a body nor a length, RFC 9110 8.6)."""
+        headers = []
+        if self.status != 204:
+            headers = [("Content-Type", self.content_type), ("Content-Length", str(len(self.body)))]
         headers += self.headers
         if self.close:
             headers.append(("Connection", "close"))
@@ -101,6 +112,46 @@ def too_many_connections() -> HttpAnswer:
     return HttpAnswer(429, b"too many connections from this address\n", close=True)
 
 
+_CORS_MAX_AGE_S = 600
+_HEADER_NAMES = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+(\s*,\s*[A-Za-z0-9!#$%&'*+.^_`|~-]+)*")
+"""A list of header names (RFC 9110 tokens), as ``Access-Control-Request-Headers`` holds."""
+
+
+def with_cors(
+    answer: HttpAnswer,
+    *,
+    target: str,
+    method: str,
+    origin: str | None,
+    allowed: Collection[str],
+    request_headers: str | None = None,
+) -> HttpAnswer:
+    """``answer`` with the CORS headers it needs: on ``/socket.io/`` only, ``Vary: Origin``
+    always and, for an allowed ``origin``, that origin with credentials (and for a preflight
+    the methods, the requested headers when they are well formed, and a max age)."""
+    if urlsplit(target).path != SOCKETIO_PATH:
+        return answer
+    headers = [("Vary", "Origin")]
+    if origin is not None and origin in allowed:
+        headers += [
+            ("Access-Control-Allow-Origin", origin),
+            ("Access-Control-Allow-Credentials", "true"),
+        ]
+        if method == "OPTIONS":
+            headers += [
+                ("Access-Control-Allow-Methods", "GET, POST"),
+                ("Access-Control-Max-Age", str(_CORS_MAX_AGE_S)),
+            ]
+            if request_headers and _HEADER_NAMES.fullmatch(request_headers.strip()):
+                headers.append(("Access-Control-Allow-Headers", request_headers.strip()))
+    return replace(answer, headers=answer.headers + tuple(headers))
+
+
+def preflight() -> HttpAnswer:
+    """The answer to a CORS preflight (its CORS headers come from :func:`with_cors`)."""
+    return HttpAnswer(204)
+
+
 def route(method: str, target: str, page: PageLookup | None = None) -> Upgrade | HttpAnswer:
     """Decide what a request gets: a WebSocket upgrade, or an answer."""
     parts = urlsplit(target)
@@ -112,6 +163,8 @@ def route(method: str, target: str, page: PageLookup | None = None) -> Upgrade |
         return method_not_allowed("GET, HEAD")
     if parts.path != SOCKETIO_PATH:
         return not_found()
+    if method == "OPTIONS":
+        return preflight()
     query = parse_qs(parts.query)
     if query.get("EIO") != ["4"]:
         return engineio_error(5, "Unsupported protocol version")

@@ -17,12 +17,15 @@ cannot be decoded at all:
 * CONNECT whose payload is not an object; DISCONNECT with a payload; CONNECT_ERROR (server-only);
 * EVENT, ACK or binary packets on a namespace other than ``/`` (never connected: only ``/`` is
   served, and the reference server closes too);
-* a binary frame when no attachment is announced, or a text frame while some still are.
+* a binary frame when no attachment is announced, or a text frame while some still are;
+* an EVENT whose payload the protocol forbids (it MUST be an array whose first element is the
+  event name): missing, not an array, empty, a first element that is neither a string nor a
+  number, or a reserved event name. The reference parser (socket.io-parser) rejects exactly
+  these, and the server closes the connection on them.
 
-``BadEvent`` (code ``INVALID_ARGUMENT``, connection stays up) when the packet is well framed and
-its JSON is valid but the content is wrong: an EVENT payload that is missing, not an array,
-empty, whose first element is not a 1..128 character string, that names a reserved event, or
-that has more than one argument; and every BINARY_EVENT/BINARY_ACK ("binary attachments are not
+``BadEvent`` (code ``INVALID_ARGUMENT``, connection stays up) when the packet is valid Socket.IO
+but not an event we serve: a numeric event name, a name that is not 1..128 characters, more
+than one argument; and every BINARY_EVENT/BINARY_ACK ("binary attachments are not
 supported"), whose announced attachment frames are then swallowed. A BINARY_ACK's BadEvent has
 no ``ack_id``: that id numbers a server emit and must not be acked back.
 
@@ -207,12 +210,14 @@ class SocketIOCodec:
         """Decode an EVENT packet's payload into a ``ClientEvent`` or a ``BadEvent``."""
         args = decode_json(payload) if payload else None
         if not isinstance(args, list) or not args:
-            return invalid_argument("event payload must be a non-empty JSON array", None, ack_id)
+            raise ProtocolError("event payload must be a non-empty JSON array")
         name = args[0]
+        if isinstance(name, bool) or not isinstance(name, str | int | float):
+            raise ProtocolError("event name must be a string or a number")
+        if name in RESERVED_EVENTS:
+            raise ProtocolError("reserved event name")
         if not is_event_name(name):
             return invalid_argument(EVENT_NAME_RULE, None, ack_id)
-        if name in RESERVED_EVENTS:
-            return invalid_argument("reserved event name", name, ack_id)
         if len(args) > 2:
             return invalid_argument("events take at most one argument", name, ack_id)
         return ClientEvent(name, args[1] if len(args) == 2 else None, ack_id)
