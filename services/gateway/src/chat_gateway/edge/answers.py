@@ -57,7 +57,7 @@ _REASONS = {
 @dataclass(frozen=True, slots=True)
 class HttpAnswer:
     """A complete response; ``close`` asks for ``Connection: close`` and a close after it.
-    Every answer has a ``Content-Length`` (but a ``204``): always well framed."""
+    Every answer but a ``204`` has a ``Content-Length``: always well framed."""
 
     status: int
     body: bytes = b""
