@@ -155,9 +155,9 @@ async def test_keep_alive_clients_get_every_answer(gateway_url: str) -> None:
 
 async def test_a_page_on_an_allowed_origin_can_read_the_answers(make_stack: MakeStack) -> None:
     """CORS on /socket.io/, on one kept-alive connection: a preflight from an allowed origin
-    gets 204 with the methods and headers it asked for; the refusal of the polling transport
-    grants that origin (with credentials) so the page can read why it was refused; another
-    origin is granted nothing."""
+    gets 204 with the methods and headers it asked for; its polling handshake, and a
+    refusal, grant that origin (with credentials) so the page can read them; another origin
+    is refused the handshake (403) and granted nothing."""
     allowed = "http://app.example"
     stack = await make_stack(env={"GATEWAY_ALLOWED_ORIGINS": f'["{allowed}"]'})
     host, port = _host_port(stack.client_url)
@@ -169,6 +169,7 @@ async def test_a_page_on_an_allowed_origin_can_read_the_answers(make_stack: Make
             "Access-Control-Request-Method: POST\r\n"
             "Access-Control-Request-Headers: content-type\r\n\r\n",
             f"GET {polling} HTTP/1.1\r\nHost: x\r\nOrigin: {allowed}\r\n\r\n",
+            f"GET /socket.io/?EIO=3&transport=polling HTTP/1.1\r\nHost: x\r\nOrigin: {allowed}\r\n\r\n",
             f"GET {polling} HTTP/1.1\r\nHost: x\r\nOrigin: http://evil.example\r\n\r\n",
         ]
         answers = []
@@ -177,16 +178,18 @@ async def test_a_page_on_an_allowed_origin_can_read_the_answers(make_stack: Make
             answers.append(await _read_response(reader))
     finally:
         writer.close()
-    (pre_status, pre, _), (status, granted, body), (foreign_status, foreign, _) = answers
+    (pre_status, pre, _), (status, opened, body), (refused_status, refused, _) = answers[:3]
+    foreign_status, foreign, _ = answers[3]
     assert pre_status == 204 and "content-length" not in pre
     assert pre["access-control-allow-origin"] == allowed
     assert pre["access-control-allow-credentials"] == "true"
     assert pre["access-control-allow-methods"] == "GET, POST"
     assert pre["access-control-allow-headers"] == "content-type"
-    assert status == 400 and b'"code": 3' in body
-    assert (granted["access-control-allow-origin"], granted["vary"]) == (allowed, "Origin")
-    assert granted["access-control-allow-credentials"] == "true"
-    assert foreign_status == 400 and foreign["vary"] == "Origin"
+    assert status == 200 and body.startswith(b'0{"sid":')
+    assert (opened["access-control-allow-origin"], opened["vary"]) == (allowed, "Origin")
+    assert opened["access-control-allow-credentials"] == "true"
+    assert refused_status == 400 and refused["access-control-allow-origin"] == allowed
+    assert foreign_status == 403 and foreign["vary"] == "Origin"
     assert "access-control-allow-origin" not in foreign
 
 

@@ -29,9 +29,11 @@ class NodeClient:
         self._reader = asyncio.create_task(self._read())
 
     @classmethod
-    async def start(cls, url: str, room: str, email: str) -> NodeClient:
+    async def start(
+        cls, url: str, room: str, email: str, transports: str = "websocket"
+    ) -> NodeClient:
         proc = await asyncio.create_subprocess_exec(
-            str(NODE), str(JS_DIR / "recovering_client.mjs"), url, room, email,
+            str(NODE), str(JS_DIR / "recovering_client.mjs"), url, room, email, transports,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=JS_DIR,
         )  # fmt: skip
         return cls(proc)
@@ -69,13 +71,17 @@ class NodeClient:
         self._reader.cancel()
 
 
-async def test_official_client_recovers_after_gateway_restart(make_stack: MakeStack) -> None:
+@pytest.mark.parametrize("transports", ["websocket", "default"])
+async def test_official_client_recovers_after_gateway_restart(
+    make_stack: MakeStack, transports: str
+) -> None:
     """socket.io-client sees socket.recovered === true after its gateway is killed and
-    restarted, and receives every message it missed exactly once, in order."""
+    restarted, and receives every message it missed exactly once, in order: configured
+    for WebSocket only, and with its default options (HTTP long-polling)."""
     stack = await make_stack(gateways=2, env={"GATEWAY_SESSION_HEARTBEAT_S": "0.5"})
     first, second = stack.gateway_urls
     room = unique_room("js")
-    node = await NodeClient.start(first, room, "node@example.com")
+    node = await NodeClient.start(first, room, "node@example.com", transports)
     other = await SioClient().connect(second)
     try:
         (joined,) = await node.wait_for("joined")
@@ -96,6 +102,8 @@ async def test_official_client_recovers_after_gateway_restart(make_stack: MakeSt
 
         connects = await node.wait_for("connect", 2, timeout=30)
         assert [c["recovered"] for c in connects] == [False, True]
+        expected = "websocket" if transports == "websocket" else "polling"
+        assert [c["transport"] for c in connects] == [expected, expected]
         assert connects[0]["id"] == connects[1]["id"]
         messages = await node.wait_for("message", 7)
         assert [m["message"]["seq"] for m in messages] == list(range(1, 8))
@@ -105,6 +113,34 @@ async def test_official_client_recovers_after_gateway_restart(make_stack: MakeSt
         assert len(node.of("joined")) == 1, "no rejoin was needed"
         await other.wait_messages(room, 8)
         assert other.of("user_left") == []
+    finally:
+        await node.stop()
+        await other.close()
+
+
+async def test_official_client_defaults_need_no_sticky_sessions(make_stack: MakeStack) -> None:
+    """socket.io-client with its default options (long-polling) behind a round-robin
+    balancer over two gateways: it connects, joins and chats with a WebSocket client."""
+    stack = await make_stack(gateways=2, balancer=True)
+    room = unique_room("jsdefault")
+    node = await NodeClient.start(stack.client_url, room, "node@example.com", "default")
+    other = await SioClient().connect(stack.client_url)
+    try:
+        (joined,) = await node.wait_for("joined")
+        assert joined["reply"]["ok"] is True
+        assert node.of("connect")[0]["transport"] == "polling"
+        await other.call("join", {"email": "py@example.com", "roomId": room})
+        for i in range(5):
+            await other.call("send_message", {"roomId": room, "text": f"to node {i}"})
+        got = await node.wait_for("message", 5)
+        assert [m["message"]["text"] for m in got] == [f"to node {i}" for i in range(5)]
+        for i in range(3):
+            await node.command(f"send from-node-{i}")
+        sent = await node.wait_for("sent", 3)
+        assert all(s["reply"]["ok"] for s in sent)
+        texts = [m["text"] for m in await other.wait_messages(room, 8)]
+        assert texts[5:] == [f"from-node-{i}" for i in range(3)]
+        assert node.of("connect_error") == [] and len(node.of("connect")) == 1
     finally:
         await node.stop()
         await other.close()

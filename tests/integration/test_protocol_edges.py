@@ -135,11 +135,11 @@ async def test_native_malformed_frames_get_errors_and_keep_the_connection(gatewa
         await c.close()
 
 
-def test_long_polling_and_unknown_paths_are_refused(gateway_url: str) -> None:
-    """Polling gets Engine.IO's 400 body, a wrong EIO gets code 5, other paths 404."""
+def test_wrong_engineio_requests_and_unknown_paths_are_refused(gateway_url: str) -> None:
+    """An unknown transport gets Engine.IO's code 0, a wrong EIO code 5, other paths 404."""
     base = gateway_url.rstrip("/")
-    status, body = _http_status(f"{base}/socket.io/?EIO=4&transport=polling")
-    assert status == 400 and json.loads(body)["code"] == 3
+    status, body = _http_status(f"{base}/socket.io/?EIO=4&transport=flash")
+    assert status == 400 and json.loads(body)["code"] == 0
     status, body = _http_status(f"{base}/socket.io/?EIO=3&transport=websocket")
     assert status == 400 and json.loads(body)["code"] == 5
     status, _ = _http_status(f"{base}/nothing-here")

@@ -125,9 +125,11 @@ async def test_native_client_resumes_and_gets_what_it_missed(make_stack: MakeSta
             assert [m["seq"] for m in got] == list(range(4, 9))
             again = await back.call("send_message", {"roomId": room, "text": "I am back"})
             assert again["ok"] is True and again["message"]["email"] == "roam@example.com"
+            await stayer.wait_messages(room, 9)
+            # Checked before the goodbye below, whose user_left is due.
+            _presence_ok(stayer, room, {"stay@example.com", "roam@example.com"})
         finally:
             await back.close()
-        _presence_ok(stayer, room, {"stay@example.com", "roam@example.com"})
     finally:
         await stayer.close()
 

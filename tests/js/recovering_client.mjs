@@ -1,22 +1,25 @@
 // The official socket.io-client (>= 4.6, connection state recovery) driven by a test.
-// Usage: node recovering_client.mjs URL ROOM EMAIL
+// Usage: node recovering_client.mjs URL ROOM EMAIL [websocket|default]
+// ("websocket": transports: ["websocket"]; "default": the client's own default options,
+// which start with HTTP long-polling)
 // Prints one JSON object per line (connect / joined / message / sent / presence / error);
 // reads commands from stdin: "send <text>" and "quit".
 import { io } from "socket.io-client";
 import readline from "node:readline";
 
-const [url, room, email] = process.argv.slice(2);
+const [url, room, email, transports = "websocket"] = process.argv.slice(2);
 const print = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
 
 const socket = io(url, {
-  transports: ["websocket"],
+  ...(transports === "websocket" ? { transports: ["websocket"] } : {}),
   reconnectionDelay: 200,
   reconnectionDelayMax: 1000,
 });
 
 let joined = false;
 socket.on("connect", async () => {
-  print({ event: "connect", recovered: socket.recovered, id: socket.id });
+  print({ event: "connect", recovered: socket.recovered, id: socket.id,
+          transport: socket.io.engine.transport.name });
   if (!joined) {
     const reply = await socket.emitWithAck("join", { email, roomId: room });
     joined = reply.ok;

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from chat_gateway.edge.answers import HttpAnswer, Upgrade, route, too_many_connections, with_cors
+from chat_gateway.edge.answers import (
+    HttpAnswer,
+    Poll,
+    Upgrade,
+    route,
+    too_many_connections,
+    with_cors,
+)
 from chat_gateway.edge.connection import serialize
 
 
@@ -15,8 +22,12 @@ from chat_gateway.edge.connection import serialize
         ("GET", "/ws?token=x", Upgrade("native")),
         ("GET", "/socket.io/?EIO=4&transport=websocket", Upgrade("socketio")),
         ("GET", "/socket.io/?EIO=4&transport=websocket&t=abc", Upgrade("socketio")),
-        ("GET", "/socket.io/?EIO=4&transport=polling", 400),
+        ("GET", "/socket.io/?EIO=4&transport=polling", Poll(None)),
+        ("GET", "/socket.io/?EIO=4&transport=polling&sid=abc", Poll("abc")),
+        ("POST", "/socket.io/?EIO=4&transport=polling&sid=abc", Poll("abc")),
         ("POST", "/socket.io/?EIO=4&transport=polling", 400),
+        ("PUT", "/socket.io/?EIO=4&transport=polling&sid=abc", 400),
+        ("GET", "/socket.io/?EIO=4&transport=carrier-pigeon", 400),
         ("POST", "/socket.io/?EIO=4&transport=websocket", 400),
         ("GET", "/socket.io/?EIO=3&transport=websocket", 400),
         ("GET", "/socket.io/", 400),
@@ -28,23 +39,27 @@ from chat_gateway.edge.connection import serialize
         ("DELETE", "/anything", 404),
     ],
 )
-def test_route(method: str, path: str, expected: Upgrade | int) -> None:
-    """Only the two WebSocket endpoints are upgraded; everything else gets an answer."""
+def test_route(method: str, path: str, expected: Upgrade | Poll | int) -> None:
+    """The two WebSocket endpoints are upgraded, long-polling requests go to their session
+    (only a GET opens one); everything else gets an answer."""
     decision = route(method, path)
-    if isinstance(expected, Upgrade):
+    if isinstance(expected, Upgrade | Poll):
         assert decision == expected
     else:
         assert isinstance(decision, HttpAnswer) and decision.status == expected
 
 
 def test_engineio_errors_say_which_check_failed() -> None:
-    """The version is checked first (code 5), then the transport (code 3), as JSON."""
+    """The version is checked first (code 5), then the transport (code 0), then the method
+    (code 2), as JSON, with the reference server's codes."""
     version = route("GET", "/socket.io/?EIO=3&transport=polling")
-    transport = route("GET", "/socket.io/?EIO=4&transport=polling")
+    transport = route("GET", "/socket.io/?EIO=4&transport=smoke")
+    method = route("POST", "/socket.io/?EIO=4&transport=polling")
     assert isinstance(version, HttpAnswer) and version.body == (
         b'{"code": 5, "message": "Unsupported protocol version"}'
     )
-    assert isinstance(transport, HttpAnswer) and b'"code": 3' in transport.body
+    assert isinstance(transport, HttpAnswer) and b'"code": 0' in transport.body
+    assert isinstance(method, HttpAnswer) and b'"code": 2' in method.body
     assert dict(transport.header_list())["Content-Type"] == "application/json"
 
 
@@ -76,7 +91,7 @@ POLL = "/socket.io/?EIO=4&transport=polling"
 def test_cors_grants_only_allowed_origins_on_socketio() -> None:
     """On /socket.io/, an allowed Origin is granted with credentials and every answer
     varies by Origin; another origin, no origin, or another path gets no grant."""
-    refusal = route("GET", POLL)
+    refusal = route("GET", "/socket.io/?EIO=3&transport=polling")
     assert isinstance(refusal, HttpAnswer)
     granted = dict(with_cors(refusal, target=POLL, method="GET", origin=ALLOWED[0],
                              allowed=ALLOWED).header_list())  # fmt: skip

@@ -130,11 +130,18 @@ GATEWAY = Identity(
         history_endpoint("append_batch"),
         history_endpoint("fetch"),
         _self_probe(GATEWAY_SERVICE),
+        # A long-polling request for a session another gateway holds is relayed to it.
+        any_gateway("poll"),
     ),
     # One subscription per room takes both its subjects (chat.room.<room>.*); the gateway
     # accepts only new_message on .events and only presence on .presence.
     subscribes=(room_subjects("*"), any_gateway("control")),
-    serves=(any_gateway("status"), any_gateway("drain"), *_discovery(GATEWAY_SERVICE)),
+    serves=(
+        any_gateway("status"),
+        any_gateway("drain"),
+        any_gateway("poll"),
+        *_discovery(GATEWAY_SERVICE),
+    ),
 )
 SESSION = Identity(
     name="session",

@@ -23,6 +23,7 @@ from typing import Protocol
 
 from chat_gateway.auth import Identity
 from chat_gateway.closecodes import CLOSE_SLOW_CONSUMER
+from chat_gateway.edge.polling import PollingConn
 from chat_gateway.edge.websocket import Limit, WebSocket
 from chat_gateway.metrics import FLOOD_CUTS, SLOW_CONSUMER_CUTS
 from chat_gateway.offsets import new_session_id, new_token, offset_arg
@@ -55,7 +56,7 @@ class Client:
 
     def __init__(
         self,
-        conn: WebSocket,
+        conn: WebSocket | PollingConn,
         *,
         protocol: str,
         remote: str,

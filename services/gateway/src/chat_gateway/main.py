@@ -22,6 +22,7 @@ from chat_gateway.auth import JwtVerifier, build_verifier
 from chat_gateway.backend import NatsBackend
 from chat_gateway.events import EventHandlers
 from chat_gateway.metrics import ROOMS
+from chat_gateway.pollrelay import PollRelay
 from chat_gateway.rooms import RoomHub
 from chat_gateway.server import GatewayServer
 from chat_gateway.sessions import SessionKeeper
@@ -66,11 +67,16 @@ async def main(settings: GatewaySettings | None = None) -> int:
             backend.append_batch, max_in_flight=settings.append_batches_in_flight
         )
         handlers = EventHandlers(settings, backend, hub, verifier=verifier, appender=appender)
-        server = GatewayServer(settings, handlers, WebPage.load())
+        # A relayed GET is held at most until the next ping; the margin covers a slow bus.
+        relay = PollRelay(
+            rt.nc, timeout_s=(settings.ping_interval_ms + settings.ping_timeout_ms) / 1000 + 5
+        )
+        server = GatewayServer(settings, handlers, WebPage.load(), relay=relay)
         keeper = SessionKeeper(
             backend, gateway_id=settings.instance_id, interval_s=settings.session_heartbeat_s
         )
         await rt.nc.subscribe(gateway_control(settings.instance_id), cb=server.on_control)
+        await relay.serve(server.answer_relayed)
 
         async def drain(body: bytes) -> bytes:
             """Readiness false, stop listening, close clients (1012) in batches; stay up."""
@@ -94,6 +100,7 @@ async def main(settings: GatewaySettings | None = None) -> int:
         rt.lifecycle.on_shutdown(Phase.STOP_INTAKE, "client listener", server.stop_accepting)
         rt.lifecycle.on_shutdown(Phase.CLOSE_CLIENTS, "client connections", server.close_clients)
         rt.lifecycle.on_shutdown(Phase.CLOSE_CLIENTS, "appends in flight", appender.drain)
+        rt.lifecycle.on_shutdown(Phase.CLOSE_CLIENTS, "relayed polls", relay.close)
         rt.lifecycle.supervisor.spawn("engineio-heartbeat", server.heartbeat)
         rt.lifecycle.supervisor.spawn("connection-watch", server.watch)
         rt.lifecycle.supervisor.spawn(

@@ -16,6 +16,7 @@ __all__ = [
     "FLOOD_CUTS",
     "RATE_LIMITED",
     "READ_PAUSES",
+    "RELAYED_POLLS",
     "RESUMES",
     "ROOMS",
     "SESSIONS",
@@ -58,4 +59,9 @@ READ_PAUSES = Counter(
 CLOSE_ABORTS = Counter(
     "chat_gateway_close_aborts_total",
     "Connections aborted because the peer did not finish closing in time (vanished peers)",
+)
+RELAYED_POLLS = Counter(
+    "chat_gateway_relayed_polls_total",
+    "Long-polling requests relayed to the gateway holding their session, by outcome",
+    ["outcome"],
 )

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
+from collections.abc import Callable
 
 import msgspec
 from nats.aio.msg import Msg
@@ -33,11 +35,22 @@ from chat_gateway.closecodes import (
     CLOSE_TOKEN_EXPIRED,
 )
 from chat_gateway.drain import batch_sizes
-from chat_gateway.edge.answers import HttpAnswer, Upgrade, route, too_many_connections, with_cors
+from chat_gateway.edge.answers import (
+    HttpAnswer,
+    Poll,
+    Upgrade,
+    engineio_error,
+    route,
+    too_many_connections,
+    unavailable,
+    with_cors,
+)
 from chat_gateway.edge.connection import EdgeLimits, EdgeProtocol, HttpRequest
+from chat_gateway.edge.polling import PollingConn
 from chat_gateway.edge.websocket import WebSocket
 from chat_gateway.events import EventHandlers
 from chat_gateway.metrics import CONNECTIONS, SESSIONS
+from chat_gateway.pollrelay import PollRelay
 from chat_gateway.settings import GatewaySettings
 from chat_gateway.transport import serve_native, serve_socketio
 from chat_gateway.webpage import WebPage
@@ -69,16 +82,33 @@ def edge_limits(settings: GatewaySettings) -> EdgeLimits:
     )
 
 
+def _session_request(
+    held: PollingConn, method: str, body: bytes, decorate: Callable[[HttpAnswer], HttpAnswer]
+) -> HttpAnswer | asyncio.Future[HttpAnswer]:
+    return decorate(held.post(body)) if method == "POST" else held.poll(decorate)
+
+
 class GatewayServer:
     """Accepts client connections and keeps track of them until shutdown."""
 
-    def __init__(self, settings: GatewaySettings, handlers: EventHandlers, page: WebPage) -> None:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        handlers: EventHandlers,
+        page: WebPage,
+        *,
+        relay: PollRelay | None = None,
+    ) -> None:
         self._s = settings
         self._handlers = handlers
         self._page = page
         self._limits = edge_limits(settings)
         self._clients: set[Client] = set()
         self._per_ip: dict[str, int] = {}
+        self._polls: dict[str, PollingConn] = {}
+        self._relay = relay
+        self._accepting = True
+        """Long-polling sessions by Engine.IO sid."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
         self._draining = False
@@ -103,12 +133,59 @@ class GatewayServer:
 
     # -- the edge's questions ---------------------------------------------------------------
 
-    def route(self, request: HttpRequest) -> Upgrade | HttpAnswer:
+    def route(self, request: HttpRequest) -> Upgrade | HttpAnswer | asyncio.Future[HttpAnswer]:
         decision = route(request.method, request.target, self._page)
-        return decision if isinstance(decision, Upgrade) else self._cors(decision, request)
+        if isinstance(decision, Upgrade):
+            return decision
+        if isinstance(decision, Poll):
+            return self._poll(decision, request)
+        return self._cors(decision, request)
+
+    def _poll(self, poll: Poll, request: HttpRequest) -> HttpAnswer | asyncio.Future[HttpAnswer]:
+        """A long-polling request: open a session, or hand the request to its session."""
+
+        def decorate(answer: HttpAnswer) -> HttpAnswer:
+            return self._cors(answer, request)
+
+        if poll.sid is None:
+            if request.header("origin") not in self._limits.origins:
+                return decorate(HttpAnswer(403, b"origin not allowed\n"))
+            if (refusal := self.admit(request)) is not None:
+                return refusal
+            conn = PollingConn(
+                self._relay.new_sid() if self._relay else secrets.token_urlsafe(15),
+                write_cap=min(self._limits.write_cap, self._limits.preauth_write_cap),
+                close_timeout_s=self._s.close_timeout_s,
+                on_gone=self._poll_gone,
+            )
+            self._polls[conn.sid] = conn
+            self._serve(conn, "socketio", request, engine_sid=conn.sid)
+            return conn.poll(decorate)
+        held = self._polls.get(poll.sid)
+        if held is not None:
+            return _session_request(held, request.method, request.body, decorate)
+        holder = self._relay.holder(poll.sid) if self._relay else None
+        if self._relay is not None and holder is not None:
+            return self._relay.relay(holder, poll.sid, request.method, request.body, decorate)
+        return decorate(engineio_error(1, "Session ID unknown"))
+
+    def answer_relayed(
+        self, sid: str, method: str, body: bytes
+    ) -> HttpAnswer | asyncio.Future[HttpAnswer]:
+        """A polling request another gateway received for a session held here."""
+        held = self._polls.get(sid)
+        if held is None:
+            return engineio_error(1, "Session ID unknown")
+        return _session_request(held, method, body, lambda answer: answer)
+
+    def _poll_gone(self, conn: PollingConn) -> None:
+        self._polls.pop(conn.sid, None)
 
     def admit(self, request: HttpRequest) -> HttpAnswer | None:
-        """The per-address cap on open WebSockets."""
+        """No new connection once the gateway stopped accepting (a kept-alive HTTP
+        connection could otherwise open one), and the per-address cap."""
+        if not self._accepting:
+            return self._cors(unavailable(), request)
         if self._per_ip.get(request.remote, 0) >= self._s.max_connections_per_ip:
             return self._cors(too_many_connections(), request)
         return None
@@ -124,19 +201,30 @@ class GatewayServer:
         )
 
     def opened(self, ws: WebSocket, upgrade: Upgrade, request: HttpRequest) -> None:
-        """Count the WebSocket against its address and run its loop as its own task."""
+        self._serve(ws, upgrade.protocol, request)
+
+    def _serve(
+        self,
+        conn: WebSocket | PollingConn,
+        protocol: str,
+        request: HttpRequest,
+        *,
+        engine_sid: str | None = None,
+    ) -> None:
+        """Count the connection against its address and run its loop as its own task."""
         remote = request.remote
         self._per_ip[remote] = self._per_ip.get(remote, 0) + 1
-        if upgrade.protocol == "native":
+        if isinstance(conn, WebSocket) and protocol == "native":
             serving = serve_native(
-                ws, self._s, self._handlers, self._register, self._unregister,
+                conn, self._s, self._handlers, self._register, self._unregister,
                 remote=remote, authorization=request.header("authorization") or "",
             )  # fmt: skip
         else:
             serving = serve_socketio(
-                ws, self._s, self._handlers, self._register, self._unregister, remote=remote
-            )
-        task = asyncio.create_task(serving, name=f"{upgrade.protocol}-connection")
+                conn, self._s, self._handlers, self._register, self._unregister,
+                remote=remote, engine_sid=engine_sid,
+            )  # fmt: skip
+        task = asyncio.create_task(serving, name=f"{protocol}-connection")
         self._tasks.add(task)
         task.add_done_callback(lambda t: self._closed(t, remote))
 
@@ -222,6 +310,7 @@ class GatewayServer:
 
     async def stop_accepting(self) -> None:
         """Stop listening; open connections stay until :meth:`close_clients`."""
+        self._accepting = False
         if self._server is not None:
             self._server.close()
 

@@ -17,6 +17,7 @@ from chat_common.errors import ChatError, ErrorCode
 from chat_common.schemas import encode
 from chat_gateway.client import Client, Encoder
 from chat_gateway.closecodes import CLOSE_GOODBYE, CLOSE_UNAUTHENTICATED
+from chat_gateway.edge.polling import PollingConn
 from chat_gateway.edge.websocket import WebSocket
 from chat_gateway.events import EventHandlers
 from chat_gateway.metrics import RESUMES
@@ -150,15 +151,17 @@ async def _connect_namespace(
 
 
 async def serve_socketio(
-    conn: WebSocket,
+    conn: WebSocket | PollingConn,
     settings: GatewaySettings,
     handlers: EventHandlers,
     register: Register,
     unregister: Register,
     *,
     remote: str,
+    engine_sid: str | None = None,
 ) -> None:
-    """One Socket.IO v5 / Engine.IO v4 connection over WebSocket."""
+    """One Socket.IO v5 / Engine.IO v4 connection, over WebSocket or long-polling;
+    ``engine_sid`` is the Engine.IO session id (the client's id when not given)."""
     codec = SocketIOCodec(
         ping_interval_ms=settings.ping_interval_ms,
         ping_timeout_ms=settings.ping_timeout_ms,
@@ -184,7 +187,7 @@ async def serve_socketio(
         depth=settings.pipeline_depth,
         grace_s=settings.send_deadline_s,
     ) as scope:
-        conn.send_text(codec.open_packet(client.id).encode())
+        conn.send_text(codec.open_packet(engine_sid or client.id).encode())
         while (frame := await conn.recv()) is not None:
             for item in codec.receive(frame):
                 if isinstance(item, ClientEvent | BadEvent):

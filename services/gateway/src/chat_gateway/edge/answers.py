@@ -7,8 +7,10 @@ gets is decided here, without I/O:
 
 * ``/ws``: ``GET`` is upgraded to the native JSON protocol; other methods ``405``.
 * ``/socket.io/``: ``OPTIONS`` is a CORS preflight (``204``); otherwise ``EIO`` must be
-  ``4`` (else Engine.IO error 5), ``transport`` must be ``websocket`` (else Engine.IO error
-  3); then ``GET`` is upgraded to Socket.IO. Answers on this path carry the CORS headers
+  ``4`` (else Engine.IO error 5) and ``transport`` ``polling`` or ``websocket`` (else
+  Engine.IO error 0); a ``polling`` ``GET`` or ``POST`` is a :class:`Poll` (with the ``sid``
+  when there is one; only ``GET`` may open a session, else error 2), and a ``websocket``
+  ``GET`` is upgraded to Socket.IO (another method: error 2). Answers on this path carry the CORS headers
   when the request's ``Origin`` is an allowed one (:func:`with_cors`), so that a browser
   page on that origin can read a refusal, as it can with the reference server.
 * ``/`` and ``/static/<file>``: the web page for ``GET`` and ``HEAD``; other methods ``405``.
@@ -29,12 +31,14 @@ __all__ = [
     "SOCKETIO_PATH",
     "HttpAnswer",
     "PageLookup",
+    "Poll",
     "Upgrade",
     "engineio_error",
     "method_not_allowed",
     "not_found",
     "route",
     "too_many_connections",
+    "unavailable",
     "with_cors",
 ]
 
@@ -51,6 +55,7 @@ _REASONS = {
     413: "Content Too Large",
     429: "Too Many Requests",
     431: "Request Header Fields Too Large",
+    503: "Service Unavailable",
 }
 
 
@@ -88,6 +93,13 @@ class Upgrade:
     protocol: Literal["native", "socketio"]
 
 
+@dataclass(frozen=True, slots=True)
+class Poll:
+    """An Engine.IO long-polling request: a handshake (no ``sid``), a GET or a POST."""
+
+    sid: str | None
+
+
 class PageLookup(Protocol):
     """What :func:`route` needs of the web page: a path to an answer, or ``None``."""
 
@@ -110,6 +122,11 @@ def engineio_error(code: int, message: str) -> HttpAnswer:
 
 def too_many_connections() -> HttpAnswer:
     return HttpAnswer(429, b"too many connections from this address\n", close=True)
+
+
+def unavailable() -> HttpAnswer:
+    """This gateway is shutting down or draining: connect again (to another one)."""
+    return HttpAnswer(503, b"shutting down\n", close=True)
 
 
 _CORS_MAX_AGE_S = 600
@@ -152,7 +169,7 @@ def preflight() -> HttpAnswer:
     return HttpAnswer(204)
 
 
-def route(method: str, target: str, page: PageLookup | None = None) -> Upgrade | HttpAnswer:
+def route(method: str, target: str, page: PageLookup | None = None) -> Upgrade | Poll | HttpAnswer:
     """Decide what a request gets: a WebSocket upgrade, or an answer."""
     parts = urlsplit(target)
     if parts.path == NATIVE_PATH:
@@ -168,6 +185,14 @@ def route(method: str, target: str, page: PageLookup | None = None) -> Upgrade |
     query = parse_qs(parts.query)
     if query.get("EIO") != ["4"]:
         return engineio_error(5, "Unsupported protocol version")
-    if query.get("transport") != ["websocket"] or method != "GET":
-        return engineio_error(3, "Bad request: only the websocket transport is served")
+    transport = query.get("transport")
+    if transport == ["polling"]:
+        sid = query.get("sid")
+        if (sid is None and method != "GET") or method not in ("GET", "POST"):
+            return engineio_error(2, "Bad handshake method")
+        return Poll(sid[0] if sid else None)
+    if transport != ["websocket"]:
+        return engineio_error(0, "Transport unknown")
+    if method != "GET":
+        return engineio_error(2, "Bad handshake method")
     return Upgrade("socketio")

@@ -4,7 +4,7 @@ Requests are parsed by h11 and routed by the application (:class:`EdgeApp`); ans
 well-formed HTTP/1.1 with a ``Content-Length``, kept alive unless they say
 ``Connection: close``; a client that sends requests without reading the answers is not
 read until it does. Any method and any body get an answer: bodies up to the payload limit
-are read and discarded, larger ones get ``413``; a malformed request gets ``400`` (or
+are read and handed to the application with the request, larger ones get ``413``; a malformed request gets ``400`` (or
 ``431`` for oversized headers), and a request that does not arrive within
 ``http_timeout_s`` gets ``408`` (an idle keep-alive connection is just closed). When the
 gateway closes after an answer it half-closes first and reads until the client is done
@@ -13,13 +13,18 @@ gateway closes after an answer it half-closes first and reads until the client i
 An upgrade request the application accepts is checked by websockets' own handshake code
 (``ServerProtocol.accept``: version, key, origin allowlist); a ``101`` hands the connection
 to a :class:`~chat_gateway.edge.websocket.WebSocket`, anything else is answered and closed.
+
+The application may also answer later (a long-polling ``GET``): it returns a future, and
+the connection reads nothing more (its next request waits in the kernel) until the future
+has its answer. When the client goes away first, the future is cancelled, so that the
+application knows the answer was never delivered.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, cast
 
 import h11
@@ -74,6 +79,7 @@ class HttpRequest:
     target: str
     headers: list[tuple[str, str]]
     remote: str
+    body: bytes = field(default=b"", repr=False)
 
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` (lower case), or ``None``."""
@@ -83,8 +89,8 @@ class HttpRequest:
 class EdgeApp(Protocol):
     """What the client port asks of the application."""
 
-    def route(self, request: HttpRequest) -> Upgrade | HttpAnswer:
-        """An upgrade to accept, or the answer to write."""
+    def route(self, request: HttpRequest) -> Upgrade | HttpAnswer | asyncio.Future[HttpAnswer]:
+        """An upgrade to accept, the answer to write, or a future of the answer."""
         ...
 
     def admit(self, request: HttpRequest) -> HttpAnswer | None:
@@ -114,7 +120,10 @@ class EdgeProtocol(asyncio.Protocol):
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_head_bytes)
         self._ws: WebSocket | None = None
         self._request: h11.Request | None = None
-        self._body = 0
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self._waiting: asyncio.Future[HttpAnswer] | None = None
+        """An answer the application will give later; nothing else is read meanwhile."""
         self._received = False
         """Bytes arrived since the last answer (a timeout then gets 408, not silence)."""
         self._lingering = False
@@ -151,8 +160,11 @@ class EdgeProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._transport = None
         if self._ws is not None:
             self._ws.lost()
+        if self._waiting is not None:
+            self._waiting.cancel()  # the answer cannot be delivered any more
 
     def pause_writing(self) -> None:
         if self._ws is not None:
@@ -166,13 +178,14 @@ class EdgeProtocol(asyncio.Protocol):
             self._ws.resume_writing()
         elif self._held and self._transport is not None:
             self._held = False
-            self._transport.resume_reading()
-            self._serve_http()
+            if self._waiting is None:
+                self._transport.resume_reading()
+                self._serve_http()
 
     # -- HTTP -------------------------------------------------------------------------------
 
     def _serve_http(self) -> None:
-        while self._ws is None and not self._lingering and not self._held:
+        while self._ws is None and not self._lingering and not self._held and not self._waiting:
             try:
                 event = self._h11.next_event()
             except h11.RemoteProtocolError as exc:
@@ -182,10 +195,11 @@ class EdgeProtocol(asyncio.Protocol):
             if event is h11.NEED_DATA or event is h11.PAUSED:
                 return
             if isinstance(event, h11.Request):
-                self._request, self._body = event, 0
+                self._request, self._body, self._body_size = event, [], 0
             elif isinstance(event, h11.Data):
-                self._body += len(event.data)
-                if self._body > self._limits.max_payload:
+                self._body.append(event.data)
+                self._body_size += len(event.data)
+                if self._body_size > self._limits.max_payload:
                     self._answer(HttpAnswer(413, b"request body too large\n", close=True))
                     return
             elif isinstance(event, h11.EndOfMessage):
@@ -202,12 +216,34 @@ class EdgeProtocol(asyncio.Protocol):
             target=raw.target.decode("latin-1"),
             headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw.headers],
             remote=self._remote,
+            body=b"".join(self._body),
         )
+        self._body = []
         decision = self._app.route(request)
         if isinstance(decision, Upgrade):
             self._upgrade(decision, request)
-        else:
+        elif isinstance(decision, HttpAnswer):
             self._answer(decision)
+        else:
+            self._answer_later(decision)
+
+    def _answer_later(self, answer: asyncio.Future[HttpAnswer]) -> None:
+        """Read nothing more until the application has its answer, then write it."""
+        self._waiting = answer
+        self._disarm()
+        if self._transport is not None:
+            self._transport.pause_reading()
+        answer.add_done_callback(self._answered)
+
+    def _answered(self, answer: asyncio.Future[HttpAnswer]) -> None:
+        self._waiting = None
+        if self._transport is None or answer.cancelled():
+            return
+        exc = answer.exception()
+        self._answer(HttpAnswer(500, b"internal error\n", close=True) if exc else answer.result())
+        if self._transport is not None and not self._lingering and not self._held:
+            self._transport.resume_reading()
+            self._serve_http()
 
     def _upgrade(self, upgrade: Upgrade, request: HttpRequest) -> None:
         refusal = self._app.admit(request)

@@ -1,6 +1,9 @@
-"""Engine.IO v4, server side, WebSocket transport only (no polling, no upgrade), without I/O.
+"""Engine.IO v4, server side, without I/O: the packets, and the long-polling payloads.
 
-Over WebSocket each text frame is one packet: a type digit then its data.
+Over WebSocket each text frame is one packet: a type digit then its data. Over HTTP
+long-polling, a request or response body holds one or more packets separated by the record
+separator ``\x1e`` (:func:`decode_payload`, :func:`encode_payload`); the handshake offers no
+upgrade, so a session stays on the transport it opened with.
 
 ====  =======  ==========================================================
 Type  Name     What this server does with it
@@ -33,8 +36,10 @@ __all__ = [
     "PING",
     "PONG",
     "EngineMessage",
+    "decode_payload",
     "decode_text",
     "encode_open",
+    "encode_payload",
 ]
 
 CLOSE = b"1"
@@ -45,6 +50,8 @@ PONG = b"3"
 """An Engine.IO pong packet: the answer to a client's ping."""
 NOOP = b"6"
 """An Engine.IO noop packet."""
+SEPARATOR = b"\x1e"
+"""Between two packets of a long-polling payload."""
 
 _CONTROL: dict[str, Close | Ping | Pong | Noop] = {
     "1": Close(),
@@ -88,3 +95,20 @@ def decode_text(frame: str) -> EngineMessage | Close | Ping | Pong | Noop:
     if kind == "5":
         raise ProtocolError("Engine.IO upgrade is not supported")
     raise ProtocolError("unknown Engine.IO packet type")
+
+
+def decode_payload(body: bytes) -> list[str]:
+    """The packets of a long-polling request body; ``ProtocolError`` (1007) when it is
+    not UTF-8, or (1002) when it is empty. Each packet is then decoded as a text frame."""
+    try:
+        text = body.decode()
+    except UnicodeDecodeError:
+        raise ProtocolError("payload is not valid UTF-8", close_code=1007) from None
+    if not text:
+        raise ProtocolError("empty Engine.IO payload")
+    return text.split("\x1e")
+
+
+def encode_payload(packets: list[bytes]) -> bytes:
+    """A long-polling response body carrying ``packets`` in order."""
+    return SEPARATOR.join(packets)

@@ -1,0 +1,260 @@
+"""One Engine.IO session on the HTTP long-polling transport, shaped as a WebSocket.
+
+The connection's task (``serve_socketio``) reads and writes a :class:`PollingConn` exactly
+as it does a :class:`~chat_gateway.edge.websocket.WebSocket`: :meth:`recv` returns the
+packets the client POSTed, one at a time; :meth:`send_text` and :meth:`write` (frames built
+for WebSocket, their payloads taken back out) queue packets for the client, which a ``GET``
+collects. So every rule of the Socket.IO layer (events, acks, recovery, heartbeat, rate
+limits, the slow-consumer cut) holds on both transports alike.
+
+* **A GET is answered when there is something to send**: at once when packets wait, else
+  as soon as one is queued (writes of one loop turn leave in one answer). The heartbeat's
+  ping every ``pingInterval`` bounds how long a poll is held. A second GET while one is held
+  is a protocol error (the session is closed, as the reference server does). A poll whose
+  client went away is cancelled by the edge; its packets stay queued for the next one.
+* **A POST** carries packets separated by ``\\x1e``; it is answered ``ok`` at once. More than
+  ``_INBOX_MAX`` packets waiting for the connection's task is a flood: the session is cut.
+* **Bounded like a WebSocket**: packets queued beyond ``write_cap`` bytes cut the session
+  (a client that stopped polling); a close queues the Engine.IO close packet and the session
+  is gone once a poll has taken it or ``close_timeout_s`` has passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+
+from chat_gateway.closecodes import CLOSE_FLOOD, CLOSE_SLOW_CONSUMER
+from chat_gateway.edge.answers import HttpAnswer
+from chat_gateway.edge.websocket import Limit
+from chat_gateway.protocol import engineio
+from chat_gateway.protocol.messages import ProtocolError
+from chat_gateway.protocol.wsframe import text_payloads
+
+__all__ = ["PollingConn"]
+
+_INBOX_MAX = 256
+"""Packets waiting for the connection's task above which the session is cut (a flood)."""
+_OK = HttpAnswer(200, b"ok", content_type="text/html")
+_PAYLOAD_TYPE = "text/plain; charset=UTF-8"
+
+Decorate = Callable[[HttpAnswer], HttpAnswer]
+
+
+class PollingConn:
+    """One long-polling session; see the module docstring."""
+
+    def __init__(
+        self,
+        sid: str,
+        *,
+        write_cap: int,
+        close_timeout_s: float,
+        on_gone: Callable[[PollingConn], None],
+    ) -> None:
+        self.sid = sid
+        self._loop = asyncio.get_running_loop()
+        self._write_cap = write_cap
+        self._close_timeout_s = close_timeout_s
+        self._on_gone: Callable[[PollingConn], None] | None = on_gone
+        self._inbox: deque[str] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._outbox: list[bytes] = []
+        self._out_bytes = 0
+        self._poll: asyncio.Future[HttpAnswer] | None = None
+        self._decorate: Decorate | None = None
+        self._flush_pending = False
+        self._open = True
+        self._closed_by_us = False
+        self._lost: asyncio.Future[None] = self._loop.create_future()
+        self._timer: asyncio.TimerHandle | None = None
+        self._on_limit: Callable[[Limit], None] | None = None
+        self.last_pong = self._loop.time()
+        """When the client last answered a ping (set by the connection's task)."""
+
+    # -- state (as WebSocket) ---------------------------------------------------------------
+
+    @property
+    def open(self) -> bool:
+        return self._open
+
+    @property
+    def closing(self) -> bool:
+        return not self._open
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of packets queued for the client and not collected yet."""
+        return self._out_bytes
+
+    @property
+    def close_code_received(self) -> int | None:
+        return None  # the client says goodbye with an Engine.IO close packet instead
+
+    @property
+    def write_cap(self) -> int:
+        return self._write_cap
+
+    @write_cap.setter
+    def write_cap(self, value: int) -> None:
+        self._write_cap = value
+
+    @property
+    def closed_by_us(self) -> bool:
+        return self._closed_by_us
+
+    def on_limit(self, callback: Callable[[Limit], None]) -> None:
+        self._on_limit = callback
+
+    # -- HTTP ---------------------------------------------------------------------------------
+
+    def post(self, body: bytes) -> HttpAnswer:
+        """The packets of a POST; ``ok``, or a 400 that ends the session."""
+        if not self._open:
+            return engineio_bad_request()
+        try:
+            packets = engineio.decode_payload(body)
+        except ProtocolError as exc:
+            self.close(exc.close_code, exc.reason)
+            return engineio_bad_request()
+        if len(self._inbox) + len(packets) > _INBOX_MAX:
+            self.cut("flood", CLOSE_FLOOD, "too many packets waiting")
+            return engineio_bad_request()
+        self._inbox.extend(packets)
+        self._wake()
+        return _OK
+
+    def poll(self, decorate: Decorate) -> HttpAnswer | asyncio.Future[HttpAnswer]:
+        """A GET: the packets waiting, or a future of the next ones."""
+        if self._poll is not None:
+            self.close(CLOSE_FLOOD, "overlapping polls")
+            return engineio_bad_request()
+        if self._outbox:
+            return decorate(self._take())
+        if not self._open:
+            return engineio_bad_request()
+        poll: asyncio.Future[HttpAnswer] = self._loop.create_future()
+        self._poll, self._decorate = poll, decorate
+        poll.add_done_callback(self._poll_done)
+        return poll
+
+    def _poll_done(self, poll: asyncio.Future[HttpAnswer]) -> None:
+        if self._poll is poll:  # cancelled: the client went away, nothing was taken
+            self._poll = self._decorate = None
+
+    def _take(self) -> HttpAnswer:
+        body = engineio.encode_payload(self._outbox)
+        self._outbox, self._out_bytes = [], 0
+        if not self._open:
+            self._loop.call_soon(self._gone)  # the close packet is on its way
+        return HttpAnswer(200, body, content_type=_PAYLOAD_TYPE)
+
+    def _flush(self) -> None:
+        self._flush_pending = False
+        poll, decorate = self._poll, self._decorate
+        if poll is None or decorate is None or not self._outbox:
+            return
+        self._poll = self._decorate = None
+        poll.set_result(decorate(self._take()))
+
+    # -- inbound (as WebSocket) -----------------------------------------------------------
+
+    async def recv(self) -> str | None:
+        """The next packet the client sent; ``None`` once the session is closing."""
+        while True:
+            if self._inbox:
+                return self._inbox.popleft()
+            if not self._open:
+                return None
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- outbound (as WebSocket) ----------------------------------------------------------
+
+    def write(self, data: bytes) -> bool:
+        """Queue the packets of pre-built text frames; ``False`` once closing."""
+        if not self._open:
+            return False
+        self._queue(text_payloads(data))
+        return True
+
+    def send_text(self, payload: bytes) -> bool:
+        if not self._open:
+            return False
+        self._queue([payload])
+        return True
+
+    def _queue(self, packets: list[bytes]) -> None:
+        self._outbox += packets
+        self._out_bytes += sum(len(p) for p in packets)
+        if self._out_bytes > self._write_cap and self._open:
+            self.cut("overflow", CLOSE_SLOW_CONSUMER, "slow consumer")
+            return
+        if not self._flush_pending:
+            self._flush_pending = True
+            self._loop.call_soon(self._flush)
+
+    def ping(self) -> None:
+        """WebSocket pings do not exist here; Engine.IO pings are packets."""
+
+    async def drain(self) -> None:
+        """Nothing to wait for: packets wait in the session until a poll takes them."""
+
+    # -- closing --------------------------------------------------------------------------
+
+    def close(self, code: int, reason: str = "", *, timeout_s: float | None = None) -> bool:
+        """Queue the Engine.IO close packet and stop taking packets; the session is gone
+        once a poll took it, or after the close timeout. ``False`` when already closing."""
+        if not self._open:
+            return False
+        self._open = False
+        self._closed_by_us = True
+        self._inbox.clear()
+        self._outbox.append(engineio.CLOSE)
+        self._loop.call_soon(self._flush)
+        delay = self._close_timeout_s if timeout_s is None else timeout_s
+        self._timer = self._loop.call_later(delay, self._gone)
+        self._wake()
+        return True
+
+    def cut(self, limit: Limit, code: int, reason: str, *, grace_s: float | None = None) -> None:
+        if self.close(code, reason, timeout_s=grace_s) and self._on_limit is not None:
+            self._on_limit(limit)
+
+    def abort(self) -> None:
+        self._gone()
+
+    def _gone(self) -> None:
+        if self._lost.done():
+            return
+        self._open = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        poll, self._poll, self._decorate = self._poll, None, None
+        if poll is not None and not poll.done():
+            poll.set_result(engineio_bad_request())
+        self._inbox.clear()
+        self._outbox, self._out_bytes = [], 0
+        self._lost.set_result(None)
+        self._wake()
+        on_gone, self._on_gone, self._on_limit = self._on_gone, None, None
+        if on_gone is not None:
+            on_gone(self)
+
+    async def wait_closed(self) -> None:
+        await asyncio.shield(self._lost)
+
+
+def engineio_bad_request() -> HttpAnswer:
+    """The reference server's answer to a request it will not serve for a session."""
+    return HttpAnswer(400, b'{"code":3,"message":"Bad request"}', content_type="application/json")

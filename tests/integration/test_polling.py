@@ -1,0 +1,333 @@
+"""Engine.IO's HTTP long-polling transport, on the wire and with clients' default settings.
+
+Raw requests check the transport as the Engine.IO protocol states it (handshake, POSTed
+packets separated by ``\\x1e``, held GETs, errors with the reference server's codes);
+python-socketio's default clients (which start with polling) then chat through it next to
+WebSocket clients. The official Node client with its defaults: ``test_js_client.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import pytest
+import socketio
+
+from chat_devstack.stack import Stack
+from tests.conftest import MakeStack
+from tests.support.clients import SioClient, unique_room
+from tests.support.http import metric
+from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.integration
+
+SEP = "\x1e"
+
+
+class Poller:
+    """One Engine.IO long-polling session driven request by request."""
+
+    def __init__(self, base: str, http: aiohttp.ClientSession) -> None:
+        self.url = base.rstrip("/") + "/socket.io/?EIO=4&transport=polling"
+        self.http = http
+        self.sid = ""
+        self.handshake: dict[str, Any] = {}
+
+    async def open(self) -> Poller:
+        async with self.http.get(self.url) as response:
+            assert response.status == 200, await response.text()
+            body = await response.text()
+        assert body.startswith("0{"), body
+        self.handshake = json.loads(body[1:])
+        self.sid = self.handshake["sid"]
+        return self
+
+    @property
+    def session_url(self) -> str:
+        return f"{self.url}&sid={self.sid}"
+
+    async def post(self, *packets: str) -> tuple[int, str]:
+        async with self.http.post(self.session_url, data=SEP.join(packets).encode()) as response:
+            return response.status, await response.text()
+
+    async def get(self) -> tuple[int, str]:
+        async with self.http.get(self.session_url) as response:
+            return response.status, await response.text()
+
+    async def packets(self) -> list[str]:
+        status, body = await self.get()
+        assert status == 200, body
+        return body.split(SEP)
+
+    async def until(self, wanted: int, prefix: str, timeout: float = 10) -> list[str]:
+        """Poll until ``wanted`` packets starting with ``prefix`` arrived; every packet."""
+        seen: list[str] = []
+        async with asyncio.timeout(timeout):
+            while sum(p.startswith(prefix) for p in seen) < wanted:
+                for packet in await self.packets():
+                    if packet == "2":
+                        assert (await self.post("3"))[0] == 200  # answer the heartbeat
+                    seen.append(packet)
+        return seen
+
+
+async def test_a_polling_session_chats_as_a_websocket_one_does(make_stack: MakeStack) -> None:
+    """Handshake (no upgrade offered), CONNECT, join, two events in one POST, their acks
+    and the room's messages in the polls, with a WebSocket client in the same room."""
+    stack = await make_stack()
+    room = unique_room("poll")
+    async with aiohttp.ClientSession() as http:
+        poller = await Poller(stack.client_url, http).open()
+        assert poller.handshake["upgrades"] == []
+        assert {"pingInterval", "pingTimeout", "maxPayload"} <= poller.handshake.keys()
+        assert await poller.post("40") == (200, "ok")
+        connected = await poller.until(1, "40")
+        assert json.loads(connected[-1][2:])["sid"]
+        join = {"email": "poll@example.com", "roomId": room}
+        assert (await poller.post("421" + json.dumps(["join", join])))[0] == 200
+        joined = [p for p in await poller.until(1, "431") if p.startswith("431")]
+        assert json.loads(joined[0][3:])[0]["ok"] is True
+
+        other = await SioClient().connect(stack.client_url)
+        try:
+            await other.call("join", {"email": "ws@example.com", "roomId": room})
+            send = ["send_message", {"roomId": room, "text": "from polling"}]
+            history = ["get_history", {"roomId": room}]
+            status, _ = await poller.post("422" + json.dumps(send), "423" + json.dumps(history))
+            assert status == 200
+            seen = await poller.until(1, "433")
+            acks = [p for p in seen if p.startswith(("432", "433"))]
+            assert [a[:3] for a in acks] == ["432", "433"], "acks come in send order"
+            assert json.loads(acks[0][3:])[0]["message"]["seq"] == 1
+            (message,) = await other.wait_messages(room, 1)
+            assert message["text"] == "from polling"
+            await other.call("send_message", {"roomId": room, "text": "to polling"})
+            new = '42["new_message"'
+            before = sum(p.startswith(new) for p in seen)  # the echo may have come with the acks
+            seen += await poller.until(2 - before, new)
+            events = [p for p in seen if p.startswith(new)]
+            assert [json.loads(e[2:])[1]["text"] for e in events] == ["from polling", "to polling"]
+        finally:
+            await other.close()
+        assert await poller.post("1") == (200, "ok")  # Engine.IO close: the session ends
+
+
+async def test_requests_for_no_session_get_the_reference_errors(make_stack: MakeStack) -> None:
+    """An unknown sid gets code 1; opening a session with a POST, or a PUT, code 2; a body
+    above the payload limit 413."""
+    stack = await make_stack()
+    base = stack.client_url.rstrip("/") + "/socket.io/?EIO=4&transport=polling"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(base + "&sid=nobody") as response:
+            assert (response.status, json.loads(await response.text())["code"]) == (400, 1)
+        async with http.post(base, data=b"40") as response:
+            assert (response.status, json.loads(await response.text())["code"]) == (400, 2)
+        poller = await Poller(stack.client_url, http).open()
+        async with http.put(poller.session_url, data=b"40") as response:
+            assert (response.status, json.loads(await response.text())["code"]) == (400, 2)
+        async with http.post(poller.session_url, data=b"4" + b"x" * 70_000) as response:
+            assert response.status == 413
+
+
+async def test_two_polls_at_once_end_the_session(make_stack: MakeStack) -> None:
+    """A second GET while one is held is refused and closes the session: the held one
+    gets the close packet, and the sid is unknown afterwards."""
+    stack = await make_stack()
+    async with aiohttp.ClientSession() as http:
+        poller = await Poller(stack.client_url, http).open()
+        await poller.post("40")
+        await poller.until(1, "40")
+        # Nothing is queued, so whichever GET arrives first is held until the other one
+        # arrives: that one is refused, and the held one gets the close packet.
+        answers = await asyncio.wait_for(asyncio.gather(poller.get(), poller.get()), 10)
+        assert sorted(status for status, _ in answers) == [200, 400]
+        assert (200, "1") in answers
+        status, body = await poller.get()
+        assert (status, json.loads(body)["code"]) == (400, 1)
+
+
+async def test_a_client_that_stops_polling_is_closed_by_the_heartbeat(
+    make_stack: MakeStack,
+) -> None:
+    """No GET, so no pong: after pingInterval + pingTimeout the session is closed, and
+    once the close timeout has passed its sid is unknown."""
+    env = {"GATEWAY_PING_INTERVAL_MS": "300", "GATEWAY_PING_TIMEOUT_MS": "300",
+           "GATEWAY_CLOSE_TIMEOUT_S": "0.5"}  # fmt: skip
+    stack = await make_stack(env=env)
+    async with aiohttp.ClientSession() as http:
+        poller = await Poller(stack.client_url, http).open()
+        await poller.post("40")
+
+        async def forgotten() -> bool:
+            status, body = await poller.get()
+            return status == 400 and json.loads(body)["code"] == 1
+
+        await eventually(forgotten, timeout=15, every=0.5)
+
+
+async def test_a_poll_whose_client_left_loses_nothing(make_stack: MakeStack) -> None:
+    """A held GET whose TCP connection is dropped takes nothing with it: the message that
+    arrives next is in the following poll."""
+    stack = await make_stack()
+    room = unique_room("poll")
+    parts = urlsplit(stack.client_url)
+    async with aiohttp.ClientSession() as http:
+        poller = await Poller(stack.client_url, http).open()
+        await poller.post("40")
+        await poller.until(1, "40")
+        await poller.post("421" + json.dumps(["join", {"email": "p@example.com", "roomId": room}]))
+        await poller.until(1, "431")
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        target = urlsplit(poller.session_url)
+        writer.write(f"GET {target.path}?{target.query} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        await writer.drain()
+        writer.transport.abort()  # the held poll's client is gone
+        del reader
+        other = await SioClient().connect(stack.client_url)
+        try:
+            await other.call("join", {"email": "o@example.com", "roomId": room})
+            await other.call("send_message", {"roomId": room, "text": "kept"})
+        finally:
+            await other.close()
+        seen = await poller.until(1, '42["new_message"')
+        texts = [json.loads(p[2:])[1]["text"] for p in seen if p.startswith('42["new_message"')]
+        assert texts == ["kept"]
+
+
+async def test_polling_sessions_count_against_the_address_cap(make_stack: MakeStack) -> None:
+    """GATEWAY_MAX_CONNECTIONS_PER_IP covers polling sessions: the third one gets 429."""
+    stack = await make_stack(env={"GATEWAY_MAX_CONNECTIONS_PER_IP": "2"})
+    async with aiohttp.ClientSession() as http:
+        for _ in range(2):
+            await Poller(stack.client_url, http).open()
+        async with http.get(Poller(stack.client_url, http).url) as response:
+            assert response.status == 429
+
+
+@pytest.mark.parametrize("client_kind", ["asyncio", "threads"])
+async def test_python_socketio_default_clients_chat(
+    make_stack: MakeStack, client_kind: str
+) -> None:
+    """python-socketio's AsyncClient and Client, with default options, connect (over
+    polling), join and chat with a WebSocket client in the same room."""
+    stack = await make_stack()
+    room = unique_room("pydefault")
+    other = await SioClient().connect(stack.client_url)
+    try:
+        await other.call("join", {"email": "ws@example.com", "roomId": room})
+        if client_kind == "asyncio":
+            client = socketio.AsyncClient()
+            await client.connect(stack.client_url, wait_timeout=10)
+            transport = client.transport()
+            joined = await client.call("join", {"email": "d@example.com", "roomId": room})
+            sent = await client.call("send_message", {"roomId": room, "text": "defaults"})
+            await client.disconnect()
+        else:
+
+            def chat() -> tuple[str, Any, Any]:
+                sync = socketio.Client()
+                sync.connect(stack.client_url, wait_timeout=10)
+                try:
+                    return (
+                        sync.transport(),
+                        sync.call("join", {"email": "d@example.com", "roomId": room}),
+                        sync.call("send_message", {"roomId": room, "text": "defaults"}),
+                    )
+                finally:
+                    sync.disconnect()
+
+            transport, joined, sent = await asyncio.to_thread(chat)
+        assert transport == "polling"
+        assert joined["ok"] is True and sent["ok"] is True
+        (message,) = await other.wait_messages(room, 1)
+        assert message["text"] == "defaults"
+    finally:
+        await other.close()
+
+
+async def _relayed(stack: Stack) -> float:
+    total = 0.0
+    for gateway in stack.of_kind("gateway"):
+        url = f"http://127.0.0.1:{gateway.http_port}/metrics"
+        total += await metric(url, "chat_gateway_relayed_polls_total", outcome="answered")
+    return total
+
+
+async def test_a_session_is_served_by_whichever_gateway_gets_the_request(
+    make_stack: MakeStack,
+) -> None:
+    """A session opened on one gateway is used through the other: its POSTs and GETs are
+    relayed to the gateway holding it. A relayed GET whose client leaves while it is held
+    takes nothing with it and does not count as a second poll."""
+    stack = await make_stack(gateways=2)
+    first, second = stack.gateway_urls
+    room = unique_room("relay")
+    async with aiohttp.ClientSession() as http:
+        opened = await Poller(first, http).open()
+        elsewhere = Poller(second, http)
+        elsewhere.sid = opened.sid
+        assert await elsewhere.post("40") == (200, "ok")
+        await elsewhere.until(1, "40")
+        join = {"email": "relay@example.com", "roomId": room}
+        assert (await elsewhere.post("421" + json.dumps(["join", join])))[0] == 200
+        await elsewhere.until(1, "431")
+        assert await _relayed(stack) >= 4
+
+        target = urlsplit(elsewhere.session_url)
+        parts = urlsplit(second)
+        _, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        writer.write(f"GET {target.path}?{target.query} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        await writer.drain()
+        writer.transport.abort()  # the relayed poll's client is gone
+        other = await SioClient().connect(first)
+        try:
+            await other.call("join", {"email": "o@example.com", "roomId": room})
+            await other.call("send_message", {"roomId": room, "text": "kept"})
+        finally:
+            await other.close()
+        new = '42["new_message"'
+        seen = await opened.until(1, new)
+        assert [json.loads(p[2:])[1]["text"] for p in seen if p.startswith(new)] == ["kept"]
+
+
+async def test_polling_needs_no_sticky_sessions(make_stack: MakeStack) -> None:
+    """Behind a round-robin balancer over two gateways, python-socketio clients with their
+    default options (long-polling, several HTTP connections each) and a WebSocket client
+    chat in one room: every message reaches everyone once with the room's seq, and
+    requests were relayed between the gateways. (python-socketio runs each event handler
+    as its own task, so the order of arrival is checked by seq, not by handler order.)"""
+    stack = await make_stack(gateways=2, balancer=True)
+    room = unique_room("nosticky")
+    ws = await SioClient().connect(stack.client_url)
+    pollers = [socketio.AsyncClient() for _ in range(4)]
+    received: list[list[tuple[int, str]]] = [[] for _ in pollers]
+    for i, client in enumerate(pollers):
+        client.on("new_message", lambda msg, *_, i=i: received[i].append((msg["seq"], msg["text"])))
+    try:
+        await ws.call("join", {"email": "ws@example.com", "roomId": room})
+        for i, client in enumerate(pollers):
+            await client.connect(stack.client_url, wait_timeout=10)
+            assert client.transport() == "polling"
+            joined = await client.call("join", {"email": f"p{i}@example.com", "roomId": room})
+            assert joined["ok"] is True, joined
+        texts = [f"p{i}-{n}" for n in range(5) for i in range(len(pollers))]
+        for n in range(5):
+            acks = await asyncio.gather(
+                *(c.call("send_message", {"roomId": room, "text": f"p{i}-{n}"})
+                  for i, c in enumerate(pollers))
+            )  # fmt: skip
+            assert all(a["ok"] for a in acks), acks
+        messages = await ws.wait_messages(room, len(texts))
+        order = [(m["seq"], m["text"]) for m in messages]
+        assert sorted(text for _, text in order) == sorted(texts)
+        assert [seq for seq, _ in order] == list(range(1, len(texts) + 1))
+        await eventually(lambda: all(len(r) == len(texts) for r in received), timeout=15)
+        assert all(sorted(r) == order for r in received), "everyone got each message once"
+        assert await _relayed(stack) > 0
+    finally:
+        await asyncio.gather(*(c.disconnect() for c in pollers))
+        await ws.close()
