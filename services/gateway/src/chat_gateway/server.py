@@ -155,7 +155,6 @@ class GatewayServer:
             conn = PollingConn(
                 self._relay.new_sid() if self._relay else secrets.token_urlsafe(15),
                 write_cap=min(self._limits.write_cap, self._limits.preauth_write_cap),
-                close_timeout_s=self._s.close_timeout_s,
                 on_gone=self._poll_gone,
             )
             self._polls[conn.sid] = conn

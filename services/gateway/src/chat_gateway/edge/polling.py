@@ -15,8 +15,10 @@ limits, the slow-consumer cut) holds on both transports alike.
 * **A POST** carries packets separated by ``\\x1e``; it is answered ``ok`` at once. More than
   ``_INBOX_MAX`` packets waiting for the connection's task is a flood: the session is cut.
 * **Bounded like a WebSocket**: packets queued beyond ``write_cap`` bytes cut the session
-  (a client that stopped polling); a close queues the Engine.IO close packet and the session
-  is gone once a poll has taken it or ``close_timeout_s`` has passed.
+  (a client that stopped polling).
+* **A close forgets the session at once**, as the reference server does: a GET held at
+  that moment gets what was queued and the close packet (``1``), or a noop (``6``) when
+  the client itself sent the close; later requests for the sid are unknown (400).
 """
 
 from __future__ import annotations
@@ -50,13 +52,11 @@ class PollingConn:
         sid: str,
         *,
         write_cap: int,
-        close_timeout_s: float,
         on_gone: Callable[[PollingConn], None],
     ) -> None:
         self.sid = sid
         self._loop = asyncio.get_running_loop()
         self._write_cap = write_cap
-        self._close_timeout_s = close_timeout_s
         self._on_gone: Callable[[PollingConn], None] | None = on_gone
         self._inbox: deque[str] = deque()
         self._waiter: asyncio.Future[None] | None = None
@@ -67,8 +67,9 @@ class PollingConn:
         self._flush_pending = False
         self._open = True
         self._closed_by_us = False
+        self._client_closing = False
+        """The client sent the Engine.IO close packet."""
         self._lost: asyncio.Future[None] = self._loop.create_future()
-        self._timer: asyncio.TimerHandle | None = None
         self._on_limit: Callable[[Limit], None] | None = None
         self.last_pong = self._loop.time()
         """When the client last answered a ping (set by the connection's task)."""
@@ -121,6 +122,7 @@ class PollingConn:
         if len(self._inbox) + len(packets) > _INBOX_MAX:
             self.cut("flood", CLOSE_FLOOD, "too many packets waiting")
             return engineio_bad_request()
+        self._client_closing = self._client_closing or "1" in packets
         self._inbox.extend(packets)
         self._wake()
         return _OK
@@ -146,8 +148,6 @@ class PollingConn:
     def _take(self) -> HttpAnswer:
         body = engineio.encode_payload(self._outbox)
         self._outbox, self._out_bytes = [], 0
-        if not self._open:
-            self._loop.call_soon(self._gone)  # the close packet is on its way
         return HttpAnswer(200, body, content_type=_PAYLOAD_TYPE)
 
     def _flush(self) -> None:
@@ -212,18 +212,18 @@ class PollingConn:
     # -- closing --------------------------------------------------------------------------
 
     def close(self, code: int, reason: str = "", *, timeout_s: float | None = None) -> bool:
-        """Queue the Engine.IO close packet and stop taking packets; the session is gone
-        once a poll took it, or after the close timeout. ``False`` when already closing."""
+        """End the session now: a held GET gets what is queued and the close packet (a
+        noop when the client closed); ``False`` when already closed. (``code``, ``reason``
+        and ``timeout_s`` are the WebSocket's; nothing here waits for the client.)"""
         if not self._open:
             return False
         self._open = False
         self._closed_by_us = True
         self._inbox.clear()
-        self._outbox.append(engineio.CLOSE)
-        self._loop.call_soon(self._flush)
-        delay = self._close_timeout_s if timeout_s is None else timeout_s
-        self._timer = self._loop.call_later(delay, self._gone)
-        self._wake()
+        if self._poll is not None:
+            self._outbox.append(engineio.NOOP if self._client_closing else engineio.CLOSE)
+            self._flush()
+        self._gone()
         return True
 
     def cut(self, limit: Limit, code: int, reason: str, *, grace_s: float | None = None) -> None:
@@ -237,9 +237,6 @@ class PollingConn:
         if self._lost.done():
             return
         self._open = False
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         poll, self._poll, self._decorate = self._poll, None, None
         if poll is not None and not poll.done():
             poll.set_result(engineio_bad_request())
