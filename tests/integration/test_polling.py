@@ -19,7 +19,7 @@ import socketio
 
 from chat_devstack.stack import Stack
 from tests.conftest import MakeStack
-from tests.support.clients import SioClient, unique_room
+from tests.support.clients import NativeClient, SioClient, unique_room
 from tests.support.http import metric
 from tests.support.waiting import eventually
 
@@ -342,3 +342,35 @@ async def test_polling_needs_no_sticky_sessions(make_stack: MakeStack) -> None:
     finally:
         await asyncio.gather(*(c.disconnect() for c in pollers))
         await ws.close()
+
+
+async def test_a_polling_client_that_stops_collecting_is_cut_once(make_stack: MakeStack) -> None:
+    """A polling session in a busy room that stops sending GETs is cut once as a slow
+    consumer (4008) when its queued packets pass GATEWAY_SLOW_CONSUMER_BYTES, and forgotten."""
+    stack = await make_stack(env={"GATEWAY_SLOW_CONSUMER_BYTES": "65536"})
+    room = unique_room("slowpoll")
+    metrics = f"http://127.0.0.1:{stack.of_kind('gateway')[0].http_port}/metrics"
+    sender = await NativeClient().connect(stack.client_url)
+    async with aiohttp.ClientSession() as http:
+        poller = await Poller(stack.client_url, http).open()
+        await poller.post("40")
+        await poller.until(1, "40")
+        await poller.post("421" + json.dumps(["join", {"email": "s@example.com", "roomId": room}]))
+        await poller.until(1, "431")
+        try:
+            await sender.call("join", {"email": "busy@example.com", "roomId": room})
+            text = "x" * 400
+            for _ in range(4):
+                calls = [("send_message", {"roomId": room, "text": text})] * 100
+                _, acks = await sender.pipeline(calls)
+                assert all(a["ok"] for a in acks)
+        finally:
+            await sender.close()
+        await eventually(lambda: _cuts(metrics), timeout=10)
+        status, body = await poller.get()
+        assert (status, json.loads(body)["code"]) == (400, 1)
+    assert await metric(metrics, "chat_gateway_slow_consumer_cuts_total") == 1
+
+
+async def _cuts(metrics: str) -> bool:
+    return await metric(metrics, "chat_gateway_slow_consumer_cuts_total") == 1

@@ -129,6 +129,8 @@ class PollingConn:
 
     def poll(self, decorate: Decorate) -> HttpAnswer | asyncio.Future[HttpAnswer]:
         """A GET: the packets waiting, or a future of the next ones."""
+        if self._poll is not None and self._poll.done():
+            self._poll = self._decorate = None  # cancelled, its callback not run yet
         if self._poll is not None:
             self.close(CLOSE_FLOOD, "overlapping polls")
             return engineio_bad_request()
@@ -156,7 +158,8 @@ class PollingConn:
         if poll is None or decorate is None or not self._outbox:
             return
         self._poll = self._decorate = None
-        poll.set_result(decorate(self._take()))
+        if not poll.done():  # else cancelled: the packets wait for the next poll
+            poll.set_result(decorate(self._take()))
 
     # -- inbound (as WebSocket) -----------------------------------------------------------
 
@@ -227,8 +230,9 @@ class PollingConn:
         return True
 
     def cut(self, limit: Limit, code: int, reason: str, *, grace_s: float | None = None) -> None:
-        if self.close(code, reason, timeout_s=grace_s) and self._on_limit is not None:
-            self._on_limit(limit)
+        on_limit = self._on_limit  # the close below lets go of it
+        if self.close(code, reason, timeout_s=grace_s) and on_limit is not None:
+            on_limit(limit)
 
     def abort(self) -> None:
         self._gone()
