@@ -98,7 +98,8 @@ async def test_the_browser_bundle_with_defaults_chats_and_recovers(
         sent = page.locator('#log li[data-kind="sent"]')
         await expect(sent).to_have_text(["true"], timeout=WAIT_MS)
         first = json.loads(await page.locator('#log li[data-kind="connect"]').first.inner_text())
-        assert first == {"recovered": False, "transport": "polling"}
+        assert first["recovered"] is False  # on polling, or already upgraded
+        assert first["transport"] in ("polling", "websocket")
         (message,) = await other.wait_messages(room, 1)
         assert message["text"] == "from the page"
         await other.call("send_message", {"roomId": room, "text": "to the page"})
@@ -113,7 +114,7 @@ async def test_the_browser_bundle_with_defaults_chats_and_recovers(
         connects = page.locator('#log li[data-kind="connect"]')
         await expect(connects).to_have_count(2, timeout=WAIT_MS)
         again = json.loads(await connects.nth(1).inner_text())
-        assert again == {"recovered": True, "transport": "polling"}
+        assert again["recovered"] is True
         other = await SioClient().connect(stack.client_url)
         await other.call("join", {"email": "py2@example.com", "roomId": room})
         await other.call("send_message", {"roomId": room, "text": "after the restart"})

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 import socketio
+import websockets
 
 from chat_devstack.stack import Stack
 from tests.conftest import MakeStack
@@ -76,13 +77,13 @@ class Poller:
 
 
 async def test_a_polling_session_chats_as_a_websocket_one_does(make_stack: MakeStack) -> None:
-    """Handshake (no upgrade offered), CONNECT, join, two events in one POST, their acks
+    """Handshake (the upgrade to WebSocket offered), CONNECT, join, two events in one POST, their acks
     and the room's messages in the polls, with a WebSocket client in the same room."""
     stack = await make_stack()
     room = unique_room("poll")
     async with aiohttp.ClientSession() as http:
         poller = await Poller(stack.client_url, http).open()
-        assert poller.handshake["upgrades"] == []
+        assert poller.handshake["upgrades"] == ["websocket"]
         assert {"pingInterval", "pingTimeout", "maxPayload"} <= poller.handshake.keys()
         assert await poller.post("40") == (200, "ok")
         connected = await poller.until(1, "40")
@@ -224,7 +225,8 @@ async def test_python_socketio_default_clients_chat(
     make_stack: MakeStack, client_kind: str
 ) -> None:
     """python-socketio's AsyncClient and Client, with default options, connect (over
-    polling), join and chat with a WebSocket client in the same room."""
+    polling, then upgraded to WebSocket), join and chat with a WebSocket client in the
+    same room."""
     stack = await make_stack()
     room = unique_room("pydefault")
     other = await SioClient().connect(stack.client_url)
@@ -252,7 +254,9 @@ async def test_python_socketio_default_clients_chat(
                     sync.disconnect()
 
             transport, joined, sent = await asyncio.to_thread(chat)
-        assert transport == "polling"
+        # The threaded client upgrades only with the websocket-client package, not
+        # installed here: it stays on polling. The asyncio one upgrades.
+        assert transport == ("websocket" if client_kind == "asyncio" else "polling")
         assert joined["ok"] is True and sent["ok"] is True
         (message,) = await other.wait_messages(room, 1)
         assert message["text"] == "defaults"
@@ -307,22 +311,25 @@ async def test_a_session_is_served_by_whichever_gateway_gets_the_request(
 
 async def test_polling_needs_no_sticky_sessions(make_stack: MakeStack) -> None:
     """Behind a round-robin balancer over two gateways, python-socketio clients with their
-    default options (long-polling, several HTTP connections each) and a WebSocket client
-    chat in one room: every message reaches everyone once with the room's seq, and
-    requests were relayed between the gateways. (python-socketio runs each event handler
+    default options (long-polling first, several HTTP connections each, then an upgrade
+    that succeeds when its WebSocket reaches the gateway holding the session and else
+    leaves the client on polling), one kept on polling, and a WebSocket client chat in one
+    room: every message reaches everyone once with the room's seq, and requests were
+    relayed between the gateways. (python-socketio runs each event handler
     as its own task, so the order of arrival is checked by seq, not by handler order.)"""
     stack = await make_stack(gateways=2, balancer=True)
     room = unique_room("nosticky")
     ws = await SioClient().connect(stack.client_url)
     pollers = [socketio.AsyncClient() for _ in range(4)]
+    kept_on_polling = pollers[0]
     received: list[list[tuple[int, str]]] = [[] for _ in pollers]
     for i, client in enumerate(pollers):
         client.on("new_message", lambda msg, *_, i=i: received[i].append((msg["seq"], msg["text"])))
     try:
         await ws.call("join", {"email": "ws@example.com", "roomId": room})
         for i, client in enumerate(pollers):
-            await client.connect(stack.client_url, wait_timeout=10)
-            assert client.transport() == "polling"
+            transports = ["polling"] if client is kept_on_polling else None
+            await client.connect(stack.client_url, wait_timeout=10, transports=transports)
             joined = await client.call("join", {"email": f"p{i}@example.com", "roomId": room})
             assert joined["ok"] is True, joined
         texts = [f"p{i}-{n}" for n in range(5) for i in range(len(pollers))]
@@ -339,6 +346,7 @@ async def test_polling_needs_no_sticky_sessions(make_stack: MakeStack) -> None:
         await eventually(lambda: all(len(r) == len(texts) for r in received), timeout=15)
         assert all(sorted(r) == order for r in received), "everyone got each message once"
         assert await _relayed(stack) > 0
+        assert kept_on_polling.transport() == "polling"
     finally:
         await asyncio.gather(*(c.disconnect() for c in pollers))
         await ws.close()
@@ -374,3 +382,65 @@ async def test_a_polling_client_that_stops_collecting_is_cut_once(make_stack: Ma
 
 async def _cuts(metrics: str) -> bool:
     return await metric(metrics, "chat_gateway_slow_consumer_cuts_total") == 1
+
+
+async def test_a_polling_session_upgrades_to_websocket(make_stack: MakeStack) -> None:
+    """The Engine.IO upgrade on the wire: 2probe/3probe, the held GET released with a noop,
+    5; then the session (its room, its acks) goes on over the WebSocket, HTTP requests
+    for the sid get 400, a second WebSocket for it is closed, and once the WebSocket is
+    gone the sid is unknown. An upgrade that reaches another gateway is refused and the
+    session stays on polling there."""
+    stack = await make_stack(gateways=2)
+    first, second = stack.gateway_urls
+    room = unique_room("upgrade")
+    async with aiohttp.ClientSession() as http:
+        stays = await Poller(first, http).open()
+        await stays.post("40")
+        await stays.until(1, "40")
+        ws_second = second.replace("http://", "ws://").rstrip("/")
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            await websockets.connect(
+                f"{ws_second}/socket.io/?EIO=4&transport=websocket&sid={stays.sid}"
+            )
+        assert refused.value.response.status_code == 400
+        assert await stays.post(
+            "421" + json.dumps(["join", {"email": "s@example.com", "roomId": room}])
+        ) == (200, "ok")
+        await stays.until(1, "431")
+
+        poller = await Poller(first, http).open()
+        await poller.post("40")
+        await poller.until(1, "40")
+        held = asyncio.ensure_future(poller.get())
+        base = first.replace("http://", "ws://").rstrip("/")
+        url = f"{base}/socket.io/?EIO=4&transport=websocket&sid={poller.sid}"
+        async with websockets.connect(url) as ws:
+            await ws.send("2probe")
+            assert await ws.recv() == "3probe"
+            assert await asyncio.wait_for(held, 10) == (200, "6")
+            await ws.send("5")
+            await ws.send("421" + json.dumps(["join", {"email": "u@example.com", "roomId": room}]))
+            reply = await ws.recv()
+            assert isinstance(reply, str) and reply.startswith("431")
+            assert json.loads(reply[3:])[0]["ok"] is True
+            status, body = await poller.get()
+            assert (status, json.loads(body)["code"]) == (400, 3)
+            async with websockets.connect(url) as again:
+                await asyncio.wait_for(again.wait_closed(), 10)
+            await ws.send(
+                "422" + json.dumps(["send_message", {"roomId": room, "text": "upgraded"}])
+            )
+            frames: list[str] = []
+            while not any(f.startswith("432") for f in frames):
+                frames.append(str(await asyncio.wait_for(ws.recv(), 10)))
+            assert any(f.startswith('42["new_message"') for f in frames)
+        seen = await stays.until(1, '42["new_message"')
+        assert [json.loads(p[2:])[1]["text"] for p in seen if p.startswith('42["new_message"')] == [
+            "upgraded"
+        ]
+
+        async def forgotten() -> bool:
+            status, body = await poller.get()
+            return status == 400 and json.loads(body)["code"] == 1
+
+        await eventually(forgotten, timeout=10)

@@ -19,6 +19,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
+from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 from nats.aio.msg import Msg
@@ -30,6 +31,7 @@ from chat_gateway.client import Client
 from chat_gateway.closecodes import (
     CLOSE_HANDSHAKE_TIMEOUT,
     CLOSE_PING_TIMEOUT,
+    CLOSE_PROTOCOL_ERROR,
     CLOSE_SERVICE_RESTART,
     CLOSE_TAKEN_OVER,
     CLOSE_TOKEN_EXPIRED,
@@ -59,6 +61,8 @@ __all__ = ["GatewayServer", "edge_limits"]
 
 _log = logging.getLogger("chat.gateway.server")
 
+UPGRADE_TIMEOUT_S = 10.0
+"""How long a WebSocket may take to probe and complete an upgrade (the reference default)."""
 PREAUTH_WRITE_CAP = 64 * 1024
 """Bytes queued for a peer that has not authenticated yet, above which it is cut (all it
 can be sent before then is a handshake, pongs and refusals)."""
@@ -106,6 +110,8 @@ class GatewayServer:
         self._clients: set[Client] = set()
         self._per_ip: dict[str, int] = {}
         self._polls: dict[str, PollingConn] = {}
+        self._upgrades: set[asyncio.Task[None]] = set()
+        """Probes of WebSockets upgrading a long-polling session."""
         self._relay = relay
         self._accepting = True
         """Long-polling sessions by Engine.IO sid."""
@@ -136,6 +142,10 @@ class GatewayServer:
     def route(self, request: HttpRequest) -> Upgrade | HttpAnswer | asyncio.Future[HttpAnswer]:
         decision = route(request.method, request.target, self._page)
         if isinstance(decision, Upgrade):
+            if decision.sid is None:
+                return decision
+            if decision.sid not in self._polls:  # held elsewhere (no relay for these) or gone
+                return self._cors(engineio_error(1, "Session ID unknown"), request)
             return decision
         if isinstance(decision, Poll):
             return self._poll(decision, request)
@@ -185,6 +195,8 @@ class GatewayServer:
         connection could otherwise open one), and the per-address cap."""
         if not self._accepting:
             return self._cors(unavailable(), request)
+        if "sid" in parse_qs(urlsplit(request.target).query):
+            return None  # an upgrade: its session counts already
         if self._per_ip.get(request.remote, 0) >= self._s.max_connections_per_ip:
             return self._cors(too_many_connections(), request)
         return None
@@ -200,7 +212,16 @@ class GatewayServer:
         )
 
     def opened(self, ws: WebSocket, upgrade: Upgrade, request: HttpRequest) -> None:
-        self._serve(ws, upgrade.protocol, request)
+        if upgrade.sid is None:
+            self._serve(ws, upgrade.protocol, request)
+            return
+        held = self._polls.get(upgrade.sid)
+        if held is None or held.upgrading:  # ended meanwhile, or upgrading already
+            ws.close(CLOSE_PROTOCOL_ERROR, "no session to upgrade")
+            return
+        task = asyncio.create_task(held.upgrade(ws, timeout_s=UPGRADE_TIMEOUT_S))
+        self._upgrades.add(task)
+        task.add_done_callback(self._upgrades.discard)
 
     def _serve(
         self,
@@ -317,6 +338,8 @@ class GatewayServer:
         """Let each client's in-flight event answer, then close it with 1012; wait until
         every connection is gone (a peer that does not finish closing is aborted after
         ``GATEWAY_CLOSE_TIMEOUT_S``) and its session cleanup has run."""
+        for probe in list(self._upgrades):  # sessions still on polling close as they are
+            probe.cancel()
         clients = list(self._clients)
         await self._restart_clients(clients)
         if self._tasks:

@@ -187,7 +187,8 @@ async def serve_socketio(
         depth=settings.pipeline_depth,
         grace_s=settings.send_deadline_s,
     ) as scope:
-        conn.send_text(codec.open_packet(engine_sid or client.id).encode())
+        upgrades = ("websocket",) if isinstance(conn, PollingConn) else ()
+        conn.send_text(codec.open_packet(engine_sid or client.id, upgrades=upgrades).encode())
         while (frame := await conn.recv()) is not None:
             for item in codec.receive(frame):
                 if isinstance(item, ClientEvent | BadEvent):

@@ -88,9 +88,11 @@ class HttpAnswer:
 
 @dataclass(frozen=True, slots=True)
 class Upgrade:
-    """Accept the WebSocket handshake for this protocol."""
+    """Accept the WebSocket handshake for this protocol (``sid``: the long-polling session
+    this WebSocket means to upgrade)."""
 
     protocol: Literal["native", "socketio"]
+    sid: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,4 +197,5 @@ def route(method: str, target: str, page: PageLookup | None = None) -> Upgrade |
         return engineio_error(0, "Transport unknown")
     if method != "GET":
         return engineio_error(2, "Bad handshake method")
-    return Upgrade("socketio")
+    sid = query.get("sid")
+    return Upgrade("socketio", sid[0] if sid else None)

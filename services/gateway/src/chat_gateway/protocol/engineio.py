@@ -2,8 +2,9 @@
 
 Over WebSocket each text frame is one packet: a type digit then its data. Over HTTP
 long-polling, a request or response body holds one or more packets separated by the record
-separator ``\x1e`` (:func:`decode_payload`, :func:`encode_payload`); the handshake offers no
-upgrade, so a session stays on the transport it opened with.
+separator ``\x1e`` (:func:`decode_payload`, :func:`encode_payload`); a polling handshake
+offers the upgrade to WebSocket (``2probe``/``3probe`` then ``5`` on the new WebSocket, which
+the polling session handles itself; a ``5`` reaching the codec is an error).
 
 ====  =======  ==========================================================
 Type  Name     What this server does with it
@@ -13,7 +14,7 @@ Type  Name     What this server does with it
 2     ping     sent by the server (``PING``); from a client: ``Ping``, answer ``PONG``
 3     pong     ``Pong``: the client answered the server's ping
 4     message  ``EngineMessage``: its data is a Socket.IO packet
-5     upgrade  error: there is nothing to upgrade from
+5     upgrade  error: the polling session takes it from a new WebSocket
 6     noop     ``Noop``
 ====  =======  ==========================================================
 
@@ -68,11 +69,18 @@ class EngineMessage:
     data: str
 
 
-def encode_open(sid: str, *, ping_interval_ms: int, ping_timeout_ms: int, max_payload: int) -> str:
-    """The handshake the server sends first: ``0{"sid":...,"upgrades":[],...}``."""
+def encode_open(
+    sid: str,
+    *,
+    ping_interval_ms: int,
+    ping_timeout_ms: int,
+    max_payload: int,
+    upgrades: tuple[str, ...] = (),
+) -> str:
+    """The handshake the server sends first: ``0{"sid":...,"upgrades":[...],...}``."""
     handshake = {
         "sid": sid,
-        "upgrades": [],
+        "upgrades": list(upgrades),
         "pingInterval": ping_interval_ms,
         "pingTimeout": ping_timeout_ms,
         "maxPayload": max_payload,
@@ -93,7 +101,7 @@ def decode_text(frame: str) -> EngineMessage | Close | Ping | Pong | Noop:
     if kind == "0":
         raise ProtocolError("Engine.IO open is server-only")
     if kind == "5":
-        raise ProtocolError("Engine.IO upgrade is not supported")
+        raise ProtocolError("unexpected Engine.IO upgrade")
     raise ProtocolError("unknown Engine.IO packet type")
 
 

@@ -115,13 +115,15 @@ class SocketIOCodec:
         """How many binary frames are still to be swallowed."""
         return self._pending_attachments
 
-    def open_packet(self, sid: str) -> str:
-        """The Engine.IO handshake to send first, as text."""
+    def open_packet(self, sid: str, *, upgrades: tuple[str, ...] = ()) -> str:
+        """The Engine.IO handshake to send first, as text (``upgrades``: the transports a
+        long-polling session may move to)."""
         return engineio.encode_open(
             sid,
             ping_interval_ms=self.ping_interval_ms,
             ping_timeout_ms=self.ping_timeout_ms,
             max_payload=self.max_payload,
+            upgrades=upgrades,
         )
 
     def receive(self, frame: str | bytes) -> list[Inbound]:
