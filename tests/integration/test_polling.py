@@ -309,13 +309,53 @@ async def test_a_session_is_served_by_whichever_gateway_gets_the_request(
         assert [json.loads(p[2:])[1]["text"] for p in seen if p.startswith(new)] == ["kept"]
 
 
+async def _upgraded_member(
+    stack: Stack, http: aiohttp.ClientSession, room: str
+) -> websockets.ClientConnection:
+    """A member that opens and joins over polling through the balancer, then upgrades
+    for certain: its WebSocket goes to each gateway in turn until the holder accepts it."""
+    poller = await Poller(stack.client_url, http).open()
+    await poller.post("40")
+    await poller.until(1, "40")
+    await poller.post("421" + json.dumps(["join", {"email": "up@example.com", "roomId": room}]))
+    await poller.until(1, "431")
+    for base in stack.gateway_urls:
+        url = base.replace("http://", "ws://").rstrip("/")
+        try:
+            ws = await websockets.connect(
+                f"{url}/socket.io/?EIO=4&transport=websocket&sid={poller.sid}"
+            )
+        except websockets.InvalidStatus:
+            continue  # not the holder: 400, the session stays on polling
+        await ws.send("2probe")
+        assert await ws.recv() == "3probe"
+        await ws.send("5")
+        return ws
+    raise AssertionError("no gateway took the upgrade")
+
+
+async def _messages_over(ws: websockets.ClientConnection, count: int) -> list[tuple[int, str]]:
+    """``count`` new_message events read from a Socket.IO WebSocket (pings answered)."""
+    got: list[tuple[int, str]] = []
+    async with asyncio.timeout(15):
+        while len(got) < count:
+            frame = str(await ws.recv())
+            if frame == "2":
+                await ws.send("3")
+            elif frame.startswith('42["new_message"'):
+                message = json.loads(frame[2:])[1]
+                got.append((message["seq"], message["text"]))
+    return got
+
+
 async def test_polling_needs_no_sticky_sessions(make_stack: MakeStack) -> None:
     """Behind a round-robin balancer over two gateways, python-socketio clients with their
     default options (long-polling first, several HTTP connections each, then an upgrade
     that succeeds when its WebSocket reaches the gateway holding the session and else
     leaves the client on polling), one kept on polling, and a WebSocket client chat in one
     room: every message reaches everyone once with the room's seq, and requests were
-    relayed between the gateways. (python-socketio runs each event handler
+    relayed between the gateways; a member upgraded for certain (its WebSocket sent to the
+    gateway holding its session) gets them in order too. (python-socketio runs each event handler
     as its own task, so the order of arrival is checked by seq, not by handler order.)"""
     stack = await make_stack(gateways=2, balancer=True)
     room = unique_room("nosticky")
@@ -325,7 +365,9 @@ async def test_polling_needs_no_sticky_sessions(make_stack: MakeStack) -> None:
     received: list[list[tuple[int, str]]] = [[] for _ in pollers]
     for i, client in enumerate(pollers):
         client.on("new_message", lambda msg, *_, i=i: received[i].append((msg["seq"], msg["text"])))
+    http = aiohttp.ClientSession()
     try:
+        upgraded = await _upgraded_member(stack, http, room)
         await ws.call("join", {"email": "ws@example.com", "roomId": room})
         for i, client in enumerate(pollers):
             transports = ["polling"] if client is kept_on_polling else None
@@ -345,11 +387,14 @@ async def test_polling_needs_no_sticky_sessions(make_stack: MakeStack) -> None:
         assert [seq for seq, _ in order] == list(range(1, len(texts) + 1))
         await eventually(lambda: all(len(r) == len(texts) for r in received), timeout=15)
         assert all(sorted(r) == order for r in received), "everyone got each message once"
+        assert await _messages_over(upgraded, len(texts)) == order
+        await upgraded.close()
         assert await _relayed(stack) > 0
         assert kept_on_polling.transport() == "polling"
     finally:
         await asyncio.gather(*(c.disconnect() for c in pollers))
         await ws.close()
+        await http.close()
 
 
 async def test_a_polling_client_that_stops_collecting_is_cut_once(make_stack: MakeStack) -> None:

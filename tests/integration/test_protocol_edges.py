@@ -37,6 +37,13 @@ async def _sio_raw(url: str) -> ClientConnection:
     return ws
 
 
+async def _next(ws: ClientConnection, prefix: str) -> str:
+    """The next frame starting with ``prefix`` (events and pings before it are skipped)."""
+    while not (frame := str(await ws.recv())).startswith(prefix):
+        pass
+    return frame
+
+
 def _http_status(url: str) -> tuple[int, bytes]:
     try:
         with urlopen(url, timeout=5) as response:
@@ -62,6 +69,33 @@ async def test_socketio_handshake_connect_and_event_on_the_wire(gateway_url: str
         assert refused == '44/admin,{"message":"Invalid namespace"}'
     finally:
         await ws.close()
+
+
+async def test_a_namespace_disconnect_ends_the_session_and_keeps_the_connection(
+    gateway_url: str,
+) -> None:
+    """``41`` ends the session at once (the room hears ``user_left``) but the Engine.IO
+    connection stays: a new CONNECT on it gets a new socket and a new session."""
+    room = unique_room()
+    observer = await NativeClient().connect(gateway_url)
+    ws = await _sio_raw(gateway_url)
+    try:
+        await observer.call("join", {"roomId": room, "email": "stays@example.com"})
+        await ws.send("40")
+        first = json.loads((await _next(ws, "40"))[2:])
+        await ws.send('421["join",{"roomId":"' + room + '","email":"leaves@example.com"}]')
+        await _next(ws, "431[")
+        await ws.send("41")
+        await observer.wait_for(lambda ev: any(n == "user_left" for n, _ in ev))
+        await ws.send('422["get_history",{"roomId":"' + room + '"}]')  # not connected: ignored
+        await ws.send("40")
+        second = json.loads((await _next(ws, "40"))[2:])
+        assert second["sid"] != first["sid"] and second["pid"] != first["pid"]
+        await ws.send('423["get_history",{"roomId":"' + room + '"}]')
+        assert (await _next(ws, "43")).startswith("433[")  # 2 was never answered
+    finally:
+        await ws.close()
+        await observer.close()
 
 
 @pytest.mark.parametrize(

@@ -49,6 +49,22 @@ def test_route(method: str, path: str, expected: Upgrade | Poll | int) -> None:
         assert isinstance(decision, HttpAnswer) and decision.status == expected
 
 
+def test_socketio_is_served_at_the_configured_path_only() -> None:
+    """With another path (the reference server's ``path`` option), Socket.IO moves there:
+    ``/socket.io/`` is then not found, and CORS follows the path."""
+    moved = "/engine.io/"
+    assert route("GET", "/engine.io/?EIO=4&transport=polling", socketio_path=moved) == Poll(None)
+    assert route("GET", "/engine.io/?EIO=4&transport=websocket",
+                 socketio_path=moved) == Upgrade("socketio")  # fmt: skip
+    old = route("GET", "/socket.io/?EIO=4&transport=polling", socketio_path=moved)
+    assert isinstance(old, HttpAnswer) and old.status == 404
+    refusal = route("GET", "/engine.io/?EIO=3&transport=polling", socketio_path=moved)
+    assert isinstance(refusal, HttpAnswer) and refusal.status == 400
+    headers = dict(with_cors(refusal, target="/engine.io/?EIO=3", method="GET", origin=ALLOWED[0],
+                             allowed=ALLOWED, socketio_path=moved).header_list())  # fmt: skip
+    assert headers["Access-Control-Allow-Origin"] == ALLOWED[0]
+
+
 def test_engineio_errors_say_which_check_failed() -> None:
     """The version is checked first (code 5), then the transport (code 0), then the method
     (code 2), as JSON, with the reference server's codes."""

@@ -51,7 +51,7 @@ class Client:
 
     __slots__ = ("_idle_waiter", "_in_flight", "_loop", "_outbox", "authenticated", "bucket", "closing",
                  "conn", "email", "encode_ack", "encode_event", "floors", "id", "identity", "key",
-                 "opened_at", "ping_frame", "positions", "protocol", "recovery", "remote", "rooms",
+                 "opened_at", "ping_frame", "pinged_at", "positions", "protocol", "recovery", "remote", "rooms",
                  "session_id", "session_used", "taken_over", "token")  # fmt: skip
 
     def __init__(
@@ -77,6 +77,8 @@ class Client:
         self._loop = asyncio.get_running_loop()
         self._outbox: list[bytes] = []
         self.opened_at = self._loop.time()
+        self.pinged_at = 0.0
+        """When the heartbeat last pinged this client (loop time)."""
         self.protocol = protocol
         self.encode_event = encode_event
         self.encode_ack = encode_ack
@@ -149,6 +151,13 @@ class Client:
         self.email = None
         self.session_used = False
 
+    def reopen(self) -> None:
+        """The client left the namespace and keeps the connection: it is as if newly
+        opened (a new session; it must connect and authenticate again in time)."""
+        self.start_afresh()
+        self.identity, self.authenticated = None, False
+        self.opened_at = self._loop.time()
+
     def take_over(self) -> None:
         """A resume elsewhere took this connection's session: leave the session alone."""
         self.taken_over = True
@@ -211,8 +220,9 @@ class Client:
             _log.warning("event still running at close", extra={"client": self.id})
         self.close(code, reason)
 
-    def ping(self) -> None:
-        """One heartbeat ping, in the connection's protocol."""
+    def ping(self, now: float) -> None:
+        """One heartbeat ping, in the connection's protocol, sent at ``now``."""
+        self.pinged_at = now
         if self.ping_frame is None:
             self.conn.ping()
         else:

@@ -3,7 +3,7 @@
 Connections are accepted by :mod:`chat_gateway.edge` (HTTP/1.1 and WebSocket, routed by
 :func:`chat_gateway.edge.answers.route`); this module is the application side of it:
 
-* ``/socket.io/?EIO=4&transport=websocket``: Socket.IO v5 (Engine.IO v4, WebSocket only).
+* ``/socket.io/?EIO=4``: Socket.IO v5 (Engine.IO v4), over WebSocket or HTTP long-polling.
 * ``/ws``: the native JSON protocol.
 * ``/`` and ``/static/<file>``: the web chat page (:mod:`chat_gateway.webpage`).
 
@@ -140,7 +140,9 @@ class GatewayServer:
     # -- the edge's questions ---------------------------------------------------------------
 
     def route(self, request: HttpRequest) -> Upgrade | HttpAnswer | asyncio.Future[HttpAnswer]:
-        decision = route(request.method, request.target, self._page)
+        decision = route(
+            request.method, request.target, self._page, socketio_path=self._s.socketio_path
+        )
         if isinstance(decision, Upgrade):
             if decision.sid is None:
                 return decision
@@ -209,6 +211,7 @@ class GatewayServer:
             origin=request.header("origin"),
             allowed=self._s.allowed_origins,
             request_headers=request.header("access-control-request-headers"),
+            socketio_path=self._s.socketio_path,
         )
 
     def opened(self, ws: WebSocket, upgrade: Upgrade, request: HttpRequest) -> None:
@@ -291,21 +294,31 @@ class GatewayServer:
                     client.close(CLOSE_HANDSHAKE_TIMEOUT, "join a room first")
 
     async def heartbeat(self) -> None:
-        """Ping every client (Engine.IO pings for Socket.IO, WebSocket pings for ``/ws``);
-        close those whose pong is overdue."""
+        """Ping every client each pingInterval (Engine.IO pings for Socket.IO, WebSocket
+        pings for ``/ws``) and close, pingTimeout after a ping, each client that has not
+        answered it, as the reference server does; one pass serves every client."""
         interval = self._s.ping_interval_ms / 1000
-        deadline = interval + self._s.ping_timeout_ms / 1000
+        timeout = self._s.ping_timeout_ms / 1000
         loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(interval)
-            now = loop.time()
+        checks: dict[float, asyncio.TimerHandle] = {}
+
+        def expire(sent_at: float) -> None:
+            del checks[sent_at]
             for client in list(self._clients):
-                if client.closing:
-                    continue
-                if now - client.conn.last_pong > deadline:
+                if not client.closing and client.conn.last_pong < sent_at <= client.pinged_at:
                     client.close(CLOSE_PING_TIMEOUT, "ping timeout")
-                else:
-                    client.ping()
+
+        try:
+            while True:
+                await asyncio.sleep(interval)
+                sent_at = loop.time()
+                for client in list(self._clients):
+                    if not client.closing:
+                        client.ping(sent_at)
+                checks[sent_at] = loop.call_later(timeout, expire, sent_at)
+        finally:
+            for pending in checks.values():
+                pending.cancel()
 
     async def status(self, _body: bytes) -> bytes:
         """The ``status`` endpoint: what this instance holds right now."""

@@ -22,6 +22,11 @@ class GatewaySettings(ServiceSettings):
         description="share the client port with the host's other gateway processes"
         " (SO_REUSEPORT: the kernel spreads new connections over them)",
     )
+    socketio_path: str = Field(
+        default="/socket.io/",
+        pattern=r"^/([A-Za-z0-9._~-]+/)+$",
+        description="path of the Socket.IO endpoint (the reference server's `path` option)",
+    )
     ping_interval_ms: int = Field(default=25000, gt=0, description="Engine.IO pingInterval")
     ping_timeout_ms: int = Field(default=20000, gt=0, description="Engine.IO pingTimeout")
     max_payload: int = Field(

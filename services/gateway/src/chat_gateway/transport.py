@@ -67,6 +67,13 @@ class _Scope:
         self.resumable = True
         """False once the client said goodbye or broke the protocol (its session ends)."""
 
+    async def leave_namespace(self) -> None:
+        """The client left ``/`` but keeps its Engine.IO connection (it may connect again):
+        its session ends as on a goodbye, and a later CONNECT starts a new one."""
+        await self.pipeline.drain()
+        await self.handlers.disconnected(self.client, resumable=False)
+        self.client.reopen()
+
     async def __aenter__(self) -> _Scope:
         self._register(self.client)
         return self
@@ -206,10 +213,9 @@ async def serve_socketio(
                         await scope.pipeline.drain()
                         await _connect_namespace(client, item.auth, handlers, codec)
                 elif isinstance(item, NamespaceDisconnect):
-                    if item.namespace == _ROOT_NAMESPACE:
-                        scope.resumable = False
-                        client.close(CLOSE_GOODBYE, "client disconnect")
-                        return
+                    if item.namespace == _ROOT_NAMESPACE and connected:
+                        connected = False
+                        await scope.leave_namespace()
                 elif isinstance(item, Ping):
                     await client.send(codec.PONG)
                 elif isinstance(item, Close):

@@ -6,7 +6,7 @@ The edge (:mod:`chat_gateway.edge.connection`) parses requests with h11 and writ
 gets is decided here, without I/O:
 
 * ``/ws``: ``GET`` is upgraded to the native JSON protocol; other methods ``405``.
-* ``/socket.io/``: ``OPTIONS`` is a CORS preflight (``204``); otherwise ``EIO`` must be
+* ``/socket.io/`` (or the configured path, ``GATEWAY_SOCKETIO_PATH``): ``OPTIONS`` is a CORS preflight (``204``); otherwise ``EIO`` must be
   ``4`` (else Engine.IO error 5) and ``transport`` ``polling`` or ``websocket`` (else
   Engine.IO error 0); a ``polling`` ``GET`` or ``POST`` is a :class:`Poll` (with the ``sid``
   when there is one; only ``GET`` may open a session, else error 2), and a ``websocket``
@@ -144,11 +144,12 @@ def with_cors(
     origin: str | None,
     allowed: Collection[str],
     request_headers: str | None = None,
+    socketio_path: str = SOCKETIO_PATH,
 ) -> HttpAnswer:
-    """``answer`` with the CORS headers it needs: on ``/socket.io/`` only, ``Vary: Origin``
+    """``answer`` with the CORS headers it needs: on ``socketio_path`` only, ``Vary: Origin``
     always and, for an allowed ``origin``, that origin with credentials (and for a preflight
     the methods, the requested headers when they are well formed, and a max age)."""
-    if urlsplit(target).path != SOCKETIO_PATH:
+    if urlsplit(target).path != socketio_path:
         return answer
     headers = [("Vary", "Origin")]
     if origin is not None and origin in allowed:
@@ -171,8 +172,15 @@ def preflight() -> HttpAnswer:
     return HttpAnswer(204)
 
 
-def route(method: str, target: str, page: PageLookup | None = None) -> Upgrade | Poll | HttpAnswer:
-    """Decide what a request gets: a WebSocket upgrade, or an answer."""
+def route(
+    method: str,
+    target: str,
+    page: PageLookup | None = None,
+    *,
+    socketio_path: str = SOCKETIO_PATH,
+) -> Upgrade | Poll | HttpAnswer:
+    """Decide what a request gets: a WebSocket upgrade, or an answer (Socket.IO is served
+    at ``socketio_path``)."""
     parts = urlsplit(target)
     if parts.path == NATIVE_PATH:
         return Upgrade("native") if method == "GET" else method_not_allowed("GET")
@@ -180,7 +188,7 @@ def route(method: str, target: str, page: PageLookup | None = None) -> Upgrade |
         if method in ("GET", "HEAD"):
             return served
         return method_not_allowed("GET, HEAD")
-    if parts.path != SOCKETIO_PATH:
+    if parts.path != socketio_path:
         return not_found()
     if method == "OPTIONS":
         return preflight()
