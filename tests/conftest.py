@@ -100,13 +100,16 @@ def gateway_url(stack: Stack) -> str:
 MakeStack = Callable[..., Awaitable[Stack]]
 
 
-@pytest.fixture
-async def make_stack(servers: Servers, tmp_path: Path) -> AsyncIterator[MakeStack]:
-    """Start private stacks (own NATS, own database, own Redis prefix or own Redis); all
-    stopped at the end."""
-    started: list[tuple[Stack, list[NatsServer | RedisServer | PostgresServer]]] = []
+class PrivateStacks:
+    """Private stacks (own NATS, own database, own Redis prefix or own Redis) under
+    ``root``, made one by one and all stopped by :meth:`stop`."""
+
+    def __init__(self, servers: Servers, root: Path) -> None:
+        self._servers, self._root = servers, root
+        self._started: list[tuple[Stack, list[NatsServer | RedisServer | PostgresServer]]] = []
 
     async def make(
+        self,
         *,
         gateways: int = 1,
         sessions: int = 1,
@@ -118,7 +121,7 @@ async def make_stack(servers: Servers, tmp_path: Path) -> AsyncIterator[MakeStac
         own_postgres: bool = False,
         gateway_port: int = 0,
     ) -> Stack:
-        index = len(started)
+        index, tmp_path, servers = len(self._started), self._root, self._servers
         nats = NatsServer(tmp_path / f"nats-{index}")
         own: list[NatsServer | RedisServer | PostgresServer] = [nats]
         await nats.start()
@@ -157,12 +160,20 @@ async def make_stack(servers: Servers, tmp_path: Path) -> AsyncIterator[MakeStac
         stack.test_nats = nats  # type: ignore[attr-defined]
         stack.test_redis = next((x for x in own if isinstance(x, RedisServer)), None)  # type: ignore[attr-defined]
         stack.test_postgres = next((x for x in own if isinstance(x, PostgresServer)), None)  # type: ignore[attr-defined]
-        started.append((stack, own))
+        self._started.append((stack, own))
         await stack.start()
         return stack
 
-    yield make
-    for stack, own in reversed(started):
-        await stack.stop()
-        for server in reversed(own):
-            await server.stop()
+    async def stop(self) -> None:
+        for stack, own in reversed(self._started):
+            await stack.stop()
+            for server in reversed(own):
+                await server.stop()
+
+
+@pytest.fixture
+async def make_stack(servers: Servers, tmp_path: Path) -> AsyncIterator[MakeStack]:
+    """Start private stacks (:class:`PrivateStacks`); all stopped at the end."""
+    stacks = PrivateStacks(servers, tmp_path)
+    yield stacks.make
+    await stacks.stop()
