@@ -172,37 +172,46 @@ async def run_phase(
     into.relays += await _relays(http, stack) - relays0
 
 
+def _per_trip(phase: Phase, value: float) -> float:
+    return value / max(len(phase.latencies), 1)
+
+
 def _row(mode: str, phase: Phase) -> str:
-    trips = max(len(phase.latencies), 1)
-    cpu = {name: phase.cpu[name] / trips * 1e6 for name in CPU_PARTS}
+    cpu = {name: _per_trip(phase, phase.cpu[name]) * 1e6 for name in CPU_PARTS}
+    requests = _per_trip(phase, phase.requests)
     return (
         f"| {mode} | {len(phase.latencies) / phase.elapsed:,.0f} "
-        f"| {percentile(phase.latencies, 0.5) * 1e3:.2f} ms "
-        f"| {percentile(phase.latencies, 0.99) * 1e3:.2f} ms "
-        f"| {phase.requests / trips:.2f} "
+        f"| {percentile(phase.latencies, 0.5) * 1e3:.1f} ms "
+        f"| {percentile(phase.latencies, 0.99) * 1e3:.1f} ms "
+        f"| {requests:.2f} "
         f"| {cpu['gateway-1']:.0f} / {cpu['gateway-2']:.0f} / {cpu['nats']:.0f} µs "
-        f"| {sum(cpu.values()):.0f} µs "
+        f"| {sum(cpu.values()):.0f} µs ({sum(cpu.values()) / requests:.0f} µs) "
         f"| {phase.loadgen_cpu / phase.elapsed:.2f} "
         f"| {phase.relays:,.0f} of {phase.requests:,} | {phase.errors} |"
     )
 
 
 def _report(phases: dict[str, Phase]) -> str:
+    direct, relayed = phases["direct"], phases["relayed"]
     lines = [
         "| mode | round trips/s | send→ack p50 | p99 | requests per round trip "
         "| CPU per round trip: gateway A / B / NATS | gateways + NATS per round trip "
-        "| load generator cores | relayed by B | errors |",
-        "| :--- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-        *(_row(mode, phases[mode]) for mode in MODES),
+        "(per request) | load generator cores | relayed by B | errors |",
+        "| :--- | ---: | ---: | ---: | ---: | :--- | ---: | ---: | ---: | ---: |",
+        _row("direct", direct),
+        _row("relayed", relayed),
     ]
-    direct, relayed = phases["direct"], phases["relayed"]
-    cpu = [sum(p.cpu.values()) / max(len(p.latencies), 1) for p in (direct, relayed)]
-    per_request = relayed.requests / max(len(relayed.latencies), 1)
-    extra_p50 = percentile(relayed.latencies, 0.5) - percentile(direct.latencies, 0.5)
+    cpu = [_per_trip(p, sum(p.cpu.values())) for p in (direct, relayed)]
+    nats = [_per_trip(p, p.cpu["nats"]) for p in (direct, relayed)]
+    relayed_requests = _per_trip(relayed, relayed.requests)
+    p50, p99 = (
+        percentile(relayed.latencies, q) - percentile(direct.latencies, q) for q in (0.5, 0.99)
+    )
     lines.append(
-        f"\nrelayed - direct: p50 {extra_p50 * 1e3:+.2f} ms per round trip, gateways + NATS "
-        f"CPU {(cpu[1] - cpu[0]) * 1e6:+.0f} µs per round trip, "
-        f"{(cpu[1] - cpu[0]) / per_request * 1e6:+.0f} µs per relayed request"
+        f"\nrelayed - direct, per round trip: p50 {p50 * 1e3:+.1f} ms, p99 {p99 * 1e3:+.1f} ms, "
+        f"gateways + NATS CPU {(cpu[1] - cpu[0]) * 1e6:+.0f} µs ({cpu[1] / cpu[0] - 1:+.0%}); "
+        f"per relayed request: gateway B {relayed.cpu['gateway-2'] / relayed.requests * 1e6:.0f} "
+        f"µs, NATS {(nats[1] - nats[0]) / relayed_requests * 1e6:+.0f} µs"
     )
     return "\n".join(lines)
 
