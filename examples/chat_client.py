@@ -43,15 +43,23 @@ async def main() -> int:
 
     sio = socketio.AsyncClient()
     sio.on("new_message", show)
-    sio.on("user_joined", lambda e: print(f"* {e['email']} joined; here: {', '.join(e['users'])}"))
-    sio.on("user_left", lambda e: print(f"* {e['email']} left; here: {', '.join(e['users'])}"))
+    # Presence is a change and a count (a small room's events also carry the list); a large
+    # room's changes come as one presence_diff per interval (docs/protocol.md 4.12).
+    sio.on("user_joined", lambda e: print(f"* {e['email']} joined ({e['count']} here)"))
+    sio.on("user_left", lambda e: print(f"* {e['email']} left ({e['count']} here)"))
+    sio.on("presence_diff", lambda e: print(
+        f"* joined: {', '.join(e['joins']) or '-'}; left: {', '.join(e['leaves']) or '-'}"
+        f" ({e['count']} here)"
+    ))  # fmt: skip
     sio.on("error", lambda e: print(f"! {e['code']}: {e['message']}"))
     await sio.connect(args.url, transports=["websocket"])
     joined = await sio.call("join", {"email": args.email, "roomId": args.room})
     if not joined["ok"]:
         print(f"join failed: {joined['error']}")
         return 1
-    print(f"joined {args.room} as {args.email}; here: {', '.join(joined['users'])}")
+    more = joined["userCount"] - len(joined["users"])
+    listed = ", ".join(joined["users"]) + (f" and {more} more" if more else "")
+    print(f"joined {args.room} as {args.email}; here: {listed}")
     for message in joined["history"]:
         show(message)
 

@@ -97,6 +97,7 @@ async def test_two_pages_chat_both_ways_and_see_presence(
     await bob.enter(url, "bob@example.com", room)
     await expect(ann.users).to_have_text(["ann@example.com", "bob@example.com"], timeout=WAIT_MS)
     await expect(bob.users).to_have_text(["ann@example.com", "bob@example.com"])
+    await expect(ann.page.locator("#member-count")).to_have_text("2 members")
 
     conversation = [
         (ann, "Hi Bob, the web page is up."),

@@ -46,7 +46,12 @@ async def test_two_clients_see_each_others_messages_and_presence(
             lambda ev: (
                 (
                     "user_joined",
-                    {"roomId": room, "email": "ann@example.com", "users": ["ann@example.com"]},
+                    {
+                        "roomId": room,
+                        "email": "ann@example.com",
+                        "count": 1,
+                        "users": ["ann@example.com"],
+                    },
                 )
                 in ev
             )
@@ -57,6 +62,7 @@ async def test_two_clients_see_each_others_messages_and_presence(
         expected = {
             "roomId": room,
             "email": "bob@example.com",
+            "count": 2,
             "users": ["ann@example.com", "bob@example.com"],
         }
         await a.wait_for(lambda ev: ("user_joined", expected) in ev)
@@ -146,12 +152,13 @@ async def test_leave_and_disconnect_announce_user_left(gateway_url: str) -> None
         left_b = {
             "roomId": room,
             "email": "b@example.com",
+            "count": 2,
             "users": ["a@example.com", "c@example.com"],
         }
         await a.wait_for(lambda ev: ("user_left", left_b) in ev)
         await c.wait_for(lambda ev: ("user_left", left_b) in ev)
         await c.close()
-        left_c = {"roomId": room, "email": "c@example.com", "users": ["a@example.com"]}
+        left_c = {"roomId": room, "email": "c@example.com", "count": 1, "users": ["a@example.com"]}
         await a.wait_for(lambda ev: ("user_left", left_c) in ev)
         after_leave = await b.call("send_message", {"roomId": room, "text": "ghost"})
         assert after_leave["error"]["code"] == "NOT_IN_ROOM"

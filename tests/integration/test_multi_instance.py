@@ -30,7 +30,11 @@ async def test_members_on_two_gateways_share_messages_order_and_presence(
         everyone = ["a@example.com", "b@example.com", "c@example.com"]
         await a.wait_for(
             lambda ev: (
-                ("user_joined", {"roomId": room, "email": "c@example.com", "users": everyone}) in ev
+                (
+                    "user_joined",
+                    {"roomId": room, "email": "c@example.com", "count": 3, "users": everyone},
+                )
+                in ev
             )
         )
 
@@ -53,6 +57,7 @@ async def test_members_on_two_gateways_share_messages_order_and_presence(
         left = {
             "roomId": room,
             "email": "b@example.com",
+            "count": 2,
             "users": ["a@example.com", "c@example.com"],
         }
         await a.wait_for(lambda ev: ("user_left", left) in ev)
@@ -75,7 +80,7 @@ async def test_a_user_with_two_connections_is_listed_once(gateway_url: str) -> N
         assert second["users"] == ["w@example.com", "u@example.com"]
         await tab1.close()
         await tab2.close()
-        gone = {"roomId": room, "email": "u@example.com", "users": ["w@example.com"]}
+        gone = {"roomId": room, "email": "u@example.com", "count": 1, "users": ["w@example.com"]}
         await watcher.wait_for(lambda ev: ("user_left", gone) in ev)
         # Events of one room reach a member in publish order, so a user_left for the first
         # tab would have come first; there is exactly one, for the last connection.

@@ -103,6 +103,7 @@ async def test_session_service_killed_fails_joins_fast_then_recovers(make_stack:
         expected = {
             "roomId": room,
             "email": "late@example.com",
+            "count": 2,
             "users": ["early@example.com", "late@example.com"],
         }
         await early.wait_for(lambda ev: ("user_joined", expected) in ev)

@@ -181,7 +181,12 @@ async def test_offline_longer_than_the_window_is_not_recovered(make_stack: MakeS
         assert pid is not None
         await leaver.sio.eio.disconnect(abort=True)  # drop without saying goodbye
         await stayer.call("send_message", {"roomId": room, "text": "while away"})
-        gone = {"roomId": room, "email": "gone@example.com", "users": ["stay@example.com"]}
+        gone = {
+            "roomId": room,
+            "email": "gone@example.com",
+            "count": 1,
+            "users": ["stay@example.com"],
+        }
         await stayer.wait_for(lambda ev: ("user_left", gone) in ev, timeout=15)
 
         late = SioClient()

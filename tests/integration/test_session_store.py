@@ -102,7 +102,7 @@ async def test_expired_session_is_reaped_once_by_racing_reapers(
     assert sorted(reaped) == [0, 1]
     await _settle(nc, seen, room)
     left = [d for e, d in seen if e == "user_left" and d["roomId"] == room]
-    assert left == [{"roomId": room, "email": "x@example.com", "users": []}]
+    assert left == [{"roomId": room, "email": "x@example.com", "count": 0, "users": []}]
 
 
 async def test_resume_within_window_keeps_presence_and_after_it_fails(
@@ -150,7 +150,7 @@ async def test_heartbeat_reports_lost_sessions_and_restore_is_silent(
     await h.join(_join("s3", "z@example.com", room))
     await h.join(_join("s4", "w@example.com", room))
     await h._store.forget("s3")
-    await h._store.leave("s3", "z@example.com", room)
+    await h._store.leave("s3", "z@example.com", room, page=100)
     beat = msgspec.json.decode(
         await h.heartbeat(encode({"gatewayId": "g1", "sessionIds": ["s3", "s4"]}))
     )
@@ -167,3 +167,62 @@ async def test_heartbeat_reports_lost_sessions_and_restore_is_silent(
     assert [e for e, d in seen[before:] if d["email"] == "z@example.com"] == []
     record = await h._store.get("s3")
     assert record is not None and record.rooms == {room: 7}
+
+
+async def test_a_small_room_announces_its_list_a_large_one_only_the_change(
+    redis: Redis, announcements: Any
+) -> None:
+    """Up to presence_list_max users, user_joined/user_left carry the member list; past it,
+    only who and the count. The join answer holds the first page and where the next starts."""
+    nc, seen = announcements
+    store = RedisSessionStore(redis, prefix=f"t{uuid.uuid4().hex[:8]}")
+    h = SessionHandlers(store, nc.publish, resume_window_s=10, heartbeat_ttl_s=5,
+                        presence_list_max=2, clock=Clock())  # fmt: skip
+    room = unique_room()
+    answers = [
+        msgspec.json.decode(await h.join(_join(f"p{n}", f"u{n}@example.com", room)))
+        for n in range(4)
+    ]
+    assert [(a["users"], a["count"], a["next"]) for a in answers[:2]] == [
+        (["u0@example.com"], 1, None),
+        (["u0@example.com", "u1@example.com"], 2, None),
+    ]
+    assert answers[3]["users"] == ["u0@example.com", "u1@example.com"]
+    assert answers[3]["count"] == 4 and answers[3]["next"] is not None
+    await h.leave(encode({"sessionId": "p3", "roomId": room}))
+    await h.leave(encode({"sessionId": "p2", "roomId": room}))
+    await _settle(nc, seen, room)
+    assert seen == [
+        ("user_joined", {"roomId": room, "email": "u0@example.com", "count": 1, "users": ["u0@example.com"]}),
+        ("user_joined", {"roomId": room, "email": "u1@example.com", "count": 2,
+                         "users": ["u0@example.com", "u1@example.com"]}),
+        ("user_joined", {"roomId": room, "email": "u2@example.com", "count": 3}),
+        ("user_joined", {"roomId": room, "email": "u3@example.com", "count": 4}),
+        ("user_left", {"roomId": room, "email": "u3@example.com", "count": 3}),
+        ("user_left", {"roomId": room, "email": "u2@example.com", "count": 2,
+                       "users": ["u0@example.com", "u1@example.com"]}),
+    ]  # fmt: skip
+
+
+async def test_members_are_paged_in_join_order_and_a_cursor_survives_leaves(
+    redis: Redis, announcements: Any
+) -> None:
+    nc, _ = announcements
+    h = _handlers(redis, nc, Clock())
+    room = unique_room()
+    for n in range(7):
+        await h.join(_join(f"m{n}", f"u{n}@example.com", room))
+
+    async def page(after: int | None, limit: int) -> dict[str, Any]:
+        body = {"roomId": room, "limit": limit} | ({} if after is None else {"after": after})
+        return dict(msgspec.json.decode(await h.members(encode(body))))
+
+    first = await page(None, 3)
+    assert first["users"] == ["u0@example.com", "u1@example.com", "u2@example.com"]
+    assert first["count"] == 7 and first["next"] is not None
+    await h.leave(encode({"sessionId": "m2", "roomId": room}))  # the page's last one leaves
+    await h.leave(encode({"sessionId": "m3", "roomId": room}))  # and the next page's first
+    second = await page(first["next"], 3)
+    assert second["users"] == ["u4@example.com", "u5@example.com", "u6@example.com"]
+    assert (second["count"], second["next"]) == (5, None)
+    assert (await page(None, 10))["users"] == [f"u{n}@example.com" for n in (0, 1, 4, 5, 6)]

@@ -26,7 +26,7 @@ __all__ = [
     "unique_room",
 ]
 
-SERVER_EVENTS = ("new_message", "user_joined", "user_left", "error")
+SERVER_EVENTS = ("new_message", "user_joined", "user_left", "presence_diff", "error")
 DEFAULT_TIMEOUT = 10.0
 
 

@@ -118,14 +118,15 @@ class Identity:
         return perms
 
 
+_GATEWAY_SESSION_ENDPOINTS = (
+    "join", "leave", "members", "disconnect", "detach", "resume", "heartbeat", "restore",
+)  # fmt: skip
+
 GATEWAY = Identity(
     name="gateway",
     used_by="gateway (services/gateway)",
     requests=(
-        *(
-            session_endpoint(e)
-            for e in ("join", "leave", "disconnect", "detach", "resume", "heartbeat", "restore")
-        ),
+        *(session_endpoint(e) for e in _GATEWAY_SESSION_ENDPOINTS),
         session_endpoint("take"),
         history_endpoint("append_batch"),
         history_endpoint("fetch"),

@@ -111,7 +111,12 @@ class JoinRequest(_Wire, frozen=True):
 
 class JoinResponse(_Wire, frozen=True):
     users: list[str]
+    """The room's first users in join order (all of them when ``next`` is ``None``)."""
     first: bool
+    count: int
+    """How many users the room has."""
+    next: int | None = None
+    """``after`` of the :class:`MembersRequest` for the users after ``users``."""
 
 
 class LeaveRequest(_Wire, frozen=True):
@@ -120,8 +125,23 @@ class LeaveRequest(_Wire, frozen=True):
 
 
 class LeaveResponse(_Wire, frozen=True):
-    users: list[str]
     last: bool
+    count: int
+
+
+class MembersRequest(_Wire, frozen=True):
+    """A page of a room's users in join order (``get_members``)."""
+
+    room_id: RoomId
+    after: int | None = None
+    """The ``next`` of the page before (``None``: from the first user)."""
+    limit: int = 100
+
+
+class MembersResponse(_Wire, frozen=True):
+    users: list[str]
+    count: int
+    next: int | None
 
 
 class DisconnectRequest(_Wire, frozen=True):
@@ -260,10 +280,14 @@ class FetchResponse(_Wire, frozen=True):
     last_seq: int
 
 
-class PresenceEvent(_Wire, frozen=True):
+class PresenceEvent(_Wire, frozen=True, omit_defaults=True):
+    """``user_joined`` / ``user_left``: who, and how many users the room has now; a small
+    room's events also carry its whole member list (``users``), a large room's do not."""
+
     room_id: str
     email: str
-    users: list[str]
+    count: int
+    users: list[str] | None = None
 
 
 class RoomEvent(_Wire, frozen=True):

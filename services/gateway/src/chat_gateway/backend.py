@@ -28,6 +28,8 @@ from chat_common.schemas import (
     JoinResponse,
     LeaveRequest,
     LeaveResponse,
+    MembersRequest,
+    MembersResponse,
     Message,
     RestoreRequest,
     ResumeRequest,
@@ -45,6 +47,7 @@ __all__ = ["Backend", "NatsBackend"]
 class Backend(Protocol):
     async def join(self, req: JoinRequest) -> JoinResponse: ...
     async def leave(self, req: LeaveRequest) -> LeaveResponse: ...
+    async def members(self, req: MembersRequest) -> MembersResponse: ...
     async def disconnect(self, req: DisconnectRequest) -> None: ...
     async def detach(self, req: DetachRequest) -> None: ...
     async def resume(self, req: ResumeRequest) -> ResumeResponse: ...
@@ -74,6 +77,10 @@ class NatsBackend:
 
     async def leave(self, req: LeaveRequest) -> LeaveResponse:
         return decode(await self._call(session_endpoint("leave"), encode(req)), LeaveResponse)
+
+    async def members(self, req: MembersRequest) -> MembersResponse:
+        body = await self._call(session_endpoint("members"), encode(req))
+        return decode(body, MembersResponse)
 
     async def disconnect(self, req: DisconnectRequest) -> None:
         await self._call(session_endpoint("disconnect"), encode(req))

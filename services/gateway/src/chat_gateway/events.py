@@ -24,6 +24,7 @@ from chat_common.schemas import (
     FetchRequest,
     JoinRequest,
     LeaveRequest,
+    MembersRequest,
     encode,
 )
 from chat_common.tracing import SpanKind, tracer
@@ -36,6 +37,7 @@ from chat_gateway.metrics import ACK_SECONDS, EVENTS, RATE_LIMITED, RESUMES
 from chat_gateway.offsets import token_hash
 from chat_gateway.payloads import (
     GetHistoryPayload,
+    GetMembersPayload,
     JoinPayload,
     LeavePayload,
     ResumePayload,
@@ -110,6 +112,7 @@ class EventHandlers:
             "join": self.join,
             "send_message": self.send_message,
             "get_history": self.get_history,
+            "get_members": self.get_members,
             "leave": self.leave,
             "resume": self.resume,
             "auth": self.auth,
@@ -290,6 +293,8 @@ class EventHandlers:
             "resumeToken": client.token,
             "roomId": p.room_id,
             "users": joined.users,
+            "userCount": joined.count,
+            "usersNext": joined.next,
             "history": history,
         }
         return Reply(body, lambda: self._hub.activate(p.room_id, member, floor=page.last_seq))
@@ -342,6 +347,19 @@ class EventHandlers:
             FetchRequest(room_id=p.room_id, before_seq=p.before_seq, limit=p.limit or 50)
         )
         return Reply({"ok": True, "messages": page.messages})
+
+    async def get_members(self, client: Client, data: object) -> Reply:
+        """A page of the room's users in join order; ``next`` is ``after`` for the next
+        page (``null`` after the last)."""
+        p = parse_payload(data, GetMembersPayload)
+        self._require_member(client, p.room_id)
+        page = await self._backend.members(
+            MembersRequest(room_id=p.room_id, after=p.after, limit=p.limit or 100)
+        )
+        return Reply(
+            {"ok": True, "roomId": p.room_id, "users": page.users, "userCount": page.count,
+             "next": page.next}
+        )  # fmt: skip
 
     async def leave(self, client: Client, data: object) -> Reply:
         p = parse_payload(data, LeavePayload)

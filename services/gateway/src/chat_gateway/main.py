@@ -61,7 +61,13 @@ async def main(settings: GatewaySettings | None = None) -> int:
             )
             return await backend.fetch(req)
 
-        hub = RoomHub(rt.nc, fill_gap=fill_gap, gap_fill_delay_s=settings.gap_fill_delay_ms / 1000)
+        hub = RoomHub(
+            rt.nc,
+            fill_gap=fill_gap,
+            gap_fill_delay_s=settings.gap_fill_delay_ms / 1000,
+            presence_interval_s=settings.presence_interval_ms / 1000,
+            presence_diff_max=settings.presence_diff_max,
+        )
         ROOMS.set_function(lambda: len(hub))
         appender = AppendBatcher(
             backend.append_batch, max_in_flight=settings.append_batches_in_flight

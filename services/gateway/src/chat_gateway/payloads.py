@@ -50,6 +50,13 @@ class GetHistoryPayload(_Payload, frozen=True):
     limit: Annotated[int, msgspec.Meta(ge=1, le=200)] | None = None
 
 
+class GetMembersPayload(_Payload, frozen=True):
+    room_id: RoomId
+    after: Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)] | None = None
+    """The ``next`` of the page before (a position in the room's join order)."""
+    limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] | None = None
+
+
 class LeavePayload(_Payload, frozen=True):
     room_id: RoomId
 

@@ -35,6 +35,7 @@ from chat_gateway.client import Client
 from chat_gateway.delivery import Delivery, RoomDelivery
 from chat_gateway.delivery import Member as CoreMember
 from chat_gateway.metrics import DELIVERIES, E2E_SECONDS
+from chat_gateway.presencebatch import PresenceBatch
 
 __all__ = ["Fanout", "Member", "RoomHub", "parse_room_event"]
 
@@ -44,6 +45,16 @@ _tracer = tracer("chat.gateway.rooms")
 _messages = msgspec.json.Decoder(RoomMessages)
 _presence = msgspec.json.Decoder(RoomEvent)
 _PRESENCE_EVENTS = frozenset({"user_joined", "user_left"})
+
+
+class _PresenceData(msgspec.Struct, frozen=True):
+    email: str
+    count: int = 0
+    users: list[str] | None = None
+    """Only a small room's events carry the member list."""
+
+
+_presence_data = msgspec.json.Decoder(_PresenceData)
 FillGap = Callable[[str, int, int], Awaitable[FetchResponse]]
 """(room_id, after_seq, before_seq) -> messages strictly between them."""
 
@@ -101,16 +112,29 @@ class _Room:
     delivery: RoomDelivery[Client, Fanout] = field(default_factory=RoomDelivery)
     subscription: Subscription | None = None
     filling: asyncio.Task[None] | None = None
+    presence: PresenceBatch | None = None
+    """A large room's presence changes waiting for the next ``presence_diff``."""
+    presence_flush: asyncio.TimerHandle | None = None
 
 
 class RoomHub:
     """Every room this gateway has members in: subscriptions, writes and gap fills around
     each room's :class:`~chat_gateway.delivery.RoomDelivery`."""
 
-    def __init__(self, nc: Nats, *, fill_gap: FillGap, gap_fill_delay_s: float) -> None:
+    def __init__(
+        self,
+        nc: Nats,
+        *,
+        fill_gap: FillGap,
+        gap_fill_delay_s: float,
+        presence_interval_s: float = 1.0,
+        presence_diff_max: int = 50,
+    ) -> None:
         self._nc = nc
         self._fill_gap = fill_gap
         self._gap_delay = gap_fill_delay_s
+        self._presence_interval = presence_interval_s
+        self._diff_max = presence_diff_max
         self._rooms: dict[str, _Room] = {}
 
     def __len__(self) -> int:
@@ -170,6 +194,8 @@ class RoomHub:
         del self._rooms[room_id]
         if room.filling is not None:
             room.filling.cancel()
+        if room.presence_flush is not None:
+            room.presence_flush.cancel()
         if room.subscription is not None:
             try:
                 await room.subscription.unsubscribe()
@@ -211,7 +237,10 @@ class RoomHub:
         return on_event
 
     def accept(self, room: _Room, item: Fanout) -> None:
-        """Deliver presence at once; sequence messages and deliver what is in order."""
+        """Deliver presence (a large room's coalesced, :meth:`_coalesce`); sequence
+        messages and deliver what is in order."""
+        if item.seq is None and item.event in _PRESENCE_EVENTS and self._coalesce(room, item):
+            return
         outcome = room.delivery.offer(item)
         if outcome.overflow:
             _log.error("room backlog overflow; resyncing members", extra={"room": room.room_id})
@@ -221,6 +250,37 @@ class RoomHub:
         self._write(outcome.deliveries)
         if outcome.gap is not None and (room.filling is None or room.filling.done()):
             room.filling = asyncio.create_task(self._fill(room), name=f"fill:{room.room_id}")
+
+    def _coalesce(self, room: _Room, item: Fanout) -> bool:
+        """Whether ``item`` (presence) waits for the room's next ``presence_diff``: it does
+        when it came without the member list (a large room). An event with the list (the
+        room is small again) first sends what was waiting, to keep the order."""
+        try:
+            change = _presence_data.decode(item.data)
+        except msgspec.DecodeError:
+            return False
+        if change.users is not None:
+            self._flush_presence(room)
+            return False
+        if room.presence is None:
+            room.presence = PresenceBatch(max_names=self._diff_max)
+        room.presence.add(item.event, change.email, change.count)
+        if room.presence_flush is None:
+            room.presence_flush = asyncio.get_running_loop().call_later(
+                self._presence_interval, self._flush_presence, room
+            )
+        return True
+
+    def _flush_presence(self, room: _Room) -> None:
+        """Send the room's waiting presence changes as one ``presence_diff``."""
+        if room.presence_flush is not None:
+            room.presence_flush.cancel()
+            room.presence_flush = None
+        if room.presence and self._rooms.get(room.room_id) is room:
+            diff = encode(room.presence.take(room.room_id))
+            self._write(
+                room.delivery.offer(Fanout(room.room_id, "presence_diff", diff, None)).deliveries
+            )
 
     @staticmethod
     def _write(deliveries: list[Delivery[Client, Fanout]]) -> None:

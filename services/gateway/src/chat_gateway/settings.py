@@ -136,6 +136,14 @@ class GatewaySettings(ServiceSettings):
     gap_fill_delay_ms: float = Field(
         default=25.0, ge=0, description="wait for a late message before fetching a gap from history"
     )
+    presence_interval_ms: float = Field(
+        default=1000.0,
+        gt=0,
+        description="a large room's joins and leaves go out as one presence_diff per this interval",
+    )
+    presence_diff_max: int = Field(
+        default=50, ge=1, description="names per list of one presence_diff (past it: truncated)"
+    )
 
     @model_validator(mode="after")
     def _read_budget_covers_events(self) -> GatewaySettings:

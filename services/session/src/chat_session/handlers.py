@@ -33,6 +33,8 @@ from chat_common.schemas import (
     JoinResponse,
     LeaveRequest,
     LeaveResponse,
+    MembersRequest,
+    MembersResponse,
     PresenceEvent,
     PresenceRequest,
     PresenceResponse,
@@ -54,7 +56,7 @@ from chat_common.schemas import (
 )
 from chat_common.subjects import gateway_control, room_presence
 from chat_session.metrics import PRESENCE, REAPED, RESTORED, RESUMES, SESSIONS
-from chat_session.store import SessionStore, now_ms
+from chat_session.store import PresenceChange, SessionStore, now_ms
 
 __all__ = ["SessionHandlers", "token_hash"]
 
@@ -96,8 +98,10 @@ class SessionHandlers:
         user_rate_per_s: float = 30.0,
         user_rate_burst: float = 60.0,
         max_sessions_per_user: int = 20,
+        presence_list_max: int = 100,
         clock: Callable[[], int] = now_ms,
     ) -> None:
+        self._list_max = presence_list_max
         self._user_rate = user_rate_per_s
         self._user_burst = user_rate_burst
         self._max_sessions = max_sessions_per_user
@@ -107,8 +111,14 @@ class SessionHandlers:
         self._attached_ms = int((resume_window_s + heartbeat_ttl_s) * 1000)
         self._clock = clock
 
-    async def _announce(self, event: str, room_id: str, email: str, users: list[str]) -> None:
-        data = encode(PresenceEvent(room_id=room_id, email=email, users=users))
+    async def _announce(self, event: str, room_id: str, email: str, change: PresenceChange) -> None:
+        """``user_joined`` / ``user_left`` to the room: the change and the count, and the
+        member list when the room is small (none past ``presence_list_max`` users)."""
+        data = encode(
+            PresenceEvent(
+                room_id=room_id, email=email, count=change.page.count, users=change.complete
+            )
+        )
         payload = encode(RoomEvent(event=event, data=msgspec.Raw(data)))
         await self._publish(room_presence(room_id), payload)
         PRESENCE.labels(event).inc()
@@ -131,10 +141,15 @@ class SessionHandlers:
             await self._store.user_sessions(req.email, remove=req.session_id)
             await self._store.forget(req.session_id)
             raise ChatError(ErrorCode.RATE_LIMITED, "too many connections for this user")
-        change = await self._store.join(req.session_id, req.email, req.room_id, req.position)
+        change = await self._store.join(
+            req.session_id, req.email, req.room_id, req.position, page=self._list_max
+        )
         if change.changed:
-            await self._announce("user_joined", req.room_id, req.email, change.users)
-        return encode(JoinResponse(users=change.users, first=change.changed))
+            await self._announce("user_joined", req.room_id, req.email, change)
+        page = change.page
+        return encode(
+            JoinResponse(users=page.users, first=change.changed, count=page.count, next=page.next)
+        )
 
     @_redis_unavailable
     async def leave(self, body: bytes) -> bytes:
@@ -142,10 +157,12 @@ class SessionHandlers:
         record = await self._store.get(req.session_id)
         if record is None or req.room_id not in record.rooms:
             raise ChatError(ErrorCode.NOT_IN_ROOM, "not a member of this room")
-        change = await self._store.leave(req.session_id, record.email, req.room_id)
+        change = await self._store.leave(
+            req.session_id, record.email, req.room_id, page=self._list_max
+        )
         if change.changed:
-            await self._announce("user_left", req.room_id, record.email, change.users)
-        return encode(LeaveResponse(users=change.users, last=change.changed))
+            await self._announce("user_left", req.room_id, record.email, change)
+        return encode(LeaveResponse(last=change.changed, count=change.page.count))
 
     @_redis_unavailable
     async def detach(self, body: bytes) -> bytes:
@@ -173,9 +190,11 @@ class SessionHandlers:
         rooms = sorted(record.rooms) if record else []
         if record is not None:
             for room_id in rooms:
-                change = await self._store.leave(session_id, record.email, room_id)
+                change = await self._store.leave(
+                    session_id, record.email, room_id, page=self._list_max
+                )
                 if change.changed:
-                    await self._announce("user_left", room_id, record.email, change.users)
+                    await self._announce("user_left", room_id, record.email, change)
             await self._store.user_sessions(record.email, remove=session_id)
         await self._store.forget(session_id)
         return rooms
@@ -240,7 +259,9 @@ class SessionHandlers:
             expires=self._clock() + self._attached_ms,
         )
         for room_id, position in req.rooms.items():
-            await self._store.join(req.session_id, req.email, room_id, position)
+            await self._store.join(
+                req.session_id, req.email, room_id, position, page=self._list_max
+            )
         RESTORED.inc()
         _log.info("session restored", extra={"rooms": len(req.rooms)})
         return _EMPTY
@@ -258,6 +279,15 @@ class SessionHandlers:
         users, total = await self._store.presence(req.room_id, limit=_bounded_limit(req.limit))
         present = [PresentUser(email=email, sessions=ids) for email, ids in users]
         return encode(PresenceResponse(room_id=req.room_id, users=present, total=total))
+
+    @_redis_unavailable
+    async def members(self, body: bytes) -> bytes:
+        """A page of a room's users in join order (the gateway's ``get_members``)."""
+        req = parse_request(body, MembersRequest)
+        page = await self._store.members(
+            req.room_id, after=req.after, limit=max(1, min(req.limit, self._list_max))
+        )
+        return encode(MembersResponse(users=page.users, count=page.count, next=page.next))
 
     @_redis_unavailable
     async def inspect(self, body: bytes) -> bytes:

@@ -49,6 +49,7 @@ async def main(settings: SessionSettings | None = None) -> int:
             user_rate_per_s=settings.user_rate_per_s,
             user_rate_burst=settings.user_rate_burst,
             max_sessions_per_user=settings.max_sessions_per_user,
+            presence_list_max=settings.presence_list_max,
         )
         rt.add_check("redis", store.ping)
         rt.lifecycle.supervisor.spawn(
@@ -71,6 +72,7 @@ async def main(settings: SessionSettings | None = None) -> int:
                 "take": (session_endpoint("take"), handlers.take),
                 "rooms": (session_endpoint("rooms"), handlers.rooms),
                 "presence": (session_endpoint("presence"), handlers.presence),
+                "members": (session_endpoint("members"), handlers.members),
                 "inspect": (session_endpoint("inspect"), handlers.inspect),
             },
         )

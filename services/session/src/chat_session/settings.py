@@ -36,6 +36,14 @@ class SessionSettings(ServiceSettings):
     max_sessions_per_user: int = Field(
         default=20, ge=1, description="live sessions (connections) one user may hold"
     )
+    presence_list_max: int = Field(
+        default=100,
+        ge=1,
+        le=1000,
+        description="rooms of up to this many users carry their member list in user_joined,"
+        " user_left and the join ack; larger rooms carry the change and the count, and are"
+        " paged with get_members (pages of at most this many)",
+    )
     reap_interval_s: float = Field(
         default=1.0, gt=0, description="how often expired sessions are reaped (user_left sent)"
     )

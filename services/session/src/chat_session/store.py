@@ -25,7 +25,14 @@ from typing import Protocol
 
 from redis.asyncio import Redis
 
-__all__ = ["PresenceChange", "RedisSessionStore", "SessionRecord", "SessionStore", "SessionView"]
+__all__ = [
+    "MemberPage",
+    "PresenceChange",
+    "RedisSessionStore",
+    "SessionRecord",
+    "SessionStore",
+    "SessionView",
+]
 
 BACKSTOP_TTL_S = 24 * 3600
 _SCAN_COUNT = 500
@@ -61,7 +68,8 @@ if added == 1 and redis.call('SCARD', KEYS[3]) == 1 then
     redis.call('ZADD', KEYS[1], redis.call('INCR', KEYS[2]), ARGV[2])
   end
 end
-return {first, redis.call('ZRANGE', KEYS[1], 0, -1)}
+return {first, redis.call('ZCARD', KEYS[1]),
+        redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[3]) - 1, 'WITHSCORES')}
 """
 
 _LEAVE = """
@@ -71,7 +79,9 @@ if removed == 1 and redis.call('SCARD', KEYS[2]) == 0 then
   last = 1
   redis.call('ZREM', KEYS[1], ARGV[2])
 end
-return {last, redis.call('ZRANGE', KEYS[1], 0, -1)}
+local count = redis.call('ZCARD', KEYS[1])
+if count > tonumber(ARGV[3]) then return {last, count, {}} end
+return {last, count, redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')}
 """
 
 # Reattach a session only if it has not expired (so a reaped session stays dead): extend
@@ -115,16 +125,39 @@ return 0
 """
 
 
-class PresenceChange(tuple[bool, list[str]]):
-    """(changed, users): whether the user entered/left the room, and who is in it now."""
+@dataclass(frozen=True, slots=True)
+class MemberPage:
+    """Users of a room in join order, a page at a time."""
+
+    users: list[str]
+    count: int
+    """How many users the room has."""
+    next: int | None
+    """Where the next page starts (``after`` of :meth:`SessionStore.members`), when more
+    users follow this page."""
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceChange:
+    """What a join or leave did to a room's presence."""
+
+    changed: bool
+    """The user entered (first connection in) or left (last connection out) the room."""
+    page: MemberPage
+    """The room after it: its count and its first ``page`` users (on a leave, only when
+    they are all of them; else none)."""
 
     @property
-    def changed(self) -> bool:
-        return self[0]
+    def complete(self) -> list[str] | None:
+        """Every user of the room when they fit in the page, else ``None``."""
+        return self.page.users if len(self.page.users) == self.page.count else None
 
-    @property
-    def users(self) -> list[str]:
-        return self[1]
+
+def _page(count: int, flat: list[str]) -> MemberPage:
+    """A page from a ``WITHSCORES`` reply (``[user, score, user, score, ...]``)."""
+    users = [str(u) for u in flat[0::2]]
+    more = count > len(users) and bool(users)
+    return MemberPage(users, int(count), int(float(flat[-1])) if more else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,10 +204,23 @@ class SessionStore(Protocol):
     async def get(self, session_id: str) -> SessionRecord | None: ...
 
     async def join(
-        self, session_id: str, email: str, room_id: str, position: int
-    ) -> PresenceChange: ...
+        self, session_id: str, email: str, room_id: str, position: int, *, page: int
+    ) -> PresenceChange:
+        """Count the session in the room; the change carries the room's first ``page``
+        users."""
+        ...
 
-    async def leave(self, session_id: str, email: str, room_id: str) -> PresenceChange: ...
+    async def leave(
+        self, session_id: str, email: str, room_id: str, *, page: int
+    ) -> PresenceChange:
+        """Take the session out of the room; the change carries the room's users when
+        there are at most ``page``."""
+        ...
+
+    async def members(self, room_id: str, *, after: int | None, limit: int) -> MemberPage:
+        """Up to ``limit`` users of the room in join order, from after ``after`` (a page's
+        ``next``; ``None``: from the first)."""
+        ...
 
     async def reattach(
         self, session_id: str, *, now: int, expires: int, gateway: str, conn: str
@@ -316,7 +362,7 @@ class RedisSessionStore:
         )
 
     async def join(
-        self, session_id: str, email: str, room_id: str, position: int
+        self, session_id: str, email: str, room_id: str, position: int, *, page: int
     ) -> PresenceChange:
         keys = [
             self._room(room_id, "users"),
@@ -324,16 +370,31 @@ class RedisSessionStore:
             self._room(room_id, f"conns:{email}"),
         ]
         async with self._r.pipeline(transaction=False) as pipe:  # one round trip
-            await self._join(keys=keys, args=[session_id, email], client=pipe)
+            await self._join(keys=keys, args=[session_id, email, page], client=pipe)
             pipe.hset(self._session(session_id, ":rooms"), room_id, position)
-            (first, users), _ = await pipe.execute()
-        return PresenceChange((bool(first), [str(u) for u in users]))
+            (first, count, flat), _ = await pipe.execute()
+        return PresenceChange(bool(first), _page(count, flat))
 
-    async def leave(self, session_id: str, email: str, room_id: str) -> PresenceChange:
+    async def leave(
+        self, session_id: str, email: str, room_id: str, *, page: int
+    ) -> PresenceChange:
         keys = [self._room(room_id, "users"), self._room(room_id, f"conns:{email}")]
-        last, users = await self._leave(keys=keys, args=[session_id, email])
-        await self._r.hdel(self._session(session_id, ":rooms"), room_id)
-        return PresenceChange((bool(last), [str(u) for u in users]))
+        async with self._r.pipeline(transaction=False) as pipe:  # one round trip
+            await self._leave(keys=keys, args=[session_id, email, page], client=pipe)
+            pipe.hdel(self._session(session_id, ":rooms"), room_id)
+            (last, count, flat), _ = await pipe.execute()
+        return PresenceChange(bool(last), _page(count, flat))
+
+    async def members(self, room_id: str, *, after: int | None, limit: int) -> MemberPage:
+        key = self._room(room_id, "users")
+        low = "-inf" if after is None else f"({after}"
+        async with self._r.pipeline(transaction=False) as pipe:
+            pipe.zrangebyscore(key, low, "+inf", start=0, num=limit + 1, withscores=True)
+            pipe.zcard(key)
+            found, count = await pipe.execute()
+        users = [str(u) for u, _ in found[:limit]]
+        more = len(found) > limit
+        return MemberPage(users, int(count), int(found[limit - 1][1]) if more else None)
 
     async def reattach(
         self, session_id: str, *, now: int, expires: int, gateway: str, conn: str

@@ -33,6 +33,7 @@
     seqs: new Set(),        // seqs on screen: each message shown once
     oldest: null, atBeginning: false, loadingOlder: false,
     outbox: [],             // [{clientMsgId, text, node}] in send order, until acked
+    members: new Set(), memberCount: 0, // presence: the join's first page, then the changes
     ready: false, pumping: false, attempt: 0, stopped: true, timer: null,
   };
 
@@ -87,7 +88,8 @@
       throw new Fatal(reply.error.message);
     }
     chat.session = { sessionId: reply.sessionId, resumeToken: reply.resumeToken };
-    setUsers(reply.users);
+    chat.members = new Set(reply.users);
+    showMembers(reply.userCount);
     const had = chat.lastSeq;
     reply.history.forEach(addMessage);
     if (reply.history.length) chat.lastSeq = reply.history[reply.history.length - 1].seq;
@@ -134,7 +136,15 @@
       chat.lastSeq = Math.max(chat.lastSeq, data.seq); // delivered in seq order, gap-free
       addMessage(data);
     } else if (frame.type === "user_joined" || frame.type === "user_left") {
-      setUsers(data.users);
+      // A small room's events carry the whole list; a large room's only the change.
+      if (data.users) chat.members = new Set(data.users);
+      else if (frame.type === "user_joined") chat.members.add(data.email);
+      else chat.members.delete(data.email);
+      showMembers(data.count);
+    } else if (frame.type === "presence_diff") {
+      data.joins.forEach((u) => chat.members.add(u));
+      data.leaves.forEach((u) => chat.members.delete(u));
+      showMembers(data.count);
     } else if (frame.type === "error") {
       notice(`${data.code}: ${data.message}`);
     }
@@ -285,9 +295,14 @@
     button.textContent = chat.atBeginning ? "Beginning of the room" : "Load older messages";
   }
 
-  function setUsers(users) {
+  function showMembers(count) {
+    chat.memberCount = count;
     const list = $("users");
+    const users = [...chat.members];
     list.replaceChildren(...users.map((u) => el("li", u === chat.email ? "me" : "", u)));
+    const more = count - users.length;
+    $("member-count").textContent =
+      `${count} ${count === 1 ? "member" : "members"}` + (more > 0 ? ` (${more} not listed)` : "");
   }
 
   function notice(text) {
