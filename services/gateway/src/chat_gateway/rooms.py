@@ -6,7 +6,8 @@ room's messages it stored; presence on ``chat.room.<room>.presence``). Each subj
 only its own kind of event (a ``new_message`` on the presence subject, or presence on the
 message subject, is dropped), so each has exactly one publisher the bus lets speak there.
 Events are decoded once, encoded once per protocol, and written to every member without
-awaiting each one.
+awaiting each one. A large room's presence changes (announced without the member list) are
+held and sent as one ``presence_diff`` per interval (:mod:`chat_gateway.presencebatch`).
 
 Who gets which event and when (order, gaps, members joining, resuming and leaving) is
 decided by the pure :mod:`chat_gateway.delivery`; this module subscribes, writes what it
@@ -127,8 +128,8 @@ class RoomHub:
         *,
         fill_gap: FillGap,
         gap_fill_delay_s: float,
-        presence_interval_s: float = 1.0,
-        presence_diff_max: int = 50,
+        presence_interval_s: float,
+        presence_diff_max: int,
     ) -> None:
         self._nc = nc
         self._fill_gap = fill_gap
