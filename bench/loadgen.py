@@ -2,8 +2,9 @@
 
 One :class:`Client` is one WebSocket (bench/wsclient.py: frames parsed in the protocol's
 ``data_received``, no task per connection): it answers Engine.IO pings, resolves acks and
-hands every ``new_message`` to ``on_message``, all from the transport's callback, so one
-uvloop process holds tens of thousands of clients and spends little per delivery.
+hands every ``new_message`` to ``on_message`` and, if asked, the name and length of every
+other server event (presence, say) to ``on_event``, all from the transport's callback, so
+one uvloop process holds tens of thousands of clients and spends little per delivery.
 
 Also here: percentiles, progress lines on stderr, and the text of a timed message (the
 send time first, padded to 64 bytes, so every receiver can compute the end-to-end latency).
@@ -20,7 +21,16 @@ from typing import Any
 import msgspec
 from wsclient import WebSocket, connect
 
-__all__ = ["AckHandler", "Client", "ClientError", "percentile", "progress", "sent_at", "timed_text"]
+__all__ = [
+    "AckHandler",
+    "Client",
+    "ClientError",
+    "EventHandler",
+    "percentile",
+    "progress",
+    "sent_at",
+    "timed_text",
+]
 
 _decode = msgspec.json.decode
 _encode = msgspec.json.encode
@@ -29,6 +39,11 @@ MessageHandler = Callable[["Client", dict[str, Any], str | None], None]
 """``(client, message, offset)``; the offset is the Socket.IO resume offset, if any."""
 AckHandler = Callable[["Client", int, Any], None]
 """``(client, ack_id, reply)`` for an ack nobody awaits (an :meth:`Client.emit`'s)."""
+EventHandler = Callable[["Client", str, int], None]
+"""``(client, event_name, frame_len)`` for every server event other than ``new_message``
+(``user_joined``, ``user_left``, ``presence_diff``, ``error``): the name is read from the
+frame's prefix, the frame is not decoded; ``frame_len`` is the length of the whole text
+message in characters (its bytes, for ASCII)."""
 
 
 class ClientError(Exception):
@@ -69,6 +84,7 @@ class Client:
         email: str,
         on_message: MessageHandler | None = None,
         on_ack: AckHandler | None = None,
+        on_event: EventHandler | None = None,
     ) -> None:
         ws_base = base_url.replace("http", "ws", 1)
         self.url = ws_base + (
@@ -80,6 +96,7 @@ class Client:
         self.on_ack = on_ack
         """Gets every reply to an :meth:`emit` (ack ids rise in send order); failures are
         counted in ``errors`` either way."""
+        self.on_event = on_event
         self.ws: WebSocket | None = None
         self.errors: dict[str, int] = {}
         self.pid: str | None = None
@@ -155,9 +172,8 @@ class Client:
         closed = asyncio.ensure_future(ws.closed.wait())
         try:
             self._send(event, data, ack)
-            done, _ = await asyncio.wait(
-                {fut, closed}, timeout=timeout, return_when="FIRST_COMPLETED"
-            )
+            waiters: set[asyncio.Future[Any]] = {fut, closed}
+            done, _ = await asyncio.wait(waiters, timeout=timeout, return_when="FIRST_COMPLETED")
             if fut in done:
                 return fut.result()
             raise ClientError("connection closed" if closed in done else "ack timeout")
@@ -200,7 +216,8 @@ class Client:
             self.on_ack(self, ack, reply)
 
     def _on_text(self, frame: str) -> None:
-        """Every text message: pings answered, acks resolved, messages handed on."""
+        """Every text message: pings answered, acks resolved, messages and events handed
+        on."""
         if self._opening is not None:
             self._opening.put_nowait(frame)
             return
@@ -208,11 +225,12 @@ class Client:
             if frame.startswith('{"type":"new_message"'):
                 if self.on_message is not None:
                     self.on_message(self, _decode(frame)["data"], None)
-            elif frame.startswith('{"type":"ack"') and (
-                self._pending or self.on_ack is not None or '"ok":false' in frame
-            ):
-                obj = _decode(frame)
-                self._on_ack(obj.get("id"), obj.get("data"))
+            elif frame.startswith('{"type":"ack"'):
+                if self._pending or self.on_ack is not None or '"ok":false' in frame:
+                    obj = _decode(frame)
+                    self._on_ack(obj.get("id"), obj.get("data"))
+            elif self.on_event is not None and frame.startswith('{"type":"'):
+                self.on_event(self, frame[9 : frame.find('"', 9)], len(frame))
             return
         if frame.startswith('42["new_message"'):
             if self.on_message is not None:
@@ -227,6 +245,8 @@ class Client:
                 self._on_ack(int(frame[2:bracket]), _decode(frame[bracket:])[0])
         elif frame == "2" and self.ws is not None:
             self.ws.send("3")
+        elif self.on_event is not None and frame.startswith('42["'):
+            self.on_event(self, frame[4 : frame.find('"', 4)], len(frame))
 
 
 async def _next(ws: WebSocket, inbox: asyncio.Queue[str]) -> str:
