@@ -233,8 +233,7 @@ async def test_a_poll_sent_during_the_upgrade_probe_gets_a_noop(
     """After ``3probe``, a new GET is answered at once with ``6`` (noop); ``5`` then moves
     the session to the WebSocket."""
     poller = await Poller(suite.client_url, http).open()
-    await poller.post("40")
-    await poller.until(1, "40")
+    await poller.connect()
     async with websockets.connect(
         _ws_url(suite, f"EIO=4&transport=websocket&sid={poller.sid}")
     ) as ws:

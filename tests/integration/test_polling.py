@@ -93,8 +93,7 @@ async def test_two_polls_at_once_end_the_session(make_stack: MakeStack) -> None:
     stack = await make_stack()
     async with aiohttp.ClientSession() as http:
         poller = await Poller(stack.client_url, http).open()
-        await poller.post("40")
-        await poller.until(1, "40")
+        await poller.connect()
         # Nothing is queued, so whichever GET arrives first is held until the other one
         # arrives: that one is refused, and the held one gets the close packet.
         answers = await asyncio.wait_for(asyncio.gather(poller.get(), poller.get()), 10)
@@ -104,8 +103,7 @@ async def test_two_polls_at_once_end_the_session(make_stack: MakeStack) -> None:
         assert (status, json.loads(body)["code"]) == (400, 1)
 
         closing = await Poller(stack.client_url, http).open()
-        await closing.post("40")
-        await closing.until(1, "40")
+        await closing.connect()
         # Whichever comes first: a held GET answered by the close with a noop, or a GET
         # that finds the session already gone.
         held, posted = await asyncio.gather(closing.get(), closing.post("1"))
@@ -141,10 +139,8 @@ async def test_a_poll_whose_client_left_loses_nothing(make_stack: MakeStack) -> 
     parts = urlsplit(stack.client_url)
     async with aiohttp.ClientSession() as http:
         poller = await Poller(stack.client_url, http).open()
-        await poller.post("40")
-        await poller.until(1, "40")
-        await poller.post("421" + json.dumps(["join", {"email": "p@example.com", "roomId": room}]))
-        await poller.until(1, "431")
+        await poller.connect()
+        await poller.join("p@example.com", room)
         reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
         target = urlsplit(poller.session_url)
         writer.write(f"GET {target.path}?{target.query} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
@@ -267,10 +263,8 @@ async def _upgraded_member(
     """A member that opens and joins over polling through the balancer, then upgrades
     for certain: its WebSocket goes to each gateway in turn until the holder accepts it."""
     poller = await Poller(stack.client_url, http).open()
-    await poller.post("40")
-    await poller.until(1, "40")
-    await poller.post("421" + json.dumps(["join", {"email": "up@example.com", "roomId": room}]))
-    await poller.until(1, "431")
+    await poller.connect()
+    await poller.join("up@example.com", room)
     for base in stack.gateway_urls:
         url = base.replace("http://", "ws://").rstrip("/")
         try:
@@ -358,10 +352,8 @@ async def test_a_polling_client_that_stops_collecting_is_cut_once(make_stack: Ma
     sender = await NativeClient().connect(stack.client_url)
     async with aiohttp.ClientSession() as http:
         poller = await Poller(stack.client_url, http).open()
-        await poller.post("40")
-        await poller.until(1, "40")
-        await poller.post("421" + json.dumps(["join", {"email": "s@example.com", "roomId": room}]))
-        await poller.until(1, "431")
+        await poller.connect()
+        await poller.join("s@example.com", room)
         try:
             await sender.call("join", {"email": "busy@example.com", "roomId": room})
             text = "x" * 400
@@ -392,8 +384,7 @@ async def test_a_polling_session_upgrades_to_websocket(make_stack: MakeStack) ->
     room = unique_room("upgrade")
     async with aiohttp.ClientSession() as http:
         stays = await Poller(first, http).open()
-        await stays.post("40")
-        await stays.until(1, "40")
+        await stays.connect()
         ws_second = second.replace("http://", "ws://").rstrip("/")
         with pytest.raises(websockets.InvalidStatus) as refused:
             await websockets.connect(
@@ -406,8 +397,7 @@ async def test_a_polling_session_upgrades_to_websocket(make_stack: MakeStack) ->
         await stays.until(1, "431")
 
         poller = await Poller(first, http).open()
-        await poller.post("40")
-        await poller.until(1, "40")
+        await poller.connect()
         held = asyncio.ensure_future(poller.get())
         base = first.replace("http://", "ws://").rstrip("/")
         url = f"{base}/socket.io/?EIO=4&transport=websocket&sid={poller.sid}"

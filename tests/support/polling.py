@@ -60,3 +60,14 @@ class Poller:
                         assert (await self.post("3"))[0] == 200  # answer the heartbeat
                     seen.append(packet)
         return seen
+
+    async def connect(self) -> list[str]:
+        """CONNECT the namespace (``40``) and wait for the reply; every packet until then."""
+        assert await self.post("40") == (200, "ok")
+        return await self.until(1, "40")
+
+    async def join(self, email: str, room: str, *, ack: int = 1) -> list[str]:
+        """``join`` with ack id ``ack`` and wait for its ack; every packet until then."""
+        join = json.dumps(["join", {"email": email, "roomId": room}])
+        assert await self.post(f"42{ack}{join}") == (200, "ok")
+        return await self.until(1, f"43{ack}")

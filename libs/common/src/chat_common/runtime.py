@@ -20,6 +20,7 @@ from aiohttp import web
 from nats.aio.client import Client
 from nats.micro.service import Service
 
+from chat_common.gctuning import settle_heap
 from chat_common.health import Check, OpsServer
 from chat_common.lifecycle import Lifecycle, Phase
 from chat_common.logs import configure_logging
@@ -130,6 +131,11 @@ class ServiceRuntime:
         """Whether NATS has been connected without a break for at least ``seconds``."""
         since = self._nats_up_since
         return since is not None and time.monotonic() - since >= seconds
+
+    def mark_ready(self) -> None:
+        """Start-up is done: settle the heap (:mod:`chat_common.gctuning`) and report ready."""
+        settle_heap()
+        self.lifecycle.mark_ready()
 
     def add_check(self, name: str, check: Check) -> None:
         """Add a readiness check (a coroutine that raises when not ready)."""

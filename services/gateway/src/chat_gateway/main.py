@@ -112,7 +112,7 @@ async def main(settings: GatewaySettings | None = None) -> int:
         rt.lifecycle.supervisor.spawn(
             "session-heartbeat", lambda: keeper.run(lambda: server.clients)
         )
-        rt.lifecycle.mark_ready()
+        rt.mark_ready()
         await rt.lifecycle.wait_stopping()
     return runtime.exit_code
 

@@ -55,7 +55,7 @@ async def main(settings: HistorySettings | None = None) -> int:
                 "fetch": (history_endpoint("fetch"), handlers.fetch),
             },
         )
-        rt.lifecycle.mark_ready()
+        rt.mark_ready()
         await rt.lifecycle.wait_stopping()
     return runtime.exit_code
 

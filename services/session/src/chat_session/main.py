@@ -76,7 +76,7 @@ async def main(settings: SessionSettings | None = None) -> int:
                 "inspect": (session_endpoint("inspect"), handlers.inspect),
             },
         )
-        rt.lifecycle.mark_ready()
+        rt.mark_ready()
         await rt.lifecycle.wait_stopping()
     return runtime.exit_code
 
