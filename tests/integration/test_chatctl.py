@@ -113,6 +113,13 @@ async def test_rooms_presence_and_session(stack: Stack) -> None:
         ]
         table = await chatctl(stack, "presence", lobby)
         assert table.code == 0 and "ann@ctl.example" in table.out and "2 user(s)" in table.out
+        first = (await chatctl(stack, "presence", lobby, "--limit", "1", "--json")).json()
+        assert [u["email"] for u in first["users"]] == ["ann@ctl.example"]
+        rest = await chatctl(stack, "presence", lobby, "--after", str(first["next"]), "--json")
+        assert [u["email"] for u in rest.json()["users"]] == ["bob@ctl.example"]
+        assert rest.json()["next"] is None
+        paged = await chatctl(stack, "presence", lobby, "--limit", "1")
+        assert f"next page: --after {first['next']}" in " ".join(paged.out.split())
 
         session_id, token = joined["sessionId"], joined["resumeToken"]
         info = (await chatctl(stack, "session", session_id, "--json")).json()

@@ -343,6 +343,8 @@ class RoomsResponse(_Wire, frozen=True):
 class PresenceRequest(_Wire, frozen=True):
     room_id: RoomId
     limit: int = 100
+    after: int | None = None
+    """The ``next`` of the page before (``None``: from the first user)."""
 
 
 class PresentUser(_Wire, frozen=True):
@@ -356,6 +358,8 @@ class PresenceResponse(_Wire, frozen=True):
     users: list[PresentUser]
     """In join order, at most ``limit``."""
     total: int
+    next: int | None = None
+    """``after`` for the next page, when there are more users."""
 
 
 class SessionInfoRequest(_Wire, frozen=True):

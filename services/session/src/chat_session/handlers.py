@@ -276,9 +276,13 @@ class SessionHandlers:
     @_redis_unavailable
     async def presence(self, body: bytes) -> bytes:
         req = parse_request(body, PresenceRequest)
-        users, total = await self._store.presence(req.room_id, limit=_bounded_limit(req.limit))
+        users, page = await self._store.presence(
+            req.room_id, limit=_bounded_limit(req.limit), after=req.after
+        )
         present = [PresentUser(email=email, sessions=ids) for email, ids in users]
-        return encode(PresenceResponse(room_id=req.room_id, users=present, total=total))
+        return encode(
+            PresenceResponse(room_id=req.room_id, users=present, total=page.count, next=page.next)
+        )
 
     @_redis_unavailable
     async def members(self, body: bytes) -> bytes:

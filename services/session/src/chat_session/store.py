@@ -265,10 +265,9 @@ class SessionStore(Protocol):
         ...
 
     async def presence(
-        self, room_id: str, *, limit: int
-    ) -> tuple[list[tuple[str, list[str]]], int]:
-        """Up to ``limit`` users of the room in join order with their session ids; and
-        how many users there are."""
+        self, room_id: str, *, limit: int, after: int | None = None
+    ) -> tuple[list[tuple[str, list[str]]], MemberPage]:
+        """A page of the room's users (as :meth:`members`) with each one's session ids."""
         ...
 
     async def view(self, session_id: str) -> SessionView | None: ...
@@ -484,21 +483,17 @@ class RedisSessionStore:
         return rooms, len(found) > limit
 
     async def presence(
-        self, room_id: str, *, limit: int
-    ) -> tuple[list[tuple[str, list[str]]], int]:
-        users_key = self._room(room_id, "users")
+        self, room_id: str, *, limit: int, after: int | None = None
+    ) -> tuple[list[tuple[str, list[str]]], MemberPage]:
+        page = await self.members(room_id, after=after, limit=limit)
         async with self._r.pipeline(transaction=False) as pipe:
-            pipe.zrange(users_key, 0, limit - 1)
-            pipe.zcard(users_key)
-            emails, total = await pipe.execute()
-        async with self._r.pipeline(transaction=False) as pipe:
-            for email in emails:
+            for email in page.users:
                 pipe.smembers(self._room(room_id, f"conns:{email}"))
             sessions = await pipe.execute()
         users = [
-            (str(e), sorted(str(s) for s in ids)) for e, ids in zip(emails, sessions, strict=True)
+            (e, sorted(str(s) for s in ids)) for e, ids in zip(page.users, sessions, strict=True)
         ]
-        return users, int(total)
+        return users, page
 
     async def view(self, session_id: str) -> SessionView | None:
         if (loaded := await self._load(session_id)) is None:

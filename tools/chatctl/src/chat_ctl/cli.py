@@ -214,12 +214,15 @@ def presence(
     ctx: typer.Context,
     room: Annotated[str, typer.Argument(help="Room id.")],
     limit: Annotated[int, typer.Option(min=1, max=1000, help="Most users to list.")] = 100,
+    after: Annotated[
+        int | None, typer.Option(min=0, help="Start after this place (a page's next).")
+    ] = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Who is in ROOM, in join order, with their session ids."""
+    """Who is in ROOM, in join order, with their session ids; a page at a time."""
 
     async def work(nc: Client, target: Target) -> None:
-        req = PresenceRequest(room_id=room, limit=limit)
+        req = PresenceRequest(room_id=room, limit=limit, after=after)
         found = await _ask(
             nc, target, session_endpoint("presence"), req, PresenceResponse, what="session service"
         )

@@ -138,6 +138,8 @@ def rooms_table(rooms: RoomsResponse) -> Table:
 def presence_table(presence: PresenceResponse) -> Table:
     shown = len(presence.users)
     more = f", {presence.total - shown} not shown" if presence.total > shown else ""
+    if presence.next is not None:
+        more += f" (next page: --after {presence.next})"
     table = Table(title=_plain(f"{presence.room_id}: {presence.total} user(s){more}"))
     table.add_column("user")
     table.add_column("sessions")
