@@ -226,3 +226,19 @@ async def test_members_are_paged_in_join_order_and_a_cursor_survives_leaves(
     assert second["users"] == ["u4@example.com", "u5@example.com", "u6@example.com"]
     assert (second["count"], second["next"]) == (5, None)
     assert (await page(None, 10))["users"] == [f"u{n}@example.com" for n in (0, 1, 4, 5, 6)]
+
+
+async def test_a_users_bucket_never_refills_the_same_time_twice(redis: Redis) -> None:
+    """Concurrent takes reach Redis with their clocks out of order (each read its time
+    before waiting for a connection): a late one with an older time neither refills nor
+    moves the bucket's clock back, so the next take refills only the time since the newest."""
+    store = RedisSessionStore(redis, prefix=f"t{uuid.uuid4().hex[:8]}")
+
+    async def take(want: int, now: int) -> int:
+        granted, _ = await store.take("u@example.com", want=want, rate=10, burst=10, now=now)
+        return granted
+
+    assert await take(5, now=1_000) == 5  # 10 -> 5
+    assert await take(5, now=2_000) == 5  # +10 (capped at 10) -> 5
+    assert await take(5, now=1_500) == 5  # stale: no refill -> 0
+    assert await take(10, now=2_500) == 5  # 0.5 s since the newest: +5

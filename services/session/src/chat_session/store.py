@@ -98,7 +98,9 @@ return 0
 """
 
 # A user's shared token bucket: KEYS[1] hash {tokens, ts}; ARGV rate, burst, now_ms, want.
-# Returns {granted, retry_after_ms}.
+# Returns {granted, retry_after_ms}. Concurrent takes may arrive with their ``now`` out of
+# order (each was read before waiting for a connection): ``ts`` never goes back, or the
+# time between the two would be refilled twice.
 _TAKE = """
 local rate, burst, now, want = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
@@ -107,7 +109,7 @@ local ts = tonumber(state[2]) or now
 tokens = math.min(burst, tokens + math.max(0, now - ts) * rate / 1000)
 local granted = math.min(want, math.floor(tokens))
 tokens = tokens - granted
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', now)
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', math.max(ts, now))
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
 local wait = 0
 if granted == 0 then wait = math.ceil((1 - tokens) * 1000 / rate) end
