@@ -18,10 +18,12 @@ instances run. Session keys also carry a long Redis TTL as a backstop.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from redis.asyncio import Redis
 
@@ -279,6 +281,15 @@ def _glob_escape(text: str) -> str:
     return re.sub(r"([*?\[\]\\])", r"\\\1", text)
 
 
+async def _both(main: Awaitable[Any], other: Awaitable[Any]) -> Any:
+    """Run two Redis calls side by side; ``main``'s result, or the first failure."""
+    results = await asyncio.gather(main, other, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results[0]
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -370,20 +381,22 @@ class RedisSessionStore:
             self._room(room_id, "clock"),
             self._room(room_id, f"conns:{email}"),
         ]
-        async with self._r.pipeline(transaction=False) as pipe:  # one round trip
-            await self._join(keys=keys, args=[session_id, email, page], client=pipe)
-            pipe.hset(self._session(session_id, ":rooms"), room_id, position)
-            (first, count, flat), _ = await pipe.execute()
+        # Side by side rather than in one pipeline: a pipeline holding a script costs a
+        # SCRIPT EXISTS round trip first (redis-py); the script call reloads on NOSCRIPT.
+        first, count, flat = await _both(
+            self._join(keys=keys, args=[session_id, email, page]),
+            self._r.hset(self._session(session_id, ":rooms"), room_id, position),
+        )
         return PresenceChange(bool(first), _page(count, flat))
 
     async def leave(
         self, session_id: str, email: str, room_id: str, *, page: int
     ) -> PresenceChange:
         keys = [self._room(room_id, "users"), self._room(room_id, f"conns:{email}")]
-        async with self._r.pipeline(transaction=False) as pipe:  # one round trip
-            await self._leave(keys=keys, args=[session_id, email, page], client=pipe)
-            pipe.hdel(self._session(session_id, ":rooms"), room_id)
-            (last, count, flat), _ = await pipe.execute()
+        last, count, flat = await _both(
+            self._leave(keys=keys, args=[session_id, email, page]),
+            self._r.hdel(self._session(session_id, ":rooms"), room_id),
+        )
         return PresenceChange(bool(last), _page(count, flat))
 
     async def members(self, room_id: str, *, after: int | None, limit: int) -> MemberPage:
