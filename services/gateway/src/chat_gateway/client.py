@@ -51,7 +51,7 @@ class Client:
 
     __slots__ = ("_idle_waiter", "_in_flight", "_loop", "_outbox", "authenticated", "bucket", "closing",
                  "conn", "email", "encode_ack", "encode_event", "floors", "id", "identity", "key",
-                 "opened_at", "ping_frame", "pinged_at", "positions", "protocol", "recovery", "remote", "rooms",
+                 "opened_at", "ping_frame", "positions", "protocol", "recovery", "remote", "rooms",
                  "session_id", "session_used", "taken_over", "token")  # fmt: skip
 
     def __init__(
@@ -77,8 +77,6 @@ class Client:
         self._loop = asyncio.get_running_loop()
         self._outbox: list[bytes] = []
         self.opened_at = self._loop.time()
-        self.pinged_at = 0.0
-        """When the heartbeat last pinged this client (loop time)."""
         self.protocol = protocol
         self.encode_event = encode_event
         self.encode_ack = encode_ack
@@ -220,9 +218,8 @@ class Client:
             _log.warning("event still running at close", extra={"client": self.id})
         self.close(code, reason)
 
-    def ping(self, now: float) -> None:
-        """One heartbeat ping, in the connection's protocol, sent at ``now``."""
-        self.pinged_at = now
+    def ping(self) -> None:
+        """One heartbeat ping, in the connection's protocol."""
         if self.ping_frame is None:
             self.conn.ping()
         else:

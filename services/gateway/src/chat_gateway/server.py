@@ -15,9 +15,11 @@ heartbeat or watchdog pass only writes and schedules.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import secrets
 import time
+from collections import deque
 from collections.abc import Callable
 from urllib.parse import parse_qs, urlsplit
 
@@ -92,6 +94,10 @@ def _session_request(
     return decorate(held.post(body)) if method == "POST" else held.poll(decorate)
 
 
+_PING_WINDOW_S = 0.05
+"""Pings due within this much of each other go out together (a few wake-ups per second)."""
+
+
 class GatewayServer:
     """Accepts client connections and keeps track of them until shutdown."""
 
@@ -108,6 +114,9 @@ class GatewayServer:
         self._page = page
         self._limits = edge_limits(settings)
         self._clients: set[Client] = set()
+        self._ping_queue: deque[tuple[float, Client]] = deque()
+        """(when its next ping is due, client), in due order: each client is pinged
+        pingInterval after it opened, then after its last ping (:meth:`heartbeat`)."""
         self._per_ip: dict[str, int] = {}
         self._polls: dict[str, PollingConn] = {}
         self._upgrades: set[asyncio.Task[None]] = set()
@@ -263,6 +272,8 @@ class GatewayServer:
 
     def _register(self, client: Client) -> None:
         self._clients.add(client)
+        interval = self._s.ping_interval_ms / 1000
+        self._ping_queue.append((asyncio.get_running_loop().time() + interval, client))
         CONNECTIONS.labels(client.protocol).inc()
 
     def _unregister(self, client: Client) -> None:
@@ -294,28 +305,49 @@ class GatewayServer:
                     client.close(CLOSE_HANDSHAKE_TIMEOUT, "join a room first")
 
     async def heartbeat(self) -> None:
-        """Ping every client each pingInterval (Engine.IO pings for Socket.IO, WebSocket
-        pings for ``/ws``) and close, pingTimeout after a ping, each client that has not
-        answered it, as the reference server does; one pass serves every client."""
+        """Ping each client pingInterval after it opened and after each ping (Engine.IO
+        pings for Socket.IO, WebSocket pings for ``/ws``), and close, pingTimeout after a
+        ping, each client that has not answered it, as the reference server does.
+
+        Clients are pinged in the order they fall due (one queue: every ping is due one
+        interval after the previous one, so appending keeps it sorted), a few milliseconds'
+        worth at a time, so 10,000 connections cost a trickle of pings rather than one pass
+        that holds the event loop while every pong comes back at once."""
         interval = self._s.ping_interval_ms / 1000
         timeout = self._s.ping_timeout_ms / 1000
+        window = min(interval / 50, _PING_WINDOW_S)
         loop = asyncio.get_running_loop()
-        checks: dict[float, asyncio.TimerHandle] = {}
+        queue = self._ping_queue
+        checks: dict[int, asyncio.TimerHandle] = {}
+        batches = itertools.count()
 
-        def expire(sent_at: float) -> None:
-            del checks[sent_at]
-            for client in list(self._clients):
-                if not client.closing and client.conn.last_pong < sent_at <= client.pinged_at:
+        def expire(key: int, sent_at: float, batch: list[Client]) -> None:
+            del checks[key]
+            for client in batch:
+                if (
+                    client.conn.last_pong < sent_at
+                    and client in self._clients
+                    and not client.closing
+                ):
                     client.close(CLOSE_PING_TIMEOUT, "ping timeout")
 
         try:
             while True:
-                await asyncio.sleep(interval)
-                sent_at = loop.time()
-                for client in list(self._clients):
-                    if not client.closing:
-                        client.ping(sent_at)
-                checks[sent_at] = loop.call_later(timeout, expire, sent_at)
+                # Up to one window early: the batch takes whatever falls due within it.
+                await asyncio.sleep(
+                    max(0.0, queue[0][0] - window - loop.time()) if queue else interval
+                )
+                now = loop.time()
+                batch: list[Client] = []
+                while queue and queue[0][0] <= now + window:
+                    _, client = queue.popleft()
+                    if client in self._clients and not client.closing:
+                        client.ping()
+                        batch.append(client)
+                        queue.append((now + interval, client))
+                if batch:
+                    key = next(batches)
+                    checks[key] = loop.call_later(timeout, expire, key, now, batch)
         finally:
             for pending in checks.values():
                 pending.cancel()
