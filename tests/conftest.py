@@ -23,6 +23,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from chat_devstack.ha import RedisClusterNodes
 from chat_devstack.servers import NatsServer, PostgresServer, RedisServer
 from chat_devstack.stack import Stack, StackConfig
 
@@ -75,6 +76,21 @@ async def servers(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Ser
         await postgres.stop()
         await redis.stop()
         await nats.stop()
+
+
+@pytest.fixture(scope="session")
+async def redis_cluster(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[RedisClusterNodes]:
+    """A Redis Cluster of 6 nodes (3 primaries with a replica each), shared by tests that
+    run the session store on both one Redis and a cluster (each test has its own prefix)."""
+    cluster = RedisClusterNodes(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        await cluster.start()
+        yield cluster
+    finally:
+        for node in cluster.nodes:
+            await node.stop()
 
 
 @pytest.fixture(scope="session")

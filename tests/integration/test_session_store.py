@@ -10,11 +10,13 @@ from typing import Any
 
 import msgspec
 import pytest
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from chat_common.errors import ChatError, ErrorCode
 from chat_common.schemas import encode
 from chat_common.subjects import room_presence
+from chat_devstack.ha import RedisClusterNodes
+from chat_session import redisclient
 from chat_session.handlers import SessionHandlers, token_hash
 from chat_session.store import RedisSessionStore
 from tests.conftest import Servers
@@ -32,9 +34,13 @@ class Clock:
         return self.now
 
 
-@pytest.fixture
-async def redis(servers: Servers) -> AsyncIterator[Redis]:
-    client = Redis.from_url(servers.redis.url, decode_responses=True)
+@pytest.fixture(params=["one server", "cluster"])
+async def redis(
+    request: pytest.FixtureRequest, servers: Servers, redis_cluster: RedisClusterNodes
+) -> AsyncIterator[Redis | RedisCluster]:
+    """The store's client as the service makes it, for one Redis and for a Redis Cluster."""
+    url = servers.redis.url if request.param == "one server" else redis_cluster.url
+    client = redisclient.connect(url, max_connections=16, timeout_s=2)
     yield client
     await client.aclose()
 
@@ -58,7 +64,7 @@ async def announcements(
     await listener.drain()
 
 
-def _handlers(redis: Redis, nc: Any, clock: Clock) -> SessionHandlers:
+def _handlers(redis: Redis | RedisCluster, nc: Any, clock: Clock) -> SessionHandlers:
     store = RedisSessionStore(redis, prefix=f"t{uuid.uuid4().hex[:8]}")
     return SessionHandlers(store, nc.publish, resume_window_s=10, heartbeat_ttl_s=5, clock=clock)
 
@@ -85,7 +91,7 @@ async def _settle(nc: Any, seen: list[tuple[str, dict[str, Any]]], room: str) ->
 
 
 async def test_expired_session_is_reaped_once_by_racing_reapers(
-    redis: Redis, announcements: Any
+    redis: Redis | RedisCluster, announcements: Any
 ) -> None:
     """Two reapers racing over one expired session announce its user_left exactly once."""
     nc, seen = announcements
@@ -106,7 +112,7 @@ async def test_expired_session_is_reaped_once_by_racing_reapers(
 
 
 async def test_resume_within_window_keeps_presence_and_after_it_fails(
-    redis: Redis, announcements: Any
+    redis: Redis | RedisCluster, announcements: Any
 ) -> None:
     """Resume works inside the window (no presence change) and is refused after expiry."""
     nc, seen = announcements
@@ -140,7 +146,7 @@ async def test_resume_within_window_keeps_presence_and_after_it_fails(
 
 
 async def test_heartbeat_reports_lost_sessions_and_restore_is_silent(
-    redis: Redis, announcements: Any
+    redis: Redis | RedisCluster, announcements: Any
 ) -> None:
     """After the store loses a session, heartbeat names it; restore rebuilds presence quietly."""
     nc, seen = announcements
@@ -170,7 +176,7 @@ async def test_heartbeat_reports_lost_sessions_and_restore_is_silent(
 
 
 async def test_a_small_room_announces_its_list_a_large_one_only_the_change(
-    redis: Redis, announcements: Any
+    redis: Redis | RedisCluster, announcements: Any
 ) -> None:
     """Up to presence_list_max users, user_joined/user_left carry the member list; past it,
     only who and the count. The join answer holds the first page and where the next starts."""
@@ -205,7 +211,7 @@ async def test_a_small_room_announces_its_list_a_large_one_only_the_change(
 
 
 async def test_members_are_paged_in_join_order_and_a_cursor_survives_leaves(
-    redis: Redis, announcements: Any
+    redis: Redis | RedisCluster, announcements: Any
 ) -> None:
     nc, _ = announcements
     h = _handlers(redis, nc, Clock())
@@ -228,7 +234,9 @@ async def test_members_are_paged_in_join_order_and_a_cursor_survives_leaves(
     assert (await page(None, 10))["users"] == [f"u{n}@example.com" for n in (0, 1, 4, 5, 6)]
 
 
-async def test_a_users_bucket_never_refills_the_same_time_twice(redis: Redis) -> None:
+async def test_a_users_bucket_never_refills_the_same_time_twice(
+    redis: Redis | RedisCluster,
+) -> None:
     """Concurrent takes reach Redis with their clocks out of order (each read its time
     before waiting for a connection): a late one with an older time neither refills nor
     moves the bucket's clock back, so the next take refills only the time since the newest."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from opentelemetry.instrumentation.redis import RedisInstrumentor
-from redis.asyncio import BlockingConnectionPool, Redis
 
 from chat_common.lifecycle import Phase
 from chat_common.natsio import traced_publish
@@ -11,6 +10,7 @@ from chat_common.runner import run_main
 from chat_common.runtime import ServiceRuntime
 from chat_common.subjects import SESSION_SERVICE, session_endpoint
 from chat_common.tracing import tracing_enabled
+from chat_session import redisclient
 from chat_session.handlers import SessionHandlers
 from chat_session.settings import SessionSettings
 from chat_session.store import RedisSessionStore
@@ -26,20 +26,12 @@ async def main(settings: SessionSettings | None = None) -> int:
         RedisInstrumentor().instrument()
     runtime = ServiceRuntime(settings, name=SESSION_SERVICE)
     async with runtime as rt:
-        # A blocking pool: a burst of requests waits (up to the timeout) for a connection
-        # instead of failing at once when every connection is busy.
-        pool = BlockingConnectionPool.from_url(
+        redis = redisclient.connect(
             settings.redis_url,
             max_connections=settings.redis_max_connections,
-            timeout=settings.redis_timeout_s,
-            decode_responses=True,
-            socket_timeout=settings.redis_timeout_s,
-            socket_connect_timeout=settings.redis_timeout_s,
-            health_check_interval=10,
+            timeout_s=settings.redis_timeout_s,
         )
-        redis = Redis(connection_pool=pool)
         rt.lifecycle.on_shutdown(Phase.CLOSE_POOLS, "redis", redis.aclose)
-        rt.lifecycle.on_shutdown(Phase.CLOSE_POOLS, "redis pool", pool.disconnect)
         store = RedisSessionStore(redis, prefix=settings.key_prefix)
         handlers = SessionHandlers(
             store,

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from chat_common.settings import ServiceSettings
+from chat_session.redisclient import parse_url
 
 __all__ = ["SessionSettings"]
 
@@ -13,12 +14,20 @@ __all__ = ["SessionSettings"]
 class SessionSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="SESSION_", extra="ignore", frozen=True)
 
-    redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="Redis URL")
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        description="one server (redis://host:port/db), Sentinel"
+        " (redis+sentinel://host:port,.../primary-name[/db]) or a Redis Cluster"
+        " (redis+cluster://host:port,...)",
+    )
     redis_timeout_s: float = Field(
         default=2.0, gt=0, description="socket timeout of one Redis call"
     )
     redis_max_connections: int = Field(
-        default=64, ge=1, description="Redis connections at most; callers wait for a free one"
+        default=64,
+        ge=1,
+        description="Redis connections at most (per node on a cluster); callers wait for a"
+        " free one",
     )
     key_prefix: str = Field(default="chat", description="prefix of every Redis key we own")
     resume_window_s: float = Field(
@@ -47,3 +56,9 @@ class SessionSettings(ServiceSettings):
     reap_interval_s: float = Field(
         default=1.0, gt=0, description="how often expired sessions are reaped (user_left sent)"
     )
+
+    @field_validator("redis_url")
+    @classmethod
+    def _known_redis(cls, url: str) -> str:
+        parse_url(url)  # ValueError: the service refuses to start, saying why
+        return url

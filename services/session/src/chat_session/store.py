@@ -1,13 +1,21 @@
 """Where sessions and room presence live: the store interface and its Redis implementation.
 
-Redis layout (``P`` = key prefix, ``{..}`` = cluster hash tag)::
+Redis layout (``P`` = key prefix, ``{..}`` = cluster hash tag, ``G`` = the session's slot
+group, ``crc32(S) % 16`` in hex)::
 
-    P:room:{R}:users          ZSET  email -> join order (user-level presence, join order)
-    P:room:{R}:clock          STRING counter giving the join order
-    P:room:{R}:conns:<email>  SET   session ids of that user in the room
-    P:session:{S}             HASH  email, gateway, conn, token (sha256), sid, state
-    P:session:{S}:rooms       HASH  room -> join position (last seq in the join's history)
-    P:sessions:expiry         ZSET  session id -> when it expires (epoch ms)
+    P:room:{R}:users               ZSET  email -> join order (user-level presence)
+    P:room:{R}:clock               STRING counter giving the join order
+    P:room:{R}:conns:<email>       SET   session ids of that user in the room
+    P:session:{P:sG}:S             HASH  email, gateway, conn, token (sha256), sid, state
+    P:session:{P:sG}:S:rooms       HASH  room -> join position (last seq in the join's history)
+    P:sessions:{P:sG}:expiry       ZSET  session id -> when it expires (epoch ms)
+    P:user:{E}:sessions            SET   the user's live session ids
+    P:rate:{E}                     HASH  the user's shared token bucket
+
+Every script and multi-key command touches keys of one hash tag only, so the same layout
+runs on one Redis, on Sentinel and on Redis Cluster. A session's keys share their slot with
+the expiry index of its group: the 16 groups spread the index over the cluster's primaries,
+and the reaper walks each group's index.
 
 A session is *attached* while a gateway heartbeats it (expiry = last heartbeat +
 heartbeat TTL + resume window) and *detached* once its connection dropped (expiry = drop +
@@ -21,11 +29,12 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+import zlib
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 __all__ = [
     "MemberPage",
@@ -37,28 +46,32 @@ __all__ = [
 ]
 
 BACKSTOP_TTL_S = 24 * 3600
+SLOT_GROUPS = 16
+"""How many expiry indexes (and hash tags) sessions are spread over."""
 _SCAN_COUNT = 500
 _ROOM_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 
-# Open (or refresh) a session and, when it is bound to this email, count it among the
-# user's sessions. KEYS: session hash, session rooms, expiry index, user's sessions set.
-# ARGV: email, token hash, sid, gateway, conn, expires, backstop TTL, session id.
+# Open (or refresh) a session; returns the email it is bound to. KEYS: session hash,
+# session rooms, its group's expiry index. ARGV: email, token hash, sid, gateway, conn,
+# expires, backstop TTL, session id.
 _OPEN = """
 redis.call('HSETNX', KEYS[1], 'email', ARGV[1])
 redis.call('HSETNX', KEYS[1], 'token', ARGV[2])
 redis.call('HSETNX', KEYS[1], 'sid', ARGV[3])
 redis.call('HSET', KEYS[1], 'gateway', ARGV[4], 'conn', ARGV[5], 'state', 'attached')
-local bound = redis.call('HGET', KEYS[1], 'email')
 redis.call('EXPIRE', KEYS[1], ARGV[7])
 redis.call('EXPIRE', KEYS[2], ARGV[7])
 redis.call('ZADD', KEYS[3], ARGV[6], ARGV[8])
-local count = 0
-if bound == ARGV[1] then
-  redis.call('SADD', KEYS[4], ARGV[8])
-  count = redis.call('SCARD', KEYS[4])
-  redis.call('EXPIRE', KEYS[4], ARGV[7])
-end
-return {bound, count}
+return redis.call('HGET', KEYS[1], 'email')
+"""
+
+# Add and/or remove one of a user's sessions; returns how many there are. KEYS: the user's
+# sessions set. ARGV: session to add ('' for none), session to remove ('' for none), TTL.
+_USER_SESSIONS = """
+if ARGV[1] ~= '' then redis.call('SADD', KEYS[1], ARGV[1]) end
+if ARGV[2] ~= '' then redis.call('SREM', KEYS[1], ARGV[2]) end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return redis.call('SCARD', KEYS[1])
 """
 
 _JOIN = """
@@ -290,14 +303,20 @@ async def _both(main: Awaitable[Any], other: Awaitable[Any]) -> Any:
     return results[0]
 
 
+def slot_group(session_id: str) -> int:
+    """The slot group of a session: its keys and its expiry index share one hash tag."""
+    return zlib.crc32(session_id.encode()) % SLOT_GROUPS
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
 
 class RedisSessionStore:
-    """:class:`SessionStore` on Redis (a client with ``decode_responses=True``)."""
+    """:class:`SessionStore` on Redis: one server (or Sentinel's primary) or a Redis Cluster,
+    through a client with ``decode_responses=True``."""
 
-    def __init__(self, redis: Redis, *, prefix: str) -> None:
+    def __init__(self, redis: Redis | RedisCluster, *, prefix: str) -> None:
         self._r = redis
         self._p = prefix
         self._open = redis.register_script(_OPEN)
@@ -306,7 +325,7 @@ class RedisSessionStore:
         self._reattach = redis.register_script(_REATTACH)
         self._claim = redis.register_script(_CLAIM)
         self._take = redis.register_script(_TAKE)
-        self._expiry = f"{prefix}:sessions:expiry"
+        self._user_set = redis.register_script(_USER_SESSIONS)
 
     def _room(self, room_id: str, part: str) -> str:
         return f"{self._p}:room:{{{room_id}}}:{part}"
@@ -314,8 +333,17 @@ class RedisSessionStore:
     def _user_sessions(self, email: str) -> str:
         return f"{self._p}:user:{{{email}}}:sessions"
 
+    def _tag(self, group: int) -> str:
+        return f"{{{self._p}:s{group:x}}}"
+
     def _session(self, session_id: str, part: str = "") -> str:
-        return f"{self._p}:session:{{{session_id}}}{part}"
+        return f"{self._p}:session:{self._tag(slot_group(session_id))}:{session_id}{part}"
+
+    def _expiry(self, group: int) -> str:
+        return f"{self._p}:sessions:{self._tag(group)}:expiry"
+
+    def _expiry_of(self, session_id: str) -> str:
+        return self._expiry(slot_group(session_id))
 
     async def open(
         self,
@@ -331,8 +359,7 @@ class RedisSessionStore:
         keys = [
             self._session(session_id),
             self._session(session_id, ":rooms"),
-            self._expiry,
-            self._user_sessions(email),
+            self._expiry_of(session_id),
         ]
         args: list[str | int] = [
             email,
@@ -344,8 +371,10 @@ class RedisSessionStore:
             BACKSTOP_TTL_S,
             session_id,
         ]
-        bound, count = await self._open(keys=keys, args=args)
-        return str(bound), int(count)
+        bound = str(await self._open(keys=keys, args=args))
+        if bound != email:
+            return bound, 0
+        return bound, await self.user_sessions(email, add=session_id)
 
     async def _load(
         self, session_id: str
@@ -354,7 +383,7 @@ class RedisSessionStore:
         async with self._r.pipeline(transaction=False) as pipe:
             pipe.hgetall(self._session(session_id))
             pipe.hgetall(self._session(session_id, ":rooms"))
-            pipe.zscore(self._expiry, session_id)
+            pipe.zscore(self._expiry_of(session_id), session_id)
             fields, rooms, expires = await pipe.execute()
         if not fields or "email" not in fields:
             return None
@@ -413,7 +442,7 @@ class RedisSessionStore:
     async def reattach(
         self, session_id: str, *, now: int, expires: int, gateway: str, conn: str
     ) -> bool:
-        keys = [self._expiry, self._session(session_id)]
+        keys = [self._expiry_of(session_id), self._session(session_id)]
         args: list[str | int] = [session_id, now, expires, gateway, conn]
         return bool(await self._reattach(keys=keys, args=args))
 
@@ -431,23 +460,35 @@ class RedisSessionStore:
     async def heartbeat(self, session_ids: list[str], *, expires: int) -> None:
         if not session_ids:
             return
-        await self._r.zadd(self._expiry, dict.fromkeys(session_ids, expires), xx=True)
+        groups: dict[int, list[str]] = {}
+        for session_id in session_ids:
+            groups.setdefault(slot_group(session_id), []).append(session_id)
+        async with self._r.pipeline(transaction=False) as pipe:
+            for group, ids in groups.items():
+                pipe.zadd(self._expiry(group), dict.fromkeys(ids, expires), xx=True)
+            await pipe.execute()
 
     async def expired(self, *, now: int, limit: int) -> list[str]:
-        found = await self._r.zrangebyscore(self._expiry, "-inf", now, start=0, num=limit)
-        return [str(s) for s in found]
+        async with self._r.pipeline(transaction=False) as pipe:
+            for group in range(SLOT_GROUPS):
+                pipe.zrangebyscore(self._expiry(group), "-inf", now, start=0, num=limit)
+            found = await pipe.execute()
+        return [str(s) for ids in found for s in ids][:limit]
 
     async def claim(self, session_id: str, *, now: int) -> bool:
-        return bool(await self._claim(keys=[self._expiry], args=[session_id, now]))
+        return bool(await self._claim(keys=[self._expiry_of(session_id)], args=[session_id, now]))
 
     async def forget(self, session_id: str) -> None:
         async with self._r.pipeline(transaction=False) as pipe:
             pipe.delete(self._session(session_id), self._session(session_id, ":rooms"))
-            pipe.zrem(self._expiry, session_id)
+            pipe.zrem(self._expiry_of(session_id), session_id)
             await pipe.execute()
 
     async def count(self) -> int:
-        return int(await self._r.zcard(self._expiry))
+        async with self._r.pipeline(transaction=False) as pipe:
+            for group in range(SLOT_GROUPS):
+                pipe.zcard(self._expiry(group))
+            return sum(int(n) for n in await pipe.execute())
 
     async def take(
         self, email: str, *, want: int, rate: float, burst: float, now: int
@@ -460,16 +501,8 @@ class RedisSessionStore:
     async def user_sessions(
         self, email: str, *, add: str | None = None, remove: str | None = None
     ) -> int:
-        key = self._user_sessions(email)
-        async with self._r.pipeline(transaction=True) as pipe:
-            if add:
-                pipe.sadd(key, add)
-            if remove:
-                pipe.srem(key, remove)
-            pipe.scard(key)
-            pipe.expire(key, BACKSTOP_TTL_S)
-            results = await pipe.execute()
-        return int(results[-2])
+        args: list[str | int] = [add or "", remove or "", BACKSTOP_TTL_S]
+        return int(await self._user_set(keys=[self._user_sessions(email)], args=args))
 
     async def ping(self) -> None:
         await self._r.ping()
@@ -480,14 +513,11 @@ class RedisSessionStore:
         head, tail = f"{self._p}:room:{{", "}:users"
         pattern = f"{_glob_escape(head)}*{tail}"
         found: set[str] = set()
-        cursor = 0
-        while True:
-            cursor, keys = await self._r.scan(cursor, match=pattern, count=_SCAN_COUNT)
-            for key in keys:
-                room = str(key)[len(head) : -len(tail)]
-                if _ROOM_ID.match(room):
-                    found.add(room)
-            if cursor == 0 or len(found) > limit:
+        async for key in self._r.scan_iter(match=pattern, count=_SCAN_COUNT):
+            room = str(key)[len(head) : -len(tail)]
+            if _ROOM_ID.match(room):
+                found.add(room)
+            if len(found) > limit:
                 break
         chosen = sorted(found)[:limit]
         async with self._r.pipeline(transaction=False) as pipe:

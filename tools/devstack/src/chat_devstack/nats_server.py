@@ -10,7 +10,8 @@ import hashlib
 import json
 import os
 import signal
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from chat_common.buscredentials import UserKey, new_user_key, write_seed
@@ -20,7 +21,16 @@ from .binaries import nats_server_path
 from .ports import free_port
 from .server_base import Server
 
-__all__ = ["NatsServer"]
+__all__ = ["ClusterRoutes", "NatsServer"]
+
+
+@dataclass(frozen=True)
+class ClusterRoutes:
+    """A cluster member's routes: where it listens for its peers, and where they listen."""
+
+    name: str
+    port: int
+    peers: tuple[int, ...]
 
 
 class NatsServer(Server):
@@ -32,7 +42,8 @@ class NatsServer(Server):
     ``identities`` are the NATS users (default: every identity of the system); each gets a
     fresh NKey, its seed written to :meth:`seed_file` (mode 0600, directory 0700) at start.
     ``auth=False`` runs without authorization (anyone may do anything), for testing the
-    services' no-credentials mode only.
+    services' no-credentials mode only. ``user_keys`` reuses keys (the members of a cluster
+    share them); ``cluster`` makes it a member of a cluster of servers on this host.
     """
 
     name = "nats"
@@ -48,11 +59,17 @@ class NatsServer(Server):
         start_timeout: float = 60.0,
         auth: bool = True,
         identities: Iterable[Identity] = IDENTITIES,
+        cluster: ClusterRoutes | None = None,
+        user_keys: Mapping[str, UserKey] | None = None,
     ) -> None:
         super().__init__(data_dir, port=port, host=host, start_timeout=start_timeout)
         self.monitor_port = monitor_port
         self.identities: tuple[Identity, ...] = tuple(identities) if auth else ()
-        self._keys: dict[str, UserKey] = {i.name: new_user_key() for i in self.identities}
+        self._keys: dict[str, UserKey] = {
+            i.name: (user_keys or {}).get(i.name) or new_user_key() for i in self.identities
+        }
+        self.cluster = cluster
+        """This server's place in a cluster (its route port and its peers'), if any."""
         digest = hashlib.sha256(str(self.home).encode()).hexdigest()[:12]
         self.server_name = f"devstack-{digest}"
         """Stable for a data dir; the readiness probe checks it to be sure it reached us."""
@@ -77,6 +94,11 @@ class NatsServer(Server):
         if identity not in self._keys:
             raise KeyError(identity)
         return self.home / "auth" / f"{identity}.nk"
+
+    @property
+    def user_keys(self) -> dict[str, UserKey]:
+        """Identity name → its NKey (what the other members of a cluster are given)."""
+        return dict(self._keys)
 
     @property
     def seed_files(self) -> dict[str, Path]:
@@ -119,6 +141,15 @@ class NatsServer(Server):
             "  sync_interval: always",
             "}",
         ]
+        if self.cluster is not None:
+            routes = ", ".join(json.dumps(f"nats://{self.host}:{p}") for p in self.cluster.peers)
+            lines += [
+                "cluster {",
+                f"  name: {json.dumps(self.cluster.name)}",
+                f"  listen: {json.dumps(f'{self.host}:{self.cluster.port}')}",
+                f"  routes: [{routes}]",
+                "}",
+            ]
         if self.monitor_port is not None:
             lines.append(f"http: {json.dumps(f'{self.host}:{self.monitor_port}')}")
         text = "\n".join(lines) + "\n"

@@ -51,8 +51,15 @@ class PostgresServer(Server):
         port: int = 0,
         host: str = "127.0.0.1",
         start_timeout: float = 60.0,
+        application_name: str = "chat-pg",
+        upstream: PostgresServer | None = None,
     ) -> None:
         super().__init__(data_dir, port=port, host=host, start_timeout=start_timeout)
+        self.application_name = application_name
+        """How this server names itself to a primary it streams from (what
+        ``synchronous_standby_names`` lists)."""
+        self.upstream = upstream
+        """The primary this server is a standby of; ``None``: it is a primary."""
         self.pgdata = self.home / "data"
         self.socket_dir = self.home
         self.run_as: RunAs | None = None
@@ -84,6 +91,22 @@ class PostgresServer(Server):
         prepare_tree(self.home, self.run_as, bin_dir)
         if self.socket_dir != self.home:
             prepare_tree(self.socket_dir, self.run_as, bin_dir)
+        if not (self.pgdata / "PG_VERSION").exists() and self.upstream is not None:
+            # A standby starts as a copy of its primary, streaming WAL from there on.
+            await run_command(
+                [
+                    str(bin_dir / "pg_basebackup"),
+                    "-h", self.upstream.host,
+                    "-p", str(self.upstream.port),
+                    "-U", _SUPERUSER,
+                    "-D", str(self.pgdata),
+                    "-X", "stream",
+                    "--checkpoint=fast",
+                ],
+                run_as=self.run_as,
+            )  # fmt: skip
+        if self.upstream is not None:
+            await run_command(["touch", str(self.pgdata / "standby.signal")], run_as=self.run_as)
         if not (self.pgdata / "PG_VERSION").exists():
             began = time.monotonic()
             initdb = [
@@ -95,6 +118,11 @@ class PostgresServer(Server):
                 "--no-locale",
             ]  # fmt: skip
             await run_command(initdb, run_as=self.run_as)
+            # In the config file, not on the command line: pg_rewind's own crash recovery
+            # of a failed primary reads only the file, and must keep the WAL since the
+            # point where the standby took over (a base backup copies the file).
+            with (self.pgdata / "postgresql.conf").open("a") as conf:
+                conf.write("\n# chat devstack: what pg_rewind needs\nwal_keep_size = '256MB'\n")
             self.initdb_seconds = time.monotonic() - began
 
     def _argv(self) -> list[str]:
@@ -108,7 +136,46 @@ class PostgresServer(Server):
             "-c", "synchronous_commit=on",
             "-c", "full_page_writes=on",
             "-c", "max_connections=200",
+            # pg_rewind needs hint bits logged to bring a failed primary back as a standby.
+            "-c", "wal_log_hints=on",
+            *self._standby_args(),
         ]  # fmt: skip
+
+    def _standby_args(self) -> list[str]:
+        if self.upstream is None:
+            return []
+        conninfo = (
+            f"host={self.upstream.host} port={self.upstream.port} user={_SUPERUSER}"
+            f" application_name={self.application_name}"
+        )
+        return ["-c", f"primary_conninfo={conninfo}"]
+
+    @property
+    def is_standby(self) -> bool:
+        """Whether this server is (configured as) a standby."""
+        return self.upstream is not None
+
+    async def promote(self) -> None:
+        """Make this standby a primary (``pg_ctl promote``), as a failover tool would."""
+        await run_command(
+            [str(postgres_bin_dir() / "pg_ctl"), "promote", "-w", "-t", "60", "-D",
+             str(self.pgdata)],
+            run_as=self.run_as,
+        )  # fmt: skip
+        self.upstream = None
+
+    async def rewind_from(self, primary: PostgresServer) -> None:
+        """Bring this stopped former primary back in line with ``primary`` (``pg_rewind``,
+        which first finishes its crash recovery), as that primary's standby; then start it."""
+        source = f"host={primary.host} port={primary.port} user={_SUPERUSER} dbname=postgres"
+        await run_command(
+            [str(postgres_bin_dir() / "pg_rewind"), "--target-pgdata", str(self.pgdata),
+             "--source-server", source],
+            run_as=self.run_as,
+            timeout=300.0,
+        )  # fmt: skip
+        self.upstream = primary
+        await self.start()
 
     def _postmaster_status(self) -> list[str]:
         try:
@@ -123,11 +190,13 @@ class PostgresServer(Server):
             and len(lines) >= 8
             and lines[0].strip() == str(self.process.pid)
             and lines[3].strip() == str(self.port)
-            and lines[7].strip() == "ready"
+            and lines[7].strip() in ("ready", "standby")
         )
         return ours and await postgres_accepts(self.host, self.port)
 
     async def _after_ready(self) -> None:
+        if self.upstream is not None:
+            return  # a standby has its primary's databases, and is read-only
         query = f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'"
         if (await self.psql(query, database="postgres")).strip() != "1":
             await self.psql(f'CREATE DATABASE "{self.database}"', database="postgres")

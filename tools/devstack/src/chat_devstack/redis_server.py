@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .binaries import redis_server_path
 from .errors import DevstackError
 from .probes import redis_command, redis_info
@@ -20,6 +22,20 @@ class RedisServer(Server):
     name = "redis"
     dir_name = "redis"
 
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        start_timeout: float = 60.0,
+        cluster_node_timeout_ms: int | None = None,
+    ) -> None:
+        super().__init__(data_dir, port=port, host=host, start_timeout=start_timeout)
+        self.cluster_node_timeout_ms = cluster_node_timeout_ms
+        """Set: a Redis Cluster node (``cluster-node-timeout``: how long a silent node takes
+        to be failed over)."""
+
     @property
     def url(self) -> str:
         """``redis://127.0.0.1:PORT/0``."""
@@ -36,6 +52,19 @@ class RedisServer(Server):
             "--save", "",
             "--daemonize", "no",
             "--logfile", "",
+            *self._cluster_args(),
+        ]  # fmt: skip
+
+    def _cluster_args(self) -> list[str]:
+        if self.cluster_node_timeout_ms is None:
+            return []
+        return [
+            "--cluster-enabled", "yes",
+            "--cluster-config-file", str(self.home / "nodes.conf"),
+            "--cluster-node-timeout", str(self.cluster_node_timeout_ms),
+            # A replica takes over however long it was cut off from its primary: the AOF
+            # and the gateways' heartbeats make up for what the replication had not sent.
+            "--cluster-replica-validity-factor", "0",
         ]  # fmt: skip
 
     async def _ready(self) -> bool:

@@ -28,6 +28,7 @@ from typing import Self, TypeVar
 
 from .balancer import TcpBalancer
 from .errors import DevstackError, StartupError
+from .ha import HaServers
 from .ports import free_port, next_free_ports, port_is_free
 from .process import ManagedProcess
 from .restart import Restart, RestartPolicy, RestartTracker
@@ -74,6 +75,8 @@ class StackConfig:
     stop_timeout: float = 15.0
     balancer: bool = False
     shared_port: bool = False
+    ha: bool = False
+    """Run the production topology (:class:`HaServers`) instead of one server of each."""
 
     def __post_init__(self) -> None:
         if self.balancer and self.shared_port:
@@ -160,11 +163,17 @@ class Stack:
         self.nats: NatsServer | None = None
         self.redis: RedisServer | None = None
         self.postgres: PostgresServer | None = None
-        if config.nats_url is None:
+        self.ha: HaServers | None = None
+        """The clustered servers, with ``config.ha``."""
+        if config.ha:
+            if config.nats_url or config.redis_url or config.postgres_dsn:
+                raise DevstackError("--ha starts its own servers: unset the external URLs")
+            self.ha = HaServers(self.data_dir, host=config.host)
+        elif config.nats_url is None:
             self.nats = NatsServer(self.data_dir, port=config.nats_port, host=config.host)
-        if config.redis_url is None:
+        if config.redis_url is None and self.ha is None:
             self.redis = RedisServer(self.data_dir, port=config.redis_port, host=config.host)
-        if config.postgres_dsn is None:
+        if config.postgres_dsn is None and self.ha is None:
             self.postgres = PostgresServer(
                 self.data_dir, port=config.postgres_port, host=config.host
             )
@@ -177,26 +186,36 @@ class Stack:
     @property
     def servers(self) -> list[Server]:
         """The servers we start ourselves, in start order."""
+        if self.ha is not None:
+            return self.ha.servers
         return [s for s in (self.nats, self.redis, self.postgres) if s is not None]
 
     @property
     def nats_url(self) -> str:
-        """The external NATS URL, or ours."""
+        """The external NATS URL, or ours (every node's, comma-separated, with ``ha``)."""
+        if self.ha is not None:
+            return self.ha.nats.url
         return self.config.nats_url or self._ours(self.nats).url
 
     @property
     def nats_seed_files(self) -> dict[str, Path]:
         """Identity name → NKey seed file: our NATS's, or the config's for an external one."""
+        if self.ha is not None:
+            return self.ha.nats.seed_files
         return self.nats.seed_files if self.nats is not None else dict(self.config.nats_seed_files)
 
     @property
     def redis_url(self) -> str:
         """The external Redis URL, or ours."""
+        if self.ha is not None:
+            return self.ha.redis.url
         return self.config.redis_url or self._ours(self.redis).url
 
     @property
     def postgres_dsn(self) -> str:
         """The external Postgres DSN, or ours."""
+        if self.ha is not None:
+            return self.ha.postgres.dsn
         return self.config.postgres_dsn or self._ours(self.postgres).dsn
 
     @staticmethod
@@ -241,7 +260,10 @@ class Stack:
 
     async def start_servers(self) -> None:
         """Start our NATS, Redis and Postgres concurrently and wait until they are ready."""
-        await _all(server.start() for server in self.servers)
+        if self.ha is not None:
+            await self.ha.start()
+        else:
+            await _all(server.start() for server in self.servers)
         for server in self.servers:
             self.startup_seconds[server.name] = server.startup_seconds or 0.0
 
@@ -320,7 +342,7 @@ class Stack:
                     host=cfg.host,
                     port=port,
                     nats_seed_file=self.nats_seed_files.get(kind),
-                    extra_env=cfg.extra_env | self._shared_port_env(kind),
+                    extra_env=cfg.extra_env | self._shared_port_env(kind) | self._ha_env(kind),
                 )
                 service = ServiceProcess(
                     kind,
@@ -332,6 +354,11 @@ class Stack:
                     log_path=self.log_dir / f"{kind}-{index}.log",
                 )
                 self.services.append(service)
+
+    def _ha_env(self, kind: ServiceKind) -> dict[str, str]:
+        if self.ha is None or kind != "history":
+            return {}
+        return {"HISTORY_POSTGRES_READ_DSN": self.ha.postgres.read_dsn}
 
     def _shared_port_env(self, kind: ServiceKind) -> dict[str, str]:
         return (
@@ -352,6 +379,9 @@ class Stack:
 
     async def stop_servers(self) -> None:
         """Stop Postgres (fast), Redis, then NATS, one after the other."""
+        if self.ha is not None:
+            await self.ha.stop(timeout=self.config.stop_timeout)
+            return
         for server in reversed(self.servers):
             await server.stop(timeout=self.config.stop_timeout)
 
@@ -387,7 +417,9 @@ class Stack:
         """
         policy = policy or RestartPolicy()
         parts: list[tuple[ManagedProcess, Callable[[], Awaitable[None]]]] = [
-            (server.process, server.start) for server in self.servers if server.process is not None
+            (server.process, self._restart_for(server))
+            for server in self.servers
+            if server.process is not None
         ]
         for service in self.services:
             parts.append((service, functools.partial(self._start_service, service)))
@@ -397,6 +429,9 @@ class Stack:
             for proc, start in parts:
                 tracker = RestartTracker(policy)
                 group.create_task(_keep_up(proc, start, tracker, report, draw), name=proc.name)
+
+    def _restart_for(self, server: Server) -> Callable[[], Awaitable[None]]:
+        return server.start if self.ha is None else self.ha.restart_for(server)
 
     async def wait_for_exit(self) -> ManagedProcess:
         """Wait until any of our processes exits, and return it."""
