@@ -56,6 +56,9 @@ class Outcome:
     """Longest time without any ack during the run: what the fault cost in availability."""
     reconnects: int
     not_recovered: int
+    presence_wrong: int = 0
+    """Rooms whose member list (``get_members``) was not exactly their members at the end
+    (counted only when asked for)."""
 
 
 def _target(stack: Stack, name: str) -> Any:
@@ -144,6 +147,7 @@ async def run_scenario(
     store_dsn: str | None = None,
     traffic_timeout_s: float = 600.0,
     room_ids: list[str] | None = None,
+    check_presence: bool = False,
 ) -> Outcome:
     """Run the load, inject the fault, count what went wrong.
 
@@ -151,6 +155,7 @@ async def run_scenario(
     ``traffic_timeout_s`` bounds the wait for the load to finish once the fault is injected
     (``TimeoutError`` past it); on any failure the clients are closed before it propagates.
     ``room_ids`` names the rooms (a fault that needs to know them passes its own).
+    ``check_presence`` also asks each room for its members once the load is over.
     """
     room_ids = room_ids or [unique_room("chaos") for _ in range(rooms)]
     conns = [SioClient(reconnection=True) for _ in range(clients)]
@@ -198,6 +203,12 @@ async def run_scenario(
         duplicated += len(seqs) - len(set(seqs))
         out_of_order += sum(1 for a, b in itertools.pairwise(seqs) if b != a + 1)
         lost += len(set(range(1, expected + 1)) - set(seqs))
+    presence_wrong = 0
+    if check_presence:
+        for r, room in enumerate(room_ids):
+            members = {f"k{i}@example.com" for i in range(r, clients, rooms)}
+            page = await conns[r].call("get_members", {"roomId": room, "limit": 1000})
+            presence_wrong += set(page["users"]) != members or page["userCount"] != len(members)
     outcome = Outcome(
         scenario=name,
         messages=ledger.total,
@@ -210,6 +221,7 @@ async def run_scenario(
         max_stall_s=round(stall, 2),
         reconnects=sum(len(c.connects) - 1 for c in conns),
         not_recovered=sum(c.connects[1:].count(False) for c in conns),
+        presence_wrong=presence_wrong,
     )
     await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
     if report := os.environ.get("CHAOS_REPORT"):

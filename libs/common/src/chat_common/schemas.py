@@ -273,6 +273,10 @@ class FetchRequest(_Wire, frozen=True):
     before_seq: Seq | None = None
     after_seq: Seq | None = None
     limit: int = 50
+    replica_ok: bool = False
+    """The page may come from a standby and lag the primary by a moment (scroll-back,
+    exports). Joins, gap fills and resume replays leave it ``False``: their page must be as
+    new as the live stream."""
 
 
 class FetchResponse(_Wire, frozen=True):

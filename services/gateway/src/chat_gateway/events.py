@@ -344,7 +344,12 @@ class EventHandlers:
         p = parse_payload(data, GetHistoryPayload)
         self._require_member(client, p.room_id)
         page = await self._backend.fetch(
-            FetchRequest(room_id=p.room_id, before_seq=p.before_seq, limit=p.limit or 50)
+            FetchRequest(
+                room_id=p.room_id,
+                before_seq=p.before_seq,
+                limit=p.limit or 50,
+                replica_ok=p.before_seq is not None,  # scroll-back; the newest page is not
+            )
         )
         return Reply({"ok": True, "messages": page.messages})
 

@@ -30,6 +30,7 @@ class Database:
     def __init__(self, settings: HistorySettings) -> None:
         self._s = settings
         self._pool: asyncpg.Pool | None = None
+        self._read_pool: asyncpg.Pool | None = None
         self.connected = asyncio.Event()
         self.waiting = 0
         for state in ("size", "idle", "in_use", "waiting", "min", "max"):
@@ -45,14 +46,21 @@ class Database:
         return self._pool
 
     async def connect_forever(self) -> None:
-        """Create the pool and migrate, retrying with jittered backoff until it works."""
+        """Create the pool and migrate (then the read pool, if configured), retrying with
+        jittered backoff until it works."""
         delay = 0.2
-        while self._pool is None:
+        read_dsn = self._s.postgres_read_dsn
+        while self._pool is None or (read_dsn is not None and self._read_pool is None):
             try:
-                pool = await self._create_pool()
-                async with pool.acquire() as conn:
-                    await apply_migrations(conn)
-                self._pool = pool
+                if self._pool is None:
+                    pool = await self._create_pool(self._s.postgres_dsn.get_secret_value())
+                    async with pool.acquire() as conn:
+                        await apply_migrations(conn)
+                    self._pool = pool
+                if read_dsn is not None:
+                    self._read_pool = await self._create_pool(
+                        read_dsn.get_secret_value(), min_size=0
+                    )
             except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
                 _log.warning("database not reachable yet", extra={"error": type(exc).__name__})
                 await asyncio.sleep(random.uniform(0, delay))
@@ -62,11 +70,11 @@ class Database:
             "database ready", extra={"pool_min": self._s.pool_min, "pool_max": self._s.pool_max}
         )
 
-    async def _create_pool(self) -> asyncpg.Pool:
+    async def _create_pool(self, dsn: str, *, min_size: int | None = None) -> asyncpg.Pool:
         s = self._s
         return await asyncpg.create_pool(
-            s.postgres_dsn.get_secret_value(),
-            min_size=s.pool_min,
+            dsn,
+            min_size=s.pool_min if min_size is None else min_size,
             max_size=s.pool_max,
             command_timeout=s.command_timeout_s,
             timeout=s.pool_acquire_timeout_s,
@@ -79,8 +87,22 @@ class Database:
         )
 
     @contextlib.asynccontextmanager
-    async def acquire(self) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled connection, waiting at most the acquire timeout (then ``UNAVAILABLE``)."""
+    async def acquire(self, *, replica_ok: bool = False) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection, waiting at most the acquire timeout (then ``UNAVAILABLE``).
+
+        ``replica_ok``: from the read pool when there is one and it has a connection to
+        give; from the primary's otherwise."""
+        if replica_ok and self._read_pool is not None:
+            try:
+                conn = await self._read_pool.acquire(timeout=self._s.pool_acquire_timeout_s)
+            except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+                _log.warning("read pool unavailable", extra={"error": type(exc).__name__})
+            else:
+                try:
+                    yield conn
+                finally:
+                    await self._read_pool.release(conn)
+                return
         pool = self.pool
         self.waiting += 1
         try:
@@ -123,8 +145,9 @@ class Database:
         }
 
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
+        for pool in (self._read_pool, self._pool):
+            if pool is not None:
+                await pool.close()
 
 
 async def _keep_session(_conn: asyncpg.Connection) -> None:

@@ -93,7 +93,7 @@ class HistoryHandlers:
         if not 1 <= req.limit <= self._max_page:
             raise InvalidArgument(f"limit must be 1..{self._max_page}")
         try:
-            async with self._db.acquire() as conn:
+            async with self._db.acquire(replica_ok=req.replica_ok) as conn:
                 messages, last = await repository.page(
                     conn,
                     req.room_id,

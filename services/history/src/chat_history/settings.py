@@ -15,7 +15,13 @@ class HistorySettings(ServiceSettings):
 
     postgres_dsn: SecretStr = Field(
         default=SecretStr("postgresql://postgres@127.0.0.1:5432/chat"),
-        description="Postgres DSN (a secret: it may hold a password)",
+        description="Postgres DSN (a secret: it may hold a password); list every server of"
+        " a primary/standby pair with target_session_attrs=read-write to follow a failover",
+    )
+    postgres_read_dsn: SecretStr | None = Field(
+        default=None,
+        description="where scroll-back pages and exports may be read (a standby, e.g."
+        " target_session_attrs=prefer-standby); unset: the primary",
     )
     pool_min: int = Field(default=2, ge=0, description="connections kept open")
     pool_max: int = Field(default=10, ge=1, description="connections at most")

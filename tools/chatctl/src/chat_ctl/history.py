@@ -24,7 +24,9 @@ async def last_messages(
     head: int | None = None
     while len(messages) < count:
         limit = min(page, count - len(messages))
-        reply = await fetch(FetchRequest(room_id=room_id, before_seq=before, limit=limit))
+        reply = await fetch(
+            FetchRequest(room_id=room_id, before_seq=before, limit=limit, replica_ok=True)
+        )
         head = reply.last_seq if head is None else head
         if not reply.messages:
             break
@@ -43,7 +45,9 @@ async def replay(
     after = 0
     head: int | None = None
     while True:
-        reply = await fetch(FetchRequest(room_id=room_id, after_seq=after, limit=page))
+        reply = await fetch(
+            FetchRequest(room_id=room_id, after_seq=after, limit=page, replica_ok=True)
+        )
         head = reply.last_seq if head is None else head
         batch = [m for m in reply.messages if m.seq <= head]
         if not batch:

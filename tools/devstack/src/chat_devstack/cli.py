@@ -23,7 +23,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .binaries import redis_cli_path
 from .errors import DevstackError
+from .ha import HaServers
+from .postgres_server import PostgresServer
 from .restart import RestartPolicy
 from .stack import Stack, StackConfig
 
@@ -42,15 +45,24 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--nats-port", type=int, default=0, help="default: any free port")
         sub.add_argument("--redis-port", type=int, default=0, help="default: any free port")
         sub.add_argument("--pg-port", type=int, default=0, help="default: any free port")
-    run.add_argument("--gateways", type=int, default=1, metavar="N")
-    run.add_argument("--sessions", type=int, default=1, metavar="N")
-    run.add_argument("--history", type=int, default=1, metavar="N", dest="histories")
+    run.add_argument("--gateways", type=int, metavar="N", help="default 1 (2 with --ha)")
+    run.add_argument("--sessions", type=int, metavar="N", help="default 1 (2 with --ha)")
+    run.add_argument(
+        "--history", type=int, metavar="N", dest="histories", help="default 1 (2 with --ha)"
+    )
     run.add_argument(
         "--port",
         type=int,
         default=8080,
         help="where clients connect (8080): the balancer's port with --gateways > 1",
     )
+    for sub in (run, servers):
+        sub.add_argument(
+            "--ha",
+            action="store_true",
+            help="the production topology: 3 NATS nodes in a cluster, a Redis Cluster of 6"
+            " (3 primaries, 3 replicas), a Postgres primary with a synchronous standby",
+        )
     run.add_argument(
         "--shared-port",
         action="store_true",
@@ -63,14 +75,22 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> StackConfig:
     """A :class:`StackConfig` from parsed arguments and the environment."""
     services = args.command == "run"
+
+    def count(given: int | None) -> int:
+        if not services:
+            return 0
+        return given if given is not None else 2 if args.ha else 1
+
+    gateways = count(args.gateways) if services else 0
     return StackConfig(
         data_dir=args.data_dir,
-        gateways=args.gateways if services else 0,
-        sessions=args.sessions if services else 0,
-        histories=args.histories if services else 0,
+        gateways=gateways,
+        sessions=count(getattr(args, "sessions", None)),
+        histories=count(getattr(args, "histories", None)),
         gateway_port=args.port if services else 0,
-        balancer=services and args.gateways > 1 and not args.shared_port,
-        shared_port=services and args.gateways > 1 and args.shared_port,
+        balancer=services and gateways > 1 and not args.shared_port,
+        shared_port=services and gateways > 1 and args.shared_port,
+        ha=args.ha,
         host=args.host,
         nats_url=environ.get("NATS_URL") or None,
         redis_url=environ.get("REDIS_URL") or None,
@@ -115,14 +135,19 @@ def describe(stack: Stack) -> str:
         lines.append(f"  {service.name:<12} {service.health_url}  log {service.log_path}")
     lines.append("")
     external = " (external)"
-    lines.append(f"  NATS         {stack.nats_url}{'' if stack.nats else external}")
+    if stack.ha is not None:
+        lines += _describe_ha(stack.ha)
+    external = "" if stack.nats or stack.ha else external
+    lines.append(f"  NATS         {stack.nats_url}{external}")
     seeds = stack.nats_seed_files
     if seeds:
         lines.append(f"  NATS keys    {min(seeds.values()).parent}  (one NKey seed per identity)")
     operator = f" CHATCTL_NATS_NKEY_SEED_FILE={seeds['operator']}" if "operator" in seeds else ""
     lines.append(f"  chatctl      export CHATCTL_NATS_URL={stack.nats_url}{operator}")
-    lines.append(f"  Redis        {stack.redis_url}{'' if stack.redis else external}")
-    lines.append(f"  Postgres     {stack.postgres_dsn}{'' if stack.postgres else external}")
+    external = "" if stack.redis or stack.ha else " (external)"
+    lines.append(f"  Redis        {stack.redis_url}{external}")
+    external = "" if stack.postgres or stack.ha else " (external)"
+    lines.append(f"  Postgres     {stack.postgres_dsn}{external}")
     for server in stack.servers:
         lines.append(f"  {server.name + ' log':<12} {server.log_path}")
     if not stack.services:
@@ -143,6 +168,33 @@ def describe(stack: Stack) -> str:
     timings = ", ".join(f"{name} {sec:.2f}s" for name, sec in stack.startup_seconds.items())
     lines += ["", f"  started in: {timings}", "", "Press Ctrl-C to stop."]
     return "\n".join(lines)
+
+
+def _describe_ha(ha: HaServers) -> list[str]:
+    """Each node of the clustered servers, and how to watch the system survive losing one."""
+    lines = ["  Production topology (--ha): kill -9 any one node and the system carries on."]
+    for node in ha.servers:
+        role = ""
+        if isinstance(node, PostgresServer):
+            role = " standby" if node.is_standby else " primary"
+        lines.append(
+            f"    {node.label:<8} port {node.port:<6} pid {node.process.pid if node.process else '-'}{role}"
+        )
+    cli = redis_cli_path()
+    first = ha.redis.nodes[0]
+    lines += [
+        "  Try it (in another terminal, with traffic flowing, e.g. the web page open twice):",
+        "    kill -9 <pid of a nats node>        clients and services move to the other two",
+        f"    {cli} -p {first.port} cluster nodes   shows which Redis nodes are primaries;",
+        "    kill -9 <pid of a Redis primary>    its replica takes over within ~2 s",
+        "    kill -9 <pid of the pg primary>     the standby is promoted (as Patroni would),",
+        "                                        the old primary comes back as its standby",
+        "                                        (pg_rewind); every acked message is kept",
+        "    chatctl status                      each service instance still answers",
+        "  The supervisor below restarts each killed node; watch its messages.",
+        "",
+    ]
+    return lines
 
 
 async def _first(*aws: asyncio.Future[Any]) -> asyncio.Future[Any]:

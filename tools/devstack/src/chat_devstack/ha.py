@@ -64,6 +64,7 @@ class NatsCluster:
                 NatsServer(
                     data_dir / f"nats-{i + 1}",
                     host=host,
+                    monitor_port=0,
                     cluster=ClusterRoutes("chat", port, peers),
                     user_keys=keys,
                 )
@@ -139,6 +140,17 @@ class RedisClusterNodes:
             return all(await asyncio.gather(*(self.state_ok(n) for n in running)))
 
         await _until(all_ok, "the Redis Cluster to be whole", timeout)
+
+    async def wait_taken_over(self, dead: RedisServer, timeout: float = 60.0) -> None:
+        """Wait until the dead primary's replica has been promoted: the running nodes count
+        as many primaries as the cluster had, and see it whole."""
+        want = len(self.nodes) // (self.replicas + 1)
+
+        async def promoted() -> bool:
+            return not dead.running and len(await self.primaries()) == want
+
+        await _until(promoted, "a replica to take over", timeout)
+        await self.wait_ok(timeout)
 
     async def primaries(self) -> list[RedisServer]:
         """The running nodes that are primaries now (``ROLE``)."""
@@ -247,6 +259,9 @@ class HaServers:
         self.nats = NatsCluster(data_dir / "ha", host=host)
         self.redis = RedisClusterNodes(data_dir / "ha", host=host)
         self.postgres = PostgresPair(data_dir / "ha", host=host)
+
+        for server in self.servers:
+            server.label = server.home.parent.name  # nats-1, redis-4, pg-2...
 
     @property
     def servers(self) -> list[Server]:

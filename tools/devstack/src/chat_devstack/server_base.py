@@ -47,6 +47,8 @@ class Server(ABC):
         self.port = port
         self.start_timeout = start_timeout
         self.process: ManagedProcess | None = None
+        self.label = self.name
+        """What its process is called in the supervisor's messages (``nats-2`` in a cluster)."""
         self.startup_seconds: float | None = None
         """Wall time of the last successful :meth:`start` (spawn to ready, plus setup)."""
         self._port_chosen = port != 0
@@ -124,7 +126,7 @@ class Server(ABC):
         """The (reused) process object, updated with this start's command line."""
         if self.process is None:
             self.process = ManagedProcess(
-                self.name,
+                self.label,
                 argv,
                 log_path=self.log_path,
                 ready_check=self._ready,

@@ -1,0 +1,250 @@
+"""The production topology under load, losing one node of each engine: a NATS cluster node,
+a Redis Cluster primary, the Postgres primary (then promoting its synchronous standby).
+
+One stack for the module (``chat-stack run --ha``'s topology: 3 NATS, 6 Redis, 2 Postgres,
+2 instances of each service behind a balancer). Each scenario heals the topology before the
+next: the NATS node and the Redis node come back (the Redis one as a replica), the failed
+Postgres primary comes back as the new primary's standby (``pg_rewind``). Every scenario
+counts lost, duplicated, out-of-order and unanswered messages, and whether each room's
+member list is exactly its members at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import pytest
+
+from chat_devstack.ha import HaServers
+from chat_devstack.servers import NatsServer
+from chat_devstack.stack import Stack, StackConfig
+from tests.chaos.harness import CHAOS_ENV, Fault, Outcome, fault, run_scenario
+from tests.conftest import FAST_SETTINGS
+from tests.support.clients import SioClient, unique_room
+
+pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.timeout(900)]
+
+FAILOVER_FIGURES: dict[str, float] = {}
+"""Per scenario: seconds from the kill until the engine served again (for the report)."""
+
+
+@pytest.fixture(scope="module")
+async def ha_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    config = StackConfig(
+        data_dir=tmp_path_factory.mktemp("ha"),
+        gateways=2,
+        sessions=2,
+        histories=2,
+        balancer=True,
+        ha=True,
+        gateway_port=0,
+        extra_env={**FAST_SETTINGS, **CHAOS_ENV, "SESSION_KEY_PREFIX": uuid.uuid4().hex[:8]},
+    )
+    async with Stack(config) as stack:
+        yield stack
+
+
+def _ha(stack: Stack) -> HaServers:
+    assert stack.ha is not None
+    return stack.ha
+
+
+async def _client_count(node: NatsServer) -> int:
+    async with aiohttp.ClientSession() as http, http.get(f"{node.monitor_url}/varz") as reply:
+        return int((await reply.json())["connections"])
+
+
+def kill_nats_node(hold_s: float) -> Fault:
+    """SIGKILL the NATS node with the most clients (services, gateways); start it again
+    ``hold_s`` later."""
+
+    async def inject(stack: Stack) -> float:
+        nodes = _ha(stack).nats.nodes
+        counts = await asyncio.gather(*(_client_count(n) for n in nodes))
+        node = nodes[counts.index(max(counts))]
+        assert max(counts) > 0
+        await node.kill()
+        await asyncio.sleep(hold_s)
+        await node.start()
+        return time.monotonic()
+
+    return inject
+
+
+CHURNED: dict[str, int] = {}
+
+
+async def _churn(url: str, rooms: list[str], stop: asyncio.Event, n: int) -> None:
+    """A user joining and leaving the rooms in turn until ``stop``: presence writes during
+    the fault. A call that fails is tried again; the user has left every room at the end."""
+    client = SioClient()
+    await client.connect(url)
+    email = f"churn{n}@example.com"
+    try:
+        for turn in itertools.count():
+            if stop.is_set():
+                break
+            room = rooms[turn % len(rooms)]
+            for event in ("join", "leave"):
+                while True:
+                    reply = await client.call(event, {"email": email, "roomId": room})
+                    if reply.get("ok"):
+                        break
+                    await asyncio.sleep(0.1)
+            CHURNED[email] = turn + 1
+    finally:
+        await client.close()
+
+
+def kill_redis_primary(rooms: list[str]) -> Fault:
+    """SIGKILL a Redis Cluster primary while users join and leave; once its replica has
+    taken over, start it again (it rejoins as a replica)."""
+
+    async def inject(stack: Stack) -> float:
+        cluster = _ha(stack).redis
+        victim = (await cluster.primaries())[0]
+        stop = asyncio.Event()
+        churn = [asyncio.ensure_future(_churn(stack.client_url, rooms, stop, n)) for n in range(4)]
+        began = time.monotonic()
+        await victim.kill()
+        await cluster.wait_taken_over(victim)
+        FAILOVER_FIGURES["redis"] = round(time.monotonic() - began, 2)
+        await victim.start()
+        await cluster.wait_ok(timeout=60)
+        stop.set()
+        await asyncio.gather(*churn)
+        return time.monotonic()
+
+    return inject
+
+
+def kill_postgres_primary(detect_s: float) -> Fault:
+    """SIGKILL the Postgres primary; ``detect_s`` later (a failover tool noticing), promote
+    the standby, which then commits alone."""
+
+    async def inject(stack: Stack) -> float:
+        pair = _ha(stack).postgres
+        began = time.monotonic()
+        await pair.primary.kill()
+        await asyncio.sleep(detect_s)
+        await pair.fail_over()
+        FAILOVER_FIGURES["postgres"] = round(time.monotonic() - began, 2)
+        return time.monotonic()
+
+    return inject
+
+
+def _assert_clean(outcome: Outcome) -> None:
+    assert outcome.messages == 40 * 50
+    counts = (outcome.lost, outcome.duplicated, outcome.out_of_order, outcome.hung)
+    assert counts == (0, 0, 0, 0), outcome
+    assert outcome.not_recovered == 0, outcome
+    assert outcome.presence_wrong == 0, outcome
+    if report := os.environ.get("CHAOS_REPORT"):
+        line = {"topology": "ha", "failover_s": FAILOVER_FIGURES, "scenario": outcome.scenario}
+        with Path(report).open("a") as out:
+            out.write(json.dumps(line) + "\n")
+
+
+async def test_a_nats_node_killed_under_load(ha_stack: Stack) -> None:
+    """Services and gateways on the dead node reconnect to the others; requests in flight
+    are retried; messages published meanwhile reach every member (gaps filled)."""
+    outcome = await run_scenario(
+        ha_stack, "HA: NATS node SIGKILL", kill_nats_node(2), check_presence=True
+    )
+    _assert_clean(outcome)
+
+
+async def test_a_redis_primary_killed_under_load(ha_stack: Stack) -> None:
+    """Its replica is promoted by the cluster; session calls to its slots fail for a moment
+    and are retried; users who joined and left meanwhile are gone from every member list,
+    everyone else is in theirs."""
+    rooms = [unique_room("ha-redis") for _ in range(4)]
+    outcome = await run_scenario(
+        ha_stack,
+        "HA: Redis primary SIGKILL",
+        kill_redis_primary(rooms),
+        room_ids=rooms,
+        check_presence=True,
+    )
+    _assert_clean(outcome)
+    assert len(CHURNED) == 4 and min(CHURNED.values()) > 0, CHURNED
+    assert len(await _ha(ha_stack).redis.primaries()) == 3
+
+
+async def test_the_postgres_primary_killed_then_the_standby_promoted(ha_stack: Stack) -> None:
+    """Every message acknowledged before the kill was on the standby too (synchronous
+    commit): the new primary has them all, once each, seqs without a gap. The old primary
+    then comes back as the new one's standby, and commits wait for it again."""
+    pair = _ha(ha_stack).postgres
+    outcome = await run_scenario(
+        ha_stack,
+        "HA: Postgres primary SIGKILL + promotion",
+        kill_postgres_primary(1.0),
+        check_presence=True,
+    )
+    _assert_clean(outcome)
+    await pair.rejoin()
+    assert [(state, sync) for _, state, sync in await pair.replication()] == [
+        ("streaming", "quorum")
+    ]
+    conn = await asyncpg.connect(ha_stack.postgres_dsn)
+    try:
+        gaps = await conn.fetchval(
+            "SELECT count(*) FROM (SELECT seq - lag(seq) OVER (PARTITION BY room_id ORDER BY seq)"
+            " AS step FROM messages) s WHERE step <> 1"
+        )
+    finally:
+        await conn.close()
+    assert gaps == 0
+
+
+async def test_scroll_back_is_read_from_the_standby(ha_stack: Stack) -> None:
+    """``get_history`` with ``beforeSeq`` goes to the read pool (the standby); the newest
+    page (no ``beforeSeq``) comes from the primary."""
+    room = unique_room("scroll")
+    client = SioClient()
+    await client.connect(ha_stack.client_url)
+    try:
+        assert (await client.call("join", {"email": "s@example.com", "roomId": room}))["ok"]
+        for n in range(5):
+            assert (await client.call("send_message", {"roomId": room, "text": f"m{n}"}))["ok"]
+        standby = _ha(ha_stack).postgres.standby
+
+        async def history_reads_on_standby() -> int:
+            out = await standby.psql(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = 'chat'"
+                " AND application_name LIKE 'chat-history:%' AND query LIKE '%FROM messages%'",
+                database="postgres",
+            )
+            return int(out.strip())
+
+        assert await history_reads_on_standby() == 0  # joins and sends use the primary
+        page = await client.call("get_history", {"roomId": room, "beforeSeq": 6, "limit": 5})
+        assert [m["text"] for m in page["messages"]] == [f"m{n}" for n in range(5)]
+        assert await history_reads_on_standby() == 1
+    finally:
+        await client.close()
+
+
+SERVICE_SCENARIOS: dict[str, Fault] = {
+    "HA: gateway SIGKILL + restart": fault("gateway", "kill", 2),
+    "HA: session SIGKILL + restart": fault("session", "kill", 2),
+    "HA: history SIGKILL + restart": fault("history", "kill", 2),
+}
+
+
+@pytest.mark.parametrize("name", list(SERVICE_SCENARIOS))
+async def test_service_chaos_on_the_ha_topology(ha_stack: Stack, name: str) -> None:
+    """The chaos suite's service faults pass on the clustered engines too."""
+    outcome = await run_scenario(ha_stack, name, SERVICE_SCENARIOS[name], check_presence=True)
+    _assert_clean(outcome)
