@@ -23,7 +23,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from chat_devstack.ha import RedisClusterNodes
+from chat_devstack.ha import RedisClusterNodes, RedisSentinelGroup
 from chat_devstack.servers import NatsServer, PostgresServer, RedisServer
 from chat_devstack.stack import Stack, StackConfig
 
@@ -91,6 +91,19 @@ async def redis_cluster(
     finally:
         for node in cluster.nodes:
             await node.stop()
+
+
+@pytest.fixture(scope="session")
+async def redis_sentinel(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[RedisSentinelGroup]:
+    """A Redis primary and replica under three Sentinels, shared like :func:`redis_cluster`."""
+    group = RedisSentinelGroup(tmp_path_factory.mktemp("redis-sentinel"))
+    try:
+        await group.start()
+        yield group
+    finally:
+        await group.stop()
 
 
 @pytest.fixture(scope="session")

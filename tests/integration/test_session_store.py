@@ -6,16 +6,18 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
 from redis.asyncio import Redis, RedisCluster
+from redis.exceptions import RedisError
 
 from chat_common.errors import ChatError, ErrorCode
 from chat_common.schemas import encode
 from chat_common.subjects import room_presence
-from chat_devstack.ha import RedisClusterNodes
+from chat_devstack.ha import RedisClusterNodes, RedisSentinelGroup
 from chat_session import redisclient
 from chat_session.handlers import SessionHandlers, token_hash
 from chat_session.store import RedisSessionStore
@@ -34,12 +36,20 @@ class Clock:
         return self.now
 
 
-@pytest.fixture(params=["one server", "cluster"])
+@pytest.fixture(params=["one server", "sentinel", "cluster"])
 async def redis(
-    request: pytest.FixtureRequest, servers: Servers, redis_cluster: RedisClusterNodes
+    request: pytest.FixtureRequest,
+    servers: Servers,
+    redis_sentinel: RedisSentinelGroup,
+    redis_cluster: RedisClusterNodes,
 ) -> AsyncIterator[Redis | RedisCluster]:
-    """The store's client as the service makes it, for one Redis and for a Redis Cluster."""
-    url = servers.redis.url if request.param == "one server" else redis_cluster.url
+    """The store's client as the service makes it: for one Redis, for the primary Sentinel
+    names and for a Redis Cluster (whose scripts refuse keys of different slots)."""
+    url = {
+        "one server": servers.redis.url,
+        "sentinel": redis_sentinel.url,
+        "cluster": redis_cluster.url,
+    }[request.param]
     client = redisclient.connect(url, max_connections=16, timeout_s=2)
     yield client
     await client.aclose()
@@ -250,3 +260,33 @@ async def test_a_users_bucket_never_refills_the_same_time_twice(
     assert await take(5, now=2_000) == 5  # +10 (capped at 10) -> 5
     assert await take(5, now=1_500) == 5  # stale: no refill -> 0
     assert await take(10, now=2_500) == 5  # 0.5 s since the newest: +5
+
+
+async def test_the_store_follows_a_sentinel_failover(tmp_path: Path) -> None:
+    """The primary dies: Sentinel promotes the replica and the store, given only the
+    Sentinels, carries on there with the sessions it had."""
+    group = RedisSentinelGroup(tmp_path)
+    await group.start()
+    client = redisclient.connect(group.url, max_connections=4, timeout_s=1)
+    try:
+        store = RedisSessionStore(client, prefix="failover")
+        opened = await store.open(
+            "s1", email="a@example.com", token_hash="h", sid="x", gateway="g", conn="c",
+            expires=10**13,
+        )  # fmt: skip
+        assert opened == ("a@example.com", 1)
+        primary = group.nodes[0]
+        assert await primary.command("WAIT", "1", "5000") == b":1"  # the write is on both
+        await primary.kill()
+        async with asyncio.timeout(30):
+            while True:
+                try:
+                    got = await store.get("s1")
+                    break
+                except (ConnectionError, OSError, RedisError):
+                    await asyncio.sleep(0.2)
+        assert got is not None and got.email == "a@example.com"
+        assert await store.user_sessions("a@example.com", add="s2") == 2  # writable
+    finally:
+        await client.aclose()
+        await group.stop()

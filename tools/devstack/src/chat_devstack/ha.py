@@ -6,6 +6,8 @@ primary with a synchronous standby, from the same wheels as the single servers.
 * :class:`RedisClusterNodes`: 6 ``redis-server`` nodes in cluster mode, made a cluster of 3
   primaries with one replica each by ``redis-cli --cluster create``. A dead primary's
   replica takes over after ``cluster-node-timeout``; a restarted node rejoins by itself.
+* :class:`RedisSentinelGroup`: the other supported Redis setup, a primary and a replica
+  watched by three Sentinels, which promote the replica when the primary dies.
 * :class:`PostgresPair`: a primary and a standby streaming from it, the primary waiting for
   the standby's flush before it acknowledges a commit. Failover is not automatic in Postgres
   itself: :meth:`PostgresPair.fail_over` does what an operator's tool (Patroni,
@@ -29,10 +31,16 @@ from .errors import CommandError, DevstackError
 from .nats_server import ClusterRoutes, NatsServer
 from .ports import free_port
 from .postgres_server import PostgresServer
-from .redis_server import RedisServer
+from .redis_server import RedisSentinel, RedisServer
 from .server_base import Server
 
-__all__ = ["HaServers", "NatsCluster", "PostgresPair", "RedisClusterNodes"]
+__all__ = [
+    "HaServers",
+    "NatsCluster",
+    "PostgresPair",
+    "RedisClusterNodes",
+    "RedisSentinelGroup",
+]
 
 SYNC_STANDBYS = "ANY 1 (pg1, pg2)"
 """``synchronous_standby_names`` while both servers run: a commit waits for the other one."""
@@ -159,6 +167,37 @@ class RedisClusterNodes:
             if node.running and (await self.cli(node, "ROLE")).startswith("master"):
                 found.append(node)
         return found
+
+
+class RedisSentinelGroup:
+    """A Redis primary, one replica and three Sentinels watching them (service ``chat``)."""
+
+    def __init__(self, data_dir: Path, *, host: str = "127.0.0.1") -> None:
+        primary = RedisServer(data_dir / "redis-1", host=host)
+        replica = RedisServer(data_dir / "redis-2", host=host, replica_of=primary)
+        self.nodes = [primary, replica]
+        self.sentinels = [
+            RedisSentinel(data_dir / f"sentinel-{i + 1}", primary, host=host) for i in range(3)
+        ]
+
+    @property
+    def url(self) -> str:
+        """``redis+sentinel://`` with every Sentinel, naming the primary ``chat``."""
+        hosts = ",".join(f"{s.host}:{s.port}" for s in self.sentinels)
+        return f"redis+sentinel://{hosts}/chat"
+
+    @property
+    def servers(self) -> list[Server]:
+        return [*self.nodes, *self.sentinels]
+
+    async def start(self) -> None:
+        for node in self.nodes:
+            await node.start()
+        await asyncio.gather(*(s.start() for s in self.sentinels))
+
+    async def stop(self) -> None:
+        for server in reversed(self.servers):
+            await server.stop()
 
 
 class PostgresPair:

@@ -9,7 +9,7 @@ from .errors import DevstackError
 from .probes import redis_command, redis_info
 from .server_base import Server
 
-__all__ = ["RedisServer"]
+__all__ = ["RedisSentinel", "RedisServer"]
 
 
 class RedisServer(Server):
@@ -30,8 +30,11 @@ class RedisServer(Server):
         host: str = "127.0.0.1",
         start_timeout: float = 60.0,
         cluster_node_timeout_ms: int | None = None,
+        replica_of: RedisServer | None = None,
     ) -> None:
         super().__init__(data_dir, port=port, host=host, start_timeout=start_timeout)
+        self.replica_of = replica_of
+        """The primary this server replicates at its first start (Sentinel may change it)."""
         self.cluster_node_timeout_ms = cluster_node_timeout_ms
         """Set: a Redis Cluster node (``cluster-node-timeout``: how long a silent node takes
         to be failed over)."""
@@ -56,6 +59,8 @@ class RedisServer(Server):
         ]  # fmt: skip
 
     def _cluster_args(self) -> list[str]:
+        if self.replica_of is not None:
+            return ["--replicaof", self.replica_of.host, str(self.replica_of.port)]
         if self.cluster_node_timeout_ms is None:
             return []
         return [
@@ -82,3 +87,53 @@ class RedisServer(Server):
         reply = await self.command("FLUSHALL")
         if reply != b"+OK":
             raise DevstackError(f"FLUSHALL answered {reply!r}")
+
+
+class RedisSentinel(Server):
+    """A Redis Sentinel watching ``primary`` under the name ``service``: it fails the primary
+    over to a replica once ``quorum`` sentinels have not heard from it for ``down_after_ms``."""
+
+    name = "sentinel"
+    dir_name = "sentinel"
+
+    def __init__(
+        self,
+        data_dir: Path,
+        primary: RedisServer,
+        *,
+        service: str = "chat",
+        quorum: int = 2,
+        down_after_ms: int = 1000,
+        host: str = "127.0.0.1",
+    ) -> None:
+        super().__init__(data_dir, host=host)
+        self.primary, self.service = primary, service
+        self.quorum, self.down_after_ms = quorum, down_after_ms
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}"
+
+    def _argv(self) -> list[str]:
+        conf = self.home / "sentinel.conf"
+        if not conf.exists():  # Sentinel rewrites its file with what it learns: keep it
+            s = self.service
+            conf.write_text(
+                f"sentinel monitor {s} {self.primary.host} {self.primary.port} {self.quorum}\n"
+                f"sentinel down-after-milliseconds {s} {self.down_after_ms}\n"
+                f"sentinel failover-timeout {s} 10000\n"
+            )
+        return [
+            str(redis_server_path()), str(conf), "--sentinel",
+            "--port", str(self.port),
+            "--bind", self.host,
+            "--dir", str(self.home),
+            "--daemonize", "no",
+            "--logfile", "",
+        ]  # fmt: skip
+
+    async def _ready(self) -> bool:
+        if await redis_command(self.host, self.port, "PING") != b"+PONG":
+            return False
+        info = await redis_info(self.host, self.port, "server")
+        return self.process is not None and info.get("process_id") == str(self.process.pid)
