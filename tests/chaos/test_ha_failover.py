@@ -58,20 +58,28 @@ def _ha(stack: Stack) -> HaServers:
     return stack.ha
 
 
-async def _client_count(node: NatsServer) -> int:
-    async with aiohttp.ClientSession() as http, http.get(f"{node.monitor_url}/varz") as reply:
-        return int((await reply.json())["connections"])
+async def _clients(node: NatsServer) -> list[str]:
+    """The names of the clients connected to ``node`` (``gateway:gateway-1``...)."""
+    url = f"{node.monitor_url}/connz?limit=1000"
+    async with aiohttp.ClientSession() as http, http.get(url) as reply:
+        return [str(c.get("name", "")) for c in (await reply.json())["connections"]]
 
 
 def kill_nats_node(hold_s: float) -> Fault:
-    """SIGKILL the NATS node with the most clients (services, gateways); start it again
-    ``hold_s`` later."""
+    """SIGKILL the NATS node most gateways are connected to (ties: most clients), so that
+    a gateway loses its node with messages in flight; start it again ``hold_s`` later."""
 
     async def inject(stack: Stack) -> float:
         nodes = _ha(stack).nats.nodes
-        counts = await asyncio.gather(*(_client_count(n) for n in nodes))
-        node = nodes[counts.index(max(counts))]
-        assert max(counts) > 0
+        names = await asyncio.gather(*(_clients(n) for n in nodes))
+
+        def weight(clients: list[str]) -> tuple[int, int]:
+            return sum(name.startswith("gateway") for name in clients), len(clients)
+
+        node = max(zip(nodes, names, strict=True), key=lambda pair: weight(pair[1]))[0]
+        cut = max(names, key=weight)
+        assert weight(cut)[0] >= 1, names  # 2 gateways, 3 nodes: one has a gateway
+        FAILOVER_FIGURES["nats_clients_cut"] = len(cut)
         await node.kill()
         await asyncio.sleep(hold_s)
         await node.start()

@@ -119,3 +119,38 @@ def test_every_service_logs_in_to_nats_as_its_own_identity() -> None:
         assert volume["defaultMode"] & 0o007 == 0
         assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsUser"]
         assert config[f"{service.upper()}_NATS_NKEY_SEED_FILE"] == f"{mount['mountPath']}/seed"
+
+
+def test_the_ha_compose_file_overlays_the_clustered_engines() -> None:
+    """docker-compose.ha.yml validates too, and points every service at every node: three
+    NATS URLs, a Redis Cluster URL, both Postgres servers with read-write routing; the URLs
+    parse as the services parse them."""
+    from chat_session.redisclient import parse_url
+
+    ha = yaml.safe_load((ROOT / "docker-compose.ha.yml").read_text())
+    jsonschema.validate(ha, get_builtin_schema("vendor.compose-spec"))
+    services = ha["services"]
+    for service in OUR_SERVICES:
+        assert len(services[service]["environment"][f"{service.upper()}_NATS_URL"].split(",")) == 3
+    assert parse_url(services["session"]["environment"]["SESSION_REDIS_URL"]).kind == "cluster"
+    dsn = services["history"]["environment"]["HISTORY_POSTGRES_DSN"]
+    assert "postgres:5432,postgres-standby:5432" in dsn and "target_session_attrs=read-write" in dsn
+    assert {f"redis-{n}" for n in range(2, 7)} | {"nats-2", "nats-3", "postgres-standby"} <= set(
+        services
+    )
+
+
+def test_the_kubernetes_setup_names_clustered_engines() -> None:
+    """The ConfigMap's Redis URL is a cluster's; the Postgres operator's Cluster waits for a
+    standby's flush before any commit is acknowledged."""
+    from chat_session.redisclient import parse_url
+
+    config = next(d for d in _k8s_documents() if d["kind"] == "ConfigMap")["data"]
+    assert parse_url(config["SESSION_REDIS_URL"]).kind == "cluster"
+    cnpg = yaml.safe_load((ROOT / "deploy" / "postgres" / "cnpg-cluster.yaml").read_text())
+    spec = cnpg["spec"]
+    assert spec["instances"] >= 2
+    assert spec["postgresql"]["parameters"]["synchronous_commit"] == "on"
+    assert spec["postgresql"]["synchronous"] == {
+        "method": "any", "number": 1, "dataDurability": "required",
+    }  # fmt: skip

@@ -120,3 +120,15 @@ def test_cli_servers_config_has_no_services() -> None:
     config = config_from_args(build_parser().parse_args(["servers"]), {})
     assert (config.gateways, config.sessions, config.histories) == (0, 0, 0)
     assert config.data_dir == Path(".data")
+
+
+def test_cli_ha_runs_two_of_each_service_behind_a_balancer() -> None:
+    """`chat-stack run --ha`: the clustered servers and two instances of each service, unless
+    counts are given; `servers --ha` starts the clustered servers alone."""
+    config = config_from_args(build_parser().parse_args(["run", "--ha"]), {})
+    assert (config.ha, config.gateways, config.sessions, config.histories) == (True, 2, 2, 2)
+    assert config.balancer
+    config = config_from_args(build_parser().parse_args(["run", "--ha", "--history", "3"]), {})
+    assert (config.gateways, config.histories) == (2, 3)
+    config = config_from_args(build_parser().parse_args(["servers", "--ha"]), {})
+    assert (config.ha, config.gateways, config.sessions) == (True, 0, 0)
