@@ -1,12 +1,13 @@
 """Benchmark: appends/s and ack latency of the history service (group commit), through NATS.
 
-    .venv/bin/python bench/history_appends.py [--seconds 10] [--concurrency 1 64 512]
+    .venv/bin/python bench/history_appends.py [--seconds 10] [--concurrency 1 64 512] [--ha]
 
 Starts its own NATS and Postgres (from the PyPI wheels) and one history service process in
 a temporary directory, then, for each concurrency level, runs that many concurrent senders
-issuing ``chat.history.append`` requests (each waits for its ack before sending the next)
+issuing one-item ``chat.history.append_batch`` requests (each waits for its ack before sending the next)
 spread over 64 rooms for the given time. Reports appends/s and ack latency p50/p99/max as
-a table and as JSON (``--json FILE``). Nothing here is a test: figures go to
+a table and as JSON (``--json FILE``). ``--ha`` runs it on the production topology (a NATS
+cluster, and a Postgres primary whose commits wait for a synchronous standby). Nothing here is a test: figures go to
 docs/benchmarks.md.
 """
 
@@ -22,10 +23,11 @@ import time
 import uuid
 from pathlib import Path
 
+import msgspec
 import nats
 
 from chat_common.buspermissions import inbox_prefix
-from chat_common.schemas import AppendRequest, encode
+from chat_common.schemas import AppendBatchRequest, AppendRequest, encode
 from chat_common.subjects import history_endpoint
 from chat_devstack.stack import Stack, StackConfig
 
@@ -52,7 +54,10 @@ async def run_level(nc: nats.NATS, concurrency: int, seconds: float) -> dict[str
                 client_msg_id=f"{n}-{i}",
             )
             started = time.perf_counter()
-            msg = await nc.request(history_endpoint("append"), encode(req), timeout=10)
+            # One item per request, on the endpoint the gateways use (the only one their
+            # identity may call).
+            batch = AppendBatchRequest(items=[msgspec.Raw(encode(req))])
+            msg = await nc.request(history_endpoint("append_batch"), encode(batch), timeout=10)
             if msg.headers and msg.headers.get("Nats-Service-Error-Code"):
                 errors += 1
             else:
@@ -79,6 +84,7 @@ async def main() -> int:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 64, 512])
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--ha", action="store_true", help="Postgres with a synchronous standby")
     parser.add_argument(
         "--env", nargs="*", default=[], help="extra KEY=VALUE for the history service"
     )
@@ -86,12 +92,17 @@ async def main() -> int:
     extra = dict(kv.split("=", 1) for kv in args.env)
     with tempfile.TemporaryDirectory(prefix="bench-history-") as tmp:
         config = StackConfig(
-            data_dir=Path(tmp), gateways=0, sessions=0, histories=1, extra_env=extra
+            data_dir=Path(tmp),
+            gateways=0,
+            sessions=0,
+            histories=1,
+            extra_env=extra,
+            ha=args.ha,
         )
         async with Stack(config) as stack:
             # The gateway's identity: the one NATS lets make these requests.
             nc = await nats.connect(
-                stack.nats_url,
+                servers=stack.nats_url.split(","),
                 nkeys_seed=str(stack.nats_seed_files["gateway"]),
                 inbox_prefix=inbox_prefix("gateway"),
             )
