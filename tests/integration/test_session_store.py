@@ -20,7 +20,7 @@ from chat_common.subjects import room_presence
 from chat_devstack.ha import RedisClusterNodes, RedisSentinelGroup
 from chat_session import redisclient
 from chat_session.handlers import SessionHandlers, token_hash
-from chat_session.store import RedisSessionStore
+from chat_session.store import RedisSessionStore, slot_group
 from tests.conftest import Servers
 from tests.support.bus import connect_as
 from tests.support.clients import unique_room
@@ -290,3 +290,29 @@ async def test_the_store_follows_a_sentinel_failover(tmp_path: Path) -> None:
     finally:
         await client.aclose()
         await group.stop()
+
+
+async def test_operator_views_see_every_room_and_session_wherever_they_live(
+    redis: Redis | RedisCluster,
+) -> None:
+    """Rooms and sessions spread over slots (and, on a cluster, over primaries): the rooms
+    listing scans every node, the session count sums every slot group's index, a room's
+    presence lists each user's sessions, and the reaper's scan finds expired sessions of
+    every group."""
+    store = RedisSessionStore(redis, prefix=f"t{uuid.uuid4().hex[:8]}")
+    rooms = sorted(unique_room("ops") for _ in range(5))
+    sessions = [f"ops-{n}" for n in range(40)]
+    for n, session_id in enumerate(sessions):
+        email = f"o{n % 8}@example.com"
+        await store.open(session_id, email=email, token_hash="h", sid=f"x{n}", gateway="g",
+                         conn=f"c{n}", expires=1_000 + n)  # fmt: skip
+        await store.join(session_id, email, rooms[n % 5], 0, page=10)
+    assert await store.count() == 40
+    listed, more = await store.rooms(limit=1000)
+    assert not more and [r for r in listed if r[0] in rooms] == [(room, 8) for room in rooms]
+    users, page = await store.presence(rooms[0], limit=10)
+    assert page.count == 8 and len(users) == 8
+    assert sorted(s for _, ids in users for s in ids) == sorted(sessions[0::5])
+    expired = await store.expired(now=1_000 + 19, limit=1000)
+    assert sorted(expired) == sorted(sessions[:20])
+    assert len({slot_group(s) for s in expired}) > 1
