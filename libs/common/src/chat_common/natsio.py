@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER, Request
 from nats.micro.service import EndpointConfig, EndpointStats, Service
 from opentelemetry.trace import StatusCode
 
+from chat_common.backoff import Backoff
 from chat_common.boundary import guarded
 from chat_common.buscredentials import public_key, read_seed
 from chat_common.buspermissions import inbox_prefix
@@ -135,7 +135,7 @@ async def connect(
         _log.info("NATS reconnected")
         on_state(True)
 
-    delay = 0.1
+    backoff = Backoff(0.1, cap_s=5.0)
     while True:
         try:
             nc = await nats.connect(
@@ -162,8 +162,7 @@ async def connect(
         if stopping.is_set():
             raise Unavailable("shutdown before NATS became reachable")
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), random.uniform(0, delay))
-        delay = min(delay * 2, 5.0)
+            await asyncio.wait_for(stopping.wait(), backoff.next())
 
 
 async def _on_error(exc: Exception) -> None:

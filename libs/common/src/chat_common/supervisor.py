@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
+
+from chat_common.backoff import Backoff
 
 __all__ = ["InFlight", "TaskSupervisor"]
 
@@ -73,7 +74,7 @@ class TaskSupervisor:
         sup.task = asyncio.create_task(self._run(sup), name=name)
 
     async def _run(self, sup: _Supervised) -> None:
-        delay = sup.backoff[0]
+        backoff = Backoff(sup.backoff[0], cap_s=sup.backoff[1])
         while True:
             try:
                 await sup.factory()
@@ -86,8 +87,7 @@ class TaskSupervisor:
                     sup.failed = True
                     return
             sup.restarts += 1
-            await asyncio.sleep(random.uniform(0, delay))
-            delay = min(delay * 2, sup.backoff[1])
+            await asyncio.sleep(backoff.next())
 
     async def close(self, timeout: float = 5.0) -> list[str]:
         """Cancel every task and wait for them; returns the names that did not finish."""

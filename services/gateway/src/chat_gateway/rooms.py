@@ -29,6 +29,7 @@ from nats.aio.subscription import Subscription
 from opentelemetry import trace
 from opentelemetry.trace import Link
 
+from chat_common.backoff import Backoff
 from chat_common.schemas import FetchResponse, Message, RoomEvent, RoomMessages, encode
 from chat_common.subjects import ROOM_EVENTS, ROOM_PRESENCE, room_kind, room_subjects
 from chat_common.tracing import SpanKind, extract_context, messaging_attributes, tracer
@@ -295,7 +296,8 @@ class RoomHub:
 
     async def _fill(self, room: _Room) -> None:
         """Wait briefly for stragglers, then fetch what is still missing from history."""
-        delay = self._gap_delay
+        backoff = Backoff(self._gap_delay, cap_s=2.0, floor_s=0.05, jitter=False)
+        delay = backoff.next()
         while (gap := room.delivery.missing()) is not None and room.room_id in self._rooms:
             await asyncio.sleep(delay)
             gap = room.delivery.missing()
@@ -305,7 +307,7 @@ class RoomHub:
                 page = await self._fill_gap(room.room_id, gap[0], gap[1])
             except Exception as exc:
                 _log.warning("gap fill failed", extra={"room": room.room_id, "error": repr(exc)})
-                delay = min(max(delay * 2, 0.05), 2.0)
+                delay = backoff.next()
                 continue
             for message in page.messages:
                 data = encode(message)

@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections.abc import AsyncIterator, Callable
 
 import asyncpg
 
+from chat_common.backoff import Backoff
 from chat_common.errors import Unavailable
 from chat_history.metrics import POOL, POOL_ACQUIRE_TIMEOUTS
 from chat_history.migrate import apply_migrations
@@ -48,7 +48,7 @@ class Database:
     async def connect_forever(self) -> None:
         """Create the pool and migrate (then the read pool, if configured), retrying with
         jittered backoff until it works."""
-        delay = 0.2
+        backoff = Backoff(0.2, cap_s=5.0)
         read_dsn = self._s.postgres_read_dsn
         while self._pool is None or (read_dsn is not None and self._read_pool is None):
             try:
@@ -63,8 +63,7 @@ class Database:
                     )
             except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
                 _log.warning("database not reachable yet", extra={"error": type(exc).__name__})
-                await asyncio.sleep(random.uniform(0, delay))
-                delay = min(delay * 2, 5.0)
+                await asyncio.sleep(backoff.next())
         self.connected.set()
         _log.info(
             "database ready", extra={"pool_min": self._s.pool_min, "pool_max": self._s.pool_max}

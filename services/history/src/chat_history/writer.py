@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -23,6 +22,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link
 
+from chat_common.backoff import Backoff
 from chat_common.errors import ChatError, ErrorCode, Unavailable
 from chat_common.schemas import AppendRequest, Message, encode
 from chat_common.tracing import tracer
@@ -137,7 +137,7 @@ class BatchWriter:
         live = [p for p in batch if not p.future.done()]
         if not live:
             return
-        delay = 0.05
+        backoff = Backoff(0.05, cap_s=5.0, factor=4)
         for attempt in range(1, self._attempts + 1):
             try:
                 stored = await self._traced_commit(live)
@@ -153,8 +153,7 @@ class BatchWriter:
                             APPENDS.labels("failed").inc()
                             p.future.set_exception(Unavailable("message store unavailable"))
                     return
-                await asyncio.sleep(random.uniform(0, delay))
-                delay *= 4
+                await asyncio.sleep(backoff.next())
             except Exception as exc:
                 # Not transient (a constraint, a bug). Isolate the culprit: write the batch
                 # one append at a time so only the offending one fails.

@@ -89,9 +89,10 @@ class RedisServer(Server):
             raise DevstackError(f"FLUSHALL answered {reply!r}")
 
 
-class RedisSentinel(Server):
+class RedisSentinel(RedisServer):
     """A Redis Sentinel watching ``primary`` under the name ``service``: it fails the primary
-    over to a replica once ``quorum`` sentinels have not heard from it for ``down_after_ms``."""
+    over to a replica once ``quorum`` sentinels have not heard from it for ``down_after_ms``.
+    (A :class:`RedisServer` as far as starting and probing go.)"""
 
     name = "sentinel"
     dir_name = "sentinel"
@@ -131,9 +132,3 @@ class RedisSentinel(Server):
             "--daemonize", "no",
             "--logfile", "",
         ]  # fmt: skip
-
-    async def _ready(self) -> bool:
-        if await redis_command(self.host, self.port, "PING") != b"+PONG":
-            return False
-        info = await redis_info(self.host, self.port, "server")
-        return self.process is not None and info.get("process_id") == str(self.process.pid)
