@@ -14,6 +14,7 @@ from chat_common.errors import InvalidArgument
 __all__ = [
     "EMAIL_PATTERN",
     "MAX_SEQ",
+    "ROOM_ID_CHARS",
     "ROOM_ID_PATTERN",
     "TEXT_PATTERN",
     "AppendBatchRequest",
@@ -61,8 +62,9 @@ __all__ = [
     "parse_request",
 ]
 
-ROOM_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}\Z"
+ROOM_ID_CHARS = r"[A-Za-z0-9_-]{1,64}"
 """Room ids become one NATS subject token: no dots, wildcards, whitespace or ``$``."""
+ROOM_ID_PATTERN = rf"^{ROOM_ID_CHARS}\Z"
 EMAIL_PATTERN = r"^[^\s@\x00-\x1f\x7f]{1,64}@[^\s@\x00-\x1f\x7f]{1,190}\Z"
 """No whitespace, no control characters, one ``@``."""
 TEXT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*\Z"

@@ -27,6 +27,7 @@ from chat_common.schemas import (
     MembersRequest,
     encode,
 )
+from chat_common.tokens import token_hash
 from chat_common.tracing import SpanKind, tracer
 from chat_gateway.appender import AppendBatcher
 from chat_gateway.appendplan import Slot
@@ -34,7 +35,6 @@ from chat_gateway.auth import AuthError, JwtVerifier, room_allowed
 from chat_gateway.backend import Backend
 from chat_gateway.client import Client
 from chat_gateway.metrics import ACK_SECONDS, EVENTS, RATE_LIMITED, RESUMES
-from chat_gateway.offsets import token_hash
 from chat_gateway.payloads import (
     GetHistoryPayload,
     GetMembersPayload,

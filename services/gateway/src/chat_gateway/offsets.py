@@ -13,10 +13,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 import secrets
 from collections.abc import Mapping
+
+from chat_common.schemas import ROOM_ID_CHARS
 
 __all__ = [
     "MAX_OFFSET_LENGTH",
@@ -27,11 +28,10 @@ __all__ = [
     "new_token",
     "offset_arg",
     "parse_pid",
-    "token_hash",
 ]
 
 MAX_OFFSET_LENGTH = 16_384
-_PAIR = re.compile(r"^([A-Za-z0-9_-]{1,64}):(\d{1,18})\Z")
+_PAIR = re.compile(rf"^({ROOM_ID_CHARS}):(\d{{1,18}})\Z")
 _HEX = re.compile(r"^[0-9a-f]{32}\Z")
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}\Z")
 
@@ -43,11 +43,6 @@ def new_session_id() -> str:
 def new_token() -> str:
     """A 256-bit secret, URL-safe base64 without padding (43 characters)."""
     return secrets.token_urlsafe(32)
-
-
-def token_hash(token: str) -> str:
-    """What the session store keeps instead of the token."""
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def make_pid(session_id: str, token: str) -> str:

@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterable
 
 from chat_common.errors import ChatError
 from chat_common.schemas import HeartbeatRequest, RestoreRequest
+from chat_common.tokens import token_hash
 from chat_gateway.backend import Backend
 from chat_gateway.client import Client
-from chat_gateway.offsets import token_hash
 
 __all__ = ["SessionKeeper"]
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
@@ -55,6 +54,7 @@ from chat_common.schemas import (
     parse_request,
 )
 from chat_common.subjects import gateway_control, room_presence
+from chat_common.tokens import token_hash
 from chat_session.metrics import PRESENCE, REAPED, RESTORED, RESUMES, SESSIONS
 from chat_session.store import PresenceChange, SessionStore, now_ms
 
@@ -66,11 +66,6 @@ _R = TypeVar("_R")
 _EMPTY = encode({})
 MAX_LIST = 1000
 """The most rooms or users one operator query returns."""
-
-
-def token_hash(token: str) -> str:
-    """How a resume token is stored: its sha256, hex."""
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def _redis_unavailable(fn: Callable[_P, Awaitable[_R]]) -> Callable[_P, Awaitable[_R]]:

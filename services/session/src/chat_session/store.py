@@ -36,6 +36,8 @@ from typing import Any, Protocol
 
 from redis.asyncio import Redis, RedisCluster
 
+from chat_common.schemas import ROOM_ID_PATTERN
+
 __all__ = [
     "MemberPage",
     "PresenceChange",
@@ -49,7 +51,7 @@ BACKSTOP_TTL_S = 24 * 3600
 SLOT_GROUPS = 16
 """How many expiry indexes (and hash tags) sessions are spread over."""
 _SCAN_COUNT = 500
-_ROOM_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
+_ROOM_ID = re.compile(ROOM_ID_PATTERN)
 
 # Open (or refresh) a session; returns the email it is bound to. KEYS: session hash,
 # session rooms, its group's expiry index. ARGV: email, token hash, sid, gateway, conn,
