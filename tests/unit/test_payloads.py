@@ -5,18 +5,18 @@ from __future__ import annotations
 import pytest
 
 from chat_common.errors import ChatError, ErrorCode
+from chat_common.schemas import parse_value
 from chat_gateway.payloads import (
     GetHistoryPayload,
     JoinPayload,
     ResumePayload,
     SendMessagePayload,
-    parse_payload,
 )
 
 
 def test_valid_join_parses_camel_case() -> None:
     """roomId/email map onto the payload struct."""
-    p = parse_payload({"email": "a@b.io", "roomId": "room_1-x", "extra": 1}, JoinPayload)
+    p = parse_value({"email": "a@b.io", "roomId": "room_1-x", "extra": 1}, JoinPayload)
     assert (p.email, p.room_id) == ("a@b.io", "room_1-x")
 
 
@@ -39,22 +39,22 @@ def test_valid_join_parses_camel_case() -> None:
 def test_invalid_join_is_invalid_argument(data: object) -> None:
     """Anything that is not a well-formed join is INVALID_ARGUMENT."""
     with pytest.raises(ChatError) as caught:
-        parse_payload(data, JoinPayload)
+        parse_value(data, JoinPayload)
     assert caught.value.code is ErrorCode.INVALID_ARGUMENT
 
 
 def test_error_message_names_the_field_not_the_value() -> None:
     """The message says which field is wrong without echoing what was sent."""
     with pytest.raises(ChatError) as caught:
-        parse_payload({"email": "a@b.io", "roomId": "secret.value"}, JoinPayload)
+        parse_value({"email": "a@b.io", "roomId": "secret.value"}, JoinPayload)
     assert "roomId" in caught.value.message
     assert "secret" not in caught.value.message
 
 
 def test_optional_fields_default_to_none() -> None:
     """clientMsgId, beforeSeq and limit are optional."""
-    assert parse_payload({"roomId": "r", "text": "t"}, SendMessagePayload).client_msg_id is None
-    h = parse_payload({"roomId": "r"}, GetHistoryPayload)
+    assert parse_value({"roomId": "r", "text": "t"}, SendMessagePayload).client_msg_id is None
+    h = parse_value({"roomId": "r"}, GetHistoryPayload)
     assert (h.before_seq, h.limit) == (None, None)
 
 
@@ -62,7 +62,7 @@ def test_optional_fields_default_to_none() -> None:
 def test_history_limit_bounds(limit: object) -> None:
     """limit must be an integer from 1 to 200."""
     with pytest.raises(ChatError):
-        parse_payload({"roomId": "r", "limit": limit}, GetHistoryPayload)
+        parse_value({"roomId": "r", "limit": limit}, GetHistoryPayload)
 
 
 @pytest.mark.parametrize(
@@ -90,18 +90,29 @@ def test_edge_values_are_invalid_arguments(kind: type, data: dict[str, object]) 
     """Numbers beyond a Postgres bigint, control characters, odd ids: INVALID_ARGUMENT at
     the edge, never a store error or a retryable code."""
     with pytest.raises(ChatError) as caught:
-        parse_payload(data, kind)
+        parse_value(data, kind)
     assert caught.value.code is ErrorCode.INVALID_ARGUMENT
 
 
 def test_text_keeps_tabs_newlines_and_any_script() -> None:
     """Tab, line feed, carriage return, emoji and other scripts are content."""
     text = "line one\r\nline\ttwo 𝄞 日本語 \u200b"
-    assert parse_payload({"roomId": "r", "text": text}, SendMessagePayload).text == text
+    assert parse_value({"roomId": "r", "text": text}, SendMessagePayload).text == text
 
 
 def test_control_characters_are_named_without_the_value() -> None:
     """The refusal says what is wrong and where, and does not echo the text."""
     with pytest.raises(ChatError) as caught:
-        parse_payload({"roomId": "r", "text": "secret\x00"}, SendMessagePayload)
+        parse_value({"roomId": "r", "text": "secret\x00"}, SendMessagePayload)
     assert caught.value.message == "Invalid characters at `text`"
+
+
+def test_a_service_request_error_names_the_field_never_the_value() -> None:
+    """Requests between services are parsed like client payloads: one sanitised message."""
+    from chat_common.schemas import FetchRequest, parse_request
+
+    with pytest.raises(ChatError) as bad:
+        parse_request(b'{"roomId": "no.dots.secret", "limit": 5}', FetchRequest)
+    assert bad.value.code is ErrorCode.INVALID_ARGUMENT
+    assert bad.value.message == "Invalid format at `roomId`"
+    assert "secret" not in bad.value.message

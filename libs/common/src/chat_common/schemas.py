@@ -57,9 +57,11 @@ __all__ = [
     "TakeRequest",
     "TakeResponse",
     "TakeoverNotice",
+    "Wire",
     "decode",
     "encode",
     "parse_request",
+    "parse_value",
 ]
 
 ROOM_ID_CHARS = r"[A-Za-z0-9_-]{1,64}"
@@ -80,11 +82,12 @@ Seq = Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)]
 _T = TypeVar("_T")
 
 
-class _Wire(msgspec.Struct, rename="camel", kw_only=True, frozen=True):
-    """Base of every wire struct."""
+class Wire(msgspec.Struct, rename="camel", kw_only=True, frozen=True):
+    """Base of every wire struct, between services and from clients: camelCase names,
+    keyword-only, immutable; unknown fields are ignored, known ones type-checked strictly."""
 
 
-class Message(_Wire, frozen=True):
+class Message(Wire, frozen=True):
     """One stored chat message, exactly as clients receive it."""
 
     id: str
@@ -96,7 +99,7 @@ class Message(_Wire, frozen=True):
     client_msg_id: str | None
 
 
-class JoinRequest(_Wire, frozen=True):
+class JoinRequest(Wire, frozen=True):
     session_id: str
     gateway_id: str
     email: Email
@@ -111,7 +114,7 @@ class JoinRequest(_Wire, frozen=True):
     """The connection holding the session now (a resume moves it to a new one)."""
 
 
-class JoinResponse(_Wire, frozen=True):
+class JoinResponse(Wire, frozen=True):
     users: list[str]
     """The room's first users in join order (all of them when ``next`` is ``None``)."""
     first: bool
@@ -121,17 +124,17 @@ class JoinResponse(_Wire, frozen=True):
     """``after`` of the :class:`MembersRequest` for the users after ``users``."""
 
 
-class LeaveRequest(_Wire, frozen=True):
+class LeaveRequest(Wire, frozen=True):
     session_id: str
     room_id: RoomId
 
 
-class LeaveResponse(_Wire, frozen=True):
+class LeaveResponse(Wire, frozen=True):
     last: bool
     count: int
 
 
-class MembersRequest(_Wire, frozen=True):
+class MembersRequest(Wire, frozen=True):
     """A page of a room's users in join order (``get_members``)."""
 
     room_id: RoomId
@@ -140,23 +143,23 @@ class MembersRequest(_Wire, frozen=True):
     limit: int = 100
 
 
-class MembersResponse(_Wire, frozen=True):
+class MembersResponse(Wire, frozen=True):
     users: list[str]
     count: int
     next: int | None
 
 
-class DisconnectRequest(_Wire, frozen=True):
+class DisconnectRequest(Wire, frozen=True):
     session_id: str
     conn: str | None = None
     """Only if this connection still holds the session (``None``: unconditionally)."""
 
 
-class DisconnectResponse(_Wire, frozen=True):
+class DisconnectResponse(Wire, frozen=True):
     rooms: list[str]
 
 
-class DetachRequest(_Wire, frozen=True):
+class DetachRequest(Wire, frozen=True):
     """The connection dropped: keep the session resumable for the resume window."""
 
     session_id: str
@@ -164,7 +167,7 @@ class DetachRequest(_Wire, frozen=True):
     """Ignored unless this connection still holds the session."""
 
 
-class ResumeRequest(_Wire, frozen=True):
+class ResumeRequest(Wire, frozen=True):
     session_id: str
     token: str
     gateway_id: str
@@ -173,43 +176,43 @@ class ResumeRequest(_Wire, frozen=True):
     """When set (an authenticated connection), the session must belong to this email."""
 
 
-class ResumeResponse(_Wire, frozen=True):
+class ResumeResponse(Wire, frozen=True):
     email: str
     sid: str
     rooms: dict[str, int]
     """room -> the last seq the session is known to have (its join position)."""
 
 
-class TakeoverNotice(_Wire, frozen=True):
+class TakeoverNotice(Wire, frozen=True):
     """Sent to a gateway whose connection lost its session to a resume elsewhere."""
 
     session_id: str
     conn: str
 
 
-class TakeRequest(_Wire, frozen=True):
+class TakeRequest(Wire, frozen=True):
     """Lease up to ``count`` tokens from a user's shared rate-limit bucket."""
 
     email: str
     count: int
 
 
-class TakeResponse(_Wire, frozen=True):
+class TakeResponse(Wire, frozen=True):
     granted: int
     retry_after_ms: int
 
 
-class HeartbeatRequest(_Wire, frozen=True):
+class HeartbeatRequest(Wire, frozen=True):
     gateway_id: str
     session_ids: list[str]
 
 
-class HeartbeatResponse(_Wire, frozen=True):
+class HeartbeatResponse(Wire, frozen=True):
     unknown: list[str]
     """Sessions the store does not know (Redis wiped, or reaped): re-register them."""
 
 
-class RestoreRequest(_Wire, frozen=True):
+class RestoreRequest(Wire, frozen=True):
     """Re-register a live session after the store lost it; announces nothing."""
 
     session_id: str
@@ -221,7 +224,7 @@ class RestoreRequest(_Wire, frozen=True):
     conn: str
 
 
-class AppendRequest(_Wire, frozen=True):
+class AppendRequest(Wire, frozen=True):
     room_id: RoomId
     email: Email
     text: MessageText
@@ -232,7 +235,7 @@ class AppendRequest(_Wire, frozen=True):
     """Epoch seconds when the sender's gateway received the event (end-to-end latency)."""
 
 
-class AppendBatchRequest(_Wire, frozen=True):
+class AppendBatchRequest(Wire, frozen=True):
     """Appends from one gateway, committed together in one transaction (all or none), in
     this order: each sender's messages get their room's seqs in the order listed.
 
@@ -242,7 +245,7 @@ class AppendBatchRequest(_Wire, frozen=True):
     items: list[msgspec.Raw]
 
 
-class ItemError(_Wire, frozen=True):
+class ItemError(Wire, frozen=True):
     code: str
     message: str
 
@@ -250,7 +253,7 @@ class ItemError(_Wire, frozen=True):
 _NULL = msgspec.Raw(b"null")
 
 
-class AppendResult(_Wire, frozen=True):
+class AppendResult(Wire, frozen=True):
     """One item's outcome: the stored :class:`Message` (its JSON, exactly the bytes room
     members receive) or why it was refused."""
 
@@ -265,12 +268,12 @@ class AppendResult(_Wire, frozen=True):
         return None if raw == b"null" else raw
 
 
-class AppendBatchResponse(_Wire, frozen=True):
+class AppendBatchResponse(Wire, frozen=True):
     results: list[AppendResult]
     """One per request item, in the same order."""
 
 
-class FetchRequest(_Wire, frozen=True):
+class FetchRequest(Wire, frozen=True):
     room_id: RoomId
     before_seq: Seq | None = None
     after_seq: Seq | None = None
@@ -281,12 +284,12 @@ class FetchRequest(_Wire, frozen=True):
     new as the live stream."""
 
 
-class FetchResponse(_Wire, frozen=True):
+class FetchResponse(Wire, frozen=True):
     messages: list[Message]
     last_seq: int
 
 
-class PresenceEvent(_Wire, frozen=True, omit_defaults=True):
+class PresenceEvent(Wire, frozen=True, omit_defaults=True):
     """``user_joined`` / ``user_left``: who, and how many users the room has now; a small
     room's events also carry its whole member list (``users``), a large room's do not."""
 
@@ -296,7 +299,7 @@ class PresenceEvent(_Wire, frozen=True, omit_defaults=True):
     users: list[str] | None = None
 
 
-class RoomEvent(_Wire, frozen=True):
+class RoomEvent(Wire, frozen=True):
     """What travels on a room's presence subject (``chat.room.<room>.presence``).
 
     ``data`` stays raw JSON so that a gateway can splice it into client frames without
@@ -310,7 +313,7 @@ class RoomEvent(_Wire, frozen=True):
     sent_at: float | None = None
 
 
-class RoomMessage(_Wire, frozen=True):
+class RoomMessage(Wire, frozen=True):
     seq: int
     data: msgspec.Raw
     """The :class:`Message` JSON, spliced into client frames as it is."""
@@ -318,7 +321,7 @@ class RoomMessage(_Wire, frozen=True):
     """When the sender's gateway received it (epoch seconds)."""
 
 
-class RoomMessages(_Wire, frozen=True):
+class RoomMessages(Wire, frozen=True):
     """What travels on a room's message subject (``chat.room.<room>.events``): the
     messages of the room that one commit stored, in seq order (one publish per room per
     commit, decoded once per gateway)."""
@@ -329,37 +332,37 @@ class RoomMessages(_Wire, frozen=True):
 # Operator queries (``chatctl``): bounded, read-only views of the session store.
 
 
-class RoomsRequest(_Wire, frozen=True):
+class RoomsRequest(Wire, frozen=True):
     limit: int = 100
 
 
-class RoomSummary(_Wire, frozen=True):
+class RoomSummary(Wire, frozen=True):
     room_id: str
     users: int
     """Distinct users present (a user with several connections counts once)."""
 
 
-class RoomsResponse(_Wire, frozen=True):
+class RoomsResponse(Wire, frozen=True):
     rooms: list[RoomSummary]
     """Rooms with at least one user, by room id; the first ``limit`` the scan found."""
     truncated: bool
     """More rooms exist than ``limit``."""
 
 
-class PresenceRequest(_Wire, frozen=True):
+class PresenceRequest(Wire, frozen=True):
     room_id: RoomId
     limit: int = 100
     after: int | None = None
     """The ``next`` of the page before (``None``: from the first user)."""
 
 
-class PresentUser(_Wire, frozen=True):
+class PresentUser(Wire, frozen=True):
     email: str
     sessions: list[str]
     """Ids of this user's sessions in the room (never their resume tokens)."""
 
 
-class PresenceResponse(_Wire, frozen=True):
+class PresenceResponse(Wire, frozen=True):
     room_id: str
     users: list[PresentUser]
     """In join order, at most ``limit``."""
@@ -368,11 +371,11 @@ class PresenceResponse(_Wire, frozen=True):
     """``after`` for the next page, when there are more users."""
 
 
-class SessionInfoRequest(_Wire, frozen=True):
+class SessionInfoRequest(Wire, frozen=True):
     session_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 
 
-class SessionInfo(_Wire, frozen=True):
+class SessionInfo(Wire, frozen=True):
     """One session as an operator may see it: no token, no token hash."""
 
     session_id: str
@@ -387,13 +390,13 @@ class SessionInfo(_Wire, frozen=True):
     """When the reaper may end it (epoch ms); heartbeats move it forward while attached."""
 
 
-class DrainRequest(_Wire, frozen=True):
+class DrainRequest(Wire, frozen=True):
     """Ask one gateway to close its clients (1012) in small batches over ``period_s``."""
 
     period_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 10.0
 
 
-class DrainResponse(_Wire, frozen=True):
+class DrainResponse(Wire, frozen=True):
     instance: str
     closed: int
     """Clients this drain closed with 1012."""
@@ -418,4 +421,25 @@ def parse_request(data: bytes, kind: type[_T]) -> _T:
     try:
         return msgspec.json.decode(data, type=kind)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        raise InvalidArgument(f"invalid request: {exc}") from None
+        raise InvalidArgument(_detail(exc)) from None
+
+
+def parse_value(data: object, kind: type[_T]) -> _T:
+    """Convert a decoded JSON object (a client event's payload) into ``kind``; anything else
+    is ``INVALID_ARGUMENT``."""
+    if not isinstance(data, dict):
+        raise InvalidArgument("payload must be an object")
+    try:
+        return msgspec.convert(data, kind)
+    except msgspec.ValidationError as exc:
+        raise InvalidArgument(_detail(exc)) from None
+
+
+def _detail(exc: msgspec.MsgspecError) -> str:
+    """What was wrong and where, for the error answer. msgspec's messages name the
+    expectation and the path ("... - at `$.roomId`"), never the value; the regex of a
+    pattern is left out to keep them short."""
+    head, _, path = str(exc).partition(" - at ")
+    if "matching regex" in head:
+        head = "Invalid characters" if path.endswith(".text`") else "Invalid format"
+    return f"{head} at {path.replace('$.', '')}" if path else head

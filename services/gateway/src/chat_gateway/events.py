@@ -26,6 +26,7 @@ from chat_common.schemas import (
     LeaveRequest,
     MembersRequest,
     encode,
+    parse_value,
 )
 from chat_common.tokens import token_hash
 from chat_common.tracing import SpanKind, tracer
@@ -42,7 +43,6 @@ from chat_gateway.payloads import (
     LeavePayload,
     ResumePayload,
     SendMessagePayload,
-    parse_payload,
 )
 from chat_gateway.protocol.messages import BadEvent, ClientEvent
 from chat_gateway.resume import Resumer
@@ -251,7 +251,7 @@ class EventHandlers:
             raise ChatError(ErrorCode.NOT_IN_ROOM, "join the room first")
 
     async def join(self, client: Client, data: object) -> Reply:
-        p = parse_payload(data, JoinPayload)
+        p = parse_value(data, JoinPayload)
         if client.email is not None and client.email != p.email:
             raise ChatError(ErrorCode.IDENTITY_MISMATCH, "this connection has another email")
         if client.identity is not None and client.identity.email != p.email:
@@ -301,7 +301,7 @@ class EventHandlers:
 
     async def resume(self, client: Client, data: object) -> Reply:
         """Native protocol: take over a dropped session and receive what was missed."""
-        p = parse_payload(data, ResumePayload)
+        p = parse_value(data, ResumePayload)
         if client.session_used:
             raise InvalidArgument("resume must come before any join on a connection")
         plan = await self.resumer.resume(
@@ -324,7 +324,7 @@ class EventHandlers:
     ) -> Reply:
         """Commit the message (in the sender's order: ``slot``) and ack with it, spliced as
         the JSON history stored, the same bytes the room's members receive."""
-        p = parse_payload(data, SendMessagePayload)
+        p = parse_value(data, SendMessagePayload)
         self._require_member(client, p.room_id)
         if not 1 <= len(p.text) <= self._s.max_text_length:
             raise InvalidArgument(f"text must be 1 to {self._s.max_text_length} characters")
@@ -341,7 +341,7 @@ class EventHandlers:
         return Reply({}, raw=b'{"ok":true,"message":' + message + b"}")
 
     async def get_history(self, client: Client, data: object) -> Reply:
-        p = parse_payload(data, GetHistoryPayload)
+        p = parse_value(data, GetHistoryPayload)
         self._require_member(client, p.room_id)
         page = await self._backend.fetch(
             FetchRequest(
@@ -356,7 +356,7 @@ class EventHandlers:
     async def get_members(self, client: Client, data: object) -> Reply:
         """A page of the room's users in join order; ``next`` is ``after`` for the next
         page (``null`` after the last)."""
-        p = parse_payload(data, GetMembersPayload)
+        p = parse_value(data, GetMembersPayload)
         self._require_member(client, p.room_id)
         page = await self._backend.members(
             MembersRequest(room_id=p.room_id, after=p.after, limit=p.limit or 100)
@@ -367,7 +367,7 @@ class EventHandlers:
         )  # fmt: skip
 
     async def leave(self, client: Client, data: object) -> Reply:
-        p = parse_payload(data, LeavePayload)
+        p = parse_value(data, LeavePayload)
         self._require_member(client, p.room_id)
         await self._leave_room(client, p.room_id)
         return Reply({"ok": True})
