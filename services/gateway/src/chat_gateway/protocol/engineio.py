@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import msgspec
 
+from chat_gateway.closecodes import CLOSE_INVALID_DATA
+
 from .messages import Close, Noop, Ping, Pong, ProtocolError
 
 __all__ = [
@@ -111,7 +113,7 @@ def decode_payload(body: bytes) -> list[str]:
     try:
         text = body.decode()
     except UnicodeDecodeError:
-        raise ProtocolError("payload is not valid UTF-8", close_code=1007) from None
+        raise ProtocolError("payload is not valid UTF-8", close_code=CLOSE_INVALID_DATA) from None
     if not text:
         raise ProtocolError("empty Engine.IO payload")
     return text.split("\x1e")
