@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import nats
@@ -27,7 +27,9 @@ from nats.aio.client import Client
 from nats.micro import add_service
 from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER, Request
 from nats.micro.service import EndpointConfig, EndpointStats, Service
-from opentelemetry.trace import StatusCode
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, StatusCode
+from opentelemetry.util.types import AttributeValue
 
 from chat_common.backoff import Backoff
 from chat_common.boundary import guarded
@@ -52,6 +54,7 @@ __all__ = [
     "call",
     "connect",
     "nats_login",
+    "publish",
     "serve",
     "traced_publish",
 ]
@@ -176,13 +179,34 @@ async def _on_error(exc: Exception) -> None:
     )
 
 
-def traced_publish(nc: Client) -> Publish:
-    """``nc.publish`` that carries the current trace context in the headers."""
-
-    async def publish(subject: str, payload: bytes) -> None:
+async def publish(
+    nc: Client,
+    subject: str,
+    payload: bytes,
+    *,
+    context: Context | None = None,
+    links: Sequence[Link] = (),
+    attributes: Mapping[str, AttributeValue] | None = None,
+) -> None:
+    """Publish as a producer span (in ``context``'s trace, or the current one), carrying
+    the trace context in the headers, so that receivers continue the trace."""
+    with _tracer.start_as_current_span(
+        f"send {subject}",
+        context=context,
+        kind=SpanKind.PRODUCER,
+        links=links,
+        attributes={**messaging_attributes(subject, "send"), **(attributes or {})},
+    ):
         await nc.publish(subject, payload, headers=inject_headers() or None)
 
-    return publish
+
+def traced_publish(nc: Client) -> Publish:
+    """:func:`publish` on ``nc``, as a :data:`Publish` callable."""
+
+    async def publish_on(subject: str, payload: bytes) -> None:
+        await publish(nc, subject, payload)
+
+    return publish_on
 
 
 async def call(

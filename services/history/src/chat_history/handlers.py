@@ -14,6 +14,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Link
 
 from chat_common.errors import ChatError, InvalidArgument, Unavailable
+from chat_common.natsio import publish
 from chat_common.schemas import (
     AppendBatchRequest,
     AppendBatchResponse,
@@ -28,14 +29,11 @@ from chat_common.schemas import (
     parse_request,
 )
 from chat_common.subjects import room_events
-from chat_common.tracing import SpanKind, inject_headers, messaging_attributes, tracer
 from chat_history import repository
 from chat_history.database import Database
 from chat_history.writer import TRANSIENT_ERRORS, BatchWriter, Committed
 
 __all__ = ["HistoryHandlers", "publish_committed"]
-
-_tracer = tracer("chat.history")
 
 
 class HistoryHandlers:
@@ -123,14 +121,13 @@ def publish_committed(nc: Nats) -> Callable[[list[Committed]], Awaitable[None]]:
                 ]
             )
             links = [Link(trace.get_current_span(c.ctx).get_span_context()) for c in items[1:]]
-            with _tracer.start_as_current_span(
-                f"send {subject}",
+            await publish(
+                nc,
+                subject,
+                encode(event),
                 context=items[0].ctx,
-                kind=SpanKind.PRODUCER,
                 links=links,
-                attributes={**messaging_attributes(subject, "send"),
-                            "messaging.batch.message_count": len(items)},
-            ):  # fmt: skip
-                await nc.publish(subject, encode(event), headers=inject_headers() or None)
+                attributes={"messaging.batch.message_count": len(items)},
+            )
 
     return on_committed

@@ -18,10 +18,11 @@ import nats
 import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER
 
 from chat_common.buscredentials import public_key, read_seed
 from chat_common.buspermissions import inbox_prefix
+from chat_common.errors import ChatError
+from chat_common.natsio import call
 
 __all__ = ["IDENTITY", "CtlError", "RemoteError", "connected", "gather", "login", "request"]
 
@@ -118,20 +119,23 @@ async def connected(
 
 
 async def request(nc: Client, subject: str, payload: bytes, *, timeout: float, what: str) -> bytes:
-    """Request/reply; ``what`` names the responder in error messages (``no gateway …``)."""
+    """Request/reply (the services' own :func:`chat_common.natsio.call`, so the trace context
+    travels along); ``what`` names the responder in error messages (``no gateway …``)."""
     try:
-        msg = await nc.request(subject, payload, timeout=timeout)
-    except nats.errors.NoRespondersError:
-        raise CtlError(f"no {what} answers on {subject}") from None
-    except (TimeoutError, nats.errors.TimeoutError):
-        if f'violation for publish to "{subject}"' in str(nc.last_error or ""):
-            raise CtlError(f"NATS does not let this identity request {subject}") from None
-        raise CtlError(f"{what} did not answer on {subject} within {timeout:g}s") from None
+        return await call(nc, subject, payload, timeout=timeout)
+    except ChatError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, nats.errors.NoRespondersError):
+            raise CtlError(f"no {what} answers on {subject}") from None
+        if isinstance(cause, TimeoutError | nats.errors.TimeoutError):
+            if f'violation for publish to "{subject}"' in str(nc.last_error or ""):
+                raise CtlError(f"NATS does not let this identity request {subject}") from None
+            raise CtlError(f"{what} did not answer on {subject} within {timeout:g}s") from None
+        if isinstance(cause, nats.errors.Error):
+            raise CtlError(f"request on {subject} failed: {_reason(cause)}") from None
+        raise RemoteError(exc.code.value, exc.message) from None
     except nats.errors.Error as exc:
         raise CtlError(f"request on {subject} failed: {_reason(exc)}") from None
-    if msg.headers and (code := msg.headers.get(ERROR_CODE_HEADER)):
-        raise RemoteError(code, msg.headers.get(ERROR_HEADER, ""))
-    return msg.data
 
 
 async def gather(
