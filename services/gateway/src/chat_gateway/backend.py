@@ -44,6 +44,10 @@ from chat_common.subjects import history_endpoint, session_endpoint
 __all__ = ["Backend", "NatsBackend"]
 
 
+GAP_FILL_PAGE = 200
+"""Messages fetched at most to fill one gap (a longer gap takes several pages)."""
+
+
 class Backend(Protocol):
     async def join(self, req: JoinRequest) -> JoinResponse: ...
     async def leave(self, req: LeaveRequest) -> LeaveResponse: ...
@@ -114,3 +118,10 @@ class NatsBackend:
 
     async def fetch(self, req: FetchRequest) -> FetchResponse:
         return decode(await self._call(history_endpoint("fetch"), encode(req)), FetchResponse)
+
+    async def fetch_gap(self, room_id: str, after_seq: int, before_seq: int) -> FetchResponse:
+        """The messages a room's members missed between two seqs (a page at most)."""
+        req = FetchRequest(
+            room_id=room_id, after_seq=after_seq, before_seq=before_seq, limit=GAP_FILL_PAGE
+        )
+        return await self.fetch(req)

@@ -97,6 +97,8 @@ class EventHandlers:
         *,
         verifier: JwtVerifier | None,
         appender: AppendBatcher,
+        users: UserLimiter,
+        resumer: Resumer,
     ) -> None:
         self._s = settings
         self._backend = backend
@@ -104,10 +106,8 @@ class EventHandlers:
         self._hub = hub
         self.verifier = verifier
         """``None`` in development mode (no authentication)."""
-        self._users = UserLimiter(backend, lease=settings.user_lease)
-        self.resumer = Resumer(
-            backend, hub, gateway_id=settings.instance_id, max_replay=settings.max_replay
-        )
+        self._users = users
+        self.resumer = resumer
         self._table: dict[str, Callable[[Client, object], Awaitable[Reply]]] = {
             "join": self.join,
             "send_message": self.send_message,

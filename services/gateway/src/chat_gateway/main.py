@@ -8,14 +8,6 @@ from chat_common.lifecycle import Phase
 from chat_common.retry import RetryPolicy
 from chat_common.runner import run_main
 from chat_common.runtime import ServiceRuntime
-from chat_common.schemas import (
-    DrainRequest,
-    DrainResponse,
-    FetchRequest,
-    FetchResponse,
-    encode,
-    parse_request,
-)
 from chat_common.subjects import GATEWAY_SERVICE, gateway_control, gateway_endpoint
 from chat_gateway.appender import AppendBatcher
 from chat_gateway.auth import JwtVerifier, build_verifier
@@ -23,17 +15,18 @@ from chat_gateway.backend import NatsBackend
 from chat_gateway.events import EventHandlers
 from chat_gateway.metrics import ROOMS
 from chat_gateway.pollrelay import PollRelay
+from chat_gateway.resume import Resumer
 from chat_gateway.rooms import RoomHub
 from chat_gateway.server import GatewayServer
 from chat_gateway.sessions import SessionKeeper
 from chat_gateway.settings import GatewaySettings
+from chat_gateway.userlimit import UserLimiter
 from chat_gateway.webpage import WebPage
 
 __all__ = ["main", "run"]
 
 _log = logging.getLogger("chat.gateway")
 
-GAP_FILL_PAGE = 200
 VERSION = "0.1.0"
 
 
@@ -54,16 +47,9 @@ async def main(settings: GatewaySettings | None = None) -> int:
                 attempts=settings.send_attempts, deadline_s=settings.send_deadline_s
             ),
         )
-
-        async def fill_gap(room_id: str, after_seq: int, before_seq: int) -> FetchResponse:
-            req = FetchRequest(
-                room_id=room_id, after_seq=after_seq, before_seq=before_seq, limit=GAP_FILL_PAGE
-            )
-            return await backend.fetch(req)
-
         hub = RoomHub(
             rt.nc,
-            fill_gap=fill_gap,
+            fill_gap=backend.fetch_gap,
             gap_fill_delay_s=settings.gap_fill_delay_ms / 1000,
             presence_interval_s=settings.presence_interval_ms / 1000,
             presence_diff_max=settings.presence_diff_max,
@@ -72,26 +58,29 @@ async def main(settings: GatewaySettings | None = None) -> int:
         appender = AppendBatcher(
             backend.append_batch, max_in_flight=settings.append_batches_in_flight
         )
-        handlers = EventHandlers(settings, backend, hub, verifier=verifier, appender=appender)
+        handlers = EventHandlers(
+            settings,
+            backend,
+            hub,
+            verifier=verifier,
+            appender=appender,
+            users=UserLimiter(backend, lease=settings.user_lease),
+            resumer=Resumer(
+                backend, hub, gateway_id=settings.instance_id, max_replay=settings.max_replay
+            ),
+        )
         # A relayed GET is held at most until the next ping; the margin covers a slow bus.
         relay = PollRelay(
             rt.nc, timeout_s=(settings.ping_interval_ms + settings.ping_timeout_ms) / 1000 + 5
         )
-        server = GatewayServer(settings, handlers, WebPage.load(), relay=relay)
+        server = GatewayServer(
+            settings, handlers, WebPage.load(), relay=relay, on_drain=rt.lifecycle.mark_not_ready
+        )
         keeper = SessionKeeper(
             backend, gateway_id=settings.instance_id, interval_s=settings.session_heartbeat_s
         )
         await rt.nc.subscribe(gateway_control(settings.instance_id), cb=server.on_control)
         await relay.serve(server.answer_relayed)
-
-        async def drain(body: bytes) -> bytes:
-            """Readiness false, stop listening, close clients (1012) in batches; stay up."""
-            req = parse_request(body, DrainRequest)
-            rt.lifecycle.mark_not_ready()
-            closed = await server.drain(period_s=req.period_s)
-            return encode(
-                DrainResponse(instance=settings.instance_id, closed=closed, period_s=req.period_s)
-            )
 
         await server.start()
         # A micro service too: $SRV discovery lists every gateway, and readiness does a round
@@ -100,7 +89,7 @@ async def main(settings: GatewaySettings | None = None) -> int:
             version=VERSION,
             endpoints={
                 "status": (gateway_endpoint(settings.instance_id, "status"), server.status),
-                "drain": (gateway_endpoint(settings.instance_id, "drain"), drain),
+                "drain": (gateway_endpoint(settings.instance_id, "drain"), server.drain_endpoint),
             },
         )
         rt.lifecycle.on_shutdown(Phase.STOP_INTAKE, "client listener", server.stop_accepting)

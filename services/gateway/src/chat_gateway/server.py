@@ -28,7 +28,14 @@ from nats.aio.msg import Msg
 from websockets.typing import Origin
 
 from chat_common.errors import ChatError, ErrorCode
-from chat_common.schemas import TakeoverNotice, decode, encode
+from chat_common.schemas import (
+    DrainRequest,
+    DrainResponse,
+    TakeoverNotice,
+    decode,
+    encode,
+    parse_request,
+)
 from chat_gateway.client import Client
 from chat_gateway.closecodes import (
     CLOSE_HANDSHAKE_TIMEOUT,
@@ -108,8 +115,11 @@ class GatewayServer:
         page: WebPage,
         *,
         relay: PollRelay | None = None,
+        on_drain: Callable[[], None] = lambda: None,
     ) -> None:
         self._s = settings
+        self._on_drain = on_drain
+        """Called when a drain begins, before anything closes (lowers readiness)."""
         self._handlers = handlers
         self._page = page
         self._limits = edge_limits(settings)
@@ -359,6 +369,16 @@ class GatewayServer:
             protocols[client.protocol] = protocols.get(client.protocol, 0) + 1
         return encode(
             {"instance": self._s.instance_id, "clients": len(self._clients), "protocols": protocols}
+        )
+
+    async def drain_endpoint(self, body: bytes) -> bytes:
+        """The ``drain`` endpoint: readiness false, stop listening, close clients (1012) in
+        batches over the period asked for; the process stays up."""
+        req = parse_request(body, DrainRequest)
+        self._on_drain()
+        closed = await self.drain(period_s=req.period_s)
+        return encode(
+            DrainResponse(instance=self._s.instance_id, closed=closed, period_s=req.period_s)
         )
 
     async def on_control(self, msg: Msg) -> None:

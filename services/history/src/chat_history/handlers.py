@@ -4,17 +4,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from itertools import groupby
 
 import asyncpg
 import msgspec
-from nats.aio.client import Client as Nats
-from opentelemetry import trace
-from opentelemetry.trace import Link
 
 from chat_common.errors import ChatError, InvalidArgument, Unavailable
-from chat_common.natsio import publish
 from chat_common.schemas import (
     AppendBatchRequest,
     AppendBatchResponse,
@@ -23,17 +17,14 @@ from chat_common.schemas import (
     FetchRequest,
     FetchResponse,
     ItemError,
-    RoomMessage,
-    RoomMessages,
     encode,
     parse_request,
 )
-from chat_common.subjects import room_events
 from chat_history import repository
 from chat_history.database import Database
-from chat_history.writer import TRANSIENT_ERRORS, BatchWriter, Committed
+from chat_history.writer import TRANSIENT_ERRORS, BatchWriter
 
-__all__ = ["HistoryHandlers", "publish_committed"]
+__all__ = ["HistoryHandlers"]
 
 
 class HistoryHandlers:
@@ -104,30 +95,3 @@ class HistoryHandlers:
         except asyncpg.PostgresError as exc:
             raise Unavailable("message store error") from exc
         return encode(FetchResponse(messages=messages, last_seq=last))
-
-
-def publish_committed(nc: Nats) -> Callable[[list[Committed]], Awaitable[None]]:
-    """Fan out committed messages: one publish per room per commit, carrying the room's
-    messages in seq order, as a span in the first sender's trace linked to the others'."""
-
-    async def on_committed(committed: list[Committed]) -> None:
-        for room_id, group in groupby(committed, key=lambda c: c.message.room_id):
-            items = list(group)
-            subject = room_events(room_id)
-            event = RoomMessages(
-                messages=[
-                    RoomMessage(seq=c.message.seq, data=msgspec.Raw(c.raw), sent_at=c.received_at)
-                    for c in items
-                ]
-            )
-            links = [Link(trace.get_current_span(c.ctx).get_span_context()) for c in items[1:]]
-            await publish(
-                nc,
-                subject,
-                encode(event),
-                context=items[0].ctx,
-                links=links,
-                attributes={"messaging.batch.message_count": len(items)},
-            )
-
-    return on_committed

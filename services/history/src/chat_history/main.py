@@ -11,7 +11,8 @@ from chat_common.runtime import ServiceRuntime
 from chat_common.subjects import HISTORY_SERVICE, history_endpoint
 from chat_common.tracing import tracing_enabled
 from chat_history.database import Database
-from chat_history.handlers import HistoryHandlers, publish_committed
+from chat_history.fanout import publish_committed
+from chat_history.handlers import HistoryHandlers
 from chat_history.settings import HistorySettings
 from chat_history.writer import BatchWriter
 
