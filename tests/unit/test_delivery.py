@@ -23,24 +23,24 @@ def _flat(deliveries: list[Delivery[str, Ev]]) -> list[tuple[str, int | None]]:
     return [(client, d.event.seq) for d in deliveries for client in d.clients]
 
 
-def _live(room: Core, key: str, floor: int) -> list[tuple[str, int | None]]:
-    return _flat(room.activate(room.add(key, key), floor=floor))
+def _live(room: Core, key: str, join_position: int) -> list[tuple[str, int | None]]:
+    return _flat(room.activate(room.add(key, key), join_position=join_position))
 
 
 def test_a_pending_member_gets_nothing_until_activated_then_what_it_missed() -> None:
-    """Events during a join are held; activation delivers only those above the floor,
+    """Events during a join are held; activation delivers only those above the join_position,
     and presence as it came."""
     room: Core = RoomDelivery()
     member = room.add("ann", "ann")
     assert _flat(room.offer(Ev(None, "user_joined")).deliveries) == []
     for seq in (4, 5, 6):
         assert room.offer(Ev(seq)).deliveries == []  # the room's head is not known yet
-    assert _flat(room.activate(member, floor=5)) == [("ann", None), ("ann", 6)]
+    assert _flat(room.activate(member, join_position=5)) == [("ann", None), ("ann", 6)]
     assert _flat(room.offer(Ev(7)).deliveries) == [("ann", 7)]
 
 
 def test_join_without_loss_while_the_room_runs() -> None:
-    """A second member joining mid-stream gets every message after its floor exactly once;
+    """A second member joining mid-stream gets every message after its join_position exactly once;
     the first member is never held back or moved."""
     room: Core = RoomDelivery()
     assert _live(room, "ann", 0) == []
@@ -48,7 +48,7 @@ def test_join_without_loss_while_the_room_runs() -> None:
     got = _flat(room.offer(Ev(1)).deliveries) + _flat(room.offer(Ev(2)).deliveries)
     assert got == [("ann", 1), ("ann", 2)]
     # bob's join history ended at 1; 2 arrived while he was pending
-    assert _flat(room.activate(bob, floor=1)) == [("bob", 2)]
+    assert _flat(room.activate(bob, join_position=1)) == [("bob", 2)]
     assert _flat(room.offer(Ev(3)).deliveries) == [("ann", 3), ("bob", 3)]
 
 
@@ -79,7 +79,7 @@ def test_replay_then_live_without_repeats() -> None:
     ann = room.add("ann", "ann")
     for seq in (3, 4):
         room.offer(Ev(seq))
-    replayed = room.replay(ann, [Ev(3), Ev(4)], floor=2)
+    replayed = room.replay(ann, [Ev(3), Ev(4)], join_position=2)
     assert _flat(replayed) == [("ann", 3), ("ann", 4)]
     assert _flat(room.offer(Ev(5)).deliveries) == [("bob", 5), ("ann", 5)]
 
@@ -113,17 +113,17 @@ def test_too_many_held_messages_is_an_overflow() -> None:
     assert room.offer(Ev(6)).overflow is True
 
 
-@given(order=st.permutations(list(range(1, 31))), floor=st.integers(0, 30))
+@given(order=st.permutations(list(range(1, 31))), join_position=st.integers(0, 30))
 def test_any_arrival_order_delivers_each_message_once_in_order(
-    order: list[int], floor: int
+    order: list[int], join_position: int
 ) -> None:
-    """Whatever order the bus delivers 30 messages in, and wherever a joiner's floor is,
-    a live member sees exactly floor+1..30, in order (gaps filled by later arrivals)."""
+    """Whatever order the bus delivers 30 messages in, and wherever a joiner's join_position is,
+    a live member sees exactly join_position+1..30, in order (gaps filled by later arrivals)."""
     room: Core = RoomDelivery()
     ann = room.add("ann", "ann")
     got = []
     for i, seq in enumerate(order):
         if i == 10:
-            got += _flat(room.activate(ann, floor=floor))
+            got += _flat(room.activate(ann, join_position=join_position))
         got += _flat(room.offer(Ev(seq)).deliveries)
-    assert [seq for _, seq in got] == list(range(floor + 1, 31))
+    assert [seq for _, seq in got] == list(range(join_position + 1, 31))

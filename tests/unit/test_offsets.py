@@ -1,18 +1,12 @@
-"""Resume identifiers: pid and offsets."""
+"""A session's identifiers (pid) and event offsets."""
 
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chat_gateway.offsets import (
-    decode_offset,
-    encode_offset,
-    make_pid,
-    new_session_id,
-    new_token,
-    parse_pid,
-)
+from chat_gateway.offsets import decode_offset, encode_offset
+from chat_gateway.sessionids import make_pid, new_session_id, new_token, parse_pid
 
 rooms = st.from_regex(r"[A-Za-z0-9_-]{1,64}", fullmatch=True)
 

@@ -26,9 +26,10 @@ from chat_gateway.closecodes import CLOSE_SLOW_CONSUMER
 from chat_gateway.edge.polling import PollingConn
 from chat_gateway.edge.websocket import Limit, WebSocket
 from chat_gateway.metrics import FLOOD_CUTS, SLOW_CONSUMER_CUTS
-from chat_gateway.offsets import new_session_id, new_token, offset_arg
+from chat_gateway.offsets import offset_arg
 from chat_gateway.protocol.wsframe import text_frame
 from chat_gateway.ratelimit import TokenBucket
+from chat_gateway.sessionids import new_session_id, new_token
 
 __all__ = ["Client", "Encoder"]
 
@@ -50,9 +51,9 @@ class Client:
     """Connection state shared by the Socket.IO and native transports."""
 
     __slots__ = ("_idle_waiter", "_in_flight", "_loop", "_outbox", "authenticated", "bucket", "closing",
-                 "conn", "email", "encode_ack", "encode_event", "floors", "id", "identity", "key",
-                 "opened_at", "ping_frame", "positions", "protocol", "recovery", "remote", "rooms",
-                 "session_id", "session_used", "taken_over", "token")  # fmt: skip
+                 "conn", "delivered_positions", "email", "encode_ack", "encode_event", "identity", "join_positions", "key",
+                 "opened_at", "ping_frame", "protocol", "recovery", "remote", "rooms",
+                 "session_id", "session_used", "sid", "taken_over", "token")  # fmt: skip
 
     def __init__(
         self,
@@ -82,15 +83,15 @@ class Client:
         self.encode_ack = encode_ack
         self.key = secrets.token_hex(12)
         """This connection, and only it (``id`` moves to a new connection on resume)."""
-        self.id = secrets.token_hex(8)
+        self.sid = secrets.token_hex(8)
         """The public socket id (Socket.IO ``sid``); kept across a resume."""
         self.session_id = new_session_id()
         self.token = new_token()
         self.email: str | None = None
         self.rooms: set[str] = set()
-        self.positions: dict[str, int] = {}
+        self.delivered_positions: dict[str, int] = {}
         """room -> last seq written to this client (what its offsets report)."""
-        self.floors: dict[str, int] = {}
+        self.join_positions: dict[str, int] = {}
         """room -> last seq of the join's (or resume's) history: the position on record."""
         self.recovery = protocol == "socketio"
         """Whether ``new_message`` events carry a resume offset (Socket.IO recovery)."""
@@ -119,11 +120,11 @@ class Client:
         """The session service may hold state for this client from now on."""
         self.session_used = True
 
-    def joined(self, room_id: str, *, email: str, floor: int) -> None:
-        """A join (or a resumed room) is on record, with every message up to ``floor``."""
+    def joined(self, room_id: str, *, email: str, join_position: int) -> None:
+        """A join (or a resumed room) is on record, with every message up to ``join_position``."""
         self.email = email
         self.rooms.add(room_id)
-        self.floors[room_id] = floor
+        self.join_positions[room_id] = join_position
 
     def left(self, room_id: str) -> None:
         self.rooms.discard(room_id)
@@ -132,12 +133,12 @@ class Client:
         """Forget every room; the rooms it was in."""
         rooms = list(self.rooms)
         self.rooms.clear()
-        self.floors.clear()
+        self.join_positions.clear()
         return rooms
 
     def adopt(self, *, session_id: str, token: str, sid: str, email: str) -> None:
         """Resume: this connection carries on a dropped session."""
-        self.session_id, self.token, self.id = session_id, token, sid
+        self.session_id, self.token, self.sid = session_id, token, sid
         self.email = email
         self.session_used = True
 
@@ -145,7 +146,7 @@ class Client:
         """A resume was abandoned: a new session, no rooms, no email yet."""
         self.leave_all()
         self.session_id, self.token = new_session_id(), new_token()
-        self.id = secrets.token_hex(8)
+        self.sid = secrets.token_hex(8)
         self.email = None
         self.session_used = False
 
@@ -168,16 +169,16 @@ class Client:
         """The last seq of ``room_id`` this client has, as it joins (or, with ``reset``,
         resumes)."""
         if reset:
-            self.positions[room_id] = seq
+            self.delivered_positions[room_id] = seq
         else:
-            self.positions.setdefault(room_id, seq)
+            self.delivered_positions.setdefault(room_id, seq)
 
     def advance(self, room_id: str, seq: int) -> None:
         """``seq`` of ``room_id`` is being written to this client."""
-        self.positions[room_id] = seq
+        self.delivered_positions[room_id] = seq
 
     def drop_position(self, room_id: str) -> None:
-        self.positions.pop(room_id, None)
+        self.delivered_positions.pop(room_id, None)
 
     def event_frame(
         self, event: str, data: bytes, *, room_id: str, seq: int | None, cache: dict[str, bytes]
@@ -190,13 +191,15 @@ class Client:
             self.advance(room_id, seq)
         if seq is None or not self.recovery:
             key = self.protocol
-        elif len(self.positions) == 1:
+        elif len(self.delivered_positions) == 1:
             key = "socketio+offset"
         else:
-            return text_frame(self.encode_event(event, data, (offset_arg(self.positions),)))
+            return text_frame(
+                self.encode_event(event, data, (offset_arg(self.delivered_positions),))
+            )
         frame = cache.get(key)
         if frame is None:
-            extra = (offset_arg(self.positions),) if key == "socketio+offset" else ()
+            extra = (offset_arg(self.delivered_positions),) if key == "socketio+offset" else ()
             frame = cache[key] = text_frame(self.encode_event(event, data, extra))
         return frame
 
@@ -205,7 +208,7 @@ class Client:
         self.closing = True
         self.flush()
         if self.conn.close(code, reason):
-            _log.info("closing connection", extra={"client": self.id, "code": code})
+            _log.info("closing connection", extra={"client": self.sid, "code": code})
 
     async def shutdown(self, *, code: int, reason: str, timeout: float) -> None:
         """Stop taking events, let those in progress answer, then close with ``code``."""
@@ -215,7 +218,7 @@ class Client:
                 self._idle_waiter = self._loop.create_future()
                 await asyncio.wait_for(self._idle_waiter, timeout)
         except TimeoutError:
-            _log.warning("event still running at close", extra={"client": self.id})
+            _log.warning("event still running at close", extra={"client": self.sid})
         self.close(code, reason)
 
     def ping(self) -> None:
@@ -283,8 +286,8 @@ class Client:
         self.closing = True
         self._outbox.clear()
         if limit == "overflow":
-            _log.warning("slow consumer cut", extra={"client": self.id})
+            _log.warning("slow consumer cut", extra={"client": self.sid})
             SLOW_CONSUMER_CUTS.inc()
         else:
-            _log.warning("flooding connection cut", extra={"client": self.id})
+            _log.warning("flooding connection cut", extra={"client": self.sid})
             FLOOD_CUTS.inc()

@@ -14,9 +14,9 @@ The rules:
   members are then cut (4008) and resync from history.
 * **Joining without loss or repeats.** A member starts *pending*: events collect in its
   buffer while its join (or resume) is under way. :meth:`RoomDelivery.activate` makes it
-  live with its *floor*, the seq of the last message its join answer carried: buffered
-  messages above the floor are delivered, the others skipped; presence is delivered as it
-  came. The first member's floor also starts the room's sequencer (a running room is never
+  live with its *join position*, the seq of the last message its join answer carried: buffered
+  messages above the join position are delivered, the others skipped; presence is delivered as it
+  came. The first member's join position also starts the room's sequencer (a running room is never
   moved back or forward by a join).
 * **Resuming.** :meth:`RoomDelivery.replay` delivers the messages a resumed member missed,
   then activates it at the last of them.
@@ -48,7 +48,7 @@ class Event(Protocol):
 @dataclass(slots=True)
 class Member(Generic[C, E]):
     client: C
-    floor: int = 0
+    join_position: int = 0
     """The seq of the last message this member has (from its join or resume answer)."""
     buffer: list[E] | None = field(default_factory=list)
     """Events held while the member is pending; ``None`` once it is live."""
@@ -95,28 +95,30 @@ class RoomDelivery(Generic[C, E]):
         self.members.pop(key, None)
         return not self.members
 
-    def activate(self, member: Member[C, E], *, floor: int) -> list[Delivery[C, E]]:
-        """The member's join answer is out, carrying every message up to ``floor``: deliver
+    def activate(self, member: Member[C, E], *, join_position: int) -> list[Delivery[C, E]]:
+        """The member's join answer is out, carrying every message up to ``join_position``: deliver
         what it missed since (from its buffer), then live events. Starts the room at
-        ``floor`` if nobody did before."""
+        ``join_position`` if nobody did before."""
         if member.buffer is None:
             return []
-        member.floor = floor
+        member.join_position = join_position
         out = self._flush(member)
         if not self._sequencer.started:
-            for event in self._sequencer.start(floor):
+            for event in self._sequencer.start(join_position):
                 out += self._deliver(event)
         return out
 
-    def replay(self, member: Member[C, E], missed: list[E], *, floor: int) -> list[Delivery[C, E]]:
-        """Resume: ``missed`` (in seq order, after ``floor``) go to the member first, then
+    def replay(
+        self, member: Member[C, E], missed: list[E], *, join_position: int
+    ) -> list[Delivery[C, E]]:
+        """Resume: ``missed`` (in seq order, after ``join_position``) go to the member first, then
         it is activated at the last of them."""
         out = [Delivery(event, [member.client]) for event in missed]
-        last = floor
+        last = join_position
         for event in missed:
             if event.seq is not None:
                 last = event.seq
-        return out + self.activate(member, floor=last)
+        return out + self.activate(member, join_position=last)
 
     def hold(self, key: str) -> None:
         """Collect a live member's events again (while its leave is being recorded)."""
@@ -156,7 +158,7 @@ class RoomDelivery(Generic[C, E]):
         for member in self.members.values():
             if member.buffer is not None:
                 member.buffer.append(event)
-            elif seq is None or seq > member.floor:
+            elif seq is None or seq > member.join_position:
                 clients.append(member.client)
         return [Delivery(event, clients)] if clients else []
 
@@ -165,5 +167,5 @@ class RoomDelivery(Generic[C, E]):
         return [
             Delivery(event, [member.client])
             for event in buffer or ()
-            if event.seq is None or event.seq > member.floor
+            if event.seq is None or event.seq > member.join_position
         ]

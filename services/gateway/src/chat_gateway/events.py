@@ -176,7 +176,7 @@ class EventHandlers:
                 outcome = await guarded(
                     call,
                     what="client event",
-                    log_extra={"client_event": event.name, "client": client.id},
+                    log_extra={"client_event": event.name, "client": client.sid},
                 )
             if isinstance(outcome, ChatError):
                 EVENTS.labels(label, outcome.code.value).inc()
@@ -209,7 +209,7 @@ class EventHandlers:
         try:
             identity = self.verifier.verify(token)
         except AuthError as exc:
-            _log.info("authentication refused", extra={"client": client.id, "reason": exc.reason})
+            _log.info("authentication refused", extra={"client": client.sid, "reason": exc.reason})
             raise ChatError(ErrorCode.UNAUTHENTICATED, "invalid or expired token") from None
         # All or nothing: a refused token changes nothing on the connection.
         known = client.email or (client.identity.email if client.identity else None)
@@ -274,7 +274,7 @@ class EventHandlers:
                     email=p.email,
                     room_id=p.room_id,
                     token_hash=token_hash(client.token),
-                    sid=client.id,
+                    sid=client.sid,
                     position=page.last_seq,
                     conn=client.key,
                 )
@@ -285,7 +285,7 @@ class EventHandlers:
                 if joined is not None:
                     await self._undo_join(client, p.room_id)
             raise
-        client.joined(p.room_id, email=p.email, floor=page.last_seq)
+        client.joined(p.room_id, email=p.email, join_position=page.last_seq)
         history = page.messages[-self._s.join_history_limit :] if self._s.join_history_limit else []
         body = {
             "ok": True,
@@ -297,7 +297,9 @@ class EventHandlers:
             "usersNext": joined.next,
             "history": history,
         }
-        return Reply(body, lambda: self._hub.activate(p.room_id, member, floor=page.last_seq))
+        return Reply(
+            body, lambda: self._hub.activate(p.room_id, member, join_position=page.last_seq)
+        )
 
     async def resume(self, client: Client, data: object) -> Reply:
         """Native protocol: take over a dropped session and receive what was missed."""
@@ -409,5 +411,5 @@ class EventHandlers:
                 )
         except ChatError as exc:
             _log.warning(
-                "disconnect not recorded", extra={"client": client.id, "code": exc.code.value}
+                "disconnect not recorded", extra={"client": client.sid, "code": exc.code.value}
             )

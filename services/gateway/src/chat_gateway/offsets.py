@@ -1,20 +1,17 @@
-"""Resume identifiers (pure): Socket.IO ``pid``, event offsets, resume tokens.
+"""Event offsets (pure): what a recovering Socket.IO client reports it has received.
 
-* ``pid`` (private session id) is ``<sessionId>.<resumeToken>``: only the client that owns
-  the session ever sees it (in its CONNECT reply), and it is all a reconnect needs.
-* Every ``new_message`` sent to a Socket.IO client with recovery on carries an *offset* as
-  its last argument: the client's position in **each** of its rooms after this message,
-  ``room:seq`` pairs joined by ``,`` (room ids cannot contain either character). The
-  official client keeps the last offset it saw and sends it back on reconnect, so the
-  server knows exactly what was received, room by room, even if the gateway that sent it
-  died. A room absent from the offset was joined after the last event the client got; its
-  position is the one recorded at join.
+Every ``new_message`` sent to a Socket.IO client with recovery on carries an *offset* as
+its last argument: the client's delivered position in **each** of its rooms after this
+message, ``room:seq`` pairs joined by ``,`` (room ids cannot contain either character). The
+official client keeps the last offset it saw and sends it back on reconnect, so the server
+knows exactly what was received, room by room, even if the gateway that sent it died. A
+room absent from the offset was joined after the last event the client got; its
+position is the one recorded at join.
 """
 
 from __future__ import annotations
 
 import re
-import secrets
 from collections.abc import Mapping
 
 from chat_common.schemas import ROOM_ID_CHARS
@@ -23,40 +20,11 @@ __all__ = [
     "MAX_OFFSET_LENGTH",
     "decode_offset",
     "encode_offset",
-    "make_pid",
-    "new_session_id",
-    "new_token",
     "offset_arg",
-    "parse_pid",
 ]
 
 MAX_OFFSET_LENGTH = 16_384
 _PAIR = re.compile(rf"^({ROOM_ID_CHARS}):(\d{{1,18}})\Z")
-_HEX = re.compile(r"^[0-9a-f]{32}\Z")
-_TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}\Z")
-
-
-def new_session_id() -> str:
-    return secrets.token_hex(16)
-
-
-def new_token() -> str:
-    """A 256-bit secret, URL-safe base64 without padding (43 characters)."""
-    return secrets.token_urlsafe(32)
-
-
-def make_pid(session_id: str, token: str) -> str:
-    return f"{session_id}.{token}"
-
-
-def parse_pid(pid: object) -> tuple[str, str] | None:
-    """``(session_id, token)`` from a well-formed pid, else ``None``."""
-    if not isinstance(pid, str) or len(pid) > 100:
-        return None
-    session_id, _, token = pid.partition(".")
-    if not _HEX.match(session_id) or not _TOKEN.match(token):
-        return None
-    return session_id, token
 
 
 def encode_offset(positions: Mapping[str, int]) -> str:

@@ -95,7 +95,7 @@ class Resumer:
                     continue
                 position = positions.get(room_id, recorded)
                 member = await self._hub.add_pending(client, room_id)
-                client.joined(room_id, email=found.email, floor=recorded)
+                client.joined(room_id, email=found.email, join_position=recorded)
                 missed = await self._missed(room_id, position)
                 plan.append(_RoomReplay(room_id, member, position, missed))
         except (ChatError, _TooMuchMissed) as exc:
@@ -139,4 +139,4 @@ class Resumer:
     def finish(self, plan: ResumePlan) -> None:
         """Send what was missed, room by room, then deliver live events."""
         for room in plan.rooms:
-            self._hub.replay(room.room_id, room.member, room.missed, floor=room.position)
+            self._hub.replay(room.room_id, room.member, room.missed, join_position=room.position)

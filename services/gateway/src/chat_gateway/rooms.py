@@ -73,9 +73,9 @@ class Fanout:
     sent_at: float | None = None
     frames: dict[str, bytes] = field(default_factory=dict)
 
-    def frame_for(self, client: Client) -> bytes:
-        """The frame bytes for ``client`` (it advances its position first when this is a
-        message)."""
+    def advance_and_frame(self, client: Client) -> bytes:
+        """Move ``client``'s delivered position to this message (when it is one), then the
+        frame bytes to write to it (its offset depends on that position)."""
         return client.event_frame(
             self.event, self.data, room_id=self.room_id, seq=self.seq, cache=self.frames
         )
@@ -155,23 +155,25 @@ class RoomHub:
             await self._nc.flush()
         return member
 
-    def activate(self, room_id: str, member: Member, *, floor: int) -> None:
-        """After the join ack: the member has every message up to ``floor``; deliver what
+    def activate(self, room_id: str, member: Member, *, join_position: int) -> None:
+        """After the join ack: the member has every message up to ``join_position``; deliver what
         came since, then live events (:meth:`RoomDelivery.activate`)."""
         room = self._rooms.get(room_id)
         if room is None:
             return
-        member.client.start_position(room_id, floor)
-        self._write(room.delivery.activate(member, floor=floor))
+        member.client.start_position(room_id, join_position)
+        self._write(room.delivery.activate(member, join_position=join_position))
 
-    def replay(self, room_id: str, member: Member, messages: list[Message], *, floor: int) -> None:
+    def replay(
+        self, room_id: str, member: Member, messages: list[Message], *, join_position: int
+    ) -> None:
         """Resume: write the messages a client missed, then make it a live member."""
         room = self._rooms.get(room_id)
         if room is None:
             return
-        member.client.start_position(room_id, floor, reset=True)
+        member.client.start_position(room_id, join_position, reset=True)
         missed = [Fanout(room_id, "new_message", encode(m), m.seq) for m in messages]
-        self._write(room.delivery.replay(member, missed, floor=floor))
+        self._write(room.delivery.replay(member, missed, join_position=join_position))
 
     def suspend(self, client: Client, room_id: str) -> None:
         """Buffer the client's events of this room (while a leave is being recorded)."""
@@ -289,7 +291,7 @@ class RoomHub:
         for delivery in deliveries:
             item = delivery.event
             for client in delivery.clients:
-                client.write_frame(item.frame_for(client))
+                client.write_frame(item.advance_and_frame(client))
             DELIVERIES.labels(item.event).inc(len(delivery.clients))
             if item.sent_at is not None:
                 E2E_SECONDS.observe(max(0.0, time.time() - item.sent_at))

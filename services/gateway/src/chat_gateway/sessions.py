@@ -60,8 +60,8 @@ class SessionKeeper:
                         gateway_id=self._gateway_id,
                         email=client.email,
                         token_hash=token_hash(client.token),
-                        sid=client.id,
-                        rooms={room: client.floors.get(room, 0) for room in client.rooms},
+                        sid=client.sid,
+                        rooms={room: client.join_positions.get(room, 0) for room in client.rooms},
                         conn=client.key,
                     )
                 )

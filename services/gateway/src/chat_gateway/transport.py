@@ -21,7 +21,7 @@ from chat_gateway.edge.polling import PollingConn
 from chat_gateway.edge.websocket import WebSocket
 from chat_gateway.events import EventHandlers
 from chat_gateway.metrics import RESUMES
-from chat_gateway.offsets import decode_offset, make_pid, parse_pid
+from chat_gateway.offsets import decode_offset
 from chat_gateway.pipeline import Pipeline
 from chat_gateway.protocol.messages import (
     BadEvent,
@@ -37,6 +37,7 @@ from chat_gateway.protocol.native import NativeCodec
 from chat_gateway.protocol.socketio import SocketIOCodec
 from chat_gateway.protocol.wsframe import text_frame
 from chat_gateway.ratelimit import TokenBucket
+from chat_gateway.sessionids import make_pid, parse_pid
 from chat_gateway.settings import GatewaySettings
 
 __all__ = ["serve_native", "serve_socketio"]
@@ -84,7 +85,7 @@ class _Scope:
         handled = False
         if isinstance(exc, ProtocolError):
             self.resumable = False
-            _log.info("protocol error", extra={"client": self.client.id, "reason": exc.reason})
+            _log.info("protocol error", extra={"client": self.client.sid, "reason": exc.reason})
             self.client.close(exc.close_code, exc.reason)
             handled = True
         await self.pipeline.close(grace_s=self._grace_s)
@@ -141,7 +142,7 @@ async def _connect_namespace(
         plan = await handlers.resumer.resume(
             client, session_id=session_id, token=token, positions=decode_offset(auth.get("offset"))
         )
-    reply: dict[str, object] = {"sid": client.id}
+    reply: dict[str, object] = {"sid": client.sid}
     if client.recovery:
         reply["pid"] = make_pid(client.session_id, client.token)
     if plan is not None and plan.dropped:
@@ -195,7 +196,7 @@ async def serve_socketio(
         grace_s=settings.send_deadline_s,
     ) as scope:
         upgrades = ("websocket",) if isinstance(conn, PollingConn) else ()
-        conn.send_text(codec.open_packet(engine_sid or client.id, upgrades=upgrades).encode())
+        conn.send_text(codec.open_packet(engine_sid or client.sid, upgrades=upgrades).encode())
         while (frame := await conn.recv()) is not None:
             for item in codec.receive(frame):
                 if isinstance(item, ClientEvent | BadEvent):
