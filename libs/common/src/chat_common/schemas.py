@@ -310,15 +310,15 @@ class RoomEvent(Wire, frozen=True):
     event: str
     data: msgspec.Raw
     seq: int | None = None
-    sent_at: float | None = None
+    received_at: float | None = msgspec.field(default=None, name="sentAt")
 
 
 class RoomMessage(Wire, frozen=True):
     seq: int
     data: msgspec.Raw
     """The :class:`Message` JSON, spliced into client frames as it is."""
-    sent_at: float | None = None
-    """When the sender's gateway received it (epoch seconds)."""
+    received_at: float | None = msgspec.field(default=None, name="sentAt")
+    """When the sender's gateway received it (epoch seconds; ``sentAt`` on the bus)."""
 
 
 class RoomMessages(Wire, frozen=True):

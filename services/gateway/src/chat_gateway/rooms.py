@@ -70,7 +70,7 @@ class Fanout:
     event: str
     data: bytes
     seq: int | None
-    sent_at: float | None = None
+    received_at: float | None = None
     frames: dict[str, bytes] = field(default_factory=dict)
 
     def advance_and_frame(self, client: Client) -> bytes:
@@ -91,7 +91,7 @@ def parse_room_event(room_id: str, kind: str, data: bytes) -> list[Fanout] | Non
             if not batch.messages or any(m.seq < 1 for m in batch.messages):
                 return None
             return [
-                Fanout(room_id, "new_message", bytes(m.data), m.seq, m.sent_at)
+                Fanout(room_id, "new_message", bytes(m.data), m.seq, m.received_at)
                 for m in batch.messages
             ]
         if kind == ROOM_PRESENCE:
@@ -293,8 +293,8 @@ class RoomHub:
             for client in delivery.clients:
                 client.write_frame(item.advance_and_frame(client))
             DELIVERIES.labels(item.event).inc(len(delivery.clients))
-            if item.sent_at is not None:
-                E2E_SECONDS.observe(max(0.0, time.time() - item.sent_at))
+            if item.received_at is not None:
+                E2E_SECONDS.observe(max(0.0, time.time() - item.received_at))
 
     async def _fill(self, room: _Room) -> None:
         """Wait briefly for stragglers, then fetch what is still missing from history."""

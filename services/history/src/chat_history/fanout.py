@@ -28,7 +28,9 @@ def publish_committed(nc: Nats) -> Callable[[list[Committed]], Awaitable[None]]:
             subject = room_events(room_id)
             event = RoomMessages(
                 messages=[
-                    RoomMessage(seq=c.message.seq, data=msgspec.Raw(c.raw), sent_at=c.received_at)
+                    RoomMessage(
+                        seq=c.message.seq, data=msgspec.Raw(c.raw), received_at=c.received_at
+                    )
                     for c in items
                 ]
             )
