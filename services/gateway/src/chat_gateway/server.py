@@ -331,11 +331,11 @@ class GatewayServer:
         checks: dict[int, asyncio.TimerHandle] = {}
         batches = itertools.count()
 
-        def expire(key: int, sent_at: float, batch: list[Client]) -> None:
+        def expire(key: int, pinged_at: float, batch: list[Client]) -> None:
             del checks[key]
             for client in batch:
                 if (
-                    client.conn.last_pong < sent_at
+                    client.conn.last_pong < pinged_at
                     and client in self._clients
                     and not client.closing
                 ):
