@@ -57,13 +57,11 @@ class _Scope:
         handlers: EventHandlers,
         register: Register,
         unregister: Register,
-        *,
-        depth: int,
-        grace_s: float,
+        settings: GatewaySettings,
     ) -> None:
         self.client, self.handlers = client, handlers
-        self.pipeline = Pipeline(client, handlers, depth=depth)
-        self._grace_s = grace_s
+        self.pipeline = Pipeline(client, handlers, depth=settings.pipeline_depth)
+        self._grace_s = settings.send_deadline_s
         self._register, self._unregister = register, unregister
         self.resumable = True
         """False once the client said goodbye or broke the protocol (its session ends)."""
@@ -187,14 +185,7 @@ async def serve_socketio(
     client.set_recovery(settings.connection_state_recovery)
     connected = False
     loop = asyncio.get_running_loop()
-    async with _Scope(
-        client,
-        handlers,
-        register,
-        unregister,
-        depth=settings.pipeline_depth,
-        grace_s=settings.send_deadline_s,
-    ) as scope:
+    async with _Scope(client, handlers, register, unregister, settings) as scope:
         upgrades = ("websocket",) if isinstance(conn, PollingConn) else ()
         conn.send_text(codec.open_packet(engine_sid or client.sid, upgrades=upgrades).encode())
         while (frame := await conn.recv()) is not None:
@@ -247,14 +238,7 @@ async def serve_native(
         bucket=TokenBucket(rate=settings.rate_per_s, burst=settings.rate_burst),
         ping_frame=None,
     )
-    async with _Scope(
-        client,
-        handlers,
-        register,
-        unregister,
-        depth=settings.pipeline_depth,
-        grace_s=settings.send_deadline_s,
-    ) as scope:
+    async with _Scope(client, handlers, register, unregister, settings) as scope:
         if handlers.verifier is None or authorization.startswith("Bearer "):
             try:
                 handlers.authenticate(client, authorization.removeprefix("Bearer ").strip())

@@ -118,10 +118,9 @@ class SessionHandlers:
         await self._publish(room_presence(room_id), payload)
         PRESENCE.labels(event).inc()
 
-    @_redis_unavailable
-    async def join(self, body: bytes) -> bytes:
-        req = parse_request(body, JoinRequest)
-        bound, sessions = await self._store.open(
+    async def _open(self, req: JoinRequest | RestoreRequest) -> tuple[str, int]:
+        """Open (or refresh) the request's session, attached to its connection."""
+        return await self._store.open(
             req.session_id,
             email=req.email,
             token_hash=req.token_hash,
@@ -130,6 +129,11 @@ class SessionHandlers:
             conn=req.conn,
             expires=self._clock() + self._attached_ms,
         )
+
+    @_redis_unavailable
+    async def join(self, body: bytes) -> bytes:
+        req = parse_request(body, JoinRequest)
+        bound, sessions = await self._open(req)
         if bound != req.email:
             raise ChatError(ErrorCode.IDENTITY_MISMATCH, "this session already has another email")
         if sessions > self._max_sessions:
@@ -244,15 +248,7 @@ class SessionHandlers:
     @_redis_unavailable
     async def restore(self, body: bytes) -> bytes:
         req = parse_request(body, RestoreRequest)
-        await self._store.open(
-            req.session_id,
-            email=req.email,
-            token_hash=req.token_hash,
-            sid=req.sid,
-            gateway=req.gateway_id,
-            conn=req.conn,
-            expires=self._clock() + self._attached_ms,
-        )
+        await self._open(req)
         for room_id, position in req.rooms.items():
             await self._store.join(
                 req.session_id, req.email, room_id, position, page=self._list_max

@@ -40,6 +40,7 @@ from chat_gateway.closecodes import (
     CLOSE_SLOW_CONSUMER,
 )
 from chat_gateway.edge.answers import HttpAnswer
+from chat_gateway.edge.wakeup import Wakeup
 from chat_gateway.edge.websocket import Limit, WebSocket
 from chat_gateway.protocol import engineio
 from chat_gateway.protocol.messages import ProtocolError
@@ -71,7 +72,7 @@ class PollingConn:
         self._write_cap = write_cap
         self._on_gone: Callable[[PollingConn], None] | None = on_gone
         self._inbox: deque[str] = deque()
-        self._waiter: asyncio.Future[None] | None = None
+        self._wakeup = Wakeup(self._loop)
         self._outbox: list[bytes] = []
         self._out_bytes = 0
         self._poll: asyncio.Future[HttpAnswer] | None = None
@@ -156,7 +157,7 @@ class PollingConn:
             return engineio_bad_request()
         self._client_closing = self._client_closing or "1" in packets
         self._inbox.extend(packets)
-        self._wake()
+        self._wakeup.wake()
         return _OK
 
     def poll(self, decorate: Decorate) -> HttpAnswer | asyncio.Future[HttpAnswer]:
@@ -208,16 +209,7 @@ class PollingConn:
                 return await self._ws.recv()
             if not self._open:
                 return None
-            self._waiter = self._loop.create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+            await self._wakeup.wait()
 
     # -- outbound (as WebSocket) ----------------------------------------------------------
 
@@ -298,7 +290,7 @@ class PollingConn:
         self._inbox.clear()
         self._outbox, self._out_bytes = [], 0
         self._lost.set_result(None)
-        self._wake()
+        self._wakeup.wake()
         on_gone, self._on_gone, self._on_limit = self._on_gone, None, None
         if on_gone is not None:
             on_gone(self)
@@ -349,7 +341,7 @@ class PollingConn:
         self._outbox, self._out_bytes = [], 0
         self._ws = ws
         self._forget = asyncio.ensure_future(self._forget_when_closed(ws))
-        self._wake()
+        self._wakeup.wake()
 
     async def _forget_when_closed(self, ws: WebSocket) -> None:
         await ws.wait_closed()

@@ -33,6 +33,7 @@ from websockets.server import ServerProtocol
 
 from chat_gateway.closecodes import CLOSE_FLOOD, CLOSE_INVALID_DATA, CLOSE_SLOW_CONSUMER
 from chat_gateway.edge.budget import ReadBudget
+from chat_gateway.edge.wakeup import Wakeup
 from chat_gateway.metrics import CLOSE_ABORTS, READ_PAUSES
 from chat_gateway.protocol.wsframe import text_frame
 
@@ -61,7 +62,7 @@ class WebSocket:
 
     __slots__ = ("_budget", "_close_timeout", "_closed_by_us", "_drain_waiter", "_fragments",
                  "_fragments_text", "_inbox", "_inbox_bytes", "_loop", "_lost", "_offset", "_on_limit", "_paused", "_pending",
-                 "_proto", "_timer", "_transport", "_waiter", "_write_cap", "last_pong")  # fmt: skip
+                 "_proto", "_timer", "_transport", "_wakeup", "_write_cap", "last_pong")  # fmt: skip
 
     def __init__(
         self,
@@ -80,7 +81,7 @@ class WebSocket:
         self._write_cap = write_cap
         self._inbox: deque[str | bytes] = deque()
         self._inbox_bytes = 0
-        self._waiter: asyncio.Future[None] | None = None
+        self._wakeup = Wakeup(self._loop)
         self._drain_waiter: asyncio.Future[None] | None = None
         self._pending = b""
         self._offset = 0
@@ -210,7 +211,7 @@ class WebSocket:
         self._inbox_bytes += len(message)  # characters of text: close enough for a bound
         if len(self._inbox) >= _INBOX_HIGH or self._inbox_bytes >= _INBOX_HIGH_BYTES:
             self._pause(_PAUSED_BY_INBOX)
-        self._wake()
+        self._wakeup.wake()
 
     async def recv(self) -> str | bytes | None:
         """The next message (text as ``str``); ``None`` once no more can come."""
@@ -227,16 +228,7 @@ class WebSocket:
                 return message
             if not self.open:
                 return None
-            self._waiter = self._loop.create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+            await self._wakeup.wait()
 
     def _pause(self, reason: int) -> None:
         if not self._paused and not self._transport.is_closing():
@@ -337,7 +329,7 @@ class WebSocket:
         if self._timer is None and not self._lost.done():
             delay = self._close_timeout if timeout_s is None else timeout_s
             self._timer = self._loop.call_later(delay, self._deadline_passed)
-        self._wake()
+        self._wakeup.wake()
 
     def _deadline_passed(self) -> None:
         self._timer = None
@@ -362,7 +354,7 @@ class WebSocket:
             self._inbox.clear()  # nobody will answer these (the client resends on resume)
             self._inbox_bytes = 0
         self.resume_writing()
-        self._wake()
+        self._wakeup.wake()
 
     async def wait_closed(self) -> None:
         """Wait until the TCP connection is gone."""
