@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
-import asyncpg
 import msgspec
 
-from chat_common.errors import ChatError, InvalidArgument, Unavailable
+from chat_common.errors import ChatError, InvalidArgument
 from chat_common.schemas import (
     AppendBatchRequest,
     AppendBatchResponse,
@@ -20,9 +19,8 @@ from chat_common.schemas import (
     encode,
     parse_request,
 )
-from chat_history import repository
-from chat_history.database import Database
-from chat_history.writer import TRANSIENT_ERRORS, BatchWriter
+from chat_history.store import MessageStore
+from chat_history.writer import BatchWriter
 
 __all__ = ["HistoryHandlers"]
 
@@ -30,8 +28,10 @@ __all__ = ["HistoryHandlers"]
 class HistoryHandlers:
     """The history service's endpoints, independent of how they are served."""
 
-    def __init__(self, db: Database, writer: BatchWriter, *, max_page: int, max_text: int) -> None:
-        self._db = db
+    def __init__(
+        self, store: MessageStore, writer: BatchWriter, *, max_page: int, max_text: int
+    ) -> None:
+        self._store = store
         self._writer = writer
         self._max_page = max_page
         self._max_text = max_text
@@ -81,17 +81,11 @@ class HistoryHandlers:
         req = parse_request(body, FetchRequest)
         if not 1 <= req.limit <= self._max_page:
             raise InvalidArgument(f"limit must be 1..{self._max_page}")
-        try:
-            async with self._db.acquire(replica_ok=req.replica_ok) as conn:
-                messages, last = await repository.page(
-                    conn,
-                    req.room_id,
-                    before_seq=req.before_seq,
-                    after_seq=req.after_seq,
-                    limit=req.limit,
-                )
-        except TRANSIENT_ERRORS as exc:
-            raise Unavailable("message store unavailable") from exc
-        except asyncpg.PostgresError as exc:
-            raise Unavailable("message store error") from exc
+        messages, last = await self._store.page(
+            req.room_id,
+            before_seq=req.before_seq,
+            after_seq=req.after_seq,
+            limit=req.limit,
+            replica_ok=req.replica_ok,
+        )  # the store answers UNAVAILABLE for its own failures
         return encode(FetchResponse(messages=messages, last_seq=last))

@@ -1,4 +1,5 @@
-"""Composition root of the history service: settings, Postgres pool, writer, endpoints."""
+"""Composition root of the history service: settings, Postgres pool and message store,
+writer, endpoints."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from chat_history.database import Database
 from chat_history.fanout import publish_committed
 from chat_history.handlers import HistoryHandlers
 from chat_history.settings import HistorySettings
+from chat_history.store import PostgresMessageStore
 from chat_history.writer import BatchWriter
 
 __all__ = ["main", "run"]
@@ -35,8 +37,9 @@ async def main(settings: HistorySettings | None = None) -> int:
     async with runtime as rt:
         rt.lifecycle.supervisor.spawn("db-connect", db.connect_forever, restart=True)
         rt.lifecycle.on_shutdown(Phase.CLOSE_POOLS, "postgres", db.close)
+        store = PostgresMessageStore(db)
         writer = BatchWriter(
-            db,
+            store,
             batch_max=settings.batch_max,
             linger_s=settings.batch_linger_ms / 1000,
             attempts=settings.batch_attempts,
@@ -45,7 +48,7 @@ async def main(settings: HistorySettings | None = None) -> int:
         for n in range(settings.batch_writers):
             rt.lifecycle.supervisor.spawn(f"batch-writer-{n}", writer.run)
         handlers = HistoryHandlers(
-            db, writer, max_page=settings.max_page, max_text=settings.max_text_length
+            store, writer, max_page=settings.max_page, max_text=settings.max_text_length
         )
         rt.add_check("postgres", db.check)
         await rt.serve(

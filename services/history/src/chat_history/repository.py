@@ -117,8 +117,9 @@ async def page(
 ) -> tuple[list[Message], int]:
     """Up to ``limit`` messages in ascending seq, and the room's last seq, as of one moment.
 
-    With ``after_seq`` the oldest ones after it (gap filling, replay); otherwise the newest
-    ones before ``before_seq`` (or the newest of all), i.e. scroll-back. Page and head come
+    With ``after_seq`` the oldest ones after it, below ``before_seq`` when given (gap
+    filling, replay); otherwise the newest ones before ``before_seq`` (or the newest of all),
+    i.e. scroll-back. Page and head come
     from one statement, so a message committed in between cannot fall between them (a
     joiner would otherwise skip it).
     """

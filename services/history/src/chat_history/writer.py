@@ -1,9 +1,10 @@
 """Group commit: appends collected for a few milliseconds are written in one transaction.
 
 Each caller gets its message only after the transaction that holds it has committed
-(ack means durable). A failed batch is retried as a whole; because messages are keyed by
-``(room_id, client_msg_id)``, a retry after a lost COMMIT finds the rows instead of writing
-them twice.
+(ack means durable). A batch that fails transiently is retried as a whole; because messages
+are keyed by ``(room_id, client_msg_id)``, a retry after a lost COMMIT finds the rows
+instead of writing them twice. Any other failure splits the batch, so that only the append
+at fault fails.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import asyncpg
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -26,28 +26,12 @@ from chat_common.backoff import Backoff
 from chat_common.errors import ChatError, ErrorCode, Unavailable
 from chat_common.schemas import AppendRequest, Message, encode
 from chat_common.tracing import tracer
-from chat_history import repository
-from chat_history.database import Database
 from chat_history.metrics import APPENDS, BATCH_SIZE, COMMIT_SECONDS
-from chat_history.repository import Key
+from chat_history.store import TRANSIENT_ERRORS, Key, MessageStore
 
-__all__ = ["TRANSIENT_ERRORS", "BatchWriter"]
+__all__ = ["BatchWriter", "Committed", "OnCommitted"]
 
 _log = logging.getLogger("chat.history.writer")
-
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    Unavailable,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.DeadlockDetectedError,
-    asyncpg.SerializationError,
-    asyncpg.UniqueViolationError,
-    asyncpg.QueryCanceledError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError,
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,14 +79,14 @@ class BatchWriter:
 
     def __init__(
         self,
-        db: Database,
+        store: MessageStore,
         *,
         batch_max: int,
         linger_s: float,
         attempts: int,
         on_committed: OnCommitted,
     ) -> None:
-        self._db = db
+        self._store = store
         self._max = batch_max
         self._linger = linger_s
         self._attempts = attempts
@@ -219,8 +203,7 @@ class BatchWriter:
              p.client_supplied)
             for p in first_by_key.values()
         ]  # fmt: skip
-        async with self._db.acquire() as conn:
-            found, existed = await repository.append_batch(conn, appends, datetime.now(UTC))
+        found, existed = await self._store.append_batch(appends, datetime.now(UTC))
         APPENDS.labels("duplicate").inc(existed)
         APPENDS.labels("stored").inc(len(found) - existed)
         return found
