@@ -1,26 +1,28 @@
-"""The session service's logic on a real Redis (and real NATS for its announcements: the
-test publishes as the session service and listens as a gateway)."""
+"""The session store's contract, run on every implementation: in memory, and on Redis as
+one server, under Sentinel and as a cluster. Most tests drive the service's logic
+(``SessionHandlers``) with real NATS for its announcements (the test publishes as the
+session service and listens as a gateway); the rest call the store directly."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
-from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import RedisError
 
 from chat_common.errors import ChatError, ErrorCode
 from chat_common.schemas import encode
 from chat_common.subjects import room_presence
-from chat_devstack.ha import RedisClusterNodes, RedisSentinelGroup
+from chat_devstack.ha import RedisSentinelGroup
 from chat_session import redisclient
 from chat_session.handlers import SessionHandlers, token_hash
-from chat_session.store import RedisSessionStore, slot_group
+from chat_session.memorystore import InMemorySessionStore
+from chat_session.store import RedisSessionStore, SessionStore, slot_group
 from tests.conftest import Servers
 from tests.support.bus import connect_as
 from tests.support.clients import unique_room
@@ -36,23 +38,33 @@ class Clock:
         return self.now
 
 
-@pytest.fixture(params=["one server", "sentinel", "cluster"])
-async def redis(
-    request: pytest.FixtureRequest,
-    servers: Servers,
-    redis_sentinel: RedisSentinelGroup,
-    redis_cluster: RedisClusterNodes,
-) -> AsyncIterator[Redis | RedisCluster]:
-    """The store's client as the service makes it: for one Redis, for the primary Sentinel
-    names and for a Redis Cluster (whose scripts refuse keys of different slots)."""
-    url = {
-        "one server": servers.redis.url,
-        "sentinel": redis_sentinel.url,
-        "cluster": redis_cluster.url,
-    }[request.param]
-    client = redisclient.connect(url, max_connections=16, timeout_s=2)
-    yield client
-    await client.aclose()
+_REDIS_URLS: dict[str, Callable[[pytest.FixtureRequest], str]] = {
+    "one server": lambda request: request.getfixturevalue("servers").redis.url,
+    "sentinel": lambda request: request.getfixturevalue("redis_sentinel").url,
+    "cluster": lambda request: request.getfixturevalue("redis_cluster").url,
+}
+
+
+@pytest.fixture(params=["memory", *_REDIS_URLS])
+def store_url(request: pytest.FixtureRequest) -> str | None:
+    """Where the store under test lives: ``None`` for in memory, else the URL of one Redis,
+    of the primary Sentinel names or of a Redis Cluster. Only Redis kinds start their
+    servers (from a sync fixture: an async one cannot start them while the loop runs)."""
+    return None if request.param == "memory" else _REDIS_URLS[request.param](request)
+
+
+@pytest.fixture
+async def store(store_url: str | None) -> AsyncIterator[SessionStore]:
+    """A fresh store: in memory, or on Redis under a prefix of its own through the client
+    the service makes (a cluster's scripts refuse keys of different slots)."""
+    if store_url is None:
+        yield InMemorySessionStore()
+        return
+    client = redisclient.connect(store_url, max_connections=16, timeout_s=2)
+    try:
+        yield RedisSessionStore(client, prefix=f"t{uuid.uuid4().hex[:8]}")
+    finally:
+        await client.aclose()
 
 
 @pytest.fixture
@@ -69,13 +81,13 @@ async def announcements(
 
     await listener.subscribe(room_presence("*"), cb=collect)
     await listener.flush()
+    await _listening(nc, seen)
     yield nc, seen
     await nc.drain()
     await listener.drain()
 
 
-def _handlers(redis: Redis | RedisCluster, nc: Any, clock: Clock) -> SessionHandlers:
-    store = RedisSessionStore(redis, prefix=f"t{uuid.uuid4().hex[:8]}")
+def _handlers(store: SessionStore, nc: Any, clock: Clock) -> SessionHandlers:
     return SessionHandlers(store, nc.publish, resume_window_s=10, heartbeat_ttl_s=5, clock=clock)
 
 
@@ -100,13 +112,26 @@ async def _settle(nc: Any, seen: list[tuple[str, dict[str, Any]]], room: str) ->
     seen[:] = [(e, d) for e, d in seen if e != "marker"]
 
 
+async def _listening(nc: Any, seen: list[tuple[str, dict[str, Any]]]) -> None:
+    """Wait until the listener hears ``nc``: right after a subscription, NATS may drop
+    another connection's first messages for a moment, so probe until one arrives."""
+    room = unique_room()
+    probe = encode({"event": "marker", "data": {"roomId": room, "email": "probe"}})
+    async with asyncio.timeout(5):
+        while not seen:
+            await nc.publish(room_presence(room), probe)
+            await nc.flush()
+            await asyncio.sleep(0.01)
+    await _settle(nc, seen, room)  # the probes still in flight arrive before its marker
+
+
 async def test_expired_session_is_reaped_once_by_racing_reapers(
-    redis: Redis | RedisCluster, announcements: Any
+    store: SessionStore, announcements: Any
 ) -> None:
     """Two reapers racing over one expired session announce its user_left exactly once."""
     nc, seen = announcements
     clock = Clock()
-    a = _handlers(redis, nc, clock)
+    a = _handlers(store, nc, clock)
     b = SessionHandlers(a._store, nc.publish, resume_window_s=10, heartbeat_ttl_s=5, clock=clock)
     room = unique_room()
     await a.join(_join("s1", "x@example.com", room))
@@ -122,12 +147,12 @@ async def test_expired_session_is_reaped_once_by_racing_reapers(
 
 
 async def test_resume_within_window_keeps_presence_and_after_it_fails(
-    redis: Redis | RedisCluster, announcements: Any
+    store: SessionStore, announcements: Any
 ) -> None:
     """Resume works inside the window (no presence change) and is refused after expiry."""
     nc, seen = announcements
     clock = Clock()
-    h = _handlers(redis, nc, clock)
+    h = _handlers(store, nc, clock)
     room = unique_room()
     await h.join(_join("s2", "y@example.com", room, token="secret"))
     await h.detach(encode({"sessionId": "s2", "conn": "c-s2"}))
@@ -156,12 +181,12 @@ async def test_resume_within_window_keeps_presence_and_after_it_fails(
 
 
 async def test_heartbeat_reports_lost_sessions_and_restore_is_silent(
-    redis: Redis | RedisCluster, announcements: Any
+    store: SessionStore, announcements: Any
 ) -> None:
     """After the store loses a session, heartbeat names it; restore rebuilds presence quietly."""
     nc, seen = announcements
     clock = Clock()
-    h = _handlers(redis, nc, clock)
+    h = _handlers(store, nc, clock)
     room = unique_room()
     await h.join(_join("s3", "z@example.com", room))
     await h.join(_join("s4", "w@example.com", room))
@@ -186,12 +211,11 @@ async def test_heartbeat_reports_lost_sessions_and_restore_is_silent(
 
 
 async def test_a_small_room_announces_its_list_a_large_one_only_the_change(
-    redis: Redis | RedisCluster, announcements: Any
+    store: SessionStore, announcements: Any
 ) -> None:
     """Up to presence_list_max users, user_joined/user_left carry the member list; past it,
     only who and the count. The join answer holds the first page and where the next starts."""
     nc, seen = announcements
-    store = RedisSessionStore(redis, prefix=f"t{uuid.uuid4().hex[:8]}")
     h = SessionHandlers(store, nc.publish, resume_window_s=10, heartbeat_ttl_s=5,
                         presence_list_max=2, clock=Clock())  # fmt: skip
     room = unique_room()
@@ -221,10 +245,10 @@ async def test_a_small_room_announces_its_list_a_large_one_only_the_change(
 
 
 async def test_members_are_paged_in_join_order_and_a_cursor_survives_leaves(
-    redis: Redis | RedisCluster, announcements: Any
+    store: SessionStore, announcements: Any
 ) -> None:
     nc, _ = announcements
-    h = _handlers(redis, nc, Clock())
+    h = _handlers(store, nc, Clock())
     room = unique_room()
     for n in range(7):
         await h.join(_join(f"m{n}", f"u{n}@example.com", room))
@@ -245,12 +269,11 @@ async def test_members_are_paged_in_join_order_and_a_cursor_survives_leaves(
 
 
 async def test_a_users_bucket_never_refills_the_same_time_twice(
-    redis: Redis | RedisCluster,
+    store: SessionStore,
 ) -> None:
     """Concurrent takes reach Redis with their clocks out of order (each read its time
     before waiting for a connection): a late one with an older time neither refills nor
     moves the bucket's clock back, so the next take refills only the time since the newest."""
-    store = RedisSessionStore(redis, prefix=f"t{uuid.uuid4().hex[:8]}")
 
     async def take(want: int, now: int) -> int:
         granted, _ = await store.take("u@example.com", want=want, rate=10, burst=10, now=now)
@@ -293,13 +316,12 @@ async def test_the_store_follows_a_sentinel_failover(tmp_path: Path) -> None:
 
 
 async def test_operator_views_see_every_room_and_session_wherever_they_live(
-    redis: Redis | RedisCluster,
+    store: SessionStore,
 ) -> None:
     """Rooms and sessions spread over slots (and, on a cluster, over primaries): the rooms
     listing scans every node, the session count sums every slot group's index, a room's
     presence lists each user's sessions, and the reaper's scan finds expired sessions of
     every group."""
-    store = RedisSessionStore(redis, prefix=f"t{uuid.uuid4().hex[:8]}")
     rooms = sorted(unique_room("ops") for _ in range(5))
     sessions = [f"ops-{n}" for n in range(40)]
     for n, session_id in enumerate(sessions):
@@ -316,3 +338,177 @@ async def test_operator_views_see_every_room_and_session_wherever_they_live(
     expired = await store.expired(now=1_000 + 19, limit=1000)
     assert sorted(expired) == sorted(sessions[:20])
     assert len({slot_group(s) for s in expired}) > 1
+
+
+# The store's contract, call by call.
+
+
+async def _open(
+    store: SessionStore,
+    session_id: str,
+    email: str = "a@example.com",
+    *,
+    token: str = "h",
+    expires: int = 10_000,
+) -> tuple[str, int]:
+    """Open ``session_id`` for ``email`` at gateway ``g`` on connection ``c-<session id>``."""
+    return await store.open(
+        session_id,
+        email=email,
+        token_hash=token,
+        sid="x-" + session_id,
+        gateway="g",
+        conn="c-" + session_id,
+        expires=expires,
+    )
+
+
+async def test_reattach_accepts_a_live_session_and_refuses_an_expired_one(
+    store: SessionStore,
+) -> None:
+    """Before its expiry a session reattaches (new expiry, new connection); at it, or when
+    unknown, reattach refuses and changes nothing."""
+    await _open(store, "s1", expires=2_000)
+    assert await store.reattach("s1", now=1_999, expires=5_000, gateway="g2", conn="c2")
+    assert not await store.reattach("s1", now=5_000, expires=9_000, gateway="g3", conn="c3")
+    assert not await store.reattach("ghost", now=0, expires=9_000, gateway="g3", conn="c3")
+    view, record = await store.view("s1"), await store.get("s1")
+    assert view is not None and (view.gateway, view.state, view.expires) == (
+        "g2",
+        "attached",
+        5_000,
+    )
+    assert record is not None and record.conn == "c2"
+    assert await store.known(["ghost"]) == [False]
+
+
+async def test_claim_takes_an_expired_session_exactly_once_and_a_live_one_never(
+    store: SessionStore,
+) -> None:
+    """claim refuses a session before its expiry; from then on exactly one of racing claims
+    wins, and the session leaves the expiry index."""
+    await _open(store, "s1", expires=2_000)
+    assert not await store.claim("s1", now=1_999)
+    claims = await asyncio.gather(*(store.claim("s1", now=2_000) for _ in range(3)))
+    assert sorted(claims) == [False, False, True]
+    assert not await store.claim("s1", now=3_000)
+    assert await store.expired(now=3_000, limit=10) == [] and await store.count() == 0
+
+
+async def test_heartbeat_extends_only_known_sessions(store: SessionStore) -> None:
+    """known names the sessions the store holds; heartbeat moves their expiry and leaves
+    unknown ones unknown."""
+    await _open(store, "s1", expires=2_000)
+    assert await store.known(["s1", "ghost"]) == [True, False]
+    await store.heartbeat(["s1", "ghost"], expires=7_000)
+    view = await store.view("s1")
+    assert view is not None and view.expires == 7_000
+    assert await store.known(["ghost"]) == [False]
+    assert await store.expired(now=10**6, limit=10) == ["s1"] and await store.count() == 1
+
+
+async def test_forget_removes_a_session_from_get_view_and_count(store: SessionStore) -> None:
+    """A forgotten session (rooms included) is gone from get, view, known and count; the
+    others stay."""
+    await _open(store, "s1")
+    await _open(store, "s2")
+    await store.join("s1", "a@example.com", "r1", 3, page=10)
+    await store.forget("s1")
+    assert await store.get("s1") is None and await store.view("s1") is None
+    assert await store.known(["s1", "s2"]) == [False, True] and await store.count() == 1
+
+
+async def test_presence_changes_on_a_users_first_join_and_last_leave_only(
+    store: SessionStore,
+) -> None:
+    """With two sessions of one user in a room, only the first join and the last leave
+    change presence; a repeated join or leave of one session changes nothing."""
+    email = "a@example.com"
+    steps = [
+        await store.join("s1", email, "r1", 0, page=10),
+        await store.join("s2", email, "r1", 0, page=10),
+        await store.join("s1", email, "r1", 0, page=10),
+        await store.leave("s1", email, "r1", page=10),
+        await store.leave("s1", email, "r1", page=10),
+        await store.leave("s2", email, "r1", page=10),
+    ]
+    assert [(s.changed, s.page.count) for s in steps] == [
+        (True, 1), (False, 1), (False, 1), (False, 1), (False, 1), (True, 0),
+    ]  # fmt: skip
+    assert steps[1].complete == [email] and steps[-1].complete == []
+
+
+async def test_a_members_cursor_skips_no_one_when_members_leave_mid_paging(
+    store: SessionStore,
+) -> None:
+    """Users leaving before or at a page's cursor do not shift the pages after it; a user
+    who leaves and joins again comes last."""
+    for n in range(5):
+        await store.join(f"s{n}", f"u{n}@example.com", "r1", 0, page=10)
+    first = await store.members("r1", after=None, limit=2)
+    assert first.users == ["u0@example.com", "u1@example.com"] and first.count == 5
+    await store.leave("s0", "u0@example.com", "r1", page=10)
+    await store.leave("s1", "u1@example.com", "r1", page=10)
+    await store.join("s0", "u0@example.com", "r1", 0, page=10)
+    second = await store.members("r1", after=first.next, limit=2)
+    third = await store.members("r1", after=second.next, limit=2)
+    assert second.users == ["u2@example.com", "u3@example.com"] and second.count == 4
+    assert (third.users, third.next) == (["u4@example.com", "u0@example.com"], None)
+
+
+async def test_a_bucket_grants_up_to_its_burst_then_says_when_to_retry_and_refills(
+    store: SessionStore,
+) -> None:
+    """take grants what the bucket holds (at most the burst), then nothing and how long
+    until one token; time refills it at the rate, up to the burst."""
+
+    async def take(want: int, now: int) -> tuple[int, int]:
+        return await store.take("u@example.com", want=want, rate=2, burst=3, now=now)
+
+    assert await take(2, now=1_000) == (2, 0)
+    assert await take(5, now=1_000) == (1, 0)
+    assert await take(1, now=1_000) == (0, 500)
+    assert await take(1, now=1_250) == (0, 250)  # half a token by now
+    assert await take(5, now=2_000) == (2, 0)
+    assert await take(5, now=60_000) == (3, 0)
+
+
+async def test_open_with_another_email_returns_the_bound_email_and_zero(
+    store: SessionStore,
+) -> None:
+    """A session stays bound to its first email and token: opening it for another user
+    returns the bound email and 0 and counts nothing for either user; reopening it for its
+    own user counts it once."""
+    assert await _open(store, "s1", "a@example.com") == ("a@example.com", 1)
+    assert await _open(store, "s1", "b@example.com", token="other") == ("a@example.com", 0)
+    assert await _open(store, "s2", "a@example.com") == ("a@example.com", 2)
+    assert await _open(store, "s1", "a@example.com") == ("a@example.com", 2)
+    record = await store.get("s1")
+    assert record is not None and (record.email, record.token_hash) == ("a@example.com", "h")
+    assert await store.user_sessions("b@example.com") == 0
+
+
+async def test_opening_another_users_session_moves_nothing(store: SessionStore) -> None:
+    """An open for another email leaves the session where it lives (gateway, connection,
+    state) and when it expires: a refused join cannot take a session over."""
+    await store.open("s1", email="a@example.com", token_hash="h", sid="x", gateway="g1",
+                     conn="c1", expires=1_000)  # fmt: skip
+    await store.set_state("s1", gateway="g1", conn="c1", state="detached")
+    await store.open("s1", email="b@example.com", token_hash="t", sid="y", gateway="g2",
+                     conn="c2", expires=9_000)  # fmt: skip
+    record, view = await store.get("s1"), await store.view("s1")
+    assert record is not None and (record.gateway, record.conn) == ("g1", "c1")
+    assert view is not None and (view.state, view.expires) == ("detached", 1_000)
+
+
+async def test_rooms_lists_rooms_with_users_by_id_and_says_when_there_are_more(
+    store: SessionStore,
+) -> None:
+    """rooms lists only rooms with users, by id with their user counts, at most ``limit``
+    of them, and whether there are more."""
+    for n, room in enumerate(["r3", "r1", "r2", "r0"]):
+        await store.join(f"s{n}", f"u{n}@example.com", room, 0, page=10)
+    await store.join("s9", "u9@example.com", "r2", 0, page=10)
+    await store.leave("s3", "u3@example.com", "r0", page=10)
+    assert await store.rooms(limit=10) == ([("r1", 1), ("r2", 2), ("r3", 1)], False)
+    assert await store.rooms(limit=2) == ([("r1", 1), ("r2", 2)], True)

@@ -132,3 +132,13 @@ def test_cli_ha_runs_two_of_each_service_behind_a_balancer() -> None:
     assert (config.gateways, config.histories) == (2, 3)
     config = config_from_args(build_parser().parse_args(["servers", "--ha"]), {})
     assert (config.ha, config.gateways, config.sessions) == (True, 0, 0)
+
+
+def test_a_cluster_node_port_leaves_room_for_its_bus_port() -> None:
+    """A Redis Cluster node needs its port + 10000 free and valid, whatever port the kernel
+    offers first."""
+    from chat_devstack.ports import free_port_pair
+
+    for _ in range(50):
+        port = free_port_pair(10000)
+        assert port + 10000 <= 65535 and port_is_free(port + 10000)

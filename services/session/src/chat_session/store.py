@@ -53,10 +53,12 @@ SLOT_GROUPS = 16
 _SCAN_COUNT = 500
 _ROOM_ID = re.compile(ROOM_ID_PATTERN)
 
-# Open (or refresh) a session; returns the email it is bound to. KEYS: session hash,
-# session rooms, its group's expiry index. ARGV: email, token hash, sid, gateway, conn,
-# expires, backstop TTL, session id.
+# Open (or refresh) a session; returns the email it is bound to. A session bound to another
+# email is left exactly as it is. KEYS: session hash, session rooms, its group's expiry
+# index. ARGV: email, token hash, sid, gateway, conn, expires, backstop TTL, session id.
 _OPEN = """
+local bound = redis.call('HGET', KEYS[1], 'email')
+if bound and bound ~= ARGV[1] then return bound end
 redis.call('HSETNX', KEYS[1], 'email', ARGV[1])
 redis.call('HSETNX', KEYS[1], 'token', ARGV[2])
 redis.call('HSETNX', KEYS[1], 'sid', ARGV[3])
@@ -64,7 +66,7 @@ redis.call('HSET', KEYS[1], 'gateway', ARGV[4], 'conn', ARGV[5], 'state', 'attac
 redis.call('EXPIRE', KEYS[1], ARGV[7])
 redis.call('EXPIRE', KEYS[2], ARGV[7])
 redis.call('ZADD', KEYS[3], ARGV[6], ARGV[8])
-return redis.call('HGET', KEYS[1], 'email')
+return ARGV[1]
 """
 
 # Add and/or remove one of a user's sessions; returns how many there are. KEYS: the user's
@@ -89,6 +91,8 @@ return {first, redis.call('ZCARD', KEYS[1]),
         redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[3]) - 1, 'WITHSCORES')}
 """
 
+# KEYS: the room's users, the user's connections in it, the room's clock (dropped with the
+# room's last user, so an emptied room leaves no key). ARGV: session id, email, page size.
 _LEAVE = """
 local removed = redis.call('SREM', KEYS[2], ARGV[1])
 local last = 0
@@ -97,6 +101,7 @@ if removed == 1 and redis.call('SCARD', KEYS[2]) == 0 then
   redis.call('ZREM', KEYS[1], ARGV[2])
 end
 local count = redis.call('ZCARD', KEYS[1])
+if count == 0 then redis.call('DEL', KEYS[3]) end
 if count > tonumber(ARGV[3]) then return {last, count, {}} end
 return {last, count, redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')}
 """
@@ -423,7 +428,11 @@ class RedisSessionStore:
     async def leave(
         self, session_id: str, email: str, room_id: str, *, page: int
     ) -> PresenceChange:
-        keys = [self._room(room_id, "users"), self._room(room_id, f"conns:{email}")]
+        keys = [
+            self._room(room_id, "users"),
+            self._room(room_id, f"conns:{email}"),
+            self._room(room_id, "clock"),
+        ]
         last, count, flat = await _both(
             self._leave(keys=keys, args=[session_id, email, page]),
             self._r.hdel(self._session(session_id, ":rooms"), room_id),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-__all__ = ["free_port", "next_free_ports", "port_is_free"]
+__all__ = ["free_port", "free_port_pair", "next_free_ports", "port_is_free"]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -17,6 +17,15 @@ def free_port(host: str = "127.0.0.1") -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def free_port_pair(offset: int, host: str = "127.0.0.1") -> int:
+    """A free port ``p`` such that ``p + offset`` is a valid port and free too (a Redis
+    Cluster node listens for its peers on its port + 10000)."""
+    while True:
+        port = free_port(host)
+        if port + offset <= 65535 and port_is_free(port + offset, host):
+            return port
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:

@@ -6,10 +6,14 @@ from pathlib import Path
 
 from .binaries import redis_server_path
 from .errors import DevstackError
+from .ports import free_port_pair
 from .probes import redis_command, redis_info
 from .server_base import Server
 
-__all__ = ["RedisSentinel", "RedisServer"]
+__all__ = ["CLUSTER_BUS_OFFSET", "RedisSentinel", "RedisServer"]
+
+CLUSTER_BUS_OFFSET = 10000
+"""A cluster node's peers reach it on its port + this (the cluster bus)."""
 
 
 class RedisServer(Server):
@@ -57,6 +61,11 @@ class RedisServer(Server):
             "--logfile", "",
             *self._cluster_args(),
         ]  # fmt: skip
+
+    def _free_port(self) -> int:
+        if self.cluster_node_timeout_ms is None:
+            return super()._free_port()
+        return free_port_pair(CLUSTER_BUS_OFFSET, self.host)
 
     def _cluster_args(self) -> list[str]:
         if self.replica_of is not None:

@@ -76,6 +76,10 @@ class Server(ABC):
     async def _ready(self) -> bool:
         """``True`` once *our* process serves clients on ``self.port``."""
 
+    def _free_port(self) -> int:
+        """A port to try when none was chosen (servers needing more than one override it)."""
+        return free_port(self.host)
+
     def _run_as(self) -> RunAs | None:
         """The identity to run as; ``None`` means ours."""
         return None
@@ -101,7 +105,7 @@ class Server(ABC):
         await self._prepare()
         for attempt in range(1, _PORT_ATTEMPTS + 1):
             if not self._port_chosen:
-                self.port = free_port(self.host)
+                self.port = self._free_port()
             process = self._process_for(self._argv())
             await process.start()
             try:
