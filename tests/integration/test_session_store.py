@@ -309,7 +309,7 @@ async def test_the_store_follows_a_sentinel_failover(tmp_path: Path) -> None:
                 except (ConnectionError, OSError, RedisError):
                     await asyncio.sleep(0.2)
         assert got is not None and got.email == "a@example.com"
-        assert await store.user_sessions("a@example.com", add="s2") == 2  # writable
+        assert await store.track_user_sessions("a@example.com", add="s2") == 2  # writable
     finally:
         await client.aclose()
         await group.stop()
@@ -400,7 +400,7 @@ async def test_heartbeat_extends_only_known_sessions(store: SessionStore) -> Non
     unknown ones unknown."""
     await _open(store, "s1", expires=2_000)
     assert await store.known(["s1", "ghost"]) == [True, False]
-    await store.heartbeat(["s1", "ghost"], expires=7_000)
+    await store.set_expiry(["s1", "ghost"], expires=7_000)
     view = await store.view("s1")
     assert view is not None and view.expires == 7_000
     assert await store.known(["ghost"]) == [False]
@@ -485,7 +485,7 @@ async def test_open_with_another_email_returns_the_bound_email_and_zero(
     assert await _open(store, "s1", "a@example.com") == ("a@example.com", 2)
     record = await store.get("s1")
     assert record is not None and (record.email, record.token_hash) == ("a@example.com", "h")
-    assert await store.user_sessions("b@example.com") == 0
+    assert await store.track_user_sessions("b@example.com") == 0
 
 
 async def test_opening_another_users_session_moves_nothing(store: SessionStore) -> None:

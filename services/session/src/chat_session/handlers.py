@@ -137,7 +137,7 @@ class SessionHandlers:
         if bound != req.email:
             raise ChatError(ErrorCode.IDENTITY_MISMATCH, "this session already has another email")
         if sessions > self._max_sessions:
-            await self._store.user_sessions(req.email, remove=req.session_id)
+            await self._store.track_user_sessions(req.email, remove=req.session_id)
             await self._store.forget(req.session_id)
             raise ChatError(ErrorCode.RATE_LIMITED, "too many connections for this user")
         change = await self._store.join(
@@ -169,7 +169,7 @@ class SessionHandlers:
         record = await self._store.get(req.session_id)
         if record is None or record.conn != req.conn:
             return _EMPTY  # another connection has taken the session over since
-        await self._store.heartbeat([req.session_id], expires=self._clock() + self._window_ms)
+        await self._store.set_expiry([req.session_id], expires=self._clock() + self._window_ms)
         await self._store.set_state(req.session_id, gateway="", conn="", state="detached")
         return _EMPTY
 
@@ -194,7 +194,7 @@ class SessionHandlers:
                 )
                 if change.changed:
                     await self._announce("user_left", room_id, record.email, change)
-            await self._store.user_sessions(record.email, remove=session_id)
+            await self._store.track_user_sessions(record.email, remove=session_id)
         await self._store.forget(session_id)
         return rooms
 
@@ -241,7 +241,7 @@ class SessionHandlers:
         req = parse_request(body, HeartbeatRequest)
         known = await self._store.known(req.session_ids)
         alive = [s for s, ok in zip(req.session_ids, known, strict=True) if ok]
-        await self._store.heartbeat(alive, expires=self._clock() + self._attached_ms)
+        await self._store.set_expiry(alive, expires=self._clock() + self._attached_ms)
         unknown = [s for s, ok in zip(req.session_ids, known, strict=True) if not ok]
         return encode(HeartbeatResponse(unknown=unknown))
 

@@ -77,7 +77,7 @@ class InMemorySessionStore:
             session.email, session.token_hash, session.sid = email, token_hash, sid
         session.gateway, session.conn, session.state = gateway, conn, "attached"
         self._expiry[session_id] = expires
-        return email, await self.user_sessions(email, add=session_id)
+        return email, await self.track_user_sessions(email, add=session_id)
 
     async def get(self, session_id: str) -> SessionRecord | None:
         session = self._sessions.get(session_id)
@@ -152,7 +152,7 @@ class InMemorySessionStore:
     async def known(self, session_ids: list[str]) -> list[bool]:
         return [session_id in self._sessions for session_id in session_ids]
 
-    async def heartbeat(self, session_ids: list[str], *, expires: int) -> None:
+    async def set_expiry(self, session_ids: list[str], *, expires: int) -> None:
         for session_id in session_ids:
             if session_id in self._expiry:  # only sessions the index holds (ZADD XX)
                 self._expiry[session_id] = expires
@@ -189,7 +189,7 @@ class InMemorySessionStore:
         wait = 0 if granted else math.ceil((1 - tokens) * 1000 / rate)
         return granted, wait
 
-    async def user_sessions(
+    async def track_user_sessions(
         self, email: str, *, add: str | None = None, remove: str | None = None
     ) -> int:
         sessions = self._user_sessions.setdefault(email, set())

@@ -6,7 +6,7 @@ group, ``crc32(S) % 16`` in hex)::
     P:room:{R}:users               ZSET  email -> join order (user-level presence)
     P:room:{R}:clock               STRING counter giving the join order
     P:room:{R}:conns:<email>       SET   session ids of that user in the room
-    P:session:{P:sG}:S             HASH  email, gateway, conn, token (sha256), sid, state
+    P:session:{P:sG}:S             HASH  email, gateway, conn, token_hash (sha256 of the token), sid, state
     P:session:{P:sG}:S:rooms       HASH  room -> join position (last seq in the join's history)
     P:sessions:{P:sG}:expiry       ZSET  session id -> when it expires (epoch ms)
     P:user:{E}:sessions            SET   the user's live session ids
@@ -60,7 +60,7 @@ _OPEN = """
 local bound = redis.call('HGET', KEYS[1], 'email')
 if bound and bound ~= ARGV[1] then return bound end
 redis.call('HSETNX', KEYS[1], 'email', ARGV[1])
-redis.call('HSETNX', KEYS[1], 'token', ARGV[2])
+redis.call('HSETNX', KEYS[1], 'token_hash', ARGV[2])
 redis.call('HSETNX', KEYS[1], 'sid', ARGV[3])
 redis.call('HSET', KEYS[1], 'gateway', ARGV[4], 'conn', ARGV[5], 'state', 'attached')
 redis.call('EXPIRE', KEYS[1], ARGV[7])
@@ -257,7 +257,10 @@ class SessionStore(Protocol):
 
     async def known(self, session_ids: list[str]) -> list[bool]: ...
 
-    async def heartbeat(self, session_ids: list[str], *, expires: int) -> None: ...
+    async def set_expiry(self, session_ids: list[str], *, expires: int) -> None:
+        """Move the expiry of the known ones among ``session_ids`` to ``expires`` (later for
+        a gateway's heartbeat, sooner for a dropped connection); unknown ids are skipped."""
+        ...
 
     async def expired(self, *, now: int, limit: int) -> list[str]: ...
 
@@ -275,10 +278,11 @@ class SessionStore(Protocol):
         """Lease up to ``want`` tokens of the user's bucket: (granted, retry after ms)."""
         ...
 
-    async def user_sessions(
+    async def track_user_sessions(
         self, email: str, *, add: str | None = None, remove: str | None = None
     ) -> int:
-        """Track the user's live sessions; returns how many there are."""
+        """Add and/or remove one of the user's live sessions; returns how many there are
+        (with neither, only counts them)."""
         ...
 
     async def ping(self) -> None: ...
@@ -381,7 +385,7 @@ class RedisSessionStore:
         bound = str(await self._open(keys=keys, args=args))
         if bound != email:
             return bound, 0
-        return bound, await self.user_sessions(email, add=session_id)
+        return bound, await self.track_user_sessions(email, add=session_id)
 
     async def _load(
         self, session_id: str
@@ -402,7 +406,7 @@ class RedisSessionStore:
         fields, rooms, _ = loaded
         return SessionRecord(
             email=fields["email"],
-            token_hash=fields.get("token", ""),
+            token_hash=fields.get("token_hash", ""),
             sid=fields.get("sid", ""),
             gateway=fields.get("gateway", ""),
             conn=fields.get("conn", ""),
@@ -468,7 +472,7 @@ class RedisSessionStore:
                 pipe.exists(self._session(session_id))
             return [bool(n) for n in await pipe.execute()]
 
-    async def heartbeat(self, session_ids: list[str], *, expires: int) -> None:
+    async def set_expiry(self, session_ids: list[str], *, expires: int) -> None:
         if not session_ids:
             return
         groups: dict[int, list[str]] = {}
@@ -509,7 +513,7 @@ class RedisSessionStore:
         )
         return int(granted), int(wait)
 
-    async def user_sessions(
+    async def track_user_sessions(
         self, email: str, *, add: str | None = None, remove: str | None = None
     ) -> int:
         args: list[str | int] = [add or "", remove or "", BACKSTOP_TTL_S]
