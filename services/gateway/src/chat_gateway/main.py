@@ -64,7 +64,7 @@ async def main(settings: GatewaySettings | None = None) -> int:
             hub,
             verifier=verifier,
             appender=appender,
-            users=UserLimiter(backend, lease=settings.user_lease),
+            users=UserLimiter(backend.take, lease=settings.user_lease),
             resumer=Resumer(
                 backend, hub, gateway_id=settings.instance_id, max_replay=settings.max_replay
             ),

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from chat_common.errors import ChatError, ErrorCode
-from chat_common.schemas import TakeRequest
-from chat_gateway.backend import Backend
+from chat_common.schemas import TakeRequest, TakeResponse
 
 __all__ = ["UserLimiter"]
 
@@ -30,9 +30,13 @@ class _Lease:
     expires: float
 
 
+Take = Callable[[TakeRequest], Awaitable[TakeResponse]]
+"""The session service's ``take``: lease tokens from a user's shared bucket."""
+
+
 class UserLimiter:
-    def __init__(self, backend: Backend, *, lease: int) -> None:
-        self._backend = backend
+    def __init__(self, take: Take, *, lease: int) -> None:
+        self._take = take
         self._lease = lease
         self._leases: dict[str, _Lease] = {}
 
@@ -44,7 +48,7 @@ class UserLimiter:
             lease.tokens -= 1
             return None
         try:
-            granted = await self._backend.take(TakeRequest(email=email, count=self._lease))
+            granted = await self._take(TakeRequest(email=email, count=self._lease))
         except ChatError as exc:
             _log.warning(
                 "user limiter unavailable; letting events through", extra={"code": exc.code.value}
