@@ -73,7 +73,7 @@ TEXT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*\Z"
 """Message text: any Unicode but the C0 control characters other than tab, line feed and
 carriage return, and DEL (NUL cannot be stored; the rest only ever hides or spoofs)."""
 MAX_SEQ = 2**63 - 1
-"""The largest room position (a Postgres ``bigint``)."""
+"""The largest seq (a Postgres ``bigint``)."""
 
 RoomId = Annotated[str, msgspec.Meta(pattern=ROOM_ID_PATTERN)]
 Email = Annotated[str, msgspec.Meta(pattern=EMAIL_PATTERN, max_length=254)]
@@ -108,8 +108,8 @@ class JoinRequest(Wire, frozen=True):
     """sha256 hex of the session's resume token (the token itself never leaves the gateway)."""
     sid: str
     """The public socket id the client knows this session by."""
-    position: int
-    """The room's last seq included in the join's history."""
+    join_position: int = msgspec.field(name="position")
+    """The room's last seq included in the join's history (``position`` on the bus)."""
     conn: str
     """The connection holding the session now (a resume moves it to a new one)."""
 

@@ -275,7 +275,7 @@ class EventHandlers:
                     room_id=p.room_id,
                     token_hash=token_hash(client.token),
                     sid=client.sid,
-                    position=page.last_seq,
+                    join_position=page.last_seq,
                     conn=client.key,
                 )
             )

@@ -141,7 +141,7 @@ class SessionHandlers:
             await self._store.forget(req.session_id)
             raise ChatError(ErrorCode.RATE_LIMITED, "too many connections for this user")
         change = await self._store.join(
-            req.session_id, req.email, req.room_id, req.position, page=self._list_max
+            req.session_id, req.email, req.room_id, req.join_position, page=self._list_max
         )
         if change.changed:
             await self._announce("user_joined", req.room_id, req.email, change)
@@ -249,9 +249,9 @@ class SessionHandlers:
     async def restore(self, body: bytes) -> bytes:
         req = parse_request(body, RestoreRequest)
         await self._open(req)
-        for room_id, position in req.rooms.items():
+        for room_id, join_position in req.rooms.items():
             await self._store.join(
-                req.session_id, req.email, room_id, position, page=self._list_max
+                req.session_id, req.email, room_id, join_position, page=self._list_max
             )
         RESTORED.inc()
         _log.info("session restored", extra={"rooms": len(req.rooms)})

@@ -93,9 +93,9 @@ class InMemorySessionStore:
         )
 
     async def join(
-        self, session_id: str, email: str, room_id: str, position: int, *, page: int
+        self, session_id: str, email: str, room_id: str, join_position: int, *, page: int
     ) -> PresenceChange:
-        self._joined.setdefault(session_id, {})[room_id] = position
+        self._joined.setdefault(session_id, {})[room_id] = join_position
         room = self._rooms.setdefault(room_id, _Room())
         conns = room.conns.setdefault(email, set())
         first = not conns  # the user's first connection in the room

@@ -228,7 +228,7 @@ class SessionStore(Protocol):
     async def get(self, session_id: str) -> SessionRecord | None: ...
 
     async def join(
-        self, session_id: str, email: str, room_id: str, position: int, *, page: int
+        self, session_id: str, email: str, room_id: str, join_position: int, *, page: int
     ) -> PresenceChange:
         """Count the session in the room; the change carries the room's first ``page``
         users."""
@@ -414,7 +414,7 @@ class RedisSessionStore:
         )
 
     async def join(
-        self, session_id: str, email: str, room_id: str, position: int, *, page: int
+        self, session_id: str, email: str, room_id: str, join_position: int, *, page: int
     ) -> PresenceChange:
         keys = [
             self._room(room_id, "users"),
@@ -425,7 +425,7 @@ class RedisSessionStore:
         # SCRIPT EXISTS round trip first (redis-py); the script call reloads on NOSCRIPT.
         first, count, flat = await _both(
             self._join(keys=keys, args=[session_id, email, page]),
-            self._r.hset(self._session(session_id, ":rooms"), room_id, position),
+            self._r.hset(self._session(session_id, ":rooms"), room_id, join_position),
         )
         return PresenceChange(bool(first), _page(count, flat))
 
