@@ -25,6 +25,8 @@ import nats.errors
 from nats.aio.client import Client as Nats
 from nats.aio.msg import Msg
 
+from chat_common.errors import ChatError
+from chat_common.natsio import call, publish
 from chat_common.subjects import gateway_endpoint
 from chat_gateway.edge.answers import HttpAnswer, engineio_error
 from chat_gateway.metrics import RELAYED_POLLS
@@ -32,6 +34,8 @@ from chat_gateway.metrics import RELAYED_POLLS
 __all__ = ["TAG_LENGTH", "PollRelay", "Relayed"]
 
 _log = logging.getLogger("chat.gateway.pollrelay")
+_NO_HOLDER = (nats.errors.NoRespondersError, nats.errors.TimeoutError, TimeoutError)
+"""Why a relayed request can find no gateway holding the session."""
 
 TAG_LENGTH = 8
 """Characters of a gateway's tag at the start of each polling sid it issues."""
@@ -140,7 +144,7 @@ class PollRelay:
             if future.cancelled():
                 asking.cancel()
                 cancel = msgspec.json.encode(Relayed(id=relayed.id, cancel=True))
-                self._spawn(self._nc.publish(_subject(tag), cancel))
+                self._spawn(publish(self._nc, _subject(tag), cancel))
 
         answer.add_done_callback(left)
         return answer
@@ -153,12 +157,16 @@ class PollRelay:
         decorate: Callable[[HttpAnswer], HttpAnswer],
     ) -> None:
         try:
-            reply = await self._nc.request(
-                _subject(tag), msgspec.json.encode(relayed), timeout=self._timeout_s
+            reply = await call(
+                self._nc, _subject(tag), msgspec.json.encode(relayed), timeout=self._timeout_s
             )
-            result, outcome = _decode(reply.data), "answered"
-        except (nats.errors.NoRespondersError, nats.errors.TimeoutError, TimeoutError):
-            result, outcome = engineio_error(1, "Session ID unknown"), "no_holder"
+            result, outcome = _decode(reply), "answered"
+        except ChatError as exc:
+            if isinstance(exc.__cause__, _NO_HOLDER):
+                result, outcome = engineio_error(1, "Session ID unknown"), "no_holder"
+            else:
+                _log.warning("relayed poll failed", extra={"error": repr(exc.__cause__ or exc)})
+                result, outcome = HttpAnswer(503, b"session unreachable\n"), "failed"
         except (nats.errors.Error, msgspec.ValidationError) as exc:
             _log.warning("relayed poll failed", extra={"error": repr(exc)})
             result, outcome = HttpAnswer(503, b"session unreachable\n"), "failed"
