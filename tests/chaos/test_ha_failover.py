@@ -151,6 +151,24 @@ def kill_postgres_primary(detect_s: float) -> Fault:
     return inject
 
 
+def kill_postgres_standby(detect_s: float) -> Fault:
+    """SIGKILL the synchronous standby: commits wait for it until, ``detect_s`` later, the
+    failover tool lets the primary commit alone; then the standby comes back and commits
+    wait for it again."""
+
+    async def inject(stack: Stack) -> float:
+        pair = _ha(stack).postgres
+        began = time.monotonic()
+        await pair.standby.kill()
+        await asyncio.sleep(detect_s)
+        await pair.commit_alone()
+        FAILOVER_FIGURES["postgres_standby"] = round(time.monotonic() - began, 2)
+        await pair.rejoin()
+        return time.monotonic()
+
+    return inject
+
+
 def _assert_clean(outcome: Outcome) -> None:
     assert outcome.messages == 40 * 50
     counts = (outcome.lost, outcome.duplicated, outcome.out_of_order, outcome.hung)
@@ -214,6 +232,19 @@ async def test_the_postgres_primary_killed_then_the_standby_promoted(ha_stack: S
     finally:
         await conn.close()
     assert gaps == 0
+
+
+async def test_the_postgres_standby_killed_under_load(ha_stack: Stack) -> None:
+    """Commits wait for the standby's flush, so losing it stalls acks until the failover
+    tool drops the requirement; nothing is lost, and the standby streams again after."""
+    outcome = await run_scenario(
+        ha_stack, "HA: Postgres standby SIGKILL", kill_postgres_standby(1.0), check_presence=True
+    )
+    _assert_clean(outcome)
+    pair = _ha(ha_stack).postgres
+    assert [(state, sync) for _, state, sync in await pair.replication()] == [
+        ("streaming", "quorum")
+    ]
 
 
 async def test_scroll_back_is_read_from_the_standby(ha_stack: Stack) -> None:

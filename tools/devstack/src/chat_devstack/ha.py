@@ -209,6 +209,8 @@ class PostgresPair:
             data_dir / "pg-2", host=host, application_name="pg2", upstream=first
         )
         self.nodes = [first, second]
+        self._replaced: PostgresServer | None = None
+        """A primary that a failover replaced: it must be rewound before it can follow."""
 
     @property
     def primary(self) -> PostgresServer:
@@ -274,6 +276,7 @@ class PostgresPair:
             raise DevstackError("the primary still runs: a failover would split the brain")
         await new.promote()
         old.upstream = new  # it may only come back as the new primary's standby
+        self._replaced = old
         await self.commit_alone()
         return new
 
@@ -282,12 +285,16 @@ class PostgresPair:
         await self._set_sync("")
 
     async def rejoin(self) -> None:
-        """Bring the stopped standby-to-be back (``pg_rewind`` from the primary if it was
-        the primary before) and make commits wait for it again."""
+        """Bring the stopped standby back (after ``pg_rewind`` from the primary if it was the
+        primary before) and make commits wait for it again."""
         node = self.standby
         if node.running:
             raise DevstackError(f"{node.application_name} already runs")
-        await node.rewind_from(self.primary)
+        if node is self._replaced:
+            await node.rewind_from(self.primary)
+            self._replaced = None
+        else:
+            await node.start()  # a standby that died: it streams on from where it stopped
         await self.require_sync()
 
 
