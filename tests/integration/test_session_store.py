@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from chat_common.errors import ChatError, ErrorCode
@@ -26,6 +27,7 @@ from chat_session.store import RedisSessionStore, SessionStore, slot_group
 from tests.conftest import Servers
 from tests.support.bus import connect_as
 from tests.support.clients import unique_room
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -301,6 +303,19 @@ async def test_the_store_follows_a_sentinel_failover(tmp_path: Path) -> None:
         primary = group.nodes[0]
         assert await primary.command("WAIT", "1", "5000") == b":1"  # the write is on both
         await primary.kill()
+        # Until Sentinel has promoted the replica it still names the dead primary's
+        # address, where any process may listen by now: wait for the promotion first.
+        replica = group.nodes[1]
+        sentinel = Redis(host=replica.host, port=group.sentinels[0].port, decode_responses=True)
+
+        async def promoted() -> bool:
+            address = await sentinel.sentinel_get_master_addr_by_name("chat")
+            return isinstance(address, tuple) and address[1] == replica.port
+
+        try:
+            await eventually(promoted, timeout=30, every=0.2)
+        finally:
+            await sentinel.aclose()
         async with asyncio.timeout(30):
             while True:
                 try:
