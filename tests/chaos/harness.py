@@ -57,8 +57,9 @@ class Outcome:
     reconnects: int
     not_recovered: int
     presence_wrong: int = 0
-    """Rooms whose member list (``get_members``) was not exactly their members at the end
-    (counted only when asked for)."""
+    """Rooms whose member list (``get_members``) was not exactly their members at the end,
+    plus ``user_left`` events announcing a member who never left (counted only when asked
+    for)."""
 
 
 def _target(stack: Stack, name: str) -> Any:
@@ -209,6 +210,10 @@ async def run_scenario(
             members = {f"k{i}@example.com" for i in range(r, clients, rooms)}
             page = await conns[r].call("get_members", {"roomId": room, "limit": 1000})
             presence_wrong += set(page["users"]) != members or page["userCount"] != len(members)
+        # No member ever left: a user_left for one is wrong even if a later restore healed
+        # the member list without telling anyone.
+        everyone = {f"k{i}@example.com" for i in range(clients)}
+        presence_wrong += sum(e["email"] in everyone for c in conns for e in c.of("user_left"))
     outcome = Outcome(
         scenario=name,
         messages=ledger.total,
