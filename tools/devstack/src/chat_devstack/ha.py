@@ -31,6 +31,7 @@ from .errors import CommandError, DevstackError
 from .nats_server import ClusterRoutes, NatsServer
 from .ports import free_port
 from .postgres_server import PostgresServer
+from .probes import redis_info
 from .redis_server import RedisSentinel, RedisServer
 from .server_base import Server
 
@@ -190,9 +191,18 @@ class RedisSentinelGroup:
     def servers(self) -> list[Server]:
         return [*self.nodes, *self.sentinels]
 
-    async def start(self) -> None:
+    async def start(self, timeout: float = 60.0) -> None:
+        """Start the primary, the replica (waited for until its initial sync is done, so
+        that writes from now on stream to it), then the Sentinels."""
         for node in self.nodes:
             await node.start()
+        replica = self.nodes[1]
+
+        async def synced() -> bool:
+            info = await redis_info(replica.host, replica.port, "replication")
+            return info.get("master_link_status") == "up"
+
+        await _until(synced, "the replica's initial sync", timeout)
         await asyncio.gather(*(s.start() for s in self.sentinels))
 
     async def stop(self) -> None:
