@@ -8,7 +8,7 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chat_gateway.appendplan import AppendPlan, Slot
+from chat_gateway.appends.plan import AppendPlan, Slot
 
 
 def _items(batch: list[Slot[str]]) -> list[str | None]:
@@ -108,8 +108,8 @@ def test_each_connection_keeps_its_order_whatever_the_interleaving(
         else:
             batch = plan.take()
             if batch:
-                conns_out = {s.conn for b in out for s in b}
-                assert not conns_out & {s.conn for s in batch}
+                conns_out = {s.sender for b in out for s in b}
+                assert not conns_out & {s.sender for s in batch}
                 assert len(batch) <= max_items
                 out.append(batch)
                 sent += [s.item for s in batch if s.item is not None]

@@ -24,7 +24,7 @@ from chat_common.settings import ServiceSettings
 from chat_common.subjects import room_kind, room_subjects
 from chat_devstack.binaries import nats_server_path
 from chat_devstack.servers import NatsServer
-from chat_gateway.rooms import parse_room_event
+from chat_gateway.rooms.fanout import parse_room_event
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = runpy.run_path(str(ROOT / "scripts" / "bus_permissions.py"))

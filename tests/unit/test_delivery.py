@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chat_gateway.delivery import Delivery, RoomDelivery
+from chat_gateway.rooms.delivery import Delivery, RoomDelivery
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from chat_gateway.edge.answers import (
     too_many_connections,
     with_cors,
 )
-from chat_gateway.edge.connection import serialize
+from chat_gateway.edge.tcp import serialize
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,9 @@ import asyncio
 
 import pytest
 
+from chat_gateway.carrier import Limit
 from chat_gateway.edge.budget import ReadBudget
-from chat_gateway.edge.websocket import Limit, WebSocket
+from chat_gateway.edge.websocket import WebSocket
 from tests.support.rawws import CLOSE, PING, TEXT, frame
 
 

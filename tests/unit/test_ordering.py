@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chat_gateway.ordering import RoomSequencer
+from chat_gateway.rooms.ordering import RoomSequencer
 
 
 def test_holds_everything_until_started() -> None:
@@ -15,7 +15,7 @@ def test_holds_everything_until_started() -> None:
     assert seq.offer(3, "c") == []
     assert seq.offer(2, "b") == []
     assert seq.start(1) == ["b", "c"]
-    assert seq.last_released == 3
+    assert seq.next_seq == 4
 
 
 def test_releases_in_order_and_reports_the_gap() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chat_gateway.presencebatch import PresenceBatch
+from chat_gateway.rooms.presencebatch import PresenceBatch
 
 
 def test_an_empty_batch_has_nothing_to_send() -> None:

@@ -1,23 +1,33 @@
-"""Composition root of the gateway: settings, NATS backend, rooms, handlers, listener."""
+"""Composition root of the gateway: settings, the NATS backend, rooms, handlers, the
+client port, keepalive and drain, in one lifespan."""
 
 from __future__ import annotations
 
 import logging
+
+from nats.aio.msg import Msg
 
 from chat_common.lifecycle import Phase
 from chat_common.retry import RetryPolicy
 from chat_common.runner import run_main
 from chat_common.runtime import ServiceRuntime
 from chat_common.subjects import GATEWAY_SERVICE, gateway_control, gateway_endpoint
-from chat_gateway.appender import AppendBatcher
+from chat_gateway.appends.batcher import AppendBatcher
 from chat_gateway.auth import JwtVerifier, build_verifier
 from chat_gateway.backend import NatsBackend
+from chat_gateway.connection.loop import Connections
+from chat_gateway.dispatch import EventDispatcher
+from chat_gateway.doorway import Doorway
+from chat_gateway.drain import Drain
 from chat_gateway.events import EventHandlers
+from chat_gateway.keepalive import Keepalive
 from chat_gateway.metrics import ROOMS
 from chat_gateway.pollrelay import PollRelay
+from chat_gateway.port import ClientPort
+from chat_gateway.registry import ClientRegistry
 from chat_gateway.resume import Resumer
-from chat_gateway.rooms import RoomHub
-from chat_gateway.server import GatewayServer
+from chat_gateway.rooms.feed import nats_subscriber
+from chat_gateway.rooms.hub import RoomHub
 from chat_gateway.sessions import SessionKeeper
 from chat_gateway.settings import GatewaySettings
 from chat_gateway.userlimit import UserLimiter
@@ -40,15 +50,10 @@ async def main(settings: GatewaySettings | None = None) -> int:
                 "!!! DEVELOPMENT MODE: NO AUTHENTICATION. Any client may claim any email. "
                 "Set GATEWAY_AUTH_MODE=jwt before exposing this gateway. !!!"
             )
-        backend = NatsBackend(
-            rt.nc,
-            timeout_s=settings.request_timeout_s,
-            policy=RetryPolicy(
-                attempts=settings.send_attempts, deadline_s=settings.send_deadline_s
-            ),
-        )
+        policy = RetryPolicy(attempts=settings.send_attempts, deadline_s=settings.send_deadline_s)
+        backend = NatsBackend(rt.nc, timeout_s=settings.request_timeout_s, policy=policy)
         hub = RoomHub(
-            rt.nc,
+            nats_subscriber(rt.nc),
             fill_gap=backend.fetch_gap,
             gap_fill_delay_s=settings.gap_fill_delay_ms / 1000,
             presence_interval_s=settings.presence_interval_ms / 1000,
@@ -58,49 +63,63 @@ async def main(settings: GatewaySettings | None = None) -> int:
         appender = AppendBatcher(
             backend.append_batch, max_in_flight=settings.append_batches_in_flight
         )
+        resumer = Resumer(
+            backend, hub, gateway_id=settings.instance_id, max_replay=settings.max_replay
+        )
+        doorway = Doorway(
+            backend, hub, resumer, verifier=verifier, write_cap=settings.slow_consumer_bytes
+        )
         handlers = EventHandlers(
-            settings,
-            backend,
-            hub,
-            verifier=verifier,
+            settings, backend, hub, appender=appender, resumer=resumer, doorway=doorway
+        )
+        dispatcher = EventDispatcher(
+            handlers,
+            doorway,
             appender=appender,
             users=UserLimiter(backend.take, lease=settings.user_lease),
-            resumer=Resumer(
-                backend, hub, gateway_id=settings.instance_id, max_replay=settings.max_replay
-            ),
         )
+        registry = ClientRegistry(instance_id=settings.instance_id)
+        keepalive = Keepalive(registry, settings)
         # A relayed GET is held at most until the next ping; the margin covers a slow bus.
         relay = PollRelay(
             rt.nc, timeout_s=(settings.ping_interval_ms + settings.ping_timeout_ms) / 1000 + 5
         )
-        server = GatewayServer(
-            settings, handlers, WebPage.load(), relay=relay, on_drain=rt.lifecycle.mark_not_ready
+        port = ClientPort(
+            settings, Connections(settings, dispatcher, registry), WebPage.load(), relay=relay
+        )
+        drain = Drain(
+            registry,
+            port,
+            instance_id=settings.instance_id,
+            grace_s=settings.shutdown_grace_s,
+            on_drain=rt.lifecycle.mark_not_ready,
         )
         keeper = SessionKeeper(
             backend, gateway_id=settings.instance_id, interval_s=settings.session_heartbeat_s
         )
-        await rt.nc.subscribe(gateway_control(settings.instance_id), cb=server.on_control)
-        await relay.serve(server.answer_relayed)
 
-        await server.start()
+        async def on_control(msg: Msg) -> None:
+            registry.take_over(msg.data)
+
+        await rt.nc.subscribe(gateway_control(settings.instance_id), cb=on_control)
+        await relay.serve(port.answer_relayed)
+        await port.start()
         # A micro service too: $SRV discovery lists every gateway, and readiness does a round
         # trip through this instance's own subscription.
         await rt.serve(
             version=VERSION,
             endpoints={
-                "status": (gateway_endpoint(settings.instance_id, "status"), server.status),
-                "drain": (gateway_endpoint(settings.instance_id, "drain"), server.drain_endpoint),
+                "status": (gateway_endpoint(settings.instance_id, "status"), registry.status),
+                "drain": (gateway_endpoint(settings.instance_id, "drain"), drain.drain_endpoint),
             },
         )
-        rt.lifecycle.on_shutdown(Phase.STOP_INTAKE, "client listener", server.stop_accepting)
-        rt.lifecycle.on_shutdown(Phase.CLOSE_CLIENTS, "client connections", server.close_clients)
+        rt.lifecycle.on_shutdown(Phase.STOP_INTAKE, "client listener", port.stop_accepting)
+        rt.lifecycle.on_shutdown(Phase.CLOSE_CLIENTS, "client connections", drain.close_clients)
         rt.lifecycle.on_shutdown(Phase.CLOSE_CLIENTS, "appends in flight", appender.drain)
         rt.lifecycle.on_shutdown(Phase.CLOSE_CLIENTS, "relayed polls", relay.close)
-        rt.lifecycle.supervisor.spawn("engineio-heartbeat", server.heartbeat)
-        rt.lifecycle.supervisor.spawn("connection-watch", server.watch)
-        rt.lifecycle.supervisor.spawn(
-            "session-heartbeat", lambda: keeper.run(lambda: server.clients)
-        )
+        rt.lifecycle.supervisor.spawn("engineio-heartbeat", keepalive.heartbeat)
+        rt.lifecycle.supervisor.spawn("connection-watch", keepalive.watch)
+        rt.lifecycle.supervisor.spawn("session-heartbeat", lambda: keeper.run(lambda: registry))
         rt.mark_ready()
         await rt.lifecycle.wait_stopping()
     return runtime.exit_code

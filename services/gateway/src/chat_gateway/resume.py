@@ -26,8 +26,8 @@ from chat_common.schemas import (
 )
 from chat_gateway.auth import room_allowed
 from chat_gateway.backend import Backend
-from chat_gateway.client import Client
-from chat_gateway.rooms import Member, RoomHub
+from chat_gateway.connection.client import Client
+from chat_gateway.rooms.hub import Member, RoomHub
 
 __all__ = ["ResumePlan", "Resumer"]
 
@@ -77,14 +77,16 @@ class Resumer:
                     session_id=session_id,
                     token=token,
                     gateway_id=self._gateway_id,
-                    conn=client.key,
+                    conn=client.connection_key,
                     email=client.identity.email if client.identity else None,
                 )
             )
         except ChatError as exc:
             _log.info("resume refused", extra={"code": exc.code.value})
             return None
-        client.adopt(session_id=session_id, token=token, sid=found.sid, email=found.email)
+        client.session.adopt(
+            session_id=session_id, token=token, socket_id=found.sid, email=found.email
+        )
         plan: list[_RoomReplay] = []
         dropped = sorted(r for r in found.rooms if not room_allowed(client.identity, r))
         try:
@@ -95,7 +97,7 @@ class Resumer:
                     continue
                 position = positions.get(room_id, recorded)
                 member = await self._hub.add_pending(client, room_id)
-                client.joined(room_id, email=found.email, join_position=recorded)
+                client.rooms.joined(room_id, join_position=recorded)
                 missed = await self._missed(room_id, position)
                 plan.append(_RoomReplay(room_id, member, position, missed))
         except (ChatError, _TooMuchMissed) as exc:
@@ -126,15 +128,16 @@ class Resumer:
 
     async def _abandon(self, client: Client) -> None:
         """Give the session up (its rooms announce the user left) and start a fresh one."""
-        for room_id in list(client.rooms):
+        for room_id in client.rooms.leave_all():
             await self._hub.remove(client, room_id)
+        session = client.session
         try:
             await self._backend.disconnect(
-                DisconnectRequest(session_id=client.session_id, conn=client.key)
+                DisconnectRequest(session_id=session.session_id, conn=client.connection_key)
             )
         except ChatError as exc:
             _log.warning("could not end the abandoned session", extra={"code": exc.code.value})
-        client.start_afresh()
+        session.start_afresh()
 
     def finish(self, plan: ResumePlan) -> None:
         """Send what was missed, room by room, then deliver live events."""

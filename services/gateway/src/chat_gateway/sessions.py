@@ -16,7 +16,7 @@ from chat_common.errors import ChatError
 from chat_common.schemas import HeartbeatRequest, RestoreRequest
 from chat_common.tokens import token_hash
 from chat_gateway.backend import Backend
-from chat_gateway.client import Client
+from chat_gateway.connection.client import Client
 
 __all__ = ["SessionKeeper"]
 
@@ -41,7 +41,11 @@ class SessionKeeper:
 
     async def beat(self, clients: Iterable[Client]) -> int:
         """One heartbeat round; returns how many sessions were re-registered."""
-        live = {c.session_id: c for c in clients if c.session_used and c.email and not c.closing}
+        live = {
+            c.session.session_id: c
+            for c in clients
+            if c.session.held and c.session.email and not c.closing
+        }
         ids = list(live)
         restored = 0
         for start in range(0, len(ids), _CHUNK):
@@ -52,17 +56,21 @@ class SessionKeeper:
             )
             for session_id in reply.unknown:
                 client = live[session_id]
-                if client.email is None:
+                session = client.session
+                if session.email is None:
                     continue
                 await self._backend.restore(
                     RestoreRequest(
                         session_id=session_id,
                         gateway_id=self._gateway_id,
-                        email=client.email,
-                        token_hash=token_hash(client.token),
-                        sid=client.sid,
-                        rooms={room: client.join_positions.get(room, 0) for room in client.rooms},
-                        conn=client.key,
+                        email=session.email,
+                        token_hash=token_hash(session.token),
+                        sid=session.socket_id,
+                        rooms={
+                            room: client.rooms.join_positions.get(room, 0)
+                            for room in client.rooms.rooms
+                        },
+                        conn=client.connection_key,
                     )
                 )
                 restored += 1

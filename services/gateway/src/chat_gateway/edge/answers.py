@@ -1,6 +1,6 @@
 """HTTP answers the gateway writes itself, and the routing of a request (pure).
 
-The edge (:mod:`chat_gateway.edge.connection`) parses requests with h11 and writes an
+The edge (:mod:`chat_gateway.edge.tcp`) parses requests with h11 and writes an
 :class:`HttpAnswer` as a well-formed HTTP/1.1 response: always a ``Content-Length``, and
 ``Connection: close`` exactly when the connection closes after it. Which answer a request
 gets is decided here, without I/O:

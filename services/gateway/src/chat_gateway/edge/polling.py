@@ -1,11 +1,12 @@
-"""One Engine.IO session on the HTTP long-polling transport, shaped as a WebSocket.
+"""One Engine.IO session on the HTTP long-polling transport: a carrier like a WebSocket.
 
-The connection's task (``serve_socketio``) reads and writes a :class:`PollingConn` exactly
-as it does a :class:`~chat_gateway.edge.websocket.WebSocket`: :meth:`recv` returns the
-packets the client POSTed, one at a time; :meth:`send_text` and :meth:`write` (frames built
-for WebSocket, their payloads taken back out) queue packets for the client, which a ``GET``
-collects. So every rule of the Socket.IO layer (events, acks, recovery, heartbeat, rate
-limits, the slow-consumer cut) holds on both transports alike.
+A :class:`PollingCarrier` keeps the :class:`~chat_gateway.carrier.Carrier` contract, so the
+connection on top reads and writes it exactly as it does a
+:class:`~chat_gateway.edge.websocket.WebSocket`: :meth:`recv` returns the packets the client
+POSTed, one at a time; :meth:`send_text` and :meth:`write` (frames built for WebSocket,
+their payloads taken back out) queue packets for the client, which a ``GET`` collects. So
+every rule of the Socket.IO layer (events, acks, recovery, heartbeat, rate limits, the
+slow-consumer cut) holds on both transports alike.
 
 * **A GET is answered when there is something to send**: at once when packets wait, else
   as soon as one is queued (writes of one loop turn leave in one answer). The heartbeat's
@@ -21,10 +22,13 @@ limits, the slow-consumer cut) holds on both transports alike.
   the client itself sent the close; later requests for the sid are unknown (400).
 * **The upgrade** (:meth:`upgrade`): a WebSocket opened with the session's sid sends
   ``2probe`` and gets ``3probe``; the held GET is released with a noop (and any GET
-  during the probe gets one at once); ``5`` then moves the session onto the WebSocket,
-  with whatever was still queued. From then on every call is the WebSocket's own, and
-  HTTP requests for the sid get 400 until the WebSocket is gone (then the sid is unknown). A probe that goes wrong or takes longer than its
-  timeout closes that WebSocket; the session stays on polling.
+  during the probe gets one at once); ``5`` then moves the connection onto the WebSocket:
+  whatever was still queued is written there, and the WebSocket is handed to the
+  :meth:`on_moved` callback (the connection writes there from then on, and reads there
+  once it has read what was POSTed before). The polling carrier keeps only its HTTP-side
+  duties: requests for the sid get 400 until the WebSocket is gone (then the sid is
+  unknown). A probe that goes wrong or takes longer than its timeout closes that WebSocket;
+  the session stays on polling.
 """
 
 from __future__ import annotations
@@ -32,7 +36,9 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
+from enum import Enum
 
+from chat_gateway.carrier import Carrier, Limit
 from chat_gateway.closecodes import (
     CLOSE_FLOOD,
     CLOSE_PROTOCOL_ERROR,
@@ -41,12 +47,12 @@ from chat_gateway.closecodes import (
 )
 from chat_gateway.edge.answers import HttpAnswer
 from chat_gateway.edge.wakeup import Wakeup
-from chat_gateway.edge.websocket import Limit, WebSocket
+from chat_gateway.edge.websocket import WebSocket
 from chat_gateway.protocol import engineio
 from chat_gateway.protocol.messages import ProtocolError
 from chat_gateway.protocol.wsframe import text_frame, text_payloads
 
-__all__ = ["PollingConn"]
+__all__ = ["PollingCarrier", "engineio_bad_request"]
 
 _INBOX_MAX = 256
 """Packets waiting for the connection's task above which the session is cut (a flood)."""
@@ -57,20 +63,37 @@ _NOOP_ANSWER = HttpAnswer(200, engineio.NOOP, content_type=_PAYLOAD_TYPE)
 Decorate = Callable[[HttpAnswer], HttpAnswer]
 
 
-class PollingConn:
+class Phase(Enum):
+    """Where a long-polling session is in its life (it only moves forward)."""
+
+    POLLING = "polling"
+    """Packets travel in HTTP requests."""
+    PROBING = "probing"
+    """A WebSocket is probing the upgrade: packets still travel in HTTP requests, and a GET
+    is answered with a noop at once."""
+    MOVED = "moved"
+    """The connection moved to the WebSocket; HTTP requests for the sid get 400."""
+    GONE = "gone"
+    """Closed (or its WebSocket is gone): the sid is forgotten."""
+
+
+class PollingCarrier:
     """One long-polling session; see the module docstring."""
 
     def __init__(
         self,
-        sid: str,
+        engine_sid: str,
         *,
         write_cap: int,
-        on_gone: Callable[[PollingConn], None],
+        on_gone: Callable[[PollingCarrier], None],
     ) -> None:
-        self.sid = sid
+        self.engine_sid = engine_sid
         self._loop = asyncio.get_running_loop()
+        self._phase = Phase.POLLING
         self._write_cap = write_cap
-        self._on_gone: Callable[[PollingConn], None] | None = on_gone
+        self._on_gone: Callable[[PollingCarrier], None] | None = on_gone
+        self._on_limit: Callable[[Limit], None] | None = None
+        self._on_moved: Callable[[Carrier], None] | None = None
         self._inbox: deque[str] = deque()
         self._wakeup = Wakeup(self._loop)
         self._outbox: list[bytes] = []
@@ -78,48 +101,33 @@ class PollingConn:
         self._poll: asyncio.Future[HttpAnswer] | None = None
         self._decorate: Decorate | None = None
         self._flush_pending = False
-        self._open = True
         self._closed_by_us = False
         self._client_closing = False
         """The client sent the Engine.IO close packet."""
         self._lost: asyncio.Future[None] = self._loop.create_future()
-        self._on_limit: Callable[[Limit], None] | None = None
-        self._probing = False
-        """A WebSocket probed the upgrade: GETs are answered at once with a noop."""
-        self._ws: WebSocket | None = None
-        """The WebSocket the session moved to (after the upgrade: every call goes there)."""
         self._forget: asyncio.Future[None] | None = None
         self.last_pong = self._loop.time()
-        """When the client last answered a ping (set by the connection's task)."""
+        """Long-polling has no transport-level ping: Engine.IO pongs are packets."""
 
-    # -- state (as WebSocket) ---------------------------------------------------------------
-
-    @property
-    def upgraded(self) -> bool:
-        return self._ws is not None
+    # -- state ------------------------------------------------------------------------------
 
     @property
-    def upgrading(self) -> bool:
-        """A WebSocket is probing, or the session has moved to one."""
-        return self._probing or self._ws is not None
+    def phase(self) -> Phase:
+        return self._phase
 
     @property
     def open(self) -> bool:
-        return self._ws.open if self._ws is not None else self._open
-
-    @property
-    def closing(self) -> bool:
-        return not self.open
+        return self._phase is Phase.POLLING or self._phase is Phase.PROBING
 
     @property
     def buffered(self) -> int:
         """Bytes of packets queued for the client and not collected yet."""
-        return self._ws.buffered if self._ws is not None else self._out_bytes
+        return self._out_bytes
 
     @property
     def close_code_received(self) -> int | None:
-        # Over polling the client says goodbye with an Engine.IO close packet instead.
-        return self._ws.close_code_received if self._ws is not None else None
+        """Over polling the client says goodbye with an Engine.IO close packet instead."""
+        return None
 
     @property
     def write_cap(self) -> int:
@@ -128,24 +136,23 @@ class PollingConn:
     @write_cap.setter
     def write_cap(self, value: int) -> None:
         self._write_cap = value
-        if self._ws is not None:
-            self._ws.write_cap = value
 
     @property
     def closed_by_us(self) -> bool:
-        return self._ws.closed_by_us if self._ws is not None else self._closed_by_us
+        return self._closed_by_us
 
     def on_limit(self, callback: Callable[[Limit], None]) -> None:
         self._on_limit = callback
-        if self._ws is not None:
-            self._ws.on_limit(callback)
+
+    def on_moved(self, callback: Callable[[Carrier], None]) -> None:
+        self._on_moved = callback
 
     # -- HTTP ---------------------------------------------------------------------------------
 
     def post(self, body: bytes) -> HttpAnswer:
         """The packets of a POST; ``ok``, or a 400 that ends the session (or, once the
-        session is on a WebSocket, a 400 that changes nothing)."""
-        if not self._open or self._ws is not None:
+        session moved to a WebSocket, a 400 that changes nothing)."""
+        if not self.open:
             return engineio_bad_request()
         try:
             packets = engineio.decode_payload(body)
@@ -162,7 +169,7 @@ class PollingConn:
 
     def poll(self, decorate: Decorate) -> HttpAnswer | asyncio.Future[HttpAnswer]:
         """A GET: the packets waiting, or a future of the next ones."""
-        if self._ws is not None:
+        if self._phase is Phase.MOVED:
             return decorate(engineio_bad_request())
         if self._poll is not None and self._poll.done():
             self._poll = self._decorate = None  # cancelled, its callback not run yet
@@ -171,9 +178,9 @@ class PollingConn:
             return engineio_bad_request()
         if self._outbox:
             return decorate(self._take())
-        if not self._open:
+        if not self.open:
             return engineio_bad_request()
-        if self._probing:
+        if self._phase is Phase.PROBING:
             return decorate(_NOOP_ANSWER)
         poll: asyncio.Future[HttpAnswer] = self._loop.create_future()
         self._poll, self._decorate = poll, decorate
@@ -198,34 +205,27 @@ class PollingConn:
         if not poll.done():  # else cancelled: the packets wait for the next poll
             poll.set_result(decorate(self._take()))
 
-    # -- inbound (as WebSocket) -----------------------------------------------------------
+    # -- the carrier ----------------------------------------------------------------------
 
     async def recv(self) -> str | bytes | None:
-        """The next packet the client sent; ``None`` once the session is closing."""
+        """The next packet the client POSTed; ``None`` once the session is closing or has
+        moved to its WebSocket (and every packet POSTed before has been read)."""
         while True:
             if self._inbox:
                 return self._inbox.popleft()
-            if self._ws is not None:
-                return await self._ws.recv()
-            if not self._open:
+            if not self.open:
                 return None
             await self._wakeup.wait()
 
-    # -- outbound (as WebSocket) ----------------------------------------------------------
-
     def write(self, data: bytes) -> bool:
         """Queue the packets of pre-built text frames; ``False`` once closing."""
-        if self._ws is not None:
-            return self._ws.write(data)
-        if not self._open:
+        if not self.open:
             return False
         self._queue(text_payloads(data))
         return True
 
     def send_text(self, payload: bytes) -> bool:
-        if self._ws is not None:
-            return self._ws.send_text(payload)
-        if not self._open:
+        if not self.open:
             return False
         self._queue([payload])
         return True
@@ -233,7 +233,7 @@ class PollingConn:
     def _queue(self, packets: list[bytes]) -> None:
         self._outbox += packets
         self._out_bytes += sum(len(p) for p in packets)
-        if self._out_bytes > self._write_cap and self._open:
+        if self._out_bytes > self._write_cap:
             self.cut("overflow", CLOSE_SLOW_CONSUMER, "slow consumer")
             return
         if not self._flush_pending:
@@ -244,21 +244,14 @@ class PollingConn:
         """WebSocket pings do not exist here; Engine.IO pings are packets."""
 
     async def drain(self) -> None:
-        """Over polling nothing to wait for: packets wait until a poll takes them."""
-        if self._ws is not None:
-            await self._ws.drain()
-
-    # -- closing --------------------------------------------------------------------------
+        """Nothing to wait for: packets wait until a poll takes them."""
 
     def close(self, code: int, reason: str = "", *, timeout_s: float | None = None) -> bool:
         """End the session now: a held GET gets what is queued and the close packet (a
-        noop when the client closed); ``False`` when already closed. (``code``, ``reason``
-        and ``timeout_s`` are the WebSocket's; nothing here waits for the client.)"""
-        if self._ws is not None:
-            return self._ws.close(code, reason, timeout_s=timeout_s)
-        if not self._open:
+        noop when the client closed); ``False`` when already closed or moved. (``code``,
+        ``reason`` and ``timeout_s`` are the WebSocket's; nothing here waits for the client.)"""
+        if not self.open:
             return False
-        self._open = False
         self._closed_by_us = True
         self._inbox.clear()
         if self._poll is not None:
@@ -268,22 +261,17 @@ class PollingConn:
         return True
 
     def cut(self, limit: Limit, code: int, reason: str, *, grace_s: float | None = None) -> None:
-        if self._ws is not None:
-            self._ws.cut(limit, code, reason, grace_s=grace_s)
-            return
         on_limit = self._on_limit  # the close below lets go of it
         if self.close(code, reason, timeout_s=grace_s) and on_limit is not None:
             on_limit(limit)
 
     def abort(self) -> None:
-        if self._ws is not None:
-            self._ws.abort()
         self._gone()
 
     def _gone(self) -> None:
         if self._lost.done():
             return
-        self._open = False
+        self._phase = Phase.GONE
         poll, self._poll, self._decorate = self._poll, None, None
         if poll is not None and not poll.done():
             poll.set_result(engineio_bad_request())
@@ -291,38 +279,44 @@ class PollingConn:
         self._outbox, self._out_bytes = [], 0
         self._lost.set_result(None)
         self._wakeup.wake()
-        on_gone, self._on_gone, self._on_limit = self._on_gone, None, None
+        on_gone, self._on_gone = self._on_gone, None
+        self._on_limit = self._on_moved = None
         if on_gone is not None:
             on_gone(self)
 
     async def wait_closed(self) -> None:
-        if self._ws is not None:
-            await self._ws.wait_closed()
-        else:
-            await asyncio.shield(self._lost)
+        """Wait until the session is gone (after a move: until its WebSocket is)."""
+        await asyncio.shield(self._lost)
 
     # -- the upgrade ------------------------------------------------------------------------
 
     async def upgrade(self, ws: WebSocket, *, timeout_s: float) -> None:
-        """Probe ``ws`` and move the session onto it; see the module docstring."""
-        self._probing = True  # one probe at a time
+        """Probe ``ws`` and move the connection onto it; see the module docstring."""
+        if self._phase is not Phase.POLLING:
+            ws.close(CLOSE_PROTOCOL_ERROR, "no session to upgrade")
+            return
+        self._phase = Phase.PROBING  # one probe at a time
         try:
             async with asyncio.timeout(timeout_s):
-                if await ws.recv() != "2probe" or not self._open:
+                if await ws.recv() != "2probe" or not self.open:
                     raise _UpgradeFailed
                 ws.send_text(b"3probe")
                 self._release_poll()
-                if await ws.recv() != "5" or not self._open:
+                if await ws.recv() != "5" or not self.open:
                     raise _UpgradeFailed
         except (TimeoutError, _UpgradeFailed):
-            self._probing = False
+            self._end_probe()
             ws.close(CLOSE_PROTOCOL_ERROR, "upgrade failed")
             return
         except asyncio.CancelledError:
-            self._probing = False
+            self._end_probe()
             ws.close(CLOSE_SERVICE_RESTART, "service restart")
             raise
-        self._switch(ws)
+        self._move(ws)
+
+    def _end_probe(self) -> None:
+        if self._phase is Phase.PROBING:
+            self._phase = Phase.POLLING
 
     def _release_poll(self) -> None:
         poll, decorate = self._poll, self._decorate
@@ -330,18 +324,19 @@ class PollingConn:
         if poll is not None and decorate is not None and not poll.done():
             poll.set_result(decorate(_NOOP_ANSWER))
 
-    def _switch(self, ws: WebSocket) -> None:
-        self._probing = False
+    def _move(self, ws: WebSocket) -> None:
+        """The connection moves to ``ws``: what was queued goes there first, then the
+        connection is told; this carrier answers HTTP requests with 400 until ``ws`` is gone."""
         self._release_poll()
-        ws.write_cap = self._write_cap
-        if self._on_limit is not None:
-            ws.on_limit(self._on_limit)
         if self._outbox:
             ws.write(b"".join(text_frame(packet) for packet in self._outbox))
         self._outbox, self._out_bytes = [], 0
-        self._ws = ws
+        self._phase = Phase.MOVED
+        on_moved, self._on_moved, self._on_limit = self._on_moved, None, None
+        if on_moved is not None:
+            on_moved(ws)
         self._forget = asyncio.ensure_future(self._forget_when_closed(ws))
-        self._wakeup.wake()
+        self._wakeup.wake()  # the reader gets what is left of the inbox, then None
 
     async def _forget_when_closed(self, ws: WebSocket) -> None:
         await ws.wait_closed()

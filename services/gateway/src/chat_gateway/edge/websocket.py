@@ -25,19 +25,19 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
-from typing import Literal
 
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
+from chat_gateway.carrier import Carrier, Limit
 from chat_gateway.closecodes import CLOSE_FLOOD, CLOSE_INVALID_DATA, CLOSE_SLOW_CONSUMER
 from chat_gateway.edge.budget import ReadBudget
 from chat_gateway.edge.wakeup import Wakeup
 from chat_gateway.metrics import CLOSE_ABORTS, READ_PAUSES
 from chat_gateway.protocol.wsframe import text_frame
 
-__all__ = ["Limit", "WebSocket"]
+__all__ = ["WebSocket"]
 
 _SLICE = 4096
 """Most bytes fed to the frame parser between two budget checks."""
@@ -53,12 +53,10 @@ _PAUSED_BY_INBOX = 2
 _OVERFLOW_GRACE_S = 1.0
 """How long a connection cut for its write backlog gets to read the close frame."""
 
-Limit = Literal["flood", "overflow"]
-"""Which bound a connection hit when it was cut."""
-
 
 class WebSocket:
-    """An open WebSocket on a transport; see the module docstring."""
+    """An open WebSocket on a transport, a :class:`~chat_gateway.carrier.Carrier`; see the
+    module docstring."""
 
     __slots__ = ("_budget", "_close_timeout", "_closed_by_us", "_drain_waiter", "_fragments",
                  "_fragments_text", "_inbox", "_inbox_bytes", "_loop", "_lost", "_offset", "_on_limit", "_paused", "_pending",
@@ -134,6 +132,9 @@ class WebSocket:
     def on_limit(self, callback: Callable[[Limit], None]) -> None:
         """Call ``callback`` once if the connection is cut for a flood or a write backlog."""
         self._on_limit = callback
+
+    def on_moved(self, callback: Callable[[Carrier], None]) -> None:
+        """A WebSocket never moves to another carrier."""
 
     # -- inbound ----------------------------------------------------------------------------
 

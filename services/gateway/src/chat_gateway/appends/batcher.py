@@ -1,7 +1,7 @@
 """Appends to history in batches: one NATS request per event-loop turn, not one per message.
 
 Connections reserve their place when an event arrives and fill it once the event passed
-its checks (:mod:`chat_gateway.appendplan` decides what goes out when). Whatever is ready
+its checks (:mod:`chat_gateway.appends.plan` decides what goes out when). Whatever is ready
 at the end of a loop turn leaves in one ``chat.history.append_batch`` request, which
 history commits in one transaction; each sender gets its own item's outcome: the stored
 message's JSON (the very bytes the room's members receive) or its error.
@@ -27,7 +27,7 @@ from opentelemetry.trace import Link
 from chat_common.errors import ChatError, ErrorCode
 from chat_common.schemas import AppendRequest, AppendResult, encode
 from chat_common.tracing import tracer
-from chat_gateway.appendplan import AppendPlan, Slot
+from chat_gateway.appends.plan import AppendPlan, Slot
 
 __all__ = ["AppendBatcher", "SendBatch"]
 
@@ -70,9 +70,10 @@ class AppendBatcher:
         self._batches = 0
         self._scheduled = False
 
-    def reserve(self, conn: str) -> Slot[_Item]:
-        """A place in ``conn``'s order (call in the order its events arrive)."""
-        return self._plan.reserve(conn)
+    def reserve(self, sender: str) -> Slot[_Item]:
+        """A place in the order of the connection keyed ``sender`` (call in the order its
+        events arrive)."""
+        return self._plan.reserve(sender)
 
     def cancel(self, slot: Slot[_Item]) -> None:
         """The event behind ``slot`` will not append (refused, failed, or cancelled)."""

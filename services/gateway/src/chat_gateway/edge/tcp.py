@@ -1,6 +1,7 @@
 """One TCP connection on the client port: HTTP/1.1 first (h11), then maybe a WebSocket.
 
-Requests are parsed by h11 and routed by the application (:class:`EdgeApp`); answers are
+:class:`TcpConnection` is the connection's ``asyncio.Protocol``. Requests are parsed by h11
+and routed by the application (:class:`EdgeApp`); answers are
 well-formed HTTP/1.1 with a ``Content-Length``, kept alive unless they say
 ``Connection: close``; a client that sends requests without reading the answers is not
 read until it does. Any method and any body get an answer: bodies up to the payload limit
@@ -37,7 +38,7 @@ from chat_gateway.edge.answers import HttpAnswer, Upgrade
 from chat_gateway.edge.budget import ReadBudget
 from chat_gateway.edge.websocket import WebSocket
 
-__all__ = ["EdgeApp", "EdgeLimits", "EdgeProtocol", "HttpRequest", "serialize"]
+__all__ = ["EdgeApp", "EdgeLimits", "HttpRequest", "TcpConnection", "serialize"]
 
 _LINGER_S = 2.0
 """How long a closing HTTP connection keeps reading after its last answer."""
@@ -109,8 +110,8 @@ def serialize(answer: HttpAnswer) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + answer.body
 
 
-class EdgeProtocol(asyncio.Protocol):
-    """The asyncio protocol of one client-port connection."""
+class TcpConnection(asyncio.Protocol):
+    """One client-port TCP connection (its asyncio protocol)."""
 
     def __init__(self, app: EdgeApp, limits: EdgeLimits) -> None:
         self._app = app

@@ -1,9 +1,9 @@
 """Who at this gateway gets which event of a room, and when (pure, no I/O).
 
 One :class:`RoomDelivery` per room a gateway has members in. It holds the room's local
-members and its :class:`~chat_gateway.ordering.RoomSequencer`, and turns each event that
+members and its :class:`~chat_gateway.rooms.ordering.RoomSequencer`, and turns each event that
 arrives (a message with its ``seq``, or presence without one) into *deliveries*: the
-event and the members to write it to, in order. The I/O layer (:mod:`chat_gateway.rooms`)
+event and the members to write it to, in order. The I/O layer (:mod:`chat_gateway.rooms.hub`)
 only encodes and writes them, subscribes, and fills gaps from history.
 
 The rules:
@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
-from chat_gateway.ordering import RoomSequencer
+from chat_gateway.rooms.ordering import RoomSequencer
 
 __all__ = ["Delivery", "Event", "Member", "Outcome", "RoomDelivery"]
 

@@ -29,11 +29,6 @@ class RoomSequencer(Generic[T]):
     def started(self) -> bool:
         return self.next_seq is not None
 
-    @property
-    def last_released(self) -> int:
-        """The highest seq released so far (0 when none)."""
-        return (self.next_seq or 1) - 1
-
     def start(self, last_seq: int) -> list[T]:
         """Set the head: everything up to ``last_seq`` is known to the members already.
 

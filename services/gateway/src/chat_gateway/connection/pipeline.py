@@ -4,7 +4,7 @@ A connection's next ``send_message`` does not wait for the commit of its previou
 to ``depth`` of them run at once. Their order still holds end to end:
 
 * each takes its place in the sender's append order when it arrives
-  (:meth:`EventHandlers.reserve`), so its messages get seqs in the order sent;
+  (:meth:`Dispatcher.reserve`), so its messages get seqs in the order sent;
 * each writes its answer only after the event before it has written its own, so acks (and
   errors) arrive in the order the events were sent.
 
@@ -18,9 +18,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from chat_gateway.appendplan import Slot
-from chat_gateway.client import Client
-from chat_gateway.events import Answer, EventHandlers
+from chat_gateway.appends.plan import Slot
+from chat_gateway.connection.client import Client
+from chat_gateway.connection.dispatcher import AnswerFrame, Dispatcher
 from chat_gateway.protocol.messages import BadEvent, ClientEvent
 
 __all__ = ["Pipeline"]
@@ -29,11 +29,11 @@ __all__ = ["Pipeline"]
 class Pipeline:
     """The events of one connection that are being handled."""
 
-    __slots__ = ("_client", "_depth", "_handlers", "_last_written", "_running")
+    __slots__ = ("_client", "_depth", "_dispatcher", "_last_written", "_running")
 
-    def __init__(self, client: Client, handlers: EventHandlers, *, depth: int) -> None:
+    def __init__(self, client: Client, dispatcher: Dispatcher, *, depth: int) -> None:
         self._client = client
-        self._handlers = handlers
+        self._dispatcher = dispatcher
         self._depth = max(1, depth)
         self._running: list[asyncio.Task[None]] = []  # a list: an empty deque costs 600 B
         self._last_written: asyncio.Future[None] | None = None
@@ -43,14 +43,14 @@ class Pipeline:
         client = self._client
         if client.closing:
             # Shutting down: answer at once (retryable) rather than leave the client waiting.
-            await self._in_turn(self._handlers.refuse_closing(client, event))
+            await self._in_turn(self._dispatcher.refuse_closing(client, event))
             return
-        slot = self._handlers.reserve(client, event)
+        slot = self._dispatcher.reserve(client, event)
         if slot is None:
             await self.drain()
             client.begin_event()
             try:
-                answer = await self._handlers.dispatch(client, event)
+                answer = await self._dispatcher.dispatch(client, event)
                 await answer.write(client)
             finally:
                 client.end_event()
@@ -92,7 +92,7 @@ class Pipeline:
         written: asyncio.Future[None],
     ) -> None:
         try:
-            answer = await self._handlers.dispatch(self._client, event, slot=slot)
+            answer = await self._dispatcher.dispatch(self._client, event, slot=slot)
             if before is not None:
                 await asyncio.shield(before)
             await answer.write(self._client)
@@ -101,7 +101,7 @@ class Pipeline:
                 written.set_result(None)
             self._client.end_event()
 
-    async def _in_turn(self, answer: Answer) -> None:
+    async def _in_turn(self, answer: AnswerFrame) -> None:
         if self._last_written is not None:
             await asyncio.shield(self._last_written)
         await answer.write(self._client)

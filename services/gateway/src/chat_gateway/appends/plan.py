@@ -1,7 +1,7 @@
 """Which appends go into the next batch request to history (pure, no I/O).
 
 A gateway sends the ``send_message`` appends of all its connections to history in batch
-requests (:mod:`chat_gateway.appender`). Each sender's messages must get their room's
+requests (:mod:`chat_gateway.appends.batcher`). Each sender's messages must get their room's
 seqs in the order it sent them, while its events are handled concurrently (pipelined):
 
 * A connection *reserves* a :class:`Slot` when an event arrives, in arrival order, and
@@ -36,10 +36,10 @@ class _State(Enum):
 class Slot(Generic[T]):
     """One append's place in its connection's order."""
 
-    __slots__ = ("conn", "item", "size", "state")
+    __slots__ = ("item", "sender", "size", "state")
 
-    def __init__(self, conn: str) -> None:
-        self.conn = conn
+    def __init__(self, sender: str) -> None:
+        self.sender = sender
         self.item: T | None = None
         self.size = 0
         self.state = _State.RESERVED
@@ -62,12 +62,12 @@ class AppendPlan(Generic[T]):
         """Appends reserved and not yet taken."""
         return sum(len(q) for q in self._queues.values())
 
-    def reserve(self, conn: str) -> Slot[T]:
-        """The next place in ``conn``'s order."""
-        slot: Slot[T] = Slot(conn)
-        queue = self._queues.get(conn)
+    def reserve(self, sender: str) -> Slot[T]:
+        """The next place in ``sender``'s order."""
+        slot: Slot[T] = Slot(sender)
+        queue = self._queues.get(sender)
         if queue is None:
-            queue = self._queues[conn] = deque()
+            queue = self._queues[sender] = deque()
         queue.append(slot)
         return slot
 
@@ -80,13 +80,13 @@ class AppendPlan(Generic[T]):
         """``slot`` will never be filled: the appends behind it need not wait for it."""
         if slot.state is _State.RESERVED:
             slot.state = _State.CANCELLED
-            self._trim(slot.conn)
+            self._trim(slot.sender)
 
     def ready(self) -> bool:
         """Whether :meth:`take` would return anything."""
         return any(
-            conn not in self._in_flight and queue[0].state is not _State.RESERVED
-            for conn, queue in self._queues.items()
+            sender not in self._in_flight and queue[0].state is not _State.RESERVED
+            for sender, queue in self._queues.items()
         )
 
     def take(self) -> list[Slot[T]]:
@@ -96,8 +96,8 @@ class AppendPlan(Generic[T]):
         batch: list[Slot[T]] = []
         size = 0
         served: list[str] = []
-        for conn, queue in self._queues.items():
-            if conn in self._in_flight:
+        for sender, queue in self._queues.items():
+            if sender in self._in_flight:
                 continue
             self._trim_queue(queue)
             took = False
@@ -110,26 +110,26 @@ class AppendPlan(Generic[T]):
                 took = True
                 self._trim_queue(queue)
             if took:
-                served.append(conn)
+                served.append(sender)
             if len(batch) >= self._max_items or size >= self._max_bytes:
                 break
-        for conn in served:
-            self._in_flight.add(conn)
-            self._queues.move_to_end(conn)  # the others go first next time
+        for sender in served:
+            self._in_flight.add(sender)
+            self._queues.move_to_end(sender)  # the others go first next time
         self._drop_empty()
         return batch
 
     def done(self, batch: list[Slot[T]]) -> None:
         """The batch is answered: its connections may send their next appends."""
         for slot in batch:
-            self._in_flight.discard(slot.conn)
+            self._in_flight.discard(slot.sender)
 
-    def _trim(self, conn: str) -> None:
-        queue = self._queues.get(conn)
+    def _trim(self, sender: str) -> None:
+        queue = self._queues.get(sender)
         if queue is not None:
             self._trim_queue(queue)
             if not queue:
-                del self._queues[conn]
+                del self._queues[sender]
 
     @staticmethod
     def _trim_queue(queue: deque[Slot[T]]) -> None:
@@ -137,5 +137,5 @@ class AppendPlan(Generic[T]):
             queue.popleft()
 
     def _drop_empty(self) -> None:
-        for conn in [c for c, q in self._queues.items() if not q]:
-            del self._queues[conn]
+        for sender in [c for c, q in self._queues.items() if not q]:
+            del self._queues[sender]

@@ -1,17 +1,15 @@
-"""Rooms at one gateway: NATS subscriptions, ordered fan-out, members joining.
+"""Rooms at one gateway: subscriptions, ordered fan-out, members joining.
 
-A gateway subscribes to a room's subjects while it has members in it (one subscription for
-both: messages on ``chat.room.<room>.events``, one publish per commit carrying all of the
-room's messages it stored; presence on ``chat.room.<room>.presence``). Each subject carries
-only its own kind of event (a ``new_message`` on the presence subject, or presence on the
-message subject, is dropped), so each has exactly one publisher the bus lets speak there.
-Events are decoded once, encoded once per protocol, and written to every member without
-awaiting each one. A large room's presence changes (announced without the member list) are
-held and sent as one ``presence_diff`` per interval (:mod:`chat_gateway.presencebatch`).
+A gateway subscribes to a room's subjects while it has members in it
+(:mod:`chat_gateway.rooms.feed`; what arrives is decoded by
+:mod:`chat_gateway.rooms.fanout`). Events are decoded once, encoded once per protocol,
+and written to every member without awaiting each one. A large room's presence changes
+(announced without the member list) are held and sent as one ``presence_diff`` per
+interval (:mod:`chat_gateway.rooms.presencebatch`).
 
 Who gets which event and when (order, gaps, members joining, resuming and leaving) is
-decided by the pure :mod:`chat_gateway.delivery`; this module subscribes, writes what it
-decides, and fills the gaps it reports from history.
+decided by the pure :mod:`chat_gateway.rooms.delivery`; this module subscribes, writes what
+it decides, and fills the gaps it reports from history.
 """
 
 from __future__ import annotations
@@ -19,100 +17,43 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 import msgspec
-from nats.aio.client import Client as Nats
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 from opentelemetry import trace
 from opentelemetry.trace import Link
 
 from chat_common.backoff import Backoff
-from chat_common.schemas import FetchResponse, Message, RoomEvent, RoomMessages, encode
-from chat_common.subjects import ROOM_EVENTS, ROOM_PRESENCE, room_kind, room_subjects
+from chat_common.schemas import FetchResponse, Message, encode
+from chat_common.subjects import room_kind
 from chat_common.tracing import SpanKind, extract_context, messaging_attributes, tracer
-from chat_gateway.client import Client
-from chat_gateway.delivery import Delivery, RoomDelivery
-from chat_gateway.delivery import Member as CoreMember
+from chat_gateway.connection.client import Client
 from chat_gateway.metrics import DELIVERIES, E2E_SECONDS
-from chat_gateway.presencebatch import PresenceBatch
+from chat_gateway.rooms.delivery import Delivery, RoomDelivery
+from chat_gateway.rooms.delivery import Member as CoreMember
+from chat_gateway.rooms.fanout import PRESENCE_EVENTS, Fanout, PresenceData, parse_room_event
+from chat_gateway.rooms.feed import RoomSubscription, Subscribe
+from chat_gateway.rooms.presencebatch import PresenceBatch
 
-__all__ = ["Fanout", "Member", "RoomHub", "parse_room_event"]
+__all__ = ["FillGap", "Member", "RoomHub"]
 
 _log = logging.getLogger("chat.gateway.rooms")
 _tracer = tracer("chat.gateway.rooms")
 
-_messages = msgspec.json.Decoder(RoomMessages)
-_presence = msgspec.json.Decoder(RoomEvent)
-_PRESENCE_EVENTS = frozenset({"user_joined", "user_left"})
-
-
-class _PresenceData(msgspec.Struct, frozen=True):
-    email: str
-    count: int = 0
-    users: list[str] | None = None
-    """Only a small room's events carry the member list."""
-
-
-_presence_data = msgspec.json.Decoder(_PresenceData)
+_presence_data = msgspec.json.Decoder(PresenceData)
 FillGap = Callable[[str, int, int], Awaitable[FetchResponse]]
 """(room_id, after_seq, before_seq) -> messages strictly between them."""
 
-
-@dataclass(slots=True)
-class Fanout:
-    """One event to deliver, encoded lazily into WebSocket frame bytes: once per protocol
-    (and, for Socket.IO recovery offsets, once per room for single-room clients)."""
-
-    room_id: str
-    event: str
-    data: bytes
-    seq: int | None
-    received_at: float | None = None
-    frames: dict[str, bytes] = field(default_factory=dict)
-
-    def advance_and_frame(self, client: Client) -> bytes:
-        """Move ``client``'s delivered position to this message (when it is one), then the
-        frame bytes to write to it (its offset depends on that position)."""
-        return client.event_frame(
-            self.event, self.data, room_id=self.room_id, seq=self.seq, cache=self.frames
-        )
-
-
-def parse_room_event(room_id: str, kind: str, data: bytes) -> list[Fanout] | None:
-    """The events one message on a room subject of ``kind`` carries, decoded once; ``None``
-    when it does not belong there: messages (with their seqs) only on the subject history
-    publishes to, presence (without) only on the session service's."""
-    try:
-        if kind == ROOM_EVENTS:
-            batch = _messages.decode(data)
-            if not batch.messages or any(m.seq < 1 for m in batch.messages):
-                return None
-            return [
-                Fanout(room_id, "new_message", bytes(m.data), m.seq, m.received_at)
-                for m in batch.messages
-            ]
-        if kind == ROOM_PRESENCE:
-            event = _presence.decode(data)
-            if event.event not in _PRESENCE_EVENTS or event.seq is not None:
-                return None
-            return [Fanout(room_id, event.event, bytes(event.data), None)]
-    except msgspec.DecodeError:
-        return None
-    return None
-
-
 Member = CoreMember[Client, Fanout]
-"""A client's membership in one room at this gateway (see :mod:`chat_gateway.delivery`)."""
+"""A client's membership in one room at this gateway (see :mod:`chat_gateway.rooms.delivery`)."""
 
 
 @dataclass(slots=True)
 class _Room:
     room_id: str
     delivery: RoomDelivery[Client, Fanout] = field(default_factory=RoomDelivery)
-    subscription: Subscription | None = None
+    subscription: RoomSubscription | None = None
     filling: asyncio.Task[None] | None = None
     presence: PresenceBatch | None = None
     """A large room's presence changes waiting for the next ``presence_diff``."""
@@ -125,14 +66,14 @@ class RoomHub:
 
     def __init__(
         self,
-        nc: Nats,
+        subscribe: Subscribe,
         *,
         fill_gap: FillGap,
         gap_fill_delay_s: float,
         presence_interval_s: float,
         presence_diff_max: int,
     ) -> None:
-        self._nc = nc
+        self._subscribe = subscribe
         self._fill_gap = fill_gap
         self._gap_delay = gap_fill_delay_s
         self._presence_interval = presence_interval_s
@@ -147,12 +88,9 @@ class RoomHub:
         room = self._rooms.get(room_id)
         if room is None:
             room = self._rooms[room_id] = _Room(room_id)
-        member = room.delivery.add(client.key, client)
+        member = room.delivery.add(client.connection_key, client)
         if room.subscription is None:
-            room.subscription = await self._nc.subscribe(
-                room_subjects(room_id), cb=self._handler(room)
-            )
-            await self._nc.flush()
+            room.subscription = await self._subscribe(room_id, self._receiver(room))
         return member
 
     def activate(self, room_id: str, member: Member, *, join_position: int) -> None:
@@ -161,7 +99,7 @@ class RoomHub:
         room = self._rooms.get(room_id)
         if room is None:
             return
-        member.client.start_position(room_id, join_position)
+        member.client.rooms.start_position(room_id, join_position)
         self._write(room.delivery.activate(member, join_position=join_position))
 
     def replay(
@@ -171,7 +109,7 @@ class RoomHub:
         room = self._rooms.get(room_id)
         if room is None:
             return
-        member.client.start_position(room_id, join_position, reset=True)
+        member.client.rooms.start_position(room_id, join_position, reset=True)
         missed = [Fanout(room_id, "new_message", encode(m), m.seq) for m in messages]
         self._write(room.delivery.replay(member, missed, join_position=join_position))
 
@@ -179,21 +117,21 @@ class RoomHub:
         """Buffer the client's events of this room (while a leave is being recorded)."""
         room = self._rooms.get(room_id)
         if room is not None:
-            room.delivery.hold(client.key)
+            room.delivery.hold(client.connection_key)
 
     def unsuspend(self, client: Client, room_id: str) -> None:
         """Undo :meth:`suspend` (the leave failed): what was buffered, then live events."""
         room = self._rooms.get(room_id)
         if room is not None:
-            self._write(room.delivery.release(client.key))
+            self._write(room.delivery.release(client.connection_key))
 
     async def remove(self, client: Client, room_id: str) -> None:
         """Drop ``client`` from the room; unsubscribe when it was the last local member."""
         room = self._rooms.get(room_id)
         if room is None:
             return
-        client.drop_position(room_id)
-        if not room.delivery.remove(client.key):
+        client.rooms.drop_position(room_id)
+        if not room.delivery.remove(client.connection_key):
             return
         del self._rooms[room_id]
         if room.filling is not None:
@@ -206,24 +144,24 @@ class RoomHub:
             except Exception as exc:  # connection closing: the subscription dies with it
                 _log.debug("unsubscribe failed", extra={"room": room_id, "error": repr(exc)})
 
-    def _handler(self, room: _Room) -> Callable[[Msg], Awaitable[None]]:
-        async def on_event(msg: Msg) -> None:
-            items = parse_room_event(room.room_id, room_kind(msg.subject), msg.data)
+    def _receiver(self, room: _Room) -> Callable[[str, bytes, Mapping[str, str] | None], None]:
+        def receive(subject: str, data: bytes, headers: Mapping[str, str] | None) -> None:
+            items = parse_room_event(room.room_id, room_kind(subject), data)
             if items is None:
                 _log.error(
                     "undecodable room event, or on the wrong subject: dropped",
-                    extra={"room": room.room_id, "subject": msg.subject},
+                    extra={"room": room.room_id, "subject": subject},
                 )
                 return
-            if not msg.headers:
+            if not headers:
                 for item in items:
                     self.accept(room, item)
                 return
             # Fan-out at this gateway: a span in the sender's trace, linked to the send.
-            sent = extract_context(msg.headers)
+            sent = extract_context(headers)
             link = Link(trace.get_current_span(sent).get_span_context())
             attributes: dict[str, str | int] = {
-                **messaging_attributes(msg.subject, "process"),
+                **messaging_attributes(subject, "process"),
                 "chat.event": items[0].event,
                 "chat.members": len(room.delivery.members),
                 "messaging.batch.message_count": len(items),
@@ -238,12 +176,12 @@ class RoomHub:
                 for item in items:
                     self.accept(room, item)
 
-        return on_event
+        return receive
 
     def accept(self, room: _Room, item: Fanout) -> None:
         """Deliver presence (a large room's coalesced, :meth:`_coalesce`); sequence
         messages and deliver what is in order."""
-        if item.seq is None and item.event in _PRESENCE_EVENTS and self._coalesce(room, item):
+        if item.seq is None and item.event in PRESENCE_EVENTS and self._coalesce(room, item):
             return
         outcome = room.delivery.offer(item)
         if outcome.overflow:

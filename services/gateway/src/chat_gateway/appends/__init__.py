@@ -1,0 +1,1 @@
+"""Appends to history in batches: the batcher (I/O) and its plan (pure)."""

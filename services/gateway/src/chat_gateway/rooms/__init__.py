@@ -1,0 +1,1 @@
+"""Rooms at one gateway: subscriptions, ordered fan-out, members joining and leaving."""

@@ -1,0 +1,81 @@
+"""What reaches a room's subscribers at a gateway, decoded once (pure).
+
+A gateway listens to both of a room's subjects with one subscription: messages on
+``chat.room.<room>.events`` (one publish per commit, carrying all of the room's messages
+it stored; only history may publish there) and presence on ``chat.room.<room>.presence``
+(only the session service may). Each subject carries only its own kind of event: a
+``new_message`` on the presence subject, or presence on the message subject, is dropped,
+so each has exactly one publisher the bus lets speak there.
+
+Each event becomes one :class:`Fanout`, whose frame bytes are built once per kind of
+client (:meth:`~chat_gateway.connection.client.Client.event_frame`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import msgspec
+
+from chat_common.schemas import RoomEvent, RoomMessages
+from chat_common.subjects import ROOM_EVENTS, ROOM_PRESENCE
+from chat_gateway.connection.client import Client
+
+__all__ = ["PRESENCE_EVENTS", "Fanout", "PresenceData", "parse_room_event"]
+
+PRESENCE_EVENTS = frozenset({"user_joined", "user_left"})
+
+_messages = msgspec.json.Decoder(RoomMessages)
+_presence = msgspec.json.Decoder(RoomEvent)
+
+
+class PresenceData(msgspec.Struct, frozen=True):
+    """What the gateway reads of a presence event's payload."""
+
+    email: str
+    count: int = 0
+    users: list[str] | None = None
+    """Only a small room's events carry the member list."""
+
+
+@dataclass(slots=True)
+class Fanout:
+    """One event to deliver, encoded lazily into WebSocket frame bytes: once per protocol
+    (and, for Socket.IO recovery offsets, once per room for single-room clients)."""
+
+    room_id: str
+    event: str
+    data: bytes
+    seq: int | None
+    received_at: float | None = None
+    frames: dict[str, bytes] = field(default_factory=dict)
+
+    def advance_and_frame(self, client: Client) -> bytes:
+        """Move ``client``'s delivered position to this message (when it is one), then the
+        frame bytes to write to it (its offset depends on that position)."""
+        return client.event_frame(
+            self.event, self.data, room_id=self.room_id, seq=self.seq, cache=self.frames
+        )
+
+
+def parse_room_event(room_id: str, kind: str, data: bytes) -> list[Fanout] | None:
+    """The events one message on a room subject of ``kind`` carries, decoded once; ``None``
+    when it does not belong there: messages (with their seqs) only on the subject history
+    publishes to, presence (without) only on the session service's."""
+    try:
+        if kind == ROOM_EVENTS:
+            batch = _messages.decode(data)
+            if not batch.messages or any(m.seq < 1 for m in batch.messages):
+                return None
+            return [
+                Fanout(room_id, "new_message", bytes(m.data), m.seq, m.received_at)
+                for m in batch.messages
+            ]
+        if kind == ROOM_PRESENCE:
+            event = _presence.decode(data)
+            if event.event not in PRESENCE_EVENTS or event.seq is not None:
+                return None
+            return [Fanout(room_id, event.event, bytes(event.data), None)]
+    except msgspec.DecodeError:
+        return None
+    return None
