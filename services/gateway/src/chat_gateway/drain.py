@@ -16,12 +16,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Protocol
 
 from chat_common.errors import ChatError, ErrorCode
 from chat_common.schemas import DrainRequest, DrainResponse, encode, parse_request
 from chat_gateway.closecodes import CLOSE_SERVICE_RESTART
 from chat_gateway.connection.client import Client
-from chat_gateway.port import ClientPort
 from chat_gateway.registry import ClientRegistry
 
 __all__ = ["DRAIN_TICK_S", "Drain", "batch_sizes"]
@@ -45,13 +45,23 @@ def batch_sizes(count: int, *, period_s: float, tick_s: float = DRAIN_TICK_S) ->
     return [size + 1 if i < extra else size for i in range(batches)]
 
 
+class Intake(Protocol):
+    """What closing needs of the client port (:class:`chat_gateway.port.ClientPort`)."""
+
+    async def stop_accepting(self) -> None: ...
+
+    def cancel_upgrades(self) -> None: ...
+
+    async def connections_ended(self) -> None: ...
+
+
 class Drain:
     """Closes the clients of a registry, at once or spread over time."""
 
     def __init__(
         self,
         registry: ClientRegistry,
-        port: ClientPort,
+        port: Intake,
         *,
         instance_id: str,
         grace_s: float,

@@ -32,7 +32,6 @@ from chat_gateway.appends.plan import Slot
 from chat_gateway.auth import room_allowed
 from chat_gateway.backend import Backend
 from chat_gateway.connection.client import Client
-from chat_gateway.doorway import Doorway
 from chat_gateway.metrics import RESUMES
 from chat_gateway.payloads import (
     GetHistoryPayload,
@@ -72,6 +71,13 @@ class Result:
 
 
 Handler = Callable[[Incoming], Awaitable[Result]]
+Authenticate = Callable[[Client, object], None]
+"""Verify a token for a client (raises ``UNAUTHENTICATED`` or ``IDENTITY_MISMATCH``)."""
+
+
+def _require_member(client: Client, room_id: str) -> None:
+    if room_id not in client.rooms:
+        raise ChatError(ErrorCode.NOT_IN_ROOM, "join the room first")
 
 
 class EventHandlers:
@@ -85,14 +91,14 @@ class EventHandlers:
         *,
         appender: AppendBatcher,
         resumer: Resumer,
-        doorway: Doorway,
+        authenticate: Authenticate,
     ) -> None:
         self._s = settings
         self._backend = backend
         self._hub = hub
         self._appender = appender
         self._resumer = resumer
-        self._doorway = doorway
+        self._authenticate = authenticate
 
     def table(self) -> dict[str, Handler]:
         """Every event by name."""
@@ -185,7 +191,7 @@ class EventHandlers:
         """Commit the message (in the sender's order: ``slot``) and ack with it, spliced as
         the JSON history stored, the same bytes the room's members receive."""
         client, p = event.client, parse_value(event.data, SendMessagePayload)
-        self._require_member(client, p.room_id)
+        _require_member(client, p.room_id)
         if not 1 <= len(p.text) <= self._s.max_text_length:
             raise InvalidArgument(f"text must be 1 to {self._s.max_text_length} characters")
         email = client.session.email
@@ -204,7 +210,7 @@ class EventHandlers:
 
     async def get_history(self, event: Incoming) -> Result:
         p = parse_value(event.data, GetHistoryPayload)
-        self._require_member(event.client, p.room_id)
+        _require_member(event.client, p.room_id)
         page = await self._backend.fetch(
             FetchRequest(
                 room_id=p.room_id,
@@ -219,7 +225,7 @@ class EventHandlers:
         """A page of the room's users in join order; ``next`` is ``after`` for the next
         page (``null`` after the last)."""
         p = parse_value(event.data, GetMembersPayload)
-        self._require_member(event.client, p.room_id)
+        _require_member(event.client, p.room_id)
         page = await self._backend.members(
             MembersRequest(room_id=p.room_id, after=p.after, limit=p.limit or 100)
         )
@@ -230,7 +236,7 @@ class EventHandlers:
 
     async def leave(self, event: Incoming) -> Result:
         p = parse_value(event.data, LeavePayload)
-        self._require_member(event.client, p.room_id)
+        _require_member(event.client, p.room_id)
         await self.leave_room(event.client, p.room_id)
         return Result({"ok": True})
 
@@ -240,17 +246,12 @@ class EventHandlers:
         A fresh token's room policy applies at once: rooms it no longer allows are left
         and named in ``droppedRooms``."""
         client, data = event.client, event.data
-        self._doorway.authenticate(client, data.get("token") if isinstance(data, dict) else None)
+        self._authenticate(client, data.get("token") if isinstance(data, dict) else None)
         dropped = [r for r in sorted(client.rooms.rooms) if not room_allowed(client.identity, r)]
         for room_id in dropped:
             await self.leave_room(client, room_id)
         email = client.identity.email if client.identity else None
         return Result({"ok": True, "email": email, "droppedRooms": dropped})
-
-    @staticmethod
-    def _require_member(client: Client, room_id: str) -> None:
-        if room_id not in client.rooms:
-            raise ChatError(ErrorCode.NOT_IN_ROOM, "join the room first")
 
     async def leave_room(self, client: Client, room_id: str) -> None:
         """Leave ``room_id`` here and in the session service."""

@@ -70,7 +70,12 @@ async def main(settings: GatewaySettings | None = None) -> int:
             backend, hub, resumer, verifier=verifier, write_cap=settings.slow_consumer_bytes
         )
         handlers = EventHandlers(
-            settings, backend, hub, appender=appender, resumer=resumer, doorway=doorway
+            settings,
+            backend,
+            hub,
+            appender=appender,
+            resumer=resumer,
+            authenticate=doorway.authenticate,
         )
         dispatcher = EventDispatcher(
             handlers,

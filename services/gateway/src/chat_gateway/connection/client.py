@@ -31,7 +31,6 @@ from chat_gateway.carrier import Carrier, Limit
 from chat_gateway.closecodes import CLOSE_SLOW_CONSUMER
 from chat_gateway.connection.membership import Membership
 from chat_gateway.metrics import FLOOD_CUTS, SLOW_CONSUMER_CUTS
-from chat_gateway.protocol.wsframe import text_frame
 from chat_gateway.ratelimit import TokenBucket
 from chat_gateway.sessionids import SessionRef
 
@@ -163,28 +162,6 @@ class Client:
         self.opened_at = self._loop.time()
 
     # -- writing ----------------------------------------------------------------------------
-
-    def event_frame(
-        self, event: str, data: bytes, *, room_id: str, seq: int | None, cache: dict[str, bytes]
-    ) -> bytes:
-        """The frame of one room event for this client, built once per kind of client
-        (``cache``): per protocol, and for a client whose messages carry offsets once per
-        room when it is in that room alone, else its own. A message advances the
-        client's delivered position first (its offset depends on it)."""
-        rooms = self.rooms
-        if seq is not None:
-            rooms.advance(room_id, seq)
-        if seq is None or not rooms.offsets:
-            key = self.protocol
-        elif not rooms.single_room:
-            return text_frame(self.encode_event(event, data, (rooms.offset(),)))
-        else:
-            key = "socketio+offset"
-        frame = cache.get(key)
-        if frame is None:
-            extra = (rooms.offset(),) if seq is not None and rooms.offsets else ()
-            frame = cache[key] = text_frame(self.encode_event(event, data, extra))
-        return frame
 
     def write_frame(self, frame: bytes) -> bool:
         """Queue pre-built frame bytes; written at the end of this loop iteration."""

@@ -34,7 +34,6 @@ slow-consumer cut) holds on both transports alike.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Callable
 from enum import Enum
 
@@ -46,21 +45,19 @@ from chat_gateway.closecodes import (
     CLOSE_SLOW_CONSUMER,
 )
 from chat_gateway.edge.answers import HttpAnswer
-from chat_gateway.edge.wakeup import Wakeup
+from chat_gateway.edge.inbox import Inbox
+from chat_gateway.edge.pollqueue import PAYLOAD_TYPE, Decorate, PollQueue
 from chat_gateway.edge.websocket import WebSocket
 from chat_gateway.protocol import engineio
 from chat_gateway.protocol.messages import ProtocolError
 from chat_gateway.protocol.wsframe import text_frame, text_payloads
 
-__all__ = ["PollingCarrier", "engineio_bad_request"]
+__all__ = ["Phase", "PollingCarrier", "engineio_bad_request"]
 
 _INBOX_MAX = 256
 """Packets waiting for the connection's task above which the session is cut (a flood)."""
 _OK = HttpAnswer(200, b"ok", content_type="text/html")
-_PAYLOAD_TYPE = "text/plain; charset=UTF-8"
-_NOOP_ANSWER = HttpAnswer(200, engineio.NOOP, content_type=_PAYLOAD_TYPE)
-
-Decorate = Callable[[HttpAnswer], HttpAnswer]
+_NOOP_ANSWER = HttpAnswer(200, engineio.NOOP, content_type=PAYLOAD_TYPE)
 
 
 class Phase(Enum):
@@ -78,68 +75,38 @@ class Phase(Enum):
 
 
 class PollingCarrier:
-    """One long-polling session; see the module docstring."""
+    """One long-polling session, a :class:`~chat_gateway.carrier.Carrier`."""
 
     def __init__(
-        self,
-        engine_sid: str,
-        *,
-        write_cap: int,
-        on_gone: Callable[[PollingCarrier], None],
+        self, engine_sid: str, *, write_cap: int, on_gone: Callable[[PollingCarrier], None]
     ) -> None:
         self.engine_sid = engine_sid
         self._loop = asyncio.get_running_loop()
-        self._phase = Phase.POLLING
-        self._write_cap = write_cap
+        self.phase = Phase.POLLING
+        self.write_cap = write_cap
         self._on_gone: Callable[[PollingCarrier], None] | None = on_gone
         self._on_limit: Callable[[Limit], None] | None = None
         self._on_moved: Callable[[Carrier], None] | None = None
-        self._inbox: deque[str] = deque()
-        self._wakeup = Wakeup(self._loop)
-        self._outbox: list[bytes] = []
-        self._out_bytes = 0
-        self._poll: asyncio.Future[HttpAnswer] | None = None
-        self._decorate: Decorate | None = None
-        self._flush_pending = False
-        self._closed_by_us = False
+        self._inbox = Inbox(self._loop)
+        self._queue = PollQueue(self._loop)
+        self.closed_by_us = False
         self._client_closing = False
         """The client sent the Engine.IO close packet."""
         self._lost: asyncio.Future[None] = self._loop.create_future()
         self._forget: asyncio.Future[None] | None = None
         self.last_pong = self._loop.time()
         """Long-polling has no transport-level ping: Engine.IO pongs are packets."""
-
-    # -- state ------------------------------------------------------------------------------
-
-    @property
-    def phase(self) -> Phase:
-        return self._phase
+        self.close_code_received: int | None = None
+        """Over polling the client says goodbye with an Engine.IO close packet instead."""
 
     @property
     def open(self) -> bool:
-        return self._phase is Phase.POLLING or self._phase is Phase.PROBING
+        return self.phase is Phase.POLLING or self.phase is Phase.PROBING
 
     @property
     def buffered(self) -> int:
         """Bytes of packets queued for the client and not collected yet."""
-        return self._out_bytes
-
-    @property
-    def close_code_received(self) -> int | None:
-        """Over polling the client says goodbye with an Engine.IO close packet instead."""
-        return None
-
-    @property
-    def write_cap(self) -> int:
-        return self._write_cap
-
-    @write_cap.setter
-    def write_cap(self, value: int) -> None:
-        self._write_cap = value
-
-    @property
-    def closed_by_us(self) -> bool:
-        return self._closed_by_us
+        return self._queue.size
 
     def on_limit(self, callback: Callable[[Limit], None]) -> None:
         self._on_limit = callback
@@ -164,46 +131,22 @@ class PollingCarrier:
             return engineio_bad_request()
         self._client_closing = self._client_closing or "1" in packets
         self._inbox.extend(packets)
-        self._wakeup.wake()
         return _OK
 
     def poll(self, decorate: Decorate) -> HttpAnswer | asyncio.Future[HttpAnswer]:
         """A GET: the packets waiting, or a future of the next ones."""
-        if self._phase is Phase.MOVED:
+        if self.phase is Phase.MOVED:
             return decorate(engineio_bad_request())
-        if self._poll is not None and self._poll.done():
-            self._poll = self._decorate = None  # cancelled, its callback not run yet
-        if self._poll is not None:
+        if self._queue.holding:
             self.close(CLOSE_FLOOD, "overlapping polls")
             return engineio_bad_request()
-        if self._outbox:
-            return decorate(self._take())
+        if self._queue:
+            return decorate(self._queue.answer())
         if not self.open:
             return engineio_bad_request()
-        if self._phase is Phase.PROBING:
+        if self.phase is Phase.PROBING:
             return decorate(_NOOP_ANSWER)
-        poll: asyncio.Future[HttpAnswer] = self._loop.create_future()
-        self._poll, self._decorate = poll, decorate
-        poll.add_done_callback(self._poll_done)
-        return poll
-
-    def _poll_done(self, poll: asyncio.Future[HttpAnswer]) -> None:
-        if self._poll is poll:  # cancelled: the client went away, nothing was taken
-            self._poll = self._decorate = None
-
-    def _take(self) -> HttpAnswer:
-        body = engineio.encode_payload(self._outbox)
-        self._outbox, self._out_bytes = [], 0
-        return HttpAnswer(200, body, content_type=_PAYLOAD_TYPE)
-
-    def _flush(self) -> None:
-        self._flush_pending = False
-        poll, decorate = self._poll, self._decorate
-        if poll is None or decorate is None or not self._outbox:
-            return
-        self._poll = self._decorate = None
-        if not poll.done():  # else cancelled: the packets wait for the next poll
-            poll.set_result(decorate(self._take()))
+        return self._queue.hold(decorate)
 
     # -- the carrier ----------------------------------------------------------------------
 
@@ -211,34 +154,27 @@ class PollingCarrier:
         """The next packet the client POSTed; ``None`` once the session is closing or has
         moved to its WebSocket (and every packet POSTed before has been read)."""
         while True:
-            if self._inbox:
-                return self._inbox.popleft()
+            packet = self._inbox.take()
+            if packet is not None:
+                return packet
             if not self.open:
                 return None
-            await self._wakeup.wait()
+            await self._inbox.wait()
 
     def write(self, data: bytes) -> bool:
         """Queue the packets of pre-built text frames; ``False`` once closing."""
-        if not self.open:
-            return False
-        self._queue(text_payloads(data))
-        return True
+        return self._put(text_payloads(data))
 
     def send_text(self, payload: bytes) -> bool:
+        return self._put([payload])
+
+    def _put(self, packets: list[bytes]) -> bool:
         if not self.open:
             return False
-        self._queue([payload])
-        return True
-
-    def _queue(self, packets: list[bytes]) -> None:
-        self._outbox += packets
-        self._out_bytes += sum(len(p) for p in packets)
-        if self._out_bytes > self._write_cap:
+        self._queue.put(packets)
+        if self._queue.size > self.write_cap:
             self.cut("overflow", CLOSE_SLOW_CONSUMER, "slow consumer")
-            return
-        if not self._flush_pending:
-            self._flush_pending = True
-            self._loop.call_soon(self._flush)
+        return True
 
     def ping(self) -> None:
         """WebSocket pings do not exist here; Engine.IO pings are packets."""
@@ -252,11 +188,11 @@ class PollingCarrier:
         ``reason`` and ``timeout_s`` are the WebSocket's; nothing here waits for the client.)"""
         if not self.open:
             return False
-        self._closed_by_us = True
+        self.closed_by_us = True
         self._inbox.clear()
-        if self._poll is not None:
-            self._outbox.append(engineio.NOOP if self._client_closing else engineio.CLOSE)
-            self._flush()
+        if self._queue.holding:
+            self._queue.put([engineio.NOOP if self._client_closing else engineio.CLOSE])
+            self._queue.flush()
         self._gone()
         return True
 
@@ -271,14 +207,12 @@ class PollingCarrier:
     def _gone(self) -> None:
         if self._lost.done():
             return
-        self._phase = Phase.GONE
-        poll, self._poll, self._decorate = self._poll, None, None
-        if poll is not None and not poll.done():
-            poll.set_result(engineio_bad_request())
+        self.phase = Phase.GONE
+        self._queue.release(engineio_bad_request(), decorated=False)
+        self._queue.take()
         self._inbox.clear()
-        self._outbox, self._out_bytes = [], 0
         self._lost.set_result(None)
-        self._wakeup.wake()
+        self._inbox.wake()
         on_gone, self._on_gone = self._on_gone, None
         self._on_limit = self._on_moved = None
         if on_gone is not None:
@@ -292,16 +226,16 @@ class PollingCarrier:
 
     async def upgrade(self, ws: WebSocket, *, timeout_s: float) -> None:
         """Probe ``ws`` and move the connection onto it; see the module docstring."""
-        if self._phase is not Phase.POLLING:
+        if self.phase is not Phase.POLLING:
             ws.close(CLOSE_PROTOCOL_ERROR, "no session to upgrade")
             return
-        self._phase = Phase.PROBING  # one probe at a time
+        self.phase = Phase.PROBING  # one probe at a time
         try:
             async with asyncio.timeout(timeout_s):
                 if await ws.recv() != "2probe" or not self.open:
                     raise _UpgradeFailed
                 ws.send_text(b"3probe")
-                self._release_poll()
+                self._queue.release(_NOOP_ANSWER)
                 if await ws.recv() != "5" or not self.open:
                     raise _UpgradeFailed
         except (TimeoutError, _UpgradeFailed):
@@ -315,28 +249,21 @@ class PollingCarrier:
         self._move(ws)
 
     def _end_probe(self) -> None:
-        if self._phase is Phase.PROBING:
-            self._phase = Phase.POLLING
-
-    def _release_poll(self) -> None:
-        poll, decorate = self._poll, self._decorate
-        self._poll = self._decorate = None
-        if poll is not None and decorate is not None and not poll.done():
-            poll.set_result(decorate(_NOOP_ANSWER))
+        if self.phase is Phase.PROBING:
+            self.phase = Phase.POLLING
 
     def _move(self, ws: WebSocket) -> None:
         """The connection moves to ``ws``: what was queued goes there first, then the
         connection is told; this carrier answers HTTP requests with 400 until ``ws`` is gone."""
-        self._release_poll()
-        if self._outbox:
-            ws.write(b"".join(text_frame(packet) for packet in self._outbox))
-        self._outbox, self._out_bytes = [], 0
-        self._phase = Phase.MOVED
+        self._queue.release(_NOOP_ANSWER)
+        if packets := self._queue.take():
+            ws.write(b"".join(text_frame(packet) for packet in packets))
+        self.phase = Phase.MOVED
         on_moved, self._on_moved, self._on_limit = self._on_moved, None, None
         if on_moved is not None:
             on_moved(ws)
         self._forget = asyncio.ensure_future(self._forget_when_closed(ws))
-        self._wakeup.wake()  # the reader gets what is left of the inbox, then None
+        self._inbox.wake()  # the reader gets what is left of the inbox, then None
 
     async def _forget_when_closed(self, ws: WebSocket) -> None:
         await ws.wait_closed()

@@ -36,6 +36,7 @@ from websockets.typing import Origin
 
 from chat_gateway.edge.answers import HttpAnswer, Upgrade
 from chat_gateway.edge.budget import ReadBudget
+from chat_gateway.edge.flow import Deadline
 from chat_gateway.edge.websocket import WebSocket
 
 __all__ = ["EdgeApp", "EdgeLimits", "HttpRequest", "TcpConnection", "serialize"]
@@ -110,27 +111,73 @@ def serialize(answer: HttpAnswer) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + answer.body
 
 
+def _response(answer: HttpAnswer, *, head_only: bool) -> list[h11.Event]:
+    """The h11 events of an answer (no body for a ``HEAD``, its length still said)."""
+    head = h11.Response(
+        status_code=answer.status, reason=answer.reason.encode(), headers=answer.header_list()
+    )
+    body = [h11.Data(data=answer.body)] if answer.body and not head_only else []
+    return [head, *body, h11.EndOfMessage()]
+
+
+def _as_request(raw: h11.Request, body: bytes, remote: str) -> HttpRequest:
+    return HttpRequest(
+        method=raw.method.decode("ascii", "replace"),
+        target=raw.target.decode("latin-1"),
+        headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw.headers],
+        remote=remote,
+        body=body,
+    )
+
+
+def _handshake(request: HttpRequest, limits: EdgeLimits) -> h11.InformationalResponse | HttpAnswer:
+    """websockets' own checks of an upgrade request (version, key, origin allowlist): the
+    ``101`` to send, or the refusal to answer (and close)."""
+    handshake = ServerProtocol(origins=limits.origins, max_size=limits.max_payload)
+    response = handshake.accept(WsRequest(request.target, Headers(request.headers)))
+    headers = response.headers.raw_items()
+    if response.status_code != 101:
+        extra = tuple((k, v) for k, v in headers if k.lower() not in _HANDSHAKE_HEADERS)
+        return HttpAnswer(response.status_code, bytes(response.body), headers=extra, close=True)
+    return h11.InformationalResponse(
+        status_code=101, reason=b"Switching Protocols", headers=list(headers)
+    )
+
+
+def _open_websocket(transport: asyncio.Transport, limits: EdgeLimits) -> WebSocket:
+    """The WebSocket on an upgraded connection, with its read budget and its first write
+    cap (that of a peer not authenticated yet)."""
+    budget = ReadBudget(
+        rate=limits.read_rate, burst=limits.read_burst, cut_after_s=limits.flood_cut_s
+    )
+    return WebSocket(
+        transport,
+        max_size=limits.max_payload,
+        budget=budget,
+        close_timeout_s=limits.close_timeout_s,
+        write_cap=min(limits.write_cap, limits.preauth_write_cap),
+    )
+
+
 class TcpConnection(asyncio.Protocol):
     """One client-port TCP connection (its asyncio protocol)."""
 
     def __init__(self, app: EdgeApp, limits: EdgeLimits) -> None:
         self._app = app
         self._limits = limits
-        self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_head_bytes)
         self._ws: WebSocket | None = None
         self._request: h11.Request | None = None
         self._body: list[bytes] = []
         self._body_size = 0
+        # An answer the application gives later: nothing else is read meanwhile.
         self._waiting: asyncio.Future[HttpAnswer] | None = None
-        """An answer the application will give later; nothing else is read meanwhile."""
-        self._received = False
-        """Bytes arrived since the last answer (a timeout then gets 408, not silence)."""
+        self._received = False  # bytes came since the last answer: a timeout gets 408
         self._lingering = False
-        self._held = False
-        """HTTP: the client is not reading its answers; stop reading its requests."""
-        self._timer: asyncio.TimerHandle | None = None
+        self._held = False  # the client does not read its answers: stop reading requests
+        # A request's time to arrive, an idle keep-alive, a lingering close.
+        self._timer = Deadline(asyncio.get_running_loop(), self._timed_out)
         self._remote = "?"
 
     # -- asyncio.Protocol -------------------------------------------------------------------
@@ -141,7 +188,7 @@ class TcpConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self._remote = str(peer[0]) if peer else "?"
         transport.set_write_buffer_limits(high=_WRITE_HIGH, low=_WRITE_LOW)
-        self._arm(self._limits.http_timeout_s)
+        self._timer.arm(self._limits.http_timeout_s)
 
     def data_received(self, data: bytes) -> None:
         if self._ws is not None:
@@ -160,7 +207,7 @@ class TcpConnection(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
+        self._timer.cancel()
         self._transport = None
         if self._ws is not None:
             self._ws.lost()
@@ -169,14 +216,14 @@ class TcpConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         if self._ws is not None:
-            self._ws.pause_writing()
+            self._ws.flow.pause()
         elif self._transport is not None:
             self._held = True  # pipelined requests wait until the answers are taken
             self._transport.pause_reading()
 
     def resume_writing(self) -> None:
         if self._ws is not None:
-            self._ws.resume_writing()
+            self._ws.flow.resume()
         elif self._held and self._transport is not None:
             self._held = False
             if self._waiting is None:
@@ -210,15 +257,8 @@ class TcpConnection(asyncio.Protocol):
                 return
 
     def _respond(self) -> None:
-        raw = self._request
-        assert raw is not None
-        request = HttpRequest(
-            method=raw.method.decode("ascii", "replace"),
-            target=raw.target.decode("latin-1"),
-            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw.headers],
-            remote=self._remote,
-            body=b"".join(self._body),
-        )
+        assert self._request is not None
+        request = _as_request(self._request, b"".join(self._body), self._remote)
         self._body = []
         decision = self._app.route(request)
         if isinstance(decision, Upgrade):
@@ -231,7 +271,7 @@ class TcpConnection(asyncio.Protocol):
     def _answer_later(self, answer: asyncio.Future[HttpAnswer]) -> None:
         """Read nothing more until the application has its answer, then write it."""
         self._waiting = answer
-        self._disarm()
+        self._timer.cancel()
         if self._transport is not None:
             self._transport.pause_reading()
         answer.add_done_callback(self._answered)
@@ -251,40 +291,15 @@ class TcpConnection(asyncio.Protocol):
         if refusal is not None:
             self._answer(refusal)
             return
-        limits = self._limits
-        handshake = ServerProtocol(origins=limits.origins, max_size=limits.max_payload)
-        response = handshake.accept(WsRequest(request.target, Headers(request.headers)))
-        if response.status_code != 101:
-            extra = tuple(
-                (k, v)
-                for k, v in response.headers.raw_items()
-                if k.lower() not in _HANDSHAKE_HEADERS
-            )
-            self._answer(
-                HttpAnswer(response.status_code, bytes(response.body), headers=extra, close=True)
-            )
+        accepted = _handshake(request, self._limits)
+        if isinstance(accepted, HttpAnswer):
+            self._answer(accepted)
             return
-        self._send(
-            h11.InformationalResponse(
-                status_code=101,
-                reason=b"Switching Protocols",
-                headers=list(response.headers.raw_items()),
-            )
-        )
+        self._send(accepted)
         trailing, _closed = self._h11.trailing_data
-        self._disarm()
+        self._timer.cancel()
         assert self._transport is not None
-        budget = ReadBudget(
-            rate=limits.read_rate, burst=limits.read_burst, cut_after_s=limits.flood_cut_s
-        )
-        ws = WebSocket(
-            self._transport,
-            max_size=limits.max_payload,
-            budget=budget,
-            close_timeout_s=limits.close_timeout_s,
-            write_cap=min(limits.write_cap, limits.preauth_write_cap),
-        )
-        self._ws = ws
+        self._ws = ws = _open_websocket(self._transport, self._limits)
         self._app.opened(ws, upgrade, request)
         if trailing:
             ws.feed(trailing)
@@ -292,16 +307,8 @@ class TcpConnection(asyncio.Protocol):
     def _answer(self, answer: HttpAnswer) -> None:
         head_only = self._request is not None and self._request.method == b"HEAD"
         try:
-            self._send(
-                h11.Response(
-                    status_code=answer.status,
-                    reason=answer.reason.encode(),
-                    headers=answer.header_list(),
-                )
-            )
-            if answer.body and not head_only:
-                self._send(h11.Data(data=answer.body))
-            self._send(h11.EndOfMessage())
+            for event in _response(answer, head_only=head_only):
+                self._send(event)
         except h11.LocalProtocolError:
             self._close()
             return
@@ -312,7 +319,7 @@ class TcpConnection(asyncio.Protocol):
         elif h.our_state is h11.DONE and h.their_state is h11.DONE:
             h.start_next_cycle()
             self._request = None
-            self._arm(self._limits.http_timeout_s)
+            self._timer.arm(self._limits.http_timeout_s)
 
     def _answer_raw(self, answer: HttpAnswer) -> None:
         """Answer outside h11's state machine (the request could not be parsed)."""
@@ -333,23 +340,13 @@ class TcpConnection(asyncio.Protocol):
             return
         if transport.can_write_eof():
             transport.write_eof()
-        self._arm(_LINGER_S)
+        self._timer.arm(_LINGER_S)
 
     def _close(self) -> None:
         if self._transport is not None:
             self._transport.close()
 
-    def _arm(self, delay: float) -> None:
-        self._disarm()
-        self._timer = self._loop.call_later(delay, self._timed_out)
-
-    def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
     def _timed_out(self) -> None:
-        self._timer = None
         if self._ws is not None:
             return
         if self._lingering or not self._received:

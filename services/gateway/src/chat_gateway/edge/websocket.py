@@ -5,11 +5,13 @@ handshake, answering pings) is websockets' ``ServerProtocol``; this module only 
 and decides *when* to read and *how long* to wait:
 
 * **Reading is budgeted.** Bytes are fed to the protocol in slices of at most
-  ``_SLICE`` bytes; each frame read is charged to the connection's
-  :class:`~chat_gateway.edge.budget.ReadBudget` (one token, plus one per 8 KiB of payload). Over budget, the transport is paused until
-  the debt is paid (TCP flow control then holds the peer back); after sustained abuse the
-  connection is cut. Messages wait in a bounded inbox for the connection's own task, and a
-  full inbox pauses reading too.
+  ``_SLICE`` bytes (:class:`~chat_gateway.edge.readgate.ReadGate`); each frame read is
+  charged to the connection's :class:`~chat_gateway.edge.budget.ReadBudget`
+  (:mod:`chat_gateway.edge.reassembly` counts the cost). Over budget, the transport is
+  paused until the debt is paid (TCP flow control then holds the peer back); after
+  sustained abuse the connection is cut. Messages wait in a bounded
+  :class:`~chat_gateway.edge.inbox.Inbox` for the connection's own task, and a full inbox
+  pauses reading too.
 * **Writing never waits.** :meth:`WebSocket.write` and :meth:`WebSocket.send_text` hand
   bytes to the transport at once; the caller decides whether to :meth:`drain`. Anything
   that leaves more than ``write_cap`` bytes queued (fan-out, replies, or the pongs of a
@@ -23,44 +25,39 @@ and decides *when* to read and *how long* to wait:
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Callable
 
-from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from chat_gateway.carrier import Carrier, Limit
 from chat_gateway.closecodes import CLOSE_FLOOD, CLOSE_INVALID_DATA, CLOSE_SLOW_CONSUMER
 from chat_gateway.edge.budget import ReadBudget
-from chat_gateway.edge.wakeup import Wakeup
-from chat_gateway.metrics import CLOSE_ABORTS, READ_PAUSES
+from chat_gateway.edge.flow import Backpressure, abort_timer
+from chat_gateway.edge.inbox import Inbox
+from chat_gateway.edge.readgate import FULL, ReadGate
+from chat_gateway.edge.reassembly import Reassembly
 from chat_gateway.protocol.wsframe import text_frame
 
 __all__ = ["WebSocket"]
 
 _SLICE = 4096
 """Most bytes fed to the frame parser between two budget checks."""
-_BYTES_PER_TOKEN = 8192
-"""A frame costs one token of the read budget, plus one per this many payload bytes."""
 _INBOX_HIGH = 64
 """Messages waiting for the connection's task above which reading pauses."""
 _INBOX_LOW = 16
 _INBOX_HIGH_BYTES = 256 * 1024
 """Bytes of messages waiting above which reading pauses (whatever their number)."""
-_PAUSED_BY_BUDGET = 1
-_PAUSED_BY_INBOX = 2
 _OVERFLOW_GRACE_S = 1.0
 """How long a connection cut for its write backlog gets to read the close frame."""
 
 
 class WebSocket:
-    """An open WebSocket on a transport, a :class:`~chat_gateway.carrier.Carrier`; see the
-    module docstring."""
+    """An open WebSocket on a transport, a :class:`~chat_gateway.carrier.Carrier`."""
 
-    __slots__ = ("_budget", "_close_timeout", "_closed_by_us", "_drain_waiter", "_fragments",
-                 "_fragments_text", "_inbox", "_inbox_bytes", "_loop", "_lost", "_offset", "_on_limit", "_paused", "_pending",
-                 "_proto", "_timer", "_transport", "_wakeup", "_write_cap", "last_pong")  # fmt: skip
+    __slots__ = ("_abort", "_close_timeout", "_gate", "_inbox", "_loop",
+                 "_lost", "_on_limit", "_proto", "_reassembly", "_transport", "closed_by_us", "flow",
+                 "last_pong", "write_cap")  # fmt: skip
 
     def __init__(
         self,
@@ -74,24 +71,20 @@ class WebSocket:
         self._loop = asyncio.get_running_loop()
         self._transport = transport
         self._proto = ServerProtocol(state=State.OPEN, max_size=max_size)
-        self._budget = budget
+        self._gate = ReadGate(transport, self._receive, slice_size=_SLICE, budget=budget)
+        self._reassembly = Reassembly()
         self._close_timeout = close_timeout_s
-        self._write_cap = write_cap
-        self._inbox: deque[str | bytes] = deque()
-        self._inbox_bytes = 0
-        self._wakeup = Wakeup(self._loop)
-        self._drain_waiter: asyncio.Future[None] | None = None
-        self._pending = b""
-        self._offset = 0
-        self._paused = 0
-        self._fragments: list[bytes] | None = None
-        self._fragments_text = False
-        self._timer: asyncio.TimerHandle | None = None
+        self.write_cap = write_cap
+        """Bytes queued for the peer above which it is cut (raised once it authenticates)."""
+        self._inbox = Inbox(self._loop)
+        self.flow = Backpressure(self._loop)
+        """The transport's flow control (paused and resumed by the TCP connection)."""
+        self._abort = abort_timer(self._loop, transport)
         self._lost: asyncio.Future[None] = self._loop.create_future()
-        self._closed_by_us = False
+        self.closed_by_us = False
         self._on_limit: Callable[[Limit], None] | None = None
         self.last_pong = self._loop.time()
-        """When the peer last answered a WebSocket ping (set by the owner's own pongs too)."""
+        """When the peer last answered a WebSocket ping."""
 
     # -- state ------------------------------------------------------------------------------
 
@@ -101,36 +94,16 @@ class WebSocket:
         return self._proto.state is State.OPEN and not self._lost.done()
 
     @property
-    def closing(self) -> bool:
-        """Whether a close began (by either side) or the connection is gone."""
-        return not self.open
-
-    @property
     def buffered(self) -> int:
         """Bytes queued for the peer and not yet taken by the kernel."""
         return self._transport.get_write_buffer_size()
 
     @property
     def close_code_received(self) -> int | None:
-        """The code of the peer's close frame, if one arrived."""
         rcvd = self._proto.close_rcvd
         return rcvd.code if rcvd is not None else None
 
-    @property
-    def write_cap(self) -> int:
-        return self._write_cap
-
-    @write_cap.setter
-    def write_cap(self, value: int) -> None:
-        """Raise (or lower) the backlog bound, e.g. once the peer has authenticated."""
-        self._write_cap = value
-
-    @property
-    def closed_by_us(self) -> bool:
-        return self._closed_by_us
-
     def on_limit(self, callback: Callable[[Limit], None]) -> None:
-        """Call ``callback`` once if the connection is cut for a flood or a write backlog."""
         self._on_limit = callback
 
     def on_moved(self, callback: Callable[[Carrier], None]) -> None:
@@ -140,111 +113,52 @@ class WebSocket:
 
     def feed(self, data: bytes) -> None:
         """Bytes from the transport."""
-        if self._pending:
-            self._pending = self._pending[self._offset :] + data
-            self._offset = 0
-        else:
-            self._pending, self._offset = data, 0
-        self._pump()
-
-    def _pump(self) -> None:
-        while self._offset < len(self._pending) and not self._paused:
-            if not self._offset and len(self._pending) <= _SLICE:
-                chunk, self._pending = self._pending, b""
-            else:
-                end = self._offset + _SLICE
-                chunk = self._pending[self._offset : end]
-                self._offset = end
-            self._proto.receive_data(chunk)
-            self._after_receive()
-        if self._offset >= len(self._pending):
-            self._pending, self._offset = b"", 0
+        self._gate.feed(data)
 
     def feed_eof(self) -> None:
         self._proto.receive_eof()
         self._after_receive()
 
+    def _receive(self, chunk: bytes) -> None:
+        self._proto.receive_data(chunk)
+        self._after_receive()
+
     def _after_receive(self) -> None:
-        frames = self._proto.events_received()
+        read = self._reassembly.read(self._proto.events_received())
         self._flush_protocol()
-        cost = 0
-        for frame in frames:
-            if not isinstance(frame, Frame):
-                continue  # handshake events: not in this (already open) protocol
-            cost += 1 + len(frame.data) // _BYTES_PER_TOKEN
-            opcode = frame.opcode
-            if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
-                if frame.fin:
-                    self._deliver(bytes(frame.data), opcode is Opcode.TEXT)
-                else:
-                    self._fragments = [bytes(frame.data)]
-                    self._fragments_text = opcode is Opcode.TEXT
-            elif opcode is Opcode.CONT and self._fragments is not None:
-                self._fragments.append(bytes(frame.data))
-                if frame.fin:
-                    parts, self._fragments = self._fragments, None
-                    self._deliver(b"".join(parts), self._fragments_text)
-            elif opcode is Opcode.PONG:
-                self.last_pong = self._loop.time()
+        for data, text in read.messages:
+            self._deliver(data, text)
+        if read.ponged:
+            self.last_pong = self._loop.time()
         if not self.open:
             self._closing_started()
-        if cost and self._budget is not None:
-            verdict = self._budget.charge(cost)
-            if verdict.cut:
-                self.cut("flood", CLOSE_FLOOD, "too many frames")
-            elif verdict.pause_s > 0:
-                READ_PAUSES.inc()
-                self._pause(_PAUSED_BY_BUDGET)
-                self._loop.call_later(verdict.pause_s, self._unpause, _PAUSED_BY_BUDGET)
+        if self._gate.charge(read.cost):
+            self.cut("flood", CLOSE_FLOOD, "too many frames")
 
     def _deliver(self, data: bytes, text: bool) -> None:
-        if self._closed_by_us:
+        if self.closed_by_us:
             return  # RFC 6455 7.1.1: after sending a close frame, incoming data is discarded
-        if text:
-            try:
-                message: str | bytes = data.decode()
-            except UnicodeDecodeError:
-                self._fail(CLOSE_INVALID_DATA, "invalid UTF-8")
-                return
-        else:
-            message = data
-        self._inbox.append(message)
-        self._inbox_bytes += len(message)  # characters of text: close enough for a bound
-        if len(self._inbox) >= _INBOX_HIGH or self._inbox_bytes >= _INBOX_HIGH_BYTES:
-            self._pause(_PAUSED_BY_INBOX)
-        self._wakeup.wake()
+        try:
+            self._inbox.put(data.decode() if text else data)
+        except UnicodeDecodeError:
+            self._fail(CLOSE_INVALID_DATA, "invalid UTF-8")
+            return
+        if len(self._inbox) >= _INBOX_HIGH or self._inbox.size >= _INBOX_HIGH_BYTES:
+            self._gate.pause(FULL)
 
     async def recv(self) -> str | bytes | None:
         """The next message (text as ``str``); ``None`` once no more can come."""
+        inbox = self._inbox
         while True:
-            if self._inbox:
-                message = self._inbox.popleft()
-                self._inbox_bytes -= len(message)
-                if (
-                    self._paused & _PAUSED_BY_INBOX
-                    and len(self._inbox) <= _INBOX_LOW
-                    and self._inbox_bytes < _INBOX_HIGH_BYTES // 4
-                ):
-                    self._unpause(_PAUSED_BY_INBOX)
+            message = inbox.take()
+            if message is not None:
+                low = len(inbox) <= _INBOX_LOW and inbox.size < _INBOX_HIGH_BYTES // 4
+                if low and self._gate.paused_for(FULL):
+                    self._gate.unpause(FULL)
                 return message
             if not self.open:
                 return None
-            await self._wakeup.wait()
-
-    def _pause(self, reason: int) -> None:
-        if not self._paused and not self._transport.is_closing():
-            self._transport.pause_reading()
-        self._paused |= reason
-
-    def _unpause(self, reason: int) -> None:
-        if not self._paused & reason:
-            return
-        self._paused &= ~reason
-        if self._paused or self._lost.done():
-            return
-        self._pump()
-        if not self._paused and not self._transport.is_closing():
-            self._transport.resume_reading()
+            await inbox.wait()
 
     # -- outbound ---------------------------------------------------------------------------
 
@@ -253,12 +167,10 @@ class WebSocket:
         if not self.open:
             return False
         self._transport.write(data)
-        if self._transport.get_write_buffer_size() > self._write_cap:
-            self.cut("overflow", CLOSE_SLOW_CONSUMER, "slow consumer", grace_s=_OVERFLOW_GRACE_S)
+        self._check_backlog()
         return True
 
     def send_text(self, payload: bytes) -> bool:
-        """Queue one text frame carrying ``payload``."""
         return self.write(text_frame(payload))
 
     def ping(self) -> None:
@@ -269,18 +181,7 @@ class WebSocket:
 
     async def drain(self) -> None:
         """Wait until the transport takes writes again (or the connection is gone)."""
-        if self._drain_waiter is None:
-            return
-        await asyncio.shield(self._drain_waiter)
-
-    def pause_writing(self) -> None:
-        if self._drain_waiter is None:
-            self._drain_waiter = self._loop.create_future()
-
-    def resume_writing(self) -> None:
-        waiter, self._drain_waiter = self._drain_waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        await self.flow.drain()
 
     def _flush_protocol(self) -> None:
         for data in self._proto.data_to_send():
@@ -288,7 +189,10 @@ class WebSocket:
                 self._transport.write(data)
             else:  # the protocol is done: close the TCP connection after what is queued
                 self._transport.close()
-        if self._transport.get_write_buffer_size() > self._write_cap:
+        self._check_backlog()
+
+    def _check_backlog(self) -> None:
+        if self._transport.get_write_buffer_size() > self.write_cap:
             self.cut("overflow", CLOSE_SLOW_CONSUMER, "slow consumer", grace_s=_OVERFLOW_GRACE_S)
 
     # -- closing ----------------------------------------------------------------------------
@@ -299,7 +203,7 @@ class WebSocket:
         when a close had already begun."""
         if not self.open:
             return False
-        self._closed_by_us = True
+        self.closed_by_us = True
         self._proto.send_close(code, reason)
         self._flush_protocol()
         self._closing_started(timeout_s)
@@ -308,7 +212,7 @@ class WebSocket:
     def _fail(self, code: int, reason: str) -> None:
         """Close at once without waiting for the peer's close frame (a broken stream)."""
         if self.open:
-            self._closed_by_us = True
+            self.closed_by_us = True
             self._proto.fail(code, reason)
             self._flush_protocol()
         self._closing_started()
@@ -318,44 +222,32 @@ class WebSocket:
         if not self.close(code, reason, timeout_s=grace_s):
             return
         self._inbox.clear()
-        self._inbox_bytes = 0
         if self._on_limit is not None:
             self._on_limit(limit)
 
     def abort(self) -> None:
-        """Drop the TCP connection now."""
         self._transport.abort()
 
     def _closing_started(self, timeout_s: float | None = None) -> None:
-        if self._timer is None and not self._lost.done():
-            delay = self._close_timeout if timeout_s is None else timeout_s
-            self._timer = self._loop.call_later(delay, self._deadline_passed)
-        self._wakeup.wake()
-
-    def _deadline_passed(self) -> None:
-        self._timer = None
         if not self._lost.done():
-            CLOSE_ABORTS.inc()
-            self._transport.abort()
+            self._abort.arm(self._close_timeout if timeout_s is None else timeout_s, keep=True)
+        self._inbox.wake()
 
     def lost(self) -> None:
         """The transport is gone (from ``connection_lost``)."""
         self._proto.receive_eof()
         self._proto.events_received()
         self._proto.data_to_send()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._abort.cancel()
         if not self._lost.done():
             self._lost.set_result(None)
-        self._pending, self._offset = b"", 0
-        self._fragments = None
+        self._gate.stop()
+        self._reassembly.reset()
         self._on_limit = None  # the client refers back to us: no cycle outlives the TCP
-        if self._closed_by_us:
+        if self.closed_by_us:
             self._inbox.clear()  # nobody will answer these (the client resends on resume)
-            self._inbox_bytes = 0
-        self.resume_writing()
-        self._wakeup.wake()
+        self.flow.resume()
+        self._inbox.wake()
 
     async def wait_closed(self) -> None:
         """Wait until the TCP connection is gone."""

@@ -8,7 +8,7 @@ it stored; only history may publish there) and presence on ``chat.room.<room>.pr
 so each has exactly one publisher the bus lets speak there.
 
 Each event becomes one :class:`Fanout`, whose frame bytes are built once per kind of
-client (:meth:`~chat_gateway.connection.client.Client.event_frame`).
+client (:func:`chat_gateway.rooms.hub.frame_for`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import msgspec
 
 from chat_common.schemas import RoomEvent, RoomMessages
 from chat_common.subjects import ROOM_EVENTS, ROOM_PRESENCE
-from chat_gateway.connection.client import Client
 
 __all__ = ["PRESENCE_EVENTS", "Fanout", "PresenceData", "parse_room_event"]
 
@@ -49,13 +48,7 @@ class Fanout:
     seq: int | None
     received_at: float | None = None
     frames: dict[str, bytes] = field(default_factory=dict)
-
-    def advance_and_frame(self, client: Client) -> bytes:
-        """Move ``client``'s delivered position to this message (when it is one), then the
-        frame bytes to write to it (its offset depends on that position)."""
-        return client.event_frame(
-            self.event, self.data, room_id=self.room_id, seq=self.seq, cache=self.frames
-        )
+    """Its frame bytes by kind of client, built as the first of each kind needs them."""
 
 
 def parse_room_event(room_id: str, kind: str, data: bytes) -> list[Fanout] | None:

@@ -30,13 +30,14 @@ from chat_common.subjects import room_kind
 from chat_common.tracing import SpanKind, extract_context, messaging_attributes, tracer
 from chat_gateway.connection.client import Client
 from chat_gateway.metrics import DELIVERIES, E2E_SECONDS
+from chat_gateway.protocol.wsframe import text_frame
 from chat_gateway.rooms.delivery import Delivery, RoomDelivery
 from chat_gateway.rooms.delivery import Member as CoreMember
 from chat_gateway.rooms.fanout import PRESENCE_EVENTS, Fanout, PresenceData, parse_room_event
 from chat_gateway.rooms.feed import RoomSubscription, Subscribe
 from chat_gateway.rooms.presencebatch import PresenceBatch
 
-__all__ = ["FillGap", "Member", "RoomHub"]
+__all__ = ["FillGap", "Member", "RoomHub", "frame_for"]
 
 _log = logging.getLogger("chat.gateway.rooms")
 _tracer = tracer("chat.gateway.rooms")
@@ -47,6 +48,25 @@ FillGap = Callable[[str, int, int], Awaitable[FetchResponse]]
 
 Member = CoreMember[Client, Fanout]
 """A client's membership in one room at this gateway (see :mod:`chat_gateway.rooms.delivery`)."""
+
+
+def frame_for(item: Fanout, client: Client) -> bytes:
+    """The frame of ``item`` for ``client``, built once per kind of client (in
+    ``item.frames``): per protocol, and for a client whose messages carry offsets once per
+    room when it is in that room alone, else its own. A message first moves the client's
+    delivered position to it (its offset depends on that position)."""
+    rooms = client.rooms
+    if item.seq is not None:
+        rooms.advance(item.room_id, item.seq)
+    offset = item.seq is not None and rooms.offsets
+    if offset and not rooms.single_room:
+        return text_frame(client.encode_event(item.event, item.data, (rooms.offset(),)))
+    kind = "socketio+offset" if offset else client.protocol
+    frame = item.frames.get(kind)
+    if frame is None:
+        extra = (rooms.offset(),) if offset else ()
+        frame = item.frames[kind] = text_frame(client.encode_event(item.event, item.data, extra))
+    return frame
 
 
 @dataclass(slots=True)
@@ -229,7 +249,7 @@ class RoomHub:
         for delivery in deliveries:
             item = delivery.event
             for client in delivery.clients:
-                client.write_frame(item.advance_and_frame(client))
+                client.write_frame(frame_for(item, client))
             DELIVERIES.labels(item.event).inc(len(delivery.clients))
             if item.received_at is not None:
                 E2E_SECONDS.observe(max(0.0, time.time() - item.received_at))
