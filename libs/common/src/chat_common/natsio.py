@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import nats
 import nats.errors
@@ -51,6 +52,7 @@ __all__ = [
     "Handler",
     "NatsLogin",
     "Publish",
+    "Publisher",
     "call",
     "connect",
     "nats_login",
@@ -66,6 +68,19 @@ Handler = Callable[[bytes], Awaitable[bytes]]
 """An endpoint handler: request body in, reply body out; raises ChatError to refuse."""
 Publish = Callable[[str, bytes], Awaitable[None]]
 """Publish ``payload`` on ``subject`` (``nc.publish``, or a test double of the same shape)."""
+
+
+class Publisher(Protocol):
+    """What :func:`publish` needs of a bus connection: a NATS client has it, and so has the
+    in-memory bus of the in-process test harness."""
+
+    async def publish(
+        self,
+        subject: str,
+        payload: bytes = b"",
+        reply: str = "",
+        headers: dict[str, str] | None = None,
+    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -180,7 +195,7 @@ async def _on_error(exc: Exception) -> None:
 
 
 async def publish(
-    nc: Client,
+    nc: Publisher,
     subject: str,
     payload: bytes,
     *,
@@ -200,7 +215,7 @@ async def publish(
         await nc.publish(subject, payload, headers=inject_headers() or None)
 
 
-def traced_publish(nc: Client) -> Publish:
+def traced_publish(nc: Publisher) -> Publish:
     """:func:`publish` on ``nc``, as a :data:`Publish` callable."""
 
     async def publish_on(subject: str, payload: bytes) -> None:

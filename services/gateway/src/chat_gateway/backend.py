@@ -1,11 +1,15 @@
-"""The gateway's view of the session and history services: typed calls over NATS.
+"""The gateway's view of the session and history services: typed calls over the bus.
 
-Every call is idempotent on the other side, so each one is retried on ``UNAVAILABLE``
-with full-jitter backoff within the configured deadline.
+:class:`BusBackend` encodes each request, sends it with a :data:`Request` (over NATS:
+:func:`nats_request`; the in-process test harness routes it to the real handlers) and
+decodes the answer. Every call is idempotent on the other side, so each one is retried on
+``UNAVAILABLE`` with full-jitter backoff within the configured deadline, but the rate
+limiter's ``take``, which is tried once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import msgspec
@@ -41,7 +45,7 @@ from chat_common.schemas import (
 )
 from chat_common.subjects import history_endpoint, session_endpoint
 
-__all__ = ["Backend", "NatsBackend"]
+__all__ = ["Backend", "BusBackend", "Request", "nats_request"]
 
 
 GAP_FILL_PAGE = 200
@@ -63,18 +67,28 @@ class Backend(Protocol):
     async def fetch(self, req: FetchRequest) -> FetchResponse: ...
 
 
-class NatsBackend:
-    """:class:`Backend` over NATS request/reply."""
+Request = Callable[[str, bytes], Awaitable[bytes]]
+"""Send a request body to a subject; the reply body, or a ``ChatError``."""
 
-    def __init__(self, nc: Nats, *, timeout_s: float, policy: RetryPolicy) -> None:
-        self._nc = nc
-        self._timeout = timeout_s
+
+def nats_request(nc: Nats, *, timeout_s: float) -> Request:
+    """:data:`Request` over NATS request/reply (errors mapped by ``natsio.call``)."""
+
+    async def request(subject: str, body: bytes) -> bytes:
+        return await call(nc, subject, body, timeout=timeout_s)
+
+    return request
+
+
+class BusBackend:
+    """:class:`Backend` over request/reply."""
+
+    def __init__(self, request: Request, *, policy: RetryPolicy) -> None:
+        self._request = request
         self._policy = policy
 
     async def _call(self, subject: str, body: bytes) -> bytes:
-        return await retry_call(
-            self._policy, lambda: call(self._nc, subject, body, timeout=self._timeout)
-        )
+        return await retry_call(self._policy, lambda: self._request(subject, body))
 
     async def join(self, req: JoinRequest) -> JoinResponse:
         return decode(await self._call(session_endpoint("join"), encode(req)), JoinResponse)
@@ -104,7 +118,7 @@ class NatsBackend:
 
     async def take(self, req: TakeRequest) -> TakeResponse:
         # One attempt only: a limiter that is slow to answer must not slow the chat down.
-        body = await call(self._nc, session_endpoint("take"), encode(req), timeout=self._timeout)
+        body = await self._request(session_endpoint("take"), encode(req))
         return decode(body, TakeResponse)
 
     async def append(self, req: AppendRequest) -> Message:

@@ -14,7 +14,7 @@ from chat_common.runtime import ServiceRuntime
 from chat_common.subjects import GATEWAY_SERVICE, gateway_control, gateway_endpoint
 from chat_gateway.appends.batcher import AppendBatcher
 from chat_gateway.auth import JwtVerifier, build_verifier
-from chat_gateway.backend import NatsBackend
+from chat_gateway.backend import BusBackend, nats_request
 from chat_gateway.connection.loop import Connections
 from chat_gateway.dispatch import EventDispatcher
 from chat_gateway.doorway import Doorway
@@ -51,7 +51,8 @@ async def main(settings: GatewaySettings | None = None) -> int:
                 "Set GATEWAY_AUTH_MODE=jwt before exposing this gateway. !!!"
             )
         policy = RetryPolicy(attempts=settings.send_attempts, deadline_s=settings.send_deadline_s)
-        backend = NatsBackend(rt.nc, timeout_s=settings.request_timeout_s, policy=policy)
+        request = nats_request(rt.nc, timeout_s=settings.request_timeout_s)
+        backend = BusBackend(request, policy=policy)
         hub = RoomHub(
             nats_subscriber(rt.nc),
             fill_gap=backend.fetch_gap,

@@ -155,10 +155,10 @@ class ClientPort:
                 on_gone=self._poll_gone,
             )
             self._polls[carrier.engine_sid] = carrier
-            self._serve(
+            self.serve(
                 carrier,
-                request,
-                self._connections.socketio(
+                remote=request.remote,
+                serving=self._connections.socketio(
                     carrier,
                     remote=request.remote,
                     engine_sid=carrier.engine_sid,
@@ -217,7 +217,7 @@ class ClientPort:
                 )
             else:
                 serving = self._connections.socketio(ws, remote=request.remote)
-            self._serve(ws, request, serving)
+            self.serve(ws, remote=request.remote, serving=serving)
             return
         held = self._polls.get(upgrade.sid)
         if held is None or held.phase is not Phase.POLLING:  # ended, or upgrading already
@@ -227,11 +227,8 @@ class ClientPort:
         self._upgrades.add(task)
         task.add_done_callback(self._upgrades.discard)
 
-    def _serve(
-        self, carrier: Carrier, request: HttpRequest, serving: Coroutine[Any, Any, None]
-    ) -> None:
+    def serve(self, carrier: Carrier, *, remote: str, serving: Coroutine[Any, Any, None]) -> None:
         """Count the connection against its address and run its loop as its own task."""
-        remote = request.remote
         self._per_ip[remote] = self._per_ip.get(remote, 0) + 1
         task = asyncio.create_task(serving, name=f"{type(carrier).__name__}-connection")
         self._tasks.add(task)

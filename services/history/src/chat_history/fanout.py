@@ -6,11 +6,10 @@ from collections.abc import Awaitable, Callable
 from itertools import groupby
 
 import msgspec
-from nats.aio.client import Client as Nats
 from opentelemetry import trace
 from opentelemetry.trace import Link
 
-from chat_common.natsio import publish
+from chat_common.natsio import Publisher, publish
 from chat_common.schemas import RoomMessage, RoomMessages, encode
 from chat_common.subjects import room_events
 from chat_history.writer import Committed
@@ -18,7 +17,7 @@ from chat_history.writer import Committed
 __all__ = ["publish_committed"]
 
 
-def publish_committed(nc: Nats) -> Callable[[list[Committed]], Awaitable[None]]:
+def publish_committed(nc: Publisher) -> Callable[[list[Committed]], Awaitable[None]]:
     """Fan out committed messages: one publish per room per commit, carrying the room's
     messages in seq order, as a span in the first sender's trace linked to the others'."""
 
