@@ -4,6 +4,8 @@ client port, keepalive and drain, in one lifespan."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from nats.aio.msg import Msg
 
@@ -14,7 +16,7 @@ from chat_common.runtime import ServiceRuntime
 from chat_common.subjects import GATEWAY_SERVICE, gateway_control, gateway_endpoint
 from chat_gateway.appends.batcher import AppendBatcher
 from chat_gateway.auth import JwtVerifier, build_verifier
-from chat_gateway.backend import BusBackend, nats_request
+from chat_gateway.backend import BusBackend, Request, nats_request
 from chat_gateway.connection.loop import Connections
 from chat_gateway.dispatch import EventDispatcher
 from chat_gateway.doorway import Doorway
@@ -26,18 +28,85 @@ from chat_gateway.pollrelay import PollRelay
 from chat_gateway.port import ClientPort
 from chat_gateway.registry import ClientRegistry
 from chat_gateway.resume import Resumer
-from chat_gateway.rooms.feed import nats_subscriber
+from chat_gateway.rooms.feed import Subscribe, nats_subscriber
 from chat_gateway.rooms.hub import RoomHub
 from chat_gateway.sessions import SessionKeeper
 from chat_gateway.settings import GatewaySettings
 from chat_gateway.userlimit import UserLimiter
 from chat_gateway.webpage import WebPage
 
-__all__ = ["main", "run"]
+__all__ = ["Gateway", "assemble", "main", "run"]
 
 _log = logging.getLogger("chat.gateway")
 
 VERSION = "0.1.0"
+
+
+@dataclass(frozen=True, slots=True)
+class Gateway:
+    """The gateway's parts, wired together; the lifespan around them is :func:`main`'s."""
+
+    port: ClientPort
+    connections: Connections
+    registry: ClientRegistry
+    hub: RoomHub
+    appender: AppendBatcher
+    keepalive: Keepalive
+    drain: Drain
+    keeper: SessionKeeper
+
+
+def assemble(
+    settings: GatewaySettings,
+    *,
+    request: Request,
+    subscribe: Subscribe,
+    verifier: JwtVerifier | None,
+    relay: PollRelay | None = None,
+    on_drain: Callable[[], None] = lambda: None,
+) -> Gateway:
+    """Wire the gateway on the bus it is given: ``request`` reaches the session and history
+    services, ``subscribe`` a room's events (NATS here; the in-process test harness gives
+    its in-memory bus, so that its gateway is this very wiring)."""
+    policy = RetryPolicy(attempts=settings.send_attempts, deadline_s=settings.send_deadline_s)
+    backend = BusBackend(request, policy=policy)
+    hub = RoomHub(
+        subscribe,
+        fill_gap=backend.fetch_gap,
+        gap_fill_delay_s=settings.gap_fill_delay_ms / 1000,
+        presence_interval_s=settings.presence_interval_ms / 1000,
+        presence_diff_max=settings.presence_diff_max,
+    )
+    appender = AppendBatcher(backend.append_batch, max_in_flight=settings.append_batches_in_flight)
+    resumer = Resumer(backend, hub, gateway_id=settings.instance_id, max_replay=settings.max_replay)
+    doorway = Doorway(
+        backend, hub, resumer, verifier=verifier, write_cap=settings.slow_consumer_bytes
+    )
+    handlers = EventHandlers(
+        settings,
+        backend,
+        hub,
+        appender=appender,
+        resumer=resumer,
+        authenticate=doorway.authenticate,
+    )
+    users = UserLimiter(backend.take, lease=settings.user_lease)
+    dispatcher = EventDispatcher(handlers, doorway, appender=appender, users=users)
+    registry = ClientRegistry(instance_id=settings.instance_id)
+    connections = Connections(settings, dispatcher, registry)
+    port = ClientPort(settings, connections, WebPage.load(), relay=relay)
+    drain = Drain(
+        registry,
+        port,
+        instance_id=settings.instance_id,
+        grace_s=settings.shutdown_grace_s,
+        on_drain=on_drain,
+    )
+    keeper = SessionKeeper(
+        backend, gateway_id=settings.instance_id, interval_s=settings.session_heartbeat_s
+    )
+    keepalive = Keepalive(registry, settings)
+    return Gateway(port, connections, registry, hub, appender, keepalive, drain, keeper)
 
 
 async def main(settings: GatewaySettings | None = None) -> int:
@@ -50,82 +119,47 @@ async def main(settings: GatewaySettings | None = None) -> int:
                 "!!! DEVELOPMENT MODE: NO AUTHENTICATION. Any client may claim any email. "
                 "Set GATEWAY_AUTH_MODE=jwt before exposing this gateway. !!!"
             )
-        policy = RetryPolicy(attempts=settings.send_attempts, deadline_s=settings.send_deadline_s)
-        request = nats_request(rt.nc, timeout_s=settings.request_timeout_s)
-        backend = BusBackend(request, policy=policy)
-        hub = RoomHub(
-            nats_subscriber(rt.nc),
-            fill_gap=backend.fetch_gap,
-            gap_fill_delay_s=settings.gap_fill_delay_ms / 1000,
-            presence_interval_s=settings.presence_interval_ms / 1000,
-            presence_diff_max=settings.presence_diff_max,
-        )
-        ROOMS.set_function(lambda: len(hub))
-        appender = AppendBatcher(
-            backend.append_batch, max_in_flight=settings.append_batches_in_flight
-        )
-        resumer = Resumer(
-            backend, hub, gateway_id=settings.instance_id, max_replay=settings.max_replay
-        )
-        doorway = Doorway(
-            backend, hub, resumer, verifier=verifier, write_cap=settings.slow_consumer_bytes
-        )
-        handlers = EventHandlers(
-            settings,
-            backend,
-            hub,
-            appender=appender,
-            resumer=resumer,
-            authenticate=doorway.authenticate,
-        )
-        dispatcher = EventDispatcher(
-            handlers,
-            doorway,
-            appender=appender,
-            users=UserLimiter(backend.take, lease=settings.user_lease),
-        )
-        registry = ClientRegistry(instance_id=settings.instance_id)
-        keepalive = Keepalive(registry, settings)
         # A relayed GET is held at most until the next ping; the margin covers a slow bus.
         relay = PollRelay(
             rt.nc, timeout_s=(settings.ping_interval_ms + settings.ping_timeout_ms) / 1000 + 5
         )
-        port = ClientPort(
-            settings, Connections(settings, dispatcher, registry), WebPage.load(), relay=relay
-        )
-        drain = Drain(
-            registry,
-            port,
-            instance_id=settings.instance_id,
-            grace_s=settings.shutdown_grace_s,
+        gw = assemble(
+            settings,
+            request=nats_request(rt.nc, timeout_s=settings.request_timeout_s),
+            subscribe=nats_subscriber(rt.nc),
+            verifier=verifier,
+            relay=relay,
             on_drain=rt.lifecycle.mark_not_ready,
         )
-        keeper = SessionKeeper(
-            backend, gateway_id=settings.instance_id, interval_s=settings.session_heartbeat_s
-        )
+        ROOMS.set_function(lambda: len(gw.hub))
 
         async def on_control(msg: Msg) -> None:
-            registry.take_over(msg.data)
+            gw.registry.take_over(msg.data)
 
         await rt.nc.subscribe(gateway_control(settings.instance_id), cb=on_control)
-        await relay.serve(port.answer_relayed)
-        await port.start()
+        await relay.serve(gw.port.answer_relayed)
+        await gw.port.start()
         # A micro service too: $SRV discovery lists every gateway, and readiness does a round
         # trip through this instance's own subscription.
         await rt.serve(
             version=VERSION,
             endpoints={
-                "status": (gateway_endpoint(settings.instance_id, "status"), registry.status),
-                "drain": (gateway_endpoint(settings.instance_id, "drain"), drain.drain_endpoint),
+                "status": (gateway_endpoint(settings.instance_id, "status"), gw.registry.status),
+                "drain": (
+                    gateway_endpoint(settings.instance_id, "drain"),
+                    gw.drain.drain_endpoint,
+                ),
             },
         )
-        rt.lifecycle.on_shutdown(Phase.STOP_INTAKE, "client listener", port.stop_accepting)
-        rt.lifecycle.on_shutdown(Phase.CLOSE_CLIENTS, "client connections", drain.close_clients)
-        rt.lifecycle.on_shutdown(Phase.CLOSE_CLIENTS, "appends in flight", appender.drain)
-        rt.lifecycle.on_shutdown(Phase.CLOSE_CLIENTS, "relayed polls", relay.close)
-        rt.lifecycle.supervisor.spawn("engineio-heartbeat", keepalive.heartbeat)
-        rt.lifecycle.supervisor.spawn("connection-watch", keepalive.watch)
-        rt.lifecycle.supervisor.spawn("session-heartbeat", lambda: keeper.run(lambda: registry))
+        on_shutdown = rt.lifecycle.on_shutdown
+        on_shutdown(Phase.STOP_INTAKE, "client listener", gw.port.stop_accepting)
+        on_shutdown(Phase.CLOSE_CLIENTS, "client connections", gw.drain.close_clients)
+        on_shutdown(Phase.CLOSE_CLIENTS, "appends in flight", gw.appender.drain)
+        on_shutdown(Phase.CLOSE_CLIENTS, "relayed polls", relay.close)
+        spawn = rt.lifecycle.supervisor.spawn
+        spawn("engineio-heartbeat", gw.keepalive.heartbeat)
+        spawn("connection-watch", gw.keepalive.watch)
+        spawn("session-heartbeat", lambda: gw.keeper.run(lambda: gw.registry))
         rt.mark_ready()
         await rt.lifecycle.wait_stopping()
     return runtime.exit_code

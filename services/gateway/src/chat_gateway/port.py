@@ -233,6 +233,7 @@ class ClientPort:
         task = asyncio.create_task(serving, name=f"{type(carrier).__name__}-connection")
         self._tasks.add(task)
         task.add_done_callback(lambda t: self._closed(t, remote))
+        return task
 
     def _closed(self, task: asyncio.Task[None], remote: str) -> None:
         self._tasks.discard(task)
