@@ -9,12 +9,13 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from chat_common.errors import ErrorCode, Unavailable
+from chat_common.errors import ErrorCode
 from chat_common.schemas import Message
 from chat_history.database import Database
 from chat_history.memorystore import InMemoryMessageStore
+from chat_history.pgstore import PostgresMessageStore
 from chat_history.settings import HistorySettings
-from chat_history.store import MessageStore, NewAppend, PostgresMessageStore
+from chat_history.store import MessageStore, NewAppend, StoreUnavailable
 from tests.conftest import Servers
 
 pytestmark = pytest.mark.integration
@@ -183,10 +184,23 @@ async def test_an_empty_batch_stores_nothing(store: MessageStore) -> None:
 
 
 async def test_postgres_page_failure_is_unavailable(servers: Servers) -> None:
-    """A page the database cannot serve fails with UNAVAILABLE, not a database error."""
+    """A page the database cannot serve fails with the store's UNAVAILABLE, not a database
+    error."""
     db = await _database(servers)
     store = PostgresMessageStore(db)
     await db.close()
-    with pytest.raises(Unavailable) as info:
+    with pytest.raises(StoreUnavailable) as info:
         await store.page("r", before_seq=None, after_seq=None, limit=10)
     assert info.value.code is ErrorCode.UNAVAILABLE
+
+
+async def test_postgres_append_failure_is_store_unavailable(servers: Servers) -> None:
+    """A batch the database cannot take fails with the store's own transient error (what
+    the writer retries), the driver's error kept only as its cause."""
+    db = await _database(servers)
+    store = PostgresMessageStore(db)
+    await db.close()
+    with pytest.raises(StoreUnavailable) as info:
+        await store.append_batch([_new("r", "a")], T0)
+    assert info.value.code is ErrorCode.UNAVAILABLE
+    assert type(info.value.__cause__).__module__.startswith("asyncpg")

@@ -14,8 +14,8 @@ from chat_common.tracing import tracing_enabled
 from chat_history.database import Database
 from chat_history.fanout import publish_committed
 from chat_history.handlers import HistoryHandlers
+from chat_history.pgstore import PostgresMessageStore
 from chat_history.settings import HistorySettings
-from chat_history.store import PostgresMessageStore
 from chat_history.writer import BatchWriter
 
 __all__ = ["main", "run"]

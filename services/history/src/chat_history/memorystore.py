@@ -1,5 +1,5 @@
 """Messages in memory: a :class:`~chat_history.store.MessageStore` with the semantics of
-:class:`~chat_history.store.PostgresMessageStore`, for fast tests of the logic above it.
+:class:`~chat_history.pgstore.PostgresMessageStore`, for fast tests of the logic above it.
 
 No I/O and no clock of its own: a message's time is the ``created_at`` it was appended
 with. Each method runs without yielding to the event loop, so it is one atomic step, as
