@@ -23,7 +23,8 @@ from chat_devstack.ha import RedisSentinelGroup
 from chat_session import redisclient
 from chat_session.handlers import SessionHandlers, token_hash
 from chat_session.memorystore import InMemorySessionStore
-from chat_session.store import RedisSessionStore, SessionStore, slot_group
+from chat_session.redisstore import RedisSessionStore, slot_group
+from chat_session.store import SessionStore
 from tests.conftest import Servers
 from tests.support.bus import connect_as
 from tests.support.clients import unique_room

@@ -12,8 +12,8 @@ from chat_common.subjects import SESSION_SERVICE, session_endpoint
 from chat_common.tracing import tracing_enabled
 from chat_session import redisclient
 from chat_session.handlers import SessionHandlers
+from chat_session.redisstore import RedisSessionStore
 from chat_session.settings import SessionSettings
-from chat_session.store import RedisSessionStore
 
 __all__ = ["main", "run"]
 

@@ -1,6 +1,6 @@
 """Sessions and room presence in memory: a :class:`~chat_session.store.SessionStore` with
-the semantics of :class:`~chat_session.store.RedisSessionStore`, for fast tests of the
-logic above it.
+the semantics of :class:`~chat_session.redisstore.RedisSessionStore`, for fast tests of
+the logic above it.
 
 No I/O and no clock of its own: every time is the epoch-ms argument a call is given. Each
 method runs without yielding to the event loop, so it is one atomic step, as each of the
