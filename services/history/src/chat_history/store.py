@@ -2,8 +2,8 @@
 
 :class:`MessageStore` is kept by :class:`~chat_history.pgstore.PostgresMessageStore` (the
 service's) and :class:`~chat_history.memorystore.InMemoryMessageStore` (fast tests of the
-logic above it); the contract suite in ``tests/integration/test_message_store.py`` holds
-both to the same answers.
+logic above it); the contract suite in ``tests/contracts/message_store.py`` holds both
+to the same answers.
 
 Errors::
 

@@ -10,7 +10,8 @@ claims each one (:meth:`SessionStore.claim`): exactly one claim wins, so each on
 
 :class:`SessionStore` is kept by :class:`~chat_session.redisstore.RedisSessionStore` (one
 Redis, Sentinel or a Redis Cluster) and :class:`~chat_session.memorystore.InMemorySessionStore`
-(fast tests of the logic above it); one contract suite holds both to the same answers.
+(fast tests of the logic above it); the contract suite in ``tests/contracts/session_store.py``
+holds both to the same answers.
 """
 
 from __future__ import annotations
