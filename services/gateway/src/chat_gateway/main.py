@@ -87,10 +87,8 @@ async def main(settings: GatewaySettings | None = None) -> int:
         # trip through this instance's own subscription.
         await rt.serve(
             version=VERSION,
-            endpoints={
-                "status": (gateway_endpoint(settings.instance_id, "status"), server.status),
-                "drain": (gateway_endpoint(settings.instance_id, "drain"), server.drain_endpoint),
-            },
+            endpoints={"status": server.status, "drain": server.drain_endpoint},
+            subject=lambda name: gateway_endpoint(settings.instance_id, name),
         )
         rt.lifecycle.on_shutdown(Phase.STOP_INTAKE, "client listener", server.stop_accepting)
         rt.lifecycle.on_shutdown(Phase.CLOSE_CLIENTS, "client connections", server.close_clients)

@@ -54,10 +54,11 @@ async def main(settings: HistorySettings | None = None) -> int:
         await rt.serve(
             version=VERSION,
             endpoints={
-                "append": (history_endpoint("append"), handlers.append),
-                "append_batch": (history_endpoint("append_batch"), handlers.append_batch),
-                "fetch": (history_endpoint("fetch"), handlers.fetch),
+                "append": handlers.append,
+                "append_batch": handlers.append_batch,
+                "fetch": handlers.fetch,
             },
+            subject=history_endpoint,
         )
         rt.mark_ready()
         await rt.lifecycle.wait_stopping()
