@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import websockets
 
+from chat_common.subjects import gateway_endpoint, history_endpoint, session_endpoint
 from chat_devstack.ports import free_port
 from chat_devstack.stack import Stack
 from tests.conftest import MakeStack
@@ -77,6 +78,14 @@ async def test_status_lists_every_instance(make_stack: MakeStack) -> None:
     assert {"join", "rooms", "presence", "inspect"} <= endpoints["session-2"]
     assert endpoints["history-1"] == {"append", "append_batch", "fetch"}
     assert endpoints["gateway-2"] == {"status", "drain"}
+    subject_of = {
+        "session": lambda _instance, name: session_endpoint(name),
+        "history": lambda _instance, name: history_endpoint(name),
+        "gateway": gateway_endpoint,
+    }
+    for i in found:  # each endpoint listens on the subject its name gives
+        for e in i["endpoints"]:
+            assert e["subject"] == subject_of[i["service"]](i["instance"], e["name"])
 
     table = await chatctl(stack, "status", "--quiet", "2")
     assert table.code == 0, table

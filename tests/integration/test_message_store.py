@@ -1,25 +1,24 @@
-"""The message store's contract, run on every implementation: in memory and on Postgres
-(a fresh, migrated database per test)."""
+"""The message store's contract (``tests/contracts/message_store.py``) on Postgres, a
+fresh, migrated database per test; and what only Postgres shows, its failures translated
+into the store's own error. The same contract runs on the in-memory store in
+``tests/unit/test_message_store.py``."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from chat_common.errors import ErrorCode, Unavailable
-from chat_common.schemas import Message
+from chat_common.errors import ErrorCode
 from chat_history.database import Database
-from chat_history.memorystore import InMemoryMessageStore
+from chat_history.pgstore import PostgresMessageStore
 from chat_history.settings import HistorySettings
-from chat_history.store import MessageStore, NewAppend, PostgresMessageStore
+from chat_history.store import MessageStore, StoreUnavailable
 from tests.conftest import Servers
+from tests.contracts.message_store import T0, MessageStoreContract
 
 pytestmark = pytest.mark.integration
-
-T0 = datetime(2026, 11, 28, 21, 58, 16, 822999, tzinfo=UTC)
 
 
 async def _database(servers: Servers) -> Database:
@@ -29,164 +28,38 @@ async def _database(servers: Servers) -> Database:
     return db
 
 
-@pytest.fixture(params=["memory", "postgres"])
-def servers_or_none(request: pytest.FixtureRequest) -> Servers | None:
-    """``None`` for the store in memory; the shared servers for Postgres (started from a
-    sync fixture: an async one cannot start them while the loop runs)."""
-    return None if request.param == "memory" else request.getfixturevalue("servers")
-
-
 @pytest.fixture
-async def store(servers_or_none: Servers | None) -> AsyncIterator[MessageStore]:
-    """A fresh, empty store."""
-    if servers_or_none is None:
-        yield InMemoryMessageStore()
-        return
-    db = await _database(servers_or_none)
+async def store(servers: Servers) -> AsyncIterator[MessageStore]:
+    """A fresh, empty store on a database of its own."""
+    db = await _database(servers)
     try:
         yield PostgresMessageStore(db)
     finally:
         await db.close()
 
 
-def _new(room: str, key: str, *, body: str | None = None, supplied: bool = True) -> NewAppend:
-    return (room, key, f"id-{room}-{key}", "a@example.com", body or f"text {key}", supplied)
-
-
-async def _fill(store: MessageStore, room: str, n: int) -> list[Message]:
-    appends = [_new(room, f"k{i}") for i in range(1, n + 1)]
-    found, _ = await store.append_batch(appends, T0)
-    return [found[(room, f"k{i}")] for i in range(1, n + 1)]
-
-
-async def _seqs(
-    store: MessageStore,
-    room: str,
-    *,
-    before_seq: int | None = None,
-    after_seq: int | None = None,
-    limit: int,
-) -> tuple[list[int], int]:
-    messages, head = await store.page(room, before_seq=before_seq, after_seq=after_seq, limit=limit)
-    return [m.seq for m in messages], head
-
-
-async def test_appends_get_gap_free_seqs_in_the_order_given(store: MessageStore) -> None:
-    """A room's new messages are numbered from 1, without gaps, in the order given, batch
-    after batch."""
-    found, existed = await store.append_batch([_new("r", k) for k in ("c", "a", "b")], T0)
-    assert existed == 0
-    assert {key: m.seq for key, m in found.items()} == {("r", "c"): 1, ("r", "a"): 2, ("r", "b"): 3}
-    found, existed = await store.append_batch([_new("r", "e"), _new("r", "d")], T0)
-    assert existed == 0
-    assert {key: m.seq for key, m in found.items()} == {("r", "e"): 4, ("r", "d"): 5}
-
-
-async def test_a_stored_key_answers_the_stored_message(store: MessageStore) -> None:
-    """Appending a stored key again answers the stored message, counts it as existing and
-    stores nothing: the next new message takes the very next seq."""
-    first, _ = await store.append_batch([_new("r", "a")], T0)
-    retry = ("r", "a", "another-id", "b@example.com", "other text", False)
-    found, existed = await store.append_batch([retry, _new("r", "b")], T0 + timedelta(seconds=5))
-    assert existed == 1
-    assert found[("r", "a")] == first[("r", "a")]
-    assert found[("r", "b")].seq == 2
-    assert await _seqs(store, "r", limit=10) == ([1, 2], 2)
-
-
-async def test_rooms_in_one_batch_number_their_own_messages(store: MessageStore) -> None:
-    """Each room of a batch gets its own seqs from 1, in the order its appends were given."""
-    appends = [_new("x", "1"), _new("y", "1"), _new("x", "2"), _new("y", "2"), _new("y", "3")]
-    found, existed = await store.append_batch(appends, T0)
-    assert existed == 0
-    assert [found[(room, key)].seq for room, key, *_ in appends] == [1, 1, 2, 2, 3]
-    assert await _seqs(store, "x", limit=10) == ([1, 2], 2)
-    assert await _seqs(store, "y", limit=10) == ([1, 2, 3], 3)
-
-
-async def test_messages_have_the_wire_fields(store: MessageStore) -> None:
-    """A message carries its append's fields, its time in UTC to the millisecond (truncated)
-    with ``Z``, and its clientMsgId only when the client supplied it."""
-    plus_two = timezone(timedelta(hours=2))
-    created_at = datetime(2026, 11, 28, 23, 58, 16, 822999, tzinfo=plus_two)
-    appends = [
-        ("r", "c1", "id-1", "a@example.com", "hello", True),
-        ("r", "gw-7", "id-2", "b@example.com", "tab\there", False),
-    ]
-    found, _ = await store.append_batch(appends, created_at)
-    expected = [
-        Message(id="id-1", room_id="r", seq=1, email="a@example.com", text="hello",
-                ts="2026-11-28T21:58:16.822Z", client_msg_id="c1"),
-        Message(id="id-2", room_id="r", seq=2, email="b@example.com", text="tab\there",
-                ts="2026-11-28T21:58:16.822Z", client_msg_id=None),
-    ]  # fmt: skip
-    assert [found[("r", "c1")], found[("r", "gw-7")]] == expected
-    assert await store.page("r", before_seq=None, after_seq=None, limit=10) == (expected, 2)
-
-
-async def test_messages_read_back_equal_the_appended_ones(store: MessageStore) -> None:
-    """Every page holds exactly the messages the appends returned, whichever way it is read."""
-    appended = await _fill(store, "r", 6)
-    newest, head = await store.page("r", before_seq=None, after_seq=None, limit=6)
-    assert (newest, head) == (appended, 6)
-    after, _ = await store.page("r", before_seq=None, after_seq=0, limit=6)
-    assert after == appended
-    replica, _ = await store.page("r", before_seq=4, after_seq=None, limit=6, replica_ok=True)
-    assert replica == appended[:3]
-
-
-async def test_page_without_after_seq_is_the_newest_before(store: MessageStore) -> None:
-    """Without ``after_seq`` a page is the newest messages below ``before_seq`` (or the
-    newest of all), ascending, with the room's head."""
-    await _fill(store, "r", 10)
-    assert await _seqs(store, "r", limit=3) == ([8, 9, 10], 10)
-    assert await _seqs(store, "r", before_seq=5, limit=3) == ([2, 3, 4], 10)
-    assert await _seqs(store, "r", before_seq=3, limit=3) == ([1, 2], 10)
-    assert await _seqs(store, "r", before_seq=1, limit=3) == ([], 10)
-    assert await _seqs(store, "r", before_seq=100, limit=2) == ([9, 10], 10)
-    assert await _seqs(store, "r", limit=50) == (list(range(1, 11)), 10)
-    assert await _seqs(store, "r", limit=0) == ([], 10)
-
-
-async def test_page_with_after_seq_is_the_oldest_after(store: MessageStore) -> None:
-    """With ``after_seq`` a page is the oldest messages above it, below ``before_seq`` if
-    given, ascending, with the room's head."""
-    await _fill(store, "r", 10)
-    assert await _seqs(store, "r", after_seq=0, limit=3) == ([1, 2, 3], 10)
-    assert await _seqs(store, "r", after_seq=3, limit=3) == ([4, 5, 6], 10)
-    assert await _seqs(store, "r", after_seq=8, limit=5) == ([9, 10], 10)
-    assert await _seqs(store, "r", after_seq=3, before_seq=6, limit=10) == ([4, 5], 10)
-    assert await _seqs(store, "r", after_seq=3, before_seq=10, limit=2) == ([4, 5], 10)
-    assert await _seqs(store, "r", after_seq=5, before_seq=6, limit=10) == ([], 10)
-    assert await _seqs(store, "r", after_seq=5, before_seq=3, limit=10) == ([], 10)
-
-
-async def test_page_after_the_head_is_empty(store: MessageStore) -> None:
-    """A page asked after the room's last seq is empty and still tells the head."""
-    await _fill(store, "r", 4)
-    assert await _seqs(store, "r", after_seq=4, limit=10) == ([], 4)
-    assert await _seqs(store, "r", after_seq=40, limit=10) == ([], 4)
-
-
-async def test_an_empty_room_has_head_zero(store: MessageStore) -> None:
-    """A room without messages (even next to one with messages) pages empty with head 0."""
-    await _fill(store, "other", 3)
-    assert await _seqs(store, "r", limit=10) == ([], 0)
-    assert await _seqs(store, "r", before_seq=5, limit=10) == ([], 0)
-    assert await _seqs(store, "r", after_seq=0, limit=10) == ([], 0)
-
-
-async def test_an_empty_batch_stores_nothing(store: MessageStore) -> None:
-    """An empty batch answers nothing and leaves the store as it was."""
-    assert await store.append_batch([], T0) == ({}, 0)
-    assert await _seqs(store, "r", limit=10) == ([], 0)
+class TestPostgresMessageStore(MessageStoreContract):
+    """The contract on :class:`PostgresMessageStore`."""
 
 
 async def test_postgres_page_failure_is_unavailable(servers: Servers) -> None:
-    """A page the database cannot serve fails with UNAVAILABLE, not a database error."""
+    """A page the database cannot serve fails with the store's UNAVAILABLE, not a database
+    error."""
     db = await _database(servers)
     store = PostgresMessageStore(db)
     await db.close()
-    with pytest.raises(Unavailable) as info:
+    with pytest.raises(StoreUnavailable) as info:
         await store.page("r", before_seq=None, after_seq=None, limit=10)
     assert info.value.code is ErrorCode.UNAVAILABLE
+
+
+async def test_postgres_append_failure_is_store_unavailable(servers: Servers) -> None:
+    """A batch the database cannot take fails with the store's own transient error (what
+    the writer retries), the driver's error kept only as its cause."""
+    db = await _database(servers)
+    store = PostgresMessageStore(db)
+    await db.close()
+    with pytest.raises(StoreUnavailable) as info:
+        await store.append_batch([("r", "a", "id-a", "a@example.com", "text", True)], T0)
+    assert info.value.code is ErrorCode.UNAVAILABLE
+    assert type(info.value.__cause__).__module__.startswith("asyncpg")

@@ -1,7 +1,8 @@
-"""The session store's contract, run on every implementation: in memory, and on Redis as
-one server, under Sentinel and as a cluster. Most tests drive the service's logic
-(``SessionHandlers``) with real NATS for its announcements (the test publishes as the
-session service and listens as a gateway); the rest call the store directly."""
+"""The session store's contract (``tests/contracts/session_store.py``) on Redis: as one
+server, under Sentinel and as a cluster, with real NATS for the announcements (the test
+publishes as the session service and listens as a gateway); and what only Redis shows, a
+Sentinel failover under the store. The same contract runs on the in-memory store in
+``tests/unit/test_session_store.py``."""
 
 from __future__ import annotations
 
@@ -13,31 +14,23 @@ from typing import Any
 
 import msgspec
 import pytest
+from nats.aio.client import Client
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from chat_common.errors import ChatError, ErrorCode
 from chat_common.schemas import encode
 from chat_common.subjects import room_presence
 from chat_devstack.ha import RedisSentinelGroup
 from chat_session import redisclient
-from chat_session.handlers import SessionHandlers, token_hash
-from chat_session.memorystore import InMemorySessionStore
-from chat_session.store import RedisSessionStore, SessionStore, slot_group
+from chat_session.redisstore import RedisSessionStore
+from chat_session.store import SessionStore
 from tests.conftest import Servers
+from tests.contracts.session_store import SessionStoreContract
 from tests.support.bus import connect_as
 from tests.support.clients import unique_room
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000
-
-    def __call__(self) -> int:
-        return self.now
 
 
 _REDIS_URLS: dict[str, Callable[[pytest.FixtureRequest], str]] = {
@@ -47,21 +40,18 @@ _REDIS_URLS: dict[str, Callable[[pytest.FixtureRequest], str]] = {
 }
 
 
-@pytest.fixture(params=["memory", *_REDIS_URLS])
-def store_url(request: pytest.FixtureRequest) -> str | None:
-    """Where the store under test lives: ``None`` for in memory, else the URL of one Redis,
-    of the primary Sentinel names or of a Redis Cluster. Only Redis kinds start their
-    servers (from a sync fixture: an async one cannot start them while the loop runs)."""
-    return None if request.param == "memory" else _REDIS_URLS[request.param](request)
+@pytest.fixture(params=list(_REDIS_URLS))
+def store_url(request: pytest.FixtureRequest) -> str:
+    """Where the store under test lives: the URL of one Redis, of the primary Sentinel
+    names or of a Redis Cluster. Its servers are started from a sync fixture: an async one
+    cannot start them while the loop runs."""
+    return _REDIS_URLS[request.param](request)
 
 
 @pytest.fixture
-async def store(store_url: str | None) -> AsyncIterator[SessionStore]:
-    """A fresh store: in memory, or on Redis under a prefix of its own through the client
-    the service makes (a cluster's scripts refuse keys of different slots)."""
-    if store_url is None:
-        yield InMemorySessionStore()
-        return
+async def store(store_url: str) -> AsyncIterator[SessionStore]:
+    """A fresh store on Redis under a prefix of its own, through the client the service
+    makes (a cluster's scripts refuse keys of different slots)."""
     client = redisclient.connect(store_url, max_connections=16, timeout_s=2)
     try:
         yield RedisSessionStore(client, prefix=f"t{uuid.uuid4().hex[:8]}")
@@ -69,222 +59,64 @@ async def store(store_url: str | None) -> AsyncIterator[SessionStore]:
         await client.aclose()
 
 
+class NatsPresenceBus:
+    """A presence bus (``tests.contracts.session_store.PresenceBus``) on NATS: publishes
+    as the session service; :meth:`hear` is the subscription callback of a gateway."""
+
+    def __init__(self, nc: Client) -> None:
+        self._nc = nc
+        self.seen: list[tuple[str, dict[str, Any]]] = []
+
+    async def publish(self, subject: str, payload: bytes) -> None:
+        await self._nc.publish(subject, payload)
+
+    async def hear(self, msg: Any) -> None:
+        event = msgspec.json.decode(msg.data)
+        self.seen.append((event["event"], event["data"]))
+
+    async def settle(self, room: str) -> None:
+        """Barrier: publish a marker after everything else (same connection, same subject,
+        so NATS keeps the order) and wait until it has been received."""
+        marker = uuid.uuid4().hex
+        await self._nc.publish(
+            room_presence(room),
+            encode({"event": "marker", "data": {"roomId": room, "email": marker}}),
+        )
+        async with asyncio.timeout(5):
+            while not any(e == "marker" and d["email"] == marker for e, d in self.seen):
+                await self._nc.flush()
+                await asyncio.sleep(0.01)
+        self.seen[:] = [(e, d) for e, d in self.seen if e != "marker"]
+
+    async def listening(self) -> None:
+        """Wait until the listener hears this connection: right after a subscription, NATS
+        may drop another connection's first messages for a moment, so probe until one
+        arrives."""
+        room = unique_room()
+        probe = encode({"event": "marker", "data": {"roomId": room, "email": "probe"}})
+        async with asyncio.timeout(5):
+            while not self.seen:
+                await self._nc.publish(room_presence(room), probe)
+                await self._nc.flush()
+                await asyncio.sleep(0.01)
+        await self.settle(room)  # the probes still in flight arrive before its marker
+
+
 @pytest.fixture
-async def announcements(
-    servers: Servers,
-) -> AsyncIterator[tuple[Any, list[tuple[str, dict[str, Any]]]]]:
+async def bus(servers: Servers) -> AsyncIterator[NatsPresenceBus]:
     nc = await connect_as(servers.nats.url, servers.nats.seed_files, "session")
     listener = await connect_as(servers.nats.url, servers.nats.seed_files, "gateway")
-    seen: list[tuple[str, dict[str, Any]]] = []
-
-    async def collect(msg: Any) -> None:
-        event = msgspec.json.decode(msg.data)
-        seen.append((event["event"], event["data"]))
-
-    await listener.subscribe(room_presence("*"), cb=collect)
+    bus = NatsPresenceBus(nc)
+    await listener.subscribe(room_presence("*"), cb=bus.hear)
     await listener.flush()
-    await _listening(nc, seen)
-    yield nc, seen
+    await bus.listening()
+    yield bus
     await nc.drain()
     await listener.drain()
 
 
-def _handlers(store: SessionStore, nc: Any, clock: Clock) -> SessionHandlers:
-    return SessionHandlers(store, nc.publish, resume_window_s=10, heartbeat_ttl_s=5, clock=clock)
-
-
-def _join(session_id: str, email: str, room: str, token: str = "tok") -> bytes:
-    return encode(
-        {"sessionId": session_id, "gatewayId": "g1", "email": email, "roomId": room,
-         "tokenHash": token_hash(token), "sid": "s-" + session_id, "position": 0, "conn": "c-" + session_id}
-    )  # fmt: skip
-
-
-async def _settle(nc: Any, seen: list[tuple[str, dict[str, Any]]], room: str) -> None:
-    """Barrier: publish a marker after everything else (same connection, same subject, so
-    NATS keeps the order) and wait until it has been received."""
-    marker = uuid.uuid4().hex
-    await nc.publish(
-        room_presence(room), encode({"event": "marker", "data": {"roomId": room, "email": marker}})
-    )
-    async with asyncio.timeout(5):
-        while not any(e == "marker" and d["email"] == marker for e, d in seen):
-            await nc.flush()
-            await asyncio.sleep(0.01)
-    seen[:] = [(e, d) for e, d in seen if e != "marker"]
-
-
-async def _listening(nc: Any, seen: list[tuple[str, dict[str, Any]]]) -> None:
-    """Wait until the listener hears ``nc``: right after a subscription, NATS may drop
-    another connection's first messages for a moment, so probe until one arrives."""
-    room = unique_room()
-    probe = encode({"event": "marker", "data": {"roomId": room, "email": "probe"}})
-    async with asyncio.timeout(5):
-        while not seen:
-            await nc.publish(room_presence(room), probe)
-            await nc.flush()
-            await asyncio.sleep(0.01)
-    await _settle(nc, seen, room)  # the probes still in flight arrive before its marker
-
-
-async def test_expired_session_is_reaped_once_by_racing_reapers(
-    store: SessionStore, announcements: Any
-) -> None:
-    """Two reapers racing over one expired session announce its user_left exactly once."""
-    nc, seen = announcements
-    clock = Clock()
-    a = _handlers(store, nc, clock)
-    b = SessionHandlers(a._store, nc.publish, resume_window_s=10, heartbeat_ttl_s=5, clock=clock)
-    room = unique_room()
-    await a.join(_join("s1", "x@example.com", room))
-    await a.detach(encode({"sessionId": "s1", "conn": "c-s1"}))
-    clock.now += 9_000
-    assert await a.reap_once() == 0
-    clock.now += 2_000
-    reaped = await asyncio.gather(a.reap_once(), b.reap_once())
-    assert sorted(reaped) == [0, 1]
-    await _settle(nc, seen, room)
-    left = [d for e, d in seen if e == "user_left" and d["roomId"] == room]
-    assert left == [{"roomId": room, "email": "x@example.com", "count": 0, "users": []}]
-
-
-async def test_resume_within_window_keeps_presence_and_after_it_fails(
-    store: SessionStore, announcements: Any
-) -> None:
-    """Resume works inside the window (no presence change) and is refused after expiry."""
-    nc, seen = announcements
-    clock = Clock()
-    h = _handlers(store, nc, clock)
-    room = unique_room()
-    await h.join(_join("s2", "y@example.com", room, token="secret"))
-    await h.detach(encode({"sessionId": "s2", "conn": "c-s2"}))
-    clock.now += 9_000
-    resumed = msgspec.json.decode(
-        await h.resume(
-            encode({"sessionId": "s2", "token": "secret", "gatewayId": "g2", "conn": "c-s2"})
-        )
-    )
-    assert resumed == {"email": "y@example.com", "sid": "s-s2", "rooms": {room: 0}}
-    with pytest.raises(ChatError) as wrong:
-        await h.resume(
-            encode({"sessionId": "s2", "token": "guess", "gatewayId": "g2", "conn": "x"})
-        )
-    assert wrong.value.code is ErrorCode.NOT_FOUND
-    await h.detach(encode({"sessionId": "s2", "conn": "c-s2"}))
-    clock.now += 10_001
-    assert await h.reap_once() == 1
-    with pytest.raises(ChatError) as late:
-        await h.resume(
-            encode({"sessionId": "s2", "token": "secret", "gatewayId": "g2", "conn": "c-s2"})
-        )
-    assert late.value.code is ErrorCode.NOT_FOUND
-    await _settle(nc, seen, room)
-    assert [e for e, d in seen if d["roomId"] == room] == ["user_joined", "user_left"]
-
-
-async def test_heartbeat_reports_lost_sessions_and_restore_is_silent(
-    store: SessionStore, announcements: Any
-) -> None:
-    """After the store loses a session, heartbeat names it; restore rebuilds presence quietly."""
-    nc, seen = announcements
-    clock = Clock()
-    h = _handlers(store, nc, clock)
-    room = unique_room()
-    await h.join(_join("s3", "z@example.com", room))
-    await h.join(_join("s4", "w@example.com", room))
-    await h._store.forget("s3")
-    await h._store.leave("s3", "z@example.com", room, page=100)
-    beat = msgspec.json.decode(
-        await h.heartbeat(encode({"gatewayId": "g1", "sessionIds": ["s3", "s4"]}))
-    )
-    assert beat == {"unknown": ["s3"]}
-    await _settle(nc, seen, room)
-    before = len(seen)
-    await h.restore(
-        encode({"sessionId": "s3", "gatewayId": "g1", "email": "z@example.com", "tokenHash": token_hash("tok"),
-                "sid": "s-s3", "rooms": {room: 7}, "conn": "c-s3"})
-    )  # fmt: skip
-    joined = msgspec.json.decode(await h.join(_join("s5", "v@example.com", room)))
-    assert set(joined["users"]) == {"z@example.com", "w@example.com", "v@example.com"}
-    await _settle(nc, seen, room)
-    assert [e for e, d in seen[before:] if d["email"] == "z@example.com"] == []
-    record = await h._store.get("s3")
-    assert record is not None and record.rooms == {room: 7}
-
-
-async def test_a_small_room_announces_its_list_a_large_one_only_the_change(
-    store: SessionStore, announcements: Any
-) -> None:
-    """Up to presence_list_max users, user_joined/user_left carry the member list; past it,
-    only who and the count. The join answer holds the first page and where the next starts."""
-    nc, seen = announcements
-    h = SessionHandlers(store, nc.publish, resume_window_s=10, heartbeat_ttl_s=5,
-                        presence_list_max=2, clock=Clock())  # fmt: skip
-    room = unique_room()
-    answers = [
-        msgspec.json.decode(await h.join(_join(f"p{n}", f"u{n}@example.com", room)))
-        for n in range(4)
-    ]
-    assert [(a["users"], a["count"], a["next"]) for a in answers[:2]] == [
-        (["u0@example.com"], 1, None),
-        (["u0@example.com", "u1@example.com"], 2, None),
-    ]
-    assert answers[3]["users"] == ["u0@example.com", "u1@example.com"]
-    assert answers[3]["count"] == 4 and answers[3]["next"] is not None
-    await h.leave(encode({"sessionId": "p3", "roomId": room}))
-    await h.leave(encode({"sessionId": "p2", "roomId": room}))
-    await _settle(nc, seen, room)
-    assert seen == [
-        ("user_joined", {"roomId": room, "email": "u0@example.com", "count": 1, "users": ["u0@example.com"]}),
-        ("user_joined", {"roomId": room, "email": "u1@example.com", "count": 2,
-                         "users": ["u0@example.com", "u1@example.com"]}),
-        ("user_joined", {"roomId": room, "email": "u2@example.com", "count": 3}),
-        ("user_joined", {"roomId": room, "email": "u3@example.com", "count": 4}),
-        ("user_left", {"roomId": room, "email": "u3@example.com", "count": 3}),
-        ("user_left", {"roomId": room, "email": "u2@example.com", "count": 2,
-                       "users": ["u0@example.com", "u1@example.com"]}),
-    ]  # fmt: skip
-
-
-async def test_members_are_paged_in_join_order_and_a_cursor_survives_leaves(
-    store: SessionStore, announcements: Any
-) -> None:
-    nc, _ = announcements
-    h = _handlers(store, nc, Clock())
-    room = unique_room()
-    for n in range(7):
-        await h.join(_join(f"m{n}", f"u{n}@example.com", room))
-
-    async def page(after: int | None, limit: int) -> dict[str, Any]:
-        body = {"roomId": room, "limit": limit} | ({} if after is None else {"after": after})
-        return dict(msgspec.json.decode(await h.members(encode(body))))
-
-    first = await page(None, 3)
-    assert first["users"] == ["u0@example.com", "u1@example.com", "u2@example.com"]
-    assert first["count"] == 7 and first["next"] is not None
-    await h.leave(encode({"sessionId": "m2", "roomId": room}))  # the page's last one leaves
-    await h.leave(encode({"sessionId": "m3", "roomId": room}))  # and the next page's first
-    second = await page(first["next"], 3)
-    assert second["users"] == ["u4@example.com", "u5@example.com", "u6@example.com"]
-    assert (second["count"], second["next"]) == (5, None)
-    assert (await page(None, 10))["users"] == [f"u{n}@example.com" for n in (0, 1, 4, 5, 6)]
-
-
-async def test_a_users_bucket_never_refills_the_same_time_twice(
-    store: SessionStore,
-) -> None:
-    """Concurrent takes reach Redis with their clocks out of order (each read its time
-    before waiting for a connection): a late one with an older time neither refills nor
-    moves the bucket's clock back, so the next take refills only the time since the newest."""
-
-    async def take(want: int, now: int) -> int:
-        granted, _ = await store.take("u@example.com", want=want, rate=10, burst=10, now=now)
-        return granted
-
-    assert await take(5, now=1_000) == 5  # 10 -> 5
-    assert await take(5, now=2_000) == 5  # +10 (capped at 10) -> 5
-    assert await take(5, now=1_500) == 5  # stale: no refill -> 0
-    assert await take(10, now=2_500) == 5  # 0.5 s since the newest: +5
+class TestRedisSessionStore(SessionStoreContract):
+    """The contract on one Redis, on Sentinel's primary and on a 6-node Redis Cluster."""
 
 
 async def test_the_store_follows_a_sentinel_failover(tmp_path: Path) -> None:
@@ -328,202 +160,3 @@ async def test_the_store_follows_a_sentinel_failover(tmp_path: Path) -> None:
     finally:
         await client.aclose()
         await group.stop()
-
-
-async def test_operator_views_see_every_room_and_session_wherever_they_live(
-    store: SessionStore,
-) -> None:
-    """Rooms and sessions spread over slots (and, on a cluster, over primaries): the rooms
-    listing scans every node, the session count sums every slot group's index, a room's
-    presence lists each user's sessions, and the reaper's scan finds expired sessions of
-    every group."""
-    rooms = sorted(unique_room("ops") for _ in range(5))
-    sessions = [f"ops-{n}" for n in range(40)]
-    for n, session_id in enumerate(sessions):
-        email = f"o{n % 8}@example.com"
-        await store.open(session_id, email=email, token_hash="h", sid=f"x{n}", gateway="g",
-                         conn=f"c{n}", expires=1_000 + n)  # fmt: skip
-        await store.join(session_id, email, rooms[n % 5], 0, page=10)
-    assert await store.count() == 40
-    listed, more = await store.rooms(limit=1000)
-    assert not more and [r for r in listed if r[0] in rooms] == [(room, 8) for room in rooms]
-    users, page = await store.presence(rooms[0], limit=10)
-    assert page.count == 8 and len(users) == 8
-    assert sorted(s for _, ids in users for s in ids) == sorted(sessions[0::5])
-    expired = await store.expired(now=1_000 + 19, limit=1000)
-    assert sorted(expired) == sorted(sessions[:20])
-    assert len({slot_group(s) for s in expired}) > 1
-
-
-# The store's contract, call by call.
-
-
-async def _open(
-    store: SessionStore,
-    session_id: str,
-    email: str = "a@example.com",
-    *,
-    token: str = "h",
-    expires: int = 10_000,
-) -> tuple[str, int]:
-    """Open ``session_id`` for ``email`` at gateway ``g`` on connection ``c-<session id>``."""
-    return await store.open(
-        session_id,
-        email=email,
-        token_hash=token,
-        sid="x-" + session_id,
-        gateway="g",
-        conn="c-" + session_id,
-        expires=expires,
-    )
-
-
-async def test_reattach_accepts_a_live_session_and_refuses_an_expired_one(
-    store: SessionStore,
-) -> None:
-    """Before its expiry a session reattaches (new expiry, new connection); at it, or when
-    unknown, reattach refuses and changes nothing."""
-    await _open(store, "s1", expires=2_000)
-    assert await store.reattach("s1", now=1_999, expires=5_000, gateway="g2", conn="c2")
-    assert not await store.reattach("s1", now=5_000, expires=9_000, gateway="g3", conn="c3")
-    assert not await store.reattach("ghost", now=0, expires=9_000, gateway="g3", conn="c3")
-    view, record = await store.view("s1"), await store.get("s1")
-    assert view is not None and (view.gateway, view.state, view.expires) == (
-        "g2",
-        "attached",
-        5_000,
-    )
-    assert record is not None and record.conn == "c2"
-    assert await store.known(["ghost"]) == [False]
-
-
-async def test_claim_takes_an_expired_session_exactly_once_and_a_live_one_never(
-    store: SessionStore,
-) -> None:
-    """claim refuses a session before its expiry; from then on exactly one of racing claims
-    wins, and the session leaves the expiry index."""
-    await _open(store, "s1", expires=2_000)
-    assert not await store.claim("s1", now=1_999)
-    claims = await asyncio.gather(*(store.claim("s1", now=2_000) for _ in range(3)))
-    assert sorted(claims) == [False, False, True]
-    assert not await store.claim("s1", now=3_000)
-    assert await store.expired(now=3_000, limit=10) == [] and await store.count() == 0
-
-
-async def test_heartbeat_extends_only_known_sessions(store: SessionStore) -> None:
-    """known names the sessions the store holds; heartbeat moves their expiry and leaves
-    unknown ones unknown."""
-    await _open(store, "s1", expires=2_000)
-    assert await store.known(["s1", "ghost"]) == [True, False]
-    await store.set_expiry(["s1", "ghost"], expires=7_000)
-    view = await store.view("s1")
-    assert view is not None and view.expires == 7_000
-    assert await store.known(["ghost"]) == [False]
-    assert await store.expired(now=10**6, limit=10) == ["s1"] and await store.count() == 1
-
-
-async def test_forget_removes_a_session_from_get_view_and_count(store: SessionStore) -> None:
-    """A forgotten session (rooms included) is gone from get, view, known and count; the
-    others stay."""
-    await _open(store, "s1")
-    await _open(store, "s2")
-    await store.join("s1", "a@example.com", "r1", 3, page=10)
-    await store.forget("s1")
-    assert await store.get("s1") is None and await store.view("s1") is None
-    assert await store.known(["s1", "s2"]) == [False, True] and await store.count() == 1
-
-
-async def test_presence_changes_on_a_users_first_join_and_last_leave_only(
-    store: SessionStore,
-) -> None:
-    """With two sessions of one user in a room, only the first join and the last leave
-    change presence; a repeated join or leave of one session changes nothing."""
-    email = "a@example.com"
-    steps = [
-        await store.join("s1", email, "r1", 0, page=10),
-        await store.join("s2", email, "r1", 0, page=10),
-        await store.join("s1", email, "r1", 0, page=10),
-        await store.leave("s1", email, "r1", page=10),
-        await store.leave("s1", email, "r1", page=10),
-        await store.leave("s2", email, "r1", page=10),
-    ]
-    assert [(s.changed, s.page.count) for s in steps] == [
-        (True, 1), (False, 1), (False, 1), (False, 1), (False, 1), (True, 0),
-    ]  # fmt: skip
-    assert steps[1].complete == [email] and steps[-1].complete == []
-
-
-async def test_a_members_cursor_skips_no_one_when_members_leave_mid_paging(
-    store: SessionStore,
-) -> None:
-    """Users leaving before or at a page's cursor do not shift the pages after it; a user
-    who leaves and joins again comes last."""
-    for n in range(5):
-        await store.join(f"s{n}", f"u{n}@example.com", "r1", 0, page=10)
-    first = await store.members("r1", after=None, limit=2)
-    assert first.users == ["u0@example.com", "u1@example.com"] and first.count == 5
-    await store.leave("s0", "u0@example.com", "r1", page=10)
-    await store.leave("s1", "u1@example.com", "r1", page=10)
-    await store.join("s0", "u0@example.com", "r1", 0, page=10)
-    second = await store.members("r1", after=first.next, limit=2)
-    third = await store.members("r1", after=second.next, limit=2)
-    assert second.users == ["u2@example.com", "u3@example.com"] and second.count == 4
-    assert (third.users, third.next) == (["u4@example.com", "u0@example.com"], None)
-
-
-async def test_a_bucket_grants_up_to_its_burst_then_says_when_to_retry_and_refills(
-    store: SessionStore,
-) -> None:
-    """take grants what the bucket holds (at most the burst), then nothing and how long
-    until one token; time refills it at the rate, up to the burst."""
-
-    async def take(want: int, now: int) -> tuple[int, int]:
-        return await store.take("u@example.com", want=want, rate=2, burst=3, now=now)
-
-    assert await take(2, now=1_000) == (2, 0)
-    assert await take(5, now=1_000) == (1, 0)
-    assert await take(1, now=1_000) == (0, 500)
-    assert await take(1, now=1_250) == (0, 250)  # half a token by now
-    assert await take(5, now=2_000) == (2, 0)
-    assert await take(5, now=60_000) == (3, 0)
-
-
-async def test_open_with_another_email_returns_the_bound_email_and_zero(
-    store: SessionStore,
-) -> None:
-    """A session stays bound to its first email and token: opening it for another user
-    returns the bound email and 0 and counts nothing for either user; reopening it for its
-    own user counts it once."""
-    assert await _open(store, "s1", "a@example.com") == ("a@example.com", 1)
-    assert await _open(store, "s1", "b@example.com", token="other") == ("a@example.com", 0)
-    assert await _open(store, "s2", "a@example.com") == ("a@example.com", 2)
-    assert await _open(store, "s1", "a@example.com") == ("a@example.com", 2)
-    record = await store.get("s1")
-    assert record is not None and (record.email, record.token_hash) == ("a@example.com", "h")
-    assert await store.track_user_sessions("b@example.com") == 0
-
-
-async def test_opening_another_users_session_moves_nothing(store: SessionStore) -> None:
-    """An open for another email leaves the session where it lives (gateway, connection,
-    state) and when it expires: a refused join cannot take a session over."""
-    await store.open("s1", email="a@example.com", token_hash="h", sid="x", gateway="g1",
-                     conn="c1", expires=1_000)  # fmt: skip
-    await store.set_state("s1", gateway="g1", conn="c1", state="detached")
-    await store.open("s1", email="b@example.com", token_hash="t", sid="y", gateway="g2",
-                     conn="c2", expires=9_000)  # fmt: skip
-    record, view = await store.get("s1"), await store.view("s1")
-    assert record is not None and (record.gateway, record.conn) == ("g1", "c1")
-    assert view is not None and (view.state, view.expires) == ("detached", 1_000)
-
-
-async def test_rooms_lists_rooms_with_users_by_id_and_says_when_there_are_more(
-    store: SessionStore,
-) -> None:
-    """rooms lists only rooms with users, by id with their user counts, at most ``limit``
-    of them, and whether there are more."""
-    for n, room in enumerate(["r3", "r1", "r2", "r0"]):
-        await store.join(f"s{n}", f"u{n}@example.com", room, 0, page=10)
-    await store.join("s9", "u9@example.com", "r2", 0, page=10)
-    await store.leave("s3", "u3@example.com", "r0", page=10)
-    assert await store.rooms(limit=10) == ([("r1", 1), ("r2", 2), ("r3", 1)], False)
-    assert await store.rooms(limit=2) == ([("r1", 1), ("r2", 2)], True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 
@@ -14,7 +15,7 @@ import pytest
 from chat_common.errors import ChatError, ErrorCode, Unavailable
 from chat_common.schemas import AppendRequest, Message
 from chat_history.memorystore import InMemoryMessageStore
-from chat_history.store import Key, MessageStore, NewAppend
+from chat_history.store import Key, MessageStore, NewAppend, StoreUnavailable
 from chat_history.writer import BatchWriter, Committed
 
 
@@ -33,8 +34,10 @@ class Announcements:
 
 
 class FailingStore:
-    """An in-memory store whose first ``transient`` batches fail with ``OSError`` and whose
-    batches holding the text ``poison`` fail with ``ValueError``."""
+    """An in-memory store whose first ``transient`` batches fail with ``StoreUnavailable``
+    (translated from an ``OSError``, as the Postgres store does) and whose batches holding
+    a text starting with ``poison`` fail with a ``ValueError`` that quotes the text (as a
+    database error quotes the failing row)."""
 
     def __init__(self, *, transient: int = 0) -> None:
         self.inner = InMemoryMessageStore()
@@ -46,9 +49,10 @@ class FailingStore:
     ) -> tuple[dict[Key, Message], int]:
         self.calls += 1
         if self.calls <= self.transient:
-            raise OSError("connection reset")
-        if any(body == "poison" for *_, body, _supplied in appends):
-            raise ValueError("refused")
+            raise StoreUnavailable() from OSError("connection reset")
+        for *_, body, _supplied in appends:
+            if body.startswith("poison"):
+                raise ValueError(f"refused: {body}")
         return await self.inner.append_batch(appends, created_at)
 
     async def page(
@@ -185,3 +189,42 @@ async def test_a_failing_append_fails_alone() -> None:
         with pytest.raises(ChatError) as info:
             await bad
     assert info.value.code is ErrorCode.INTERNAL
+
+
+async def test_an_error_other_than_store_unavailable_is_not_retried() -> None:
+    """Only ``StoreUnavailable`` is retried: an ``OSError`` that a store lets through is an
+    error for good, tried once and failed INTERNAL."""
+
+    class LeakyStore(FailingStore):
+        async def append_batch(
+            self, appends: Sequence[NewAppend], created_at: datetime
+        ) -> tuple[dict[Key, Message], int]:
+            self.calls += 1
+            raise OSError("not translated")
+
+    store = LeakyStore()
+    async with running(store, attempts=3) as (writer, _announced):
+        (future,) = writer.append_group([_req("r", "a")])
+        with pytest.raises(ChatError) as info:
+            await future
+    assert info.value.code is ErrorCode.INTERNAL
+    assert store.calls == 1
+
+
+async def test_failures_are_logged_by_error_class_never_with_the_text(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A retried batch is logged with the class of the error the store translated, an
+    append failing for good with its error's class; neither log quotes the message text."""
+    store = FailingStore(transient=1)
+    caplog.set_level(logging.INFO, logger="chat.history.writer")
+    async with running(store) as (writer, _announced):
+        ok, bad = writer.append_group([_req("r", "a"), _req("r", "b", "poison: secret words")])
+        assert _message(await ok).seq == 1
+        with pytest.raises(ChatError):
+            await bad
+    retried = [r for r in caplog.records if r.getMessage() == "batch commit failed"]
+    failed = [r for r in caplog.records if r.getMessage() == "append failed for good"]
+    assert [r.__dict__["error"] for r in retried] == ["OSError"]
+    assert [r.__dict__["error"] for r in failed] == ["ValueError"]
+    assert not [r for r in caplog.records if "secret words" in str(r.__dict__)]

@@ -1,6 +1,6 @@
 """The gateway's per-user limiter over the session service's shared bucket, in process: the
-limiter (gateway), the session handlers and the in-memory store (contract-tested against
-Redis in tests/integration/test_session_store.py), with a clock the test moves."""
+limiter (gateway), the session handlers and the in-memory store (held to Redis' answers
+by the contract suite, tests/contracts/session_store.py), with a clock the test moves."""
 
 from __future__ import annotations
 

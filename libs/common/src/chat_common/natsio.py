@@ -275,11 +275,14 @@ async def serve(
     name: str,
     version: str,
     instance_id: str,
-    endpoints: Mapping[str, tuple[str, Handler]],
+    endpoints: Mapping[str, Handler],
+    subject: Callable[[str], str],
     inflight: InFlight,
     accepting: Callable[[], bool] = lambda: True,
 ) -> Service:
-    """Register a micro service; ``endpoints`` maps endpoint name → (subject, handler).
+    """Register a micro service; ``endpoints`` maps endpoint name → handler, and each
+    endpoint listens on ``subject(name)`` (e.g. :func:`chat_common.subjects.session_endpoint`),
+    so a name is spelled once.
 
     Every endpoint joins the queue group ``name`` so instances share the load.
 
@@ -302,11 +305,11 @@ async def serve(
         queue_group=name,
         stats_handler=stats,
     )
-    for endpoint, (subject, handler) in endpoints.items():
+    for endpoint, handler in endpoints.items():
         await service.add_endpoint(
             EndpointConfig(
                 name=endpoint,
-                subject=subject,
+                subject=subject(endpoint),
                 handler=_bounded(endpoint, handler, inflight, meters[endpoint]),
             )
         )

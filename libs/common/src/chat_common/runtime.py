@@ -141,14 +141,22 @@ class ServiceRuntime:
         """Add a readiness check (a coroutine that raises when not ready)."""
         self.ops.add_check(name, check)
 
-    async def serve(self, *, version: str, endpoints: Mapping[str, tuple[str, Handler]]) -> Service:
-        """Expose ``endpoints`` as a ``nats.micro`` service named after this service."""
+    async def serve(
+        self,
+        *,
+        version: str,
+        endpoints: Mapping[str, Handler],
+        subject: Callable[[str], str],
+    ) -> Service:
+        """Expose ``endpoints`` (name → handler) as a ``nats.micro`` service named after this
+        service; each endpoint listens on ``subject(name)``."""
         service = await serve(
             self.nc,
             name=self.name,
             version=version,
             instance_id=self.settings.instance_id,
             endpoints=endpoints,
+            subject=subject,
             inflight=self.inflight,
             accepting=lambda: self.lifecycle.ready,
         )

@@ -143,13 +143,8 @@ async def main(settings: GatewaySettings | None = None) -> int:
         # trip through this instance's own subscription.
         await rt.serve(
             version=VERSION,
-            endpoints={
-                "status": (gateway_endpoint(settings.instance_id, "status"), gw.registry.status),
-                "drain": (
-                    gateway_endpoint(settings.instance_id, "drain"),
-                    gw.drain.drain_endpoint,
-                ),
-            },
+            endpoints={"status": gw.registry.status, "drain": gw.drain.drain_endpoint},
+            subject=lambda name: gateway_endpoint(settings.instance_id, name),
         )
         on_shutdown = rt.lifecycle.on_shutdown
         on_shutdown(Phase.STOP_INTAKE, "client listener", gw.port.stop_accepting)

@@ -14,8 +14,8 @@ from chat_common.tracing import tracing_enabled
 from chat_history.database import Database
 from chat_history.fanout import publish_committed
 from chat_history.handlers import HistoryHandlers
+from chat_history.pgstore import PostgresMessageStore
 from chat_history.settings import HistorySettings
-from chat_history.store import PostgresMessageStore
 from chat_history.writer import BatchWriter
 
 __all__ = ["main", "run"]
@@ -54,10 +54,11 @@ async def main(settings: HistorySettings | None = None) -> int:
         await rt.serve(
             version=VERSION,
             endpoints={
-                "append": (history_endpoint("append"), handlers.append),
-                "append_batch": (history_endpoint("append_batch"), handlers.append_batch),
-                "fetch": (history_endpoint("fetch"), handlers.fetch),
+                "append": handlers.append,
+                "append_batch": handlers.append_batch,
+                "fetch": handlers.fetch,
             },
+            subject=history_endpoint,
         )
         rt.mark_ready()
         await rt.lifecycle.wait_stopping()

@@ -1,5 +1,5 @@
 """Messages in memory: a :class:`~chat_history.store.MessageStore` with the semantics of
-:class:`~chat_history.store.PostgresMessageStore`, for fast tests of the logic above it.
+:class:`~chat_history.pgstore.PostgresMessageStore`, for fast tests of the logic above it.
 
 No I/O and no clock of its own: a message's time is the ``created_at`` it was appended
 with. Each method runs without yielding to the event loop, so it is one atomic step, as
@@ -15,7 +15,7 @@ from datetime import datetime
 
 from chat_common.schemas import Message
 from chat_common.timefmt import iso_ms
-from chat_history.store import Key, NewAppend
+from chat_history.store import Key, MessageStore, NewAppend
 
 __all__ = ["InMemoryMessageStore"]
 
@@ -78,3 +78,10 @@ class InMemoryMessageStore:
             start = min(max(after_seq, 0), head)
             return room[start : min(end, start + limit)], head
         return room[max(0, end - limit) : end], head
+
+
+def _conforms(store: InMemoryMessageStore) -> MessageStore:
+    """Never called: mypy checks this return, so a signature that drifts from the
+    interface fails ``make lint`` here, naming the member (a ``type[MessageStore]``
+    annotation is checked too, but its error does not say which member differs)."""
+    return store

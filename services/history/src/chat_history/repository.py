@@ -10,14 +10,9 @@ import asyncpg
 
 from chat_common.schemas import Message
 from chat_common.timefmt import iso_ms
+from chat_history.store import Key, NewAppend
 
-__all__ = ["Key", "NewAppend", "append_batch", "page"]
-
-Key = tuple[str, str]
-"""(room_id, client_msg_id): the identity of a message."""
-
-NewAppend = tuple[str, str, str, str, str, bool]
-"""(room_id, client_msg_id, id, email, body, client_supplied)"""
+__all__ = ["append_batch", "page"]
 
 _COLUMNS = "room_id, seq, id, email, body, client_msg_id, client_supplied, created_at"
 

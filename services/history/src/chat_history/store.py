@@ -1,9 +1,16 @@
-"""Where messages live: the store interface and its Postgres implementation.
+"""Where messages live: the store interface, in its own terms (no database driver here).
 
-:class:`PostgresMessageStore` holds everything Postgres-specific above the SQL
-(:mod:`chat_history.repository`): which pool a call uses, and which database errors are
-worth retrying (:data:`TRANSIENT_ERRORS`). An in-memory store with the same semantics is in
-:mod:`chat_history.memorystore`.
+:class:`MessageStore` is kept by :class:`~chat_history.pgstore.PostgresMessageStore` (the
+service's) and :class:`~chat_history.memorystore.InMemoryMessageStore` (fast tests of the
+logic above it); the contract suite in ``tests/contracts/message_store.py`` holds both
+to the same answers.
+
+Errors::
+
+    chat_common.errors.Unavailable
+    └── StoreUnavailable      the store cannot serve now; the same call may work later
+
+Anything else a store raises is for good: trying the same call again gives the same error.
 """
 
 from __future__ import annotations
@@ -12,31 +19,33 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
-import asyncpg
-
 from chat_common.errors import Unavailable
 from chat_common.schemas import Message
-from chat_history import repository
-from chat_history.database import Database
-from chat_history.repository import Key, NewAppend
 
-__all__ = ["TRANSIENT_ERRORS", "Key", "MessageStore", "NewAppend", "PostgresMessageStore"]
+__all__ = ["Key", "MessageStore", "NewAppend", "StoreUnavailable"]
 
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    Unavailable,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.DeadlockDetectedError,
-    asyncpg.SerializationError,
-    asyncpg.UniqueViolationError,  # a concurrent batch stored the same key first
-    asyncpg.QueryCanceledError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError,
-)
-"""Errors of :meth:`MessageStore.append_batch` after which the same batch may succeed
-(retrying is safe: appends are idempotent by key). Any other error is for good."""
+Key = tuple[str, str]
+"""(room_id, client_msg_id): the identity of a message."""
+
+NewAppend = tuple[str, str, str, str, str, bool]
+"""(room_id, client_msg_id, id, email, body, client_supplied)"""
+
+
+class StoreUnavailable(Unavailable):
+    """The store cannot serve now (its server is down, slow, busy or lost the connection,
+    or a concurrent writer got in the way); the same call may succeed later.
+
+    History's own type rather than :class:`~chat_common.errors.Unavailable` itself, and a
+    subclass of it. Its own type, so that the batch writer retries what a store declared
+    worth retrying, and nothing else that happens to be ``UNAVAILABLE``; a subclass, so that
+    a failing :meth:`MessageStore.page` reaches the caller as ``UNAVAILABLE`` (its stable
+    code) with no translation in the handlers. Its message is safe to show: an
+    implementation translates its driver's errors into it (the driver's error, kept as
+    ``__cause__``, is for logs, by class name only: database errors may quote message text).
+    """
+
+    def __init__(self, message: str = "message store unavailable") -> None:
+        super().__init__(message)
 
 
 class MessageStore(Protocol):
@@ -51,7 +60,8 @@ class MessageStore(Protocol):
         A key already stored is answered with its stored message and nothing is written
         for it; the others get the next seqs of their room, in the order given, and
         ``created_at``. Returns every key's message and how many were already stored.
-        Raises one of :data:`TRANSIENT_ERRORS` when trying again may work.
+        Raises :class:`StoreUnavailable` when trying again may work (retrying is safe:
+        appends are idempotent by key); any other error is for good.
         """
         ...
 
@@ -70,42 +80,6 @@ class MessageStore(Protocol):
         With ``after_seq``: the oldest ones after it (and before ``before_seq`` if given).
         Otherwise: the newest ones before ``before_seq`` (or the newest of all).
         ``replica_ok``: the answer may lag a moment behind the latest commit. Raises
-        :class:`~chat_common.errors.Unavailable` when the store cannot answer.
+        :class:`StoreUnavailable` when the store cannot answer.
         """
         ...
-
-
-class PostgresMessageStore:
-    """:class:`MessageStore` in Postgres, through the pools of a :class:`Database`."""
-
-    def __init__(self, db: Database) -> None:
-        self._db = db
-
-    async def append_batch(
-        self, appends: Sequence[NewAppend], created_at: datetime
-    ) -> tuple[dict[Key, Message], int]:
-        # Database errors go up as they are: the writer retries the transient ones and
-        # isolates the failing append for the others.
-        if not appends:
-            return {}, 0  # the statement needs one array per column, even empty ones
-        async with self._db.acquire() as conn:
-            return await repository.append_batch(conn, appends, created_at)
-
-    async def page(
-        self,
-        room_id: str,
-        *,
-        before_seq: int | None,
-        after_seq: int | None,
-        limit: int,
-        replica_ok: bool = False,
-    ) -> tuple[list[Message], int]:
-        try:
-            async with self._db.acquire(replica_ok=replica_ok) as conn:
-                return await repository.page(
-                    conn, room_id, before_seq=before_seq, after_seq=after_seq, limit=limit
-                )
-        except TRANSIENT_ERRORS as exc:
-            raise Unavailable("message store unavailable") from exc
-        except asyncpg.PostgresError as exc:
-            raise Unavailable("message store error") from exc

@@ -1,10 +1,11 @@
 """Group commit: appends collected for a few milliseconds are written in one transaction.
 
 Each caller gets its message only after the transaction that holds it has committed
-(ack means durable). A batch that fails transiently is retried as a whole; because messages
-are keyed by ``(room_id, client_msg_id)``, a retry after a lost COMMIT finds the rows
-instead of writing them twice. Any other failure splits the batch, so that only the append
-at fault fails.
+(ack means durable). A batch whose store raises
+:class:`~chat_history.store.StoreUnavailable` is retried as a whole; because messages are
+keyed by ``(room_id, client_msg_id)``, a retry after a lost COMMIT finds the rows instead of
+writing them twice. Any other failure splits the batch, so that only the append at fault
+fails.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from chat_common.errors import ChatError, ErrorCode, Unavailable
 from chat_common.schemas import AppendRequest, Message, encode
 from chat_common.tracing import tracer
 from chat_history.metrics import APPENDS, BATCH_SIZE, COMMIT_SECONDS
-from chat_history.store import TRANSIENT_ERRORS, Key, MessageStore
+from chat_history.store import Key, MessageStore, StoreUnavailable
 
 __all__ = ["BatchWriter", "Committed", "OnCommitted"]
 
@@ -126,10 +127,16 @@ class BatchWriter:
             try:
                 stored = await self._traced_commit(live)
                 break
-            except TRANSIENT_ERRORS as exc:
+            except StoreUnavailable as exc:
+                # The store's own error names no driver; the one it translated does (by
+                # class only: its text may quote the message).
                 _log.warning(
                     "batch commit failed",
-                    extra={"attempt": attempt, "size": len(live), "error": type(exc).__name__},
+                    extra={
+                        "attempt": attempt,
+                        "size": len(live),
+                        "error": type(exc.__cause__ or exc).__name__,
+                    },
                 )
                 if attempt == self._attempts:
                     for p in live:

@@ -12,8 +12,8 @@ from chat_common.subjects import SESSION_SERVICE, session_endpoint
 from chat_common.tracing import tracing_enabled
 from chat_session import redisclient
 from chat_session.handlers import SessionHandlers
+from chat_session.redisstore import RedisSessionStore
 from chat_session.settings import SessionSettings
-from chat_session.store import RedisSessionStore
 
 __all__ = ["main", "run"]
 
@@ -54,19 +54,20 @@ async def main(settings: SessionSettings | None = None) -> int:
         await rt.serve(
             version=VERSION,
             endpoints={
-                "join": (session_endpoint("join"), handlers.join),
-                "leave": (session_endpoint("leave"), handlers.leave),
-                "disconnect": (session_endpoint("disconnect"), handlers.disconnect),
-                "detach": (session_endpoint("detach"), handlers.detach),
-                "resume": (session_endpoint("resume"), handlers.resume),
-                "heartbeat": (session_endpoint("heartbeat"), handlers.heartbeat),
-                "restore": (session_endpoint("restore"), handlers.restore),
-                "take": (session_endpoint("take"), handlers.take),
-                "rooms": (session_endpoint("rooms"), handlers.rooms),
-                "presence": (session_endpoint("presence"), handlers.presence),
-                "members": (session_endpoint("members"), handlers.members),
-                "inspect": (session_endpoint("inspect"), handlers.inspect),
+                "join": handlers.join,
+                "leave": handlers.leave,
+                "disconnect": handlers.disconnect,
+                "detach": handlers.detach,
+                "resume": handlers.resume,
+                "heartbeat": handlers.heartbeat,
+                "restore": handlers.restore,
+                "take": handlers.take,
+                "rooms": handlers.rooms,
+                "presence": handlers.presence,
+                "members": handlers.members,
+                "inspect": handlers.inspect,
             },
+            subject=session_endpoint,
         )
         rt.mark_ready()
         await rt.lifecycle.wait_stopping()

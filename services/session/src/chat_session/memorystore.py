@@ -1,6 +1,6 @@
 """Sessions and room presence in memory: a :class:`~chat_session.store.SessionStore` with
-the semantics of :class:`~chat_session.store.RedisSessionStore`, for fast tests of the
-logic above it.
+the semantics of :class:`~chat_session.redisstore.RedisSessionStore`, for fast tests of
+the logic above it.
 
 No I/O and no clock of its own: every time is the epoch-ms argument a call is given. Each
 method runs without yielding to the event loop, so it is one atomic step, as each of the
@@ -20,7 +20,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from chat_session.store import MemberPage, PresenceChange, SessionRecord, SessionView
+from chat_session.store import (
+    MemberPage,
+    PresenceChange,
+    SessionRecord,
+    SessionStore,
+    SessionView,
+)
 
 __all__ = ["InMemorySessionStore"]
 
@@ -224,3 +230,10 @@ class InMemorySessionStore:
             rooms=record.rooms,
             expires=self._expiry.get(session_id),
         )
+
+
+def _conforms(store: InMemorySessionStore) -> SessionStore:
+    """Never called: mypy checks this return, so a signature that drifts from the
+    interface fails ``make lint`` here, naming the member (a ``type[SessionStore]``
+    annotation is checked too, but its error does not say which member differs)."""
+    return store

@@ -1,0 +1,331 @@
+"""Sessions and room presence on Redis: :class:`RedisSessionStore`, the
+:class:`~chat_session.store.SessionStore` of the service.
+
+Redis layout (``P`` = key prefix, ``{..}`` = cluster hash tag, ``G`` = the session's slot
+group, ``crc32(S) % 16`` in hex)::
+
+    P:room:{R}:users               ZSET  email -> join order (user-level presence)
+    P:room:{R}:clock               STRING counter giving the join order
+    P:room:{R}:conns:<email>       SET   session ids of that user in the room
+    P:session:{P:sG}:S             HASH  email, gateway, conn, token_hash (sha256 of the token), sid, state
+    P:session:{P:sG}:S:rooms       HASH  room -> join position (last seq in the join's history)
+    P:sessions:{P:sG}:expiry       ZSET  session id -> when it expires (epoch ms)
+    P:user:{E}:sessions            SET   the user's live session ids
+    P:rate:{E}                     HASH  the user's shared token bucket
+
+Every script and multi-key command touches keys of one hash tag only, so the same layout
+runs on one Redis, on Sentinel and on Redis Cluster. A session's keys share their slot with
+the expiry index of its group: the 16 groups spread the index over the cluster's primaries,
+and the reaper walks each group's index.
+
+The expiry index holds each session's expiry (see :mod:`chat_session.store` for what moves
+it); the reaper claims an expired session with an atomic ZREM (the ``CLAIM`` script), so
+exactly one claim wins. Session keys also carry a long Redis TTL as a backstop. The Lua
+scripts are in :mod:`chat_session.redisscripts`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import zlib
+from collections.abc import Awaitable
+from typing import Any
+
+from redis.asyncio import Redis, RedisCluster
+
+from chat_common.schemas import ROOM_ID_PATTERN
+from chat_session import redisscripts as scripts
+from chat_session.store import (
+    MemberPage,
+    PresenceChange,
+    SessionRecord,
+    SessionStore,
+    SessionView,
+)
+
+__all__ = ["BACKSTOP_TTL_S", "SLOT_GROUPS", "RedisSessionStore", "slot_group"]
+
+BACKSTOP_TTL_S = 24 * 3600
+SLOT_GROUPS = 16
+"""How many expiry indexes (and hash tags) sessions are spread over."""
+_SCAN_COUNT = 500
+_ROOM_ID = re.compile(ROOM_ID_PATTERN)
+
+
+def _page(count: int, flat: list[str]) -> MemberPage:
+    """A page from a ``WITHSCORES`` reply (``[user, score, user, score, ...]``)."""
+    users = [str(u) for u in flat[0::2]]
+    more = count > len(users) and bool(users)
+    return MemberPage(users, int(count), int(float(flat[-1])) if more else None)
+
+
+def _glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
+
+
+async def _both(main: Awaitable[Any], other: Awaitable[Any]) -> Any:
+    """Run two Redis calls side by side; ``main``'s result, or the first failure."""
+    results = await asyncio.gather(main, other, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results[0]
+
+
+def slot_group(session_id: str) -> int:
+    """The slot group of a session: its keys and its expiry index share one hash tag."""
+    return zlib.crc32(session_id.encode()) % SLOT_GROUPS
+
+
+class RedisSessionStore:
+    """:class:`~chat_session.store.SessionStore` on Redis: one server (or Sentinel's
+    primary) or a Redis Cluster, through a client with ``decode_responses=True``."""
+
+    def __init__(self, redis: Redis | RedisCluster, *, prefix: str) -> None:
+        self._r = redis
+        self._p = prefix
+        self._open = redis.register_script(scripts.OPEN)
+        self._join = redis.register_script(scripts.JOIN)
+        self._leave = redis.register_script(scripts.LEAVE)
+        self._reattach = redis.register_script(scripts.REATTACH)
+        self._claim = redis.register_script(scripts.CLAIM)
+        self._take = redis.register_script(scripts.TAKE)
+        self._user_set = redis.register_script(scripts.USER_SESSIONS)
+
+    def _room(self, room_id: str, part: str) -> str:
+        return f"{self._p}:room:{{{room_id}}}:{part}"
+
+    def _user_sessions(self, email: str) -> str:
+        return f"{self._p}:user:{{{email}}}:sessions"
+
+    def _tag(self, group: int) -> str:
+        return f"{{{self._p}:s{group:x}}}"
+
+    def _session(self, session_id: str, part: str = "") -> str:
+        return f"{self._p}:session:{self._tag(slot_group(session_id))}:{session_id}{part}"
+
+    def _expiry(self, group: int) -> str:
+        return f"{self._p}:sessions:{self._tag(group)}:expiry"
+
+    def _expiry_of(self, session_id: str) -> str:
+        return self._expiry(slot_group(session_id))
+
+    async def open(
+        self,
+        session_id: str,
+        *,
+        email: str,
+        token_hash: str,
+        sid: str,
+        gateway: str,
+        conn: str,
+        expires: int,
+    ) -> tuple[str, int]:
+        keys = [
+            self._session(session_id),
+            self._session(session_id, ":rooms"),
+            self._expiry_of(session_id),
+        ]
+        args: list[str | int] = [
+            email,
+            token_hash,
+            sid,
+            gateway,
+            conn,
+            expires,
+            BACKSTOP_TTL_S,
+            session_id,
+        ]
+        bound = str(await self._open(keys=keys, args=args))
+        if bound != email:
+            return bound, 0
+        return bound, await self.track_user_sessions(email, add=session_id)
+
+    async def _load(
+        self, session_id: str
+    ) -> tuple[dict[str, str], dict[str, str], float | None] | None:
+        """A session's fields, rooms and expiry in one round trip (``None``: unknown)."""
+        async with self._r.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self._session(session_id))
+            pipe.hgetall(self._session(session_id, ":rooms"))
+            pipe.zscore(self._expiry_of(session_id), session_id)
+            fields, rooms, expires = await pipe.execute()
+        if not fields or "email" not in fields:
+            return None
+        return fields, rooms, expires
+
+    async def get(self, session_id: str) -> SessionRecord | None:
+        if (loaded := await self._load(session_id)) is None:
+            return None
+        fields, rooms, _ = loaded
+        return SessionRecord(
+            email=fields["email"],
+            token_hash=fields.get("token_hash", ""),
+            sid=fields.get("sid", ""),
+            gateway=fields.get("gateway", ""),
+            conn=fields.get("conn", ""),
+            rooms={room: int(pos) for room, pos in rooms.items()},
+        )
+
+    async def join(
+        self, session_id: str, email: str, room_id: str, join_position: int, *, page: int
+    ) -> PresenceChange:
+        keys = [
+            self._room(room_id, "users"),
+            self._room(room_id, "clock"),
+            self._room(room_id, f"conns:{email}"),
+        ]
+        # Side by side rather than in one pipeline: a pipeline holding a script costs a
+        # SCRIPT EXISTS round trip first (redis-py); the script call reloads on NOSCRIPT.
+        first, count, flat = await _both(
+            self._join(keys=keys, args=[session_id, email, page]),
+            self._r.hset(self._session(session_id, ":rooms"), room_id, join_position),
+        )
+        return PresenceChange(bool(first), _page(count, flat))
+
+    async def leave(
+        self, session_id: str, email: str, room_id: str, *, page: int
+    ) -> PresenceChange:
+        keys = [
+            self._room(room_id, "users"),
+            self._room(room_id, f"conns:{email}"),
+            self._room(room_id, "clock"),
+        ]
+        last, count, flat = await _both(
+            self._leave(keys=keys, args=[session_id, email, page]),
+            self._r.hdel(self._session(session_id, ":rooms"), room_id),
+        )
+        return PresenceChange(bool(last), _page(count, flat))
+
+    async def members(self, room_id: str, *, after: int | None, limit: int) -> MemberPage:
+        key = self._room(room_id, "users")
+        low = "-inf" if after is None else f"({after}"
+        async with self._r.pipeline(transaction=False) as pipe:
+            pipe.zrangebyscore(key, low, "+inf", start=0, num=limit + 1, withscores=True)
+            pipe.zcard(key)
+            found, count = await pipe.execute()
+        users = [str(u) for u, _ in found[:limit]]
+        more = len(found) > limit
+        return MemberPage(users, int(count), int(found[limit - 1][1]) if more else None)
+
+    async def reattach(
+        self, session_id: str, *, now: int, expires: int, gateway: str, conn: str
+    ) -> bool:
+        keys = [self._expiry_of(session_id), self._session(session_id)]
+        args: list[str | int] = [session_id, now, expires, gateway, conn]
+        return bool(await self._reattach(keys=keys, args=args))
+
+    async def set_state(self, session_id: str, *, gateway: str, conn: str, state: str) -> None:
+        await self._r.hset(
+            self._session(session_id), mapping={"gateway": gateway, "conn": conn, "state": state}
+        )
+
+    async def known(self, session_ids: list[str]) -> list[bool]:
+        async with self._r.pipeline(transaction=False) as pipe:
+            for session_id in session_ids:
+                pipe.exists(self._session(session_id))
+            return [bool(n) for n in await pipe.execute()]
+
+    async def set_expiry(self, session_ids: list[str], *, expires: int) -> None:
+        if not session_ids:
+            return
+        groups: dict[int, list[str]] = {}
+        for session_id in session_ids:
+            groups.setdefault(slot_group(session_id), []).append(session_id)
+        async with self._r.pipeline(transaction=False) as pipe:
+            for group, ids in groups.items():
+                pipe.zadd(self._expiry(group), dict.fromkeys(ids, expires), xx=True)
+            await pipe.execute()
+
+    async def expired(self, *, now: int, limit: int) -> list[str]:
+        async with self._r.pipeline(transaction=False) as pipe:
+            for group in range(SLOT_GROUPS):
+                pipe.zrangebyscore(self._expiry(group), "-inf", now, start=0, num=limit)
+            found = await pipe.execute()
+        return [str(s) for ids in found for s in ids][:limit]
+
+    async def claim(self, session_id: str, *, now: int) -> bool:
+        return bool(await self._claim(keys=[self._expiry_of(session_id)], args=[session_id, now]))
+
+    async def forget(self, session_id: str) -> None:
+        async with self._r.pipeline(transaction=False) as pipe:
+            pipe.delete(self._session(session_id), self._session(session_id, ":rooms"))
+            pipe.zrem(self._expiry_of(session_id), session_id)
+            await pipe.execute()
+
+    async def count(self) -> int:
+        async with self._r.pipeline(transaction=False) as pipe:
+            for group in range(SLOT_GROUPS):
+                pipe.zcard(self._expiry(group))
+            return sum(int(n) for n in await pipe.execute())
+
+    async def take(
+        self, email: str, *, want: int, rate: float, burst: float, now: int
+    ) -> tuple[int, int]:
+        granted, wait = await self._take(
+            keys=[f"{self._p}:rate:{{{email}}}"], args=[rate, burst, now, want]
+        )
+        return int(granted), int(wait)
+
+    async def track_user_sessions(
+        self, email: str, *, add: str | None = None, remove: str | None = None
+    ) -> int:
+        args: list[str | int] = [add or "", remove or "", BACKSTOP_TTL_S]
+        return int(await self._user_set(keys=[self._user_sessions(email)], args=args))
+
+    async def ping(self) -> None:
+        await self._r.ping()
+
+    async def rooms(self, *, limit: int) -> tuple[list[tuple[str, int]], bool]:
+        # SCAN, never KEYS: incremental, so a large keyspace does not block Redis; stop as
+        # soon as one room more than asked for has been seen.
+        head, tail = f"{self._p}:room:{{", "}:users"
+        pattern = f"{_glob_escape(head)}*{tail}"
+        found: set[str] = set()
+        async for key in self._r.scan_iter(match=pattern, count=_SCAN_COUNT):
+            room = str(key)[len(head) : -len(tail)]
+            if _ROOM_ID.match(room):
+                found.add(room)
+            if len(found) > limit:
+                break
+        chosen = sorted(found)[:limit]
+        async with self._r.pipeline(transaction=False) as pipe:
+            for room in chosen:
+                pipe.zcard(self._room(room, "users"))
+            counts = await pipe.execute()
+        rooms = [(room, int(n)) for room, n in zip(chosen, counts, strict=True) if int(n) > 0]
+        return rooms, len(found) > limit
+
+    async def presence(
+        self, room_id: str, *, limit: int, after: int | None = None
+    ) -> tuple[list[tuple[str, list[str]]], MemberPage]:
+        page = await self.members(room_id, after=after, limit=limit)
+        async with self._r.pipeline(transaction=False) as pipe:
+            for email in page.users:
+                pipe.smembers(self._room(room_id, f"conns:{email}"))
+            sessions = await pipe.execute()
+        users = [
+            (e, sorted(str(s) for s in ids)) for e, ids in zip(page.users, sessions, strict=True)
+        ]
+        return users, page
+
+    async def view(self, session_id: str) -> SessionView | None:
+        if (loaded := await self._load(session_id)) is None:
+            return None
+        fields, rooms, expires = loaded
+        return SessionView(
+            email=fields["email"],
+            sid=fields.get("sid", ""),
+            state=fields.get("state", ""),
+            gateway=fields.get("gateway", ""),
+            rooms={room: int(pos) for room, pos in rooms.items()},
+            expires=None if expires is None else int(expires),
+        )
+
+
+def _conforms(store: RedisSessionStore) -> SessionStore:
+    """Never called: mypy checks this return, so a signature that drifts from the
+    interface fails ``make lint`` here, naming the member (a ``type[SessionStore]``
+    annotation is checked too, but its error does not say which member differs)."""
+    return store
