@@ -227,7 +227,9 @@ class ClientPort:
         self._upgrades.add(task)
         task.add_done_callback(self._upgrades.discard)
 
-    def serve(self, carrier: Carrier, *, remote: str, serving: Coroutine[Any, Any, None]) -> None:
+    def serve(
+        self, carrier: Carrier, *, remote: str, serving: Coroutine[Any, Any, None]
+    ) -> asyncio.Task[None]:
         """Count the connection against its address and run its loop as its own task."""
         self._per_ip[remote] = self._per_ip.get(remote, 0) + 1
         task = asyncio.create_task(serving, name=f"{type(carrier).__name__}-connection")
