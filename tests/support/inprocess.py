@@ -340,6 +340,10 @@ class RecordingCarrier:
         self._changed.set()
 
 
+def _has(data: object, fields: Mapping[str, object]) -> bool:
+    return not fields or (isinstance(data, dict) and all(data.get(k) == v for k, v in fields.items()))
+
+
 class _Peer:
     """What both protocols' peers share: an unread queue of the frames received."""
 
@@ -411,11 +415,14 @@ class SocketIOPeer(_Peer):
         result: dict[str, Any] = json.loads(frame[len(prefix) - 1 :])[0]
         return result
 
-    async def event(self, name: str) -> list[Any]:
-        """The next ``name`` event's arguments."""
+    async def event(self, name: str, **fields: object) -> list[Any]:
+        """The next ``name`` event's arguments (whose first has these ``fields``)."""
         prefix = b'42["' + name.encode() + b'"'
-        frame = await self.frame(lambda f: f.startswith(prefix), f"{name} event")
-        args: list[Any] = json.loads(frame[2:])[1:]
+
+        def match(frame: bytes) -> bool:
+            return frame.startswith(prefix) and _has(json.loads(frame[2:])[1], fields)
+
+        args: list[Any] = json.loads((await self.frame(match, f"{name} event"))[2:])[1:]
         return args
 
 
@@ -434,11 +441,14 @@ class NativePeer(_Peer):
         result: dict[str, Any] = json.loads(frame)["data"]
         return result
 
-    async def event(self, name: str) -> Any:
-        """The next ``name`` event's data."""
+    async def event(self, name: str, **fields: object) -> Any:
+        """The next ``name`` event's data (with these ``fields``)."""
         prefix = b'{"type":' + json.dumps(name).encode() + b","
-        frame = await self.frame(lambda f: f.startswith(prefix), f"{name} event")
-        return json.loads(frame)["data"]
+
+        def match(frame: bytes) -> bool:
+            return frame.startswith(prefix) and _has(json.loads(frame)["data"], fields)
+
+        return json.loads(await self.frame(match, f"{name} event"))["data"]
 
 
 # -- the whole thing ------------------------------------------------------------------------
