@@ -23,9 +23,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import nats.errors
 
 from chat_common.boundary import guarded
 from chat_common.errors import ChatError, Unavailable
@@ -34,6 +36,7 @@ from chat_common.subjects import gateway_control, history_endpoint, room_subject
 from chat_gateway.auth import JwtVerifier
 from chat_gateway.carrier import Carrier, Limit
 from chat_gateway.main import Gateway, assemble
+from chat_gateway.pollrelay import PollRelay
 from chat_gateway.protocol.wsframe import text_payloads
 from chat_gateway.rooms.feed import Deliver, RoomSubscription
 from chat_gateway.settings import GatewaySettings
@@ -74,6 +77,8 @@ def gateway_settings(**overrides: Any) -> GatewaySettings:
         "read_burst": 10_000,
         "gap_fill_delay_ms": 1,
         "presence_interval_ms": 20,
+        "host": "127.0.0.1",
+        "port": 0,
     }
     return GatewaySettings(**(values | overrides))
 
@@ -92,23 +97,43 @@ def _matches(pattern: str, subject: str) -> bool:
     return len(want) == len(got)
 
 
+Callback = Callable[[Any], Awaitable[None]]
+
+
 @dataclass(eq=False)
 class _Subscription:
     bus: MemoryBus
     pattern: str
-    deliver: Deliver
+    deliver: Callable[[str, bytes, Mapping[str, str] | None, str], None]
 
-    async def unsubscribe(self) -> None:
+    async def unsubscribe(self, limit: int = 0) -> None:
         self.bus.unsubscribe(self)
+
+
+@dataclass
+class BusMessage:
+    """A message as a NATS subscription callback gets it."""
+
+    bus: MemoryBus
+    subject: str
+    data: bytes
+    headers: dict[str, str] | None
+    reply: str
+
+    async def respond(self, data: bytes) -> None:
+        await self.bus.publish(self.reply, data)
 
 
 @dataclass
 class MemoryBus:
     """Subjects as NATS routes them, in memory. Each message reaches every matching
-    subscription one loop turn later (as if it had crossed a network), in publish order."""
+    subscription one loop turn later (as if it had crossed a network), in publish order.
+    It offers the few calls of a NATS client that the gateway's poll relay and the
+    services' publishers make (``publish``, ``subscribe`` with a callback, ``request``)."""
 
     published: list[tuple[str, bytes]] = field(default_factory=list)
     _subscriptions: list[_Subscription] = field(default_factory=list)
+    _inboxes: Iterator[int] = field(default_factory=itertools.count)
 
     async def publish(
         self,
@@ -117,16 +142,71 @@ class MemoryBus:
         reply: str = "",
         headers: dict[str, str] | None = None,
     ) -> None:
+        self._route(subject, payload, headers, reply)
+
+    def _route(
+        self, subject: str, payload: bytes, headers: dict[str, str] | None, reply: str
+    ) -> int:
         self.published.append((subject, payload))
         loop = asyncio.get_running_loop()
-        for sub in list(self._subscriptions):
-            if _matches(sub.pattern, subject):
-                loop.call_soon(sub.deliver, subject, payload, headers)
+        matched = [sub for sub in self._subscriptions if _matches(sub.pattern, subject)]
+        for sub in matched:
+            loop.call_soon(sub.deliver, subject, payload, headers, reply)
+        return len(matched)
 
-    def subscribe(self, pattern: str, deliver: Deliver) -> _Subscription:
-        sub = _Subscription(self, pattern, deliver)
+    def listen(self, pattern: str, deliver: Deliver) -> _Subscription:
+        """Hand every message on ``pattern`` to ``deliver`` (subject, data, headers)."""
+        sub = _Subscription(self, pattern, lambda s, d, h, _reply: deliver(s, d, h))
         self._subscriptions.append(sub)
         return sub
+
+    async def subscribe(
+        self, subject: str, queue: str = "", cb: Callback | None = None
+    ) -> _Subscription:
+        """NATS's ``subscribe`` with a callback (each message handled in its own task)."""
+        assert cb is not None
+        tasks: set[asyncio.Task[None]] = set()
+
+        def deliver(s: str, d: bytes, h: Mapping[str, str] | None, reply: str) -> None:
+            task = asyncio.ensure_future(cb(BusMessage(self, s, d, dict(h or {}) or None, reply)))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+        sub = _Subscription(self, subject, deliver)
+        self._subscriptions.append(sub)
+        return sub
+
+    async def request(
+        self,
+        subject: str,
+        payload: bytes = b"",
+        timeout: float = 0.5,
+        old_style: bool = False,
+        headers: dict[str, str] | None = None,
+    ) -> BusMessage:
+        """NATS's request/reply: no subscriber is ``NoRespondersError``, no answer in time
+        ``TimeoutError``."""
+        inbox = f"_INBOX.{next(self._inboxes)}"
+        answer: asyncio.Future[BusMessage] = asyncio.get_running_loop().create_future()
+
+        def deliver(s: str, d: bytes, h: Mapping[str, str] | None, _reply: str) -> None:
+            if not answer.done():
+                answer.set_result(BusMessage(self, s, d, dict(h or {}) or None, ""))
+
+        sub = _Subscription(self, inbox, deliver)
+        self._subscriptions.append(sub)
+        try:
+            if not self._route(subject, payload, headers, inbox):
+                raise nats.errors.NoRespondersError
+            try:
+                return await asyncio.wait_for(answer, timeout)
+            except TimeoutError:
+                raise nats.errors.TimeoutError from None
+        finally:
+            self.unsubscribe(sub)
+
+    async def flush(self, timeout: float = 10) -> None:
+        return None
 
     def unsubscribe(self, sub: _Subscription) -> None:
         if sub in self._subscriptions:
@@ -134,7 +214,7 @@ class MemoryBus:
 
     async def subscribe_room(self, room_id: str, deliver: Deliver) -> RoomSubscription:
         """The gateway's ``Subscribe`` over this bus."""
-        return self.subscribe(room_subjects(room_id), deliver)
+        return self.listen(room_subjects(room_id), deliver)
 
     def subscriptions(self, pattern: str) -> int:
         return sum(1 for s in self._subscriptions if s.pattern == pattern)
@@ -341,7 +421,9 @@ class RecordingCarrier:
 
 
 def _has(data: object, fields: Mapping[str, object]) -> bool:
-    return not fields or (isinstance(data, dict) and all(data.get(k) == v for k, v in fields.items()))
+    return not fields or (
+        isinstance(data, dict) and all(data.get(k) == v for k, v in fields.items())
+    )
 
 
 class _Peer:
@@ -455,49 +537,78 @@ class NativePeer(_Peer):
 
 
 class InProcessChat:
-    """Services, bus and gateways in this process; an async context manager."""
+    """Services, bus and gateways in this process; an async context manager. With
+    ``listen``, each gateway's client port listens on 127.0.0.1 (a free port: see
+    :meth:`url`), so real clients can connect in process; with ``relay``, gateways relay
+    long-polling requests to each other over the bus."""
 
     def __init__(
         self,
         settings: GatewaySettings | None = None,
         *,
         verifier: JwtVerifier | None = None,
+        listen: bool = False,
+        relay: bool = False,
         **services: Any,
     ) -> None:
         self.settings = settings or gateway_settings()
         self.bus = MemoryBus()
         self.services = InProcessServices(self.bus, **services)
         self._verifier = verifier
+        self._listen = listen
+        self._relay = relay
         self.gateways: list[Gateway] = []
+        self._relays: list[PollRelay] = []
         self._tasks: list[asyncio.Task[None]] = []
 
     async def __aenter__(self) -> InProcessChat:
         self._tasks.append(asyncio.create_task(self.services.writer.run(), name="writer"))
-        self.gateway = self.add_gateway(self.settings)
+        self.gateway = await self.add_gateway(self.settings)
         return self
 
-    def add_gateway(self, settings: GatewaySettings) -> Gateway:
+    async def add_gateway(self, settings: GatewaySettings) -> Gateway:
         """One more gateway on the same bus and services (its own instance id)."""
+        relay = PollRelay(self.bus, timeout_s=5) if self._relay else None  # type: ignore[arg-type]
         gw = assemble(
             settings,
             request=self.services.request,
             subscribe=self.bus.subscribe_room,
             verifier=self._verifier,
+            relay=relay,
         )
-        self.bus.subscribe(
+        self.bus.listen(
             gateway_control(settings.instance_id), lambda _s, data, _h: gw.registry.take_over(data)
         )
+        if relay is not None:
+            await relay.serve(gw.port.answer_relayed)
+            self._relays.append(relay)
+        if self._listen:
+            await gw.port.start()
         self.gateways.append(gw)
         return gw
 
-    def run(self, coro: Awaitable[None], name: str) -> None:
+    def url(self, gateway: Gateway | None = None) -> str:
+        """``http://127.0.0.1:<port>`` of a listening gateway (the first by default)."""
+        return f"http://127.0.0.1:{(gateway or self.gateway).port.port}"
+
+    async def until(self, condition: Callable[[], bool]) -> None:
+        """Wait until ``condition()`` holds, looking again at every turn of the event loop
+        (for what happens at the gateway's end of a real socket)."""
+        async with asyncio.timeout(WAIT_S):
+            while not condition():
+                await asyncio.sleep(0)
+
+    def run(self, coro: Awaitable[None]) -> None:
         """Run a gateway loop (heartbeat, watchdog) until the harness closes."""
         self._tasks.append(asyncio.ensure_future(coro))
 
     async def __aexit__(self, *_exc: object) -> None:
         for gw in self.gateways:
+            await gw.port.stop_accepting()
             await gw.drain.close_clients()
             await gw.appender.drain()
+        for relay in self._relays:
+            await relay.close()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -31,7 +31,9 @@ async def test_join_send_leave_resume() -> None:
         assert bob_joined["users"] == [ALICE, BOB] and bob_joined["userCount"] == 2
         assert (await alice.event("user_joined", email=BOB))["count"] == 2
 
-        ack = await alice.call("send_message", {"roomId": "lobby", "text": "hi", "clientMsgId": "a1"})
+        ack = await alice.call(
+            "send_message", {"roomId": "lobby", "text": "hi", "clientMsgId": "a1"}
+        )
         assert ack["ok"] is True and ack["message"]["seq"] == 1
         message, offset = await bob.event("new_message")
         assert message == ack["message"] and offset == "lobby:1"
@@ -139,7 +141,7 @@ async def test_two_gateways_share_a_room_over_the_bus() -> None:
     """Members on two gateways of one room see each other's messages; each gateway holds
     one subscription to the room however many members it has."""
     async with InProcessChat() as chat:
-        second = chat.add_gateway(gateway_settings(instance_id="gw-2"))
+        second = await chat.add_gateway(gateway_settings(instance_id="gw-2"))
         here = [await chat.native() for _ in range(2)]
         there = await chat.native(gateway=second)
         for peer, email in ((here[0], ALICE), (here[1], BOB), (there, CAROL)):

@@ -4,6 +4,8 @@ as a server without the suite's echo handlers answers them."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from chat_common.errors import ChatError, ErrorCode
@@ -22,6 +24,10 @@ from chat_gateway.protocol.messages import BadEvent, ClientEvent
 from chat_gateway.protocol.socketio import SocketIOCodec
 
 PID = "0123456789abcdef0123456789abcdef." + "t" * 43
+
+
+def _auth(**auth: object) -> str:
+    return "40" + json.dumps(auth, separators=(",", ":"))
 
 
 def _connection(*, recovery: bool = True) -> SocketIOConnection:
@@ -125,9 +131,9 @@ def test_a_recovering_connect_parses_pid_and_offset_once() -> None:
     """``pid`` and ``offset`` are read into the session to recover and each room's
     position; a malformed offset is no positions, a malformed pid no recovery."""
     conn = _connection()
-    (connect,) = conn.receive('40{"pid":"%s","offset":"lobby:3,dev:0"}' % PID)
+    (connect,) = conn.receive(_auth(pid=PID, offset="lobby:3,dev:0"))
     assert connect == Connect(None, tuple(PID.split(".")), {"lobby": 3, "dev": 0}, True)
-    (bad_offset,) = _connection().receive('40{"pid":"%s","offset":"lobby"}' % PID)
+    (bad_offset,) = _connection().receive(_auth(pid=PID, offset="lobby"))
     assert isinstance(bad_offset, Connect) and bad_offset.positions == {}
     (bad_pid,) = _connection().receive('40{"pid":"nope","offset":"lobby:3"}')
     assert bad_pid == Connect(None, None, {}, True)
@@ -136,12 +142,10 @@ def test_a_recovering_connect_parses_pid_and_offset_once() -> None:
 def test_recovery_off_means_no_pid_and_no_offsets() -> None:
     """``{"recovery": false}`` (or the setting off): no pid is read or given."""
     conn = _connection()
-    assert conn.receive('40{"recovery":false,"pid":"%s"}' % PID) == [
-        Connect(None, None, {}, False)
-    ]
+    assert conn.receive(_auth(recovery=False, pid=PID)) == [Connect(None, None, {}, False)]
     assert conn.accepted(socket_id="s1", pid=PID, dropped=[]) == [Send(b'40{"sid":"s1"}')]
     off = _connection(recovery=False)
-    assert off.receive('40{"pid":"%s"}' % PID) == [Connect(None, None, {}, False)]
+    assert off.receive(_auth(pid=PID)) == [Connect(None, None, {}, False)]
 
 
 def test_a_resumed_session_that_lost_rooms_says_so_twice() -> None:

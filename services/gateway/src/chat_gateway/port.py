@@ -183,6 +183,10 @@ class ClientPort:
             return engineio_error(1, "Session ID unknown")
         return _session_request(held, method, body, lambda answer: answer)
 
+    def polling(self, engine_sid: str) -> PollingCarrier | None:
+        """The long-polling session held here under ``engine_sid``, if any."""
+        return self._polls.get(engine_sid)
+
     def _poll_gone(self, carrier: PollingCarrier) -> None:
         self._polls.pop(carrier.engine_sid, None)
 

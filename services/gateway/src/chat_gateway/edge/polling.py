@@ -108,6 +108,11 @@ class PollingCarrier:
         """Bytes of packets queued for the client and not collected yet."""
         return self._queue.size
 
+    @property
+    def held(self) -> bool:
+        """Whether a GET is held, waiting for packets."""
+        return self._queue.holding
+
     def on_limit(self, callback: Callable[[Limit], None]) -> None:
         self._on_limit = callback
 
