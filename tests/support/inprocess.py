@@ -592,10 +592,10 @@ class InProcessChat:
         return f"http://127.0.0.1:{(gateway or self.gateway).port.port}"
 
     async def until(self, condition: Callable[[], bool]) -> None:
-        """Wait until ``condition()`` holds, looking again at every turn of the event loop
-        (for what happens at the gateway's end of a real socket)."""
+        """Wait until ``condition()`` holds, looking again at every turn of the event loop:
+        for a state at the gateway's end of a real socket, which no event announces."""
         async with asyncio.timeout(WAIT_S):
-            while not condition():
+            while not condition():  # noqa: ASYNC110 - no event to await (see the docstring)
                 await asyncio.sleep(0)
 
     def run(self, coro: Awaitable[None]) -> None:
