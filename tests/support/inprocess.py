@@ -132,6 +132,9 @@ class MemoryBus:
     services' publishers make (``publish``, ``subscribe`` with a callback, ``request``)."""
 
     published: list[tuple[str, bytes]] = field(default_factory=list)
+    dropping: dict[str, int] = field(default_factory=dict)
+    """subject -> how many of its next messages are lost on the way (a publisher that died
+    between its commit and its publish)."""
     _subscriptions: list[_Subscription] = field(default_factory=list)
     _inboxes: Iterator[int] = field(default_factory=itertools.count)
 
@@ -148,6 +151,9 @@ class MemoryBus:
         self, subject: str, payload: bytes, headers: dict[str, str] | None, reply: str
     ) -> int:
         self.published.append((subject, payload))
+        if self.dropping.get(subject, 0) > 0:
+            self.dropping[subject] -= 1
+            return 0
         loop = asyncio.get_running_loop()
         matched = [sub for sub in self._subscriptions if _matches(sub.pattern, subject)]
         for sub in matched:
@@ -287,9 +293,11 @@ class RecordingCarrier:
     gateway writes is recorded (one payload per frame), what the test feeds in is read.
     The peer is a perfect one unless told otherwise: it answers a close at once."""
 
-    def __init__(self, *, write_cap: int = 1 << 20) -> None:
+    def __init__(self, *, write_cap: int = 1 << 20, answers_pings: bool = True) -> None:
         self._loop = asyncio.get_running_loop()
         self.write_cap = write_cap
+        self.answers_pings = answers_pings
+        """Whether the peer answers transport-level pings (its pong comes at once)."""
         self.sent: list[bytes] = []
         """Every frame's payload the gateway wrote, in order."""
         self.backlog = 0
@@ -384,6 +392,8 @@ class RecordingCarrier:
 
     def ping(self) -> None:
         self.pings += 1
+        if self.answers_pings:
+            self.last_pong = self._loop.time()
         self._touch()
 
     async def drain(self) -> None:
@@ -613,14 +623,15 @@ class InProcessChat:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def _open(self, gw: Gateway | None, write_cap: int) -> tuple[Gateway, RecordingCarrier]:
-        return gw or self.gateway, RecordingCarrier(write_cap=write_cap)
-
     async def socketio(
-        self, *, gateway: Gateway | None = None, remote: str = "10.0.0.1", write_cap: int = 1 << 20
+        self,
+        *,
+        gateway: Gateway | None = None,
+        remote: str = "10.0.0.1",
+        carrier: RecordingCarrier | None = None,
     ) -> SocketIOPeer:
         """A Socket.IO client connected over WebSocket (its handshake read)."""
-        gw, carrier = self._open(gateway, write_cap)
+        gw, carrier = gateway or self.gateway, carrier or RecordingCarrier()
         serving = gw.connections.socketio(carrier, remote=remote)
         peer = SocketIOPeer(carrier, gw.port.serve(carrier, remote=remote, serving=serving))
         await peer.handshake()
@@ -632,9 +643,9 @@ class InProcessChat:
         gateway: Gateway | None = None,
         authorization: str = "",
         remote: str = "10.0.0.1",
-        write_cap: int = 1 << 20,
+        carrier: RecordingCarrier | None = None,
     ) -> NativePeer:
         """A native-protocol client (``authorization``: its handshake header)."""
-        gw, carrier = self._open(gateway, write_cap)
+        gw, carrier = gateway or self.gateway, carrier or RecordingCarrier()
         serving = gw.connections.native(carrier, remote=remote, authorization=authorization)
         return NativePeer(carrier, gw.port.serve(carrier, remote=remote, serving=serving))
