@@ -45,7 +45,7 @@ class Relayed(msgspec.Struct, frozen=True):
     """One polling request relayed to the gateway holding its session (or its cancel)."""
 
     id: str
-    sid: str = ""
+    engine_sid: str = msgspec.field(default="", name="sid")
     method: str = ""
     body: bytes = b""
     cancel: bool = False
@@ -60,7 +60,8 @@ class _Answer(msgspec.Struct, frozen=True):
 
 
 LocalHandler = Callable[[str, str, bytes], "HttpAnswer | asyncio.Future[HttpAnswer]"]
-"""The holder's own handling of a request: (sid, method, body) to an answer or its future."""
+"""The holder's own handling of a request: (Engine.IO sid, method, body) to an answer or its
+future."""
 
 
 def _subject(tag: str) -> str:
@@ -79,13 +80,13 @@ class PollRelay:
         self._local: LocalHandler | None = None
 
     def new_sid(self) -> str:
-        """A fresh sid that routes back to this gateway."""
+        """A fresh Engine.IO sid that routes back to this gateway."""
         return self.tag + secrets.token_urlsafe(15)
 
-    def holder(self, sid: str) -> str | None:
-        """The tag of the gateway holding ``sid`` when it is another one."""
-        tag = sid[:TAG_LENGTH]
-        return tag if len(sid) > TAG_LENGTH and tag != self.tag else None
+    def holder(self, engine_sid: str) -> str | None:
+        """The tag of the gateway holding ``engine_sid`` when it is another one."""
+        tag = engine_sid[:TAG_LENGTH]
+        return tag if len(engine_sid) > TAG_LENGTH and tag != self.tag else None
 
     async def serve(self, local: LocalHandler) -> None:
         """Answer requests relayed to this gateway with ``local``."""
@@ -106,7 +107,7 @@ class PollRelay:
                 held.cancel()
             return
         assert self._local is not None
-        answer = self._local(relayed.sid, relayed.method, relayed.body)
+        answer = self._local(relayed.engine_sid, relayed.method, relayed.body)
         if isinstance(answer, HttpAnswer):
             await msg.respond(_encode(answer))
             return
@@ -129,7 +130,7 @@ class PollRelay:
     def relay(
         self,
         tag: str,
-        sid: str,
+        engine_sid: str,
         method: str,
         body: bytes,
         decorate: Callable[[HttpAnswer], HttpAnswer],
@@ -137,7 +138,7 @@ class PollRelay:
         """Send a request to the gateway tagged ``tag``; the future of its answer. When the
         edge cancels the future (the client left), the holder is told to let go."""
         answer: asyncio.Future[HttpAnswer] = asyncio.get_running_loop().create_future()
-        relayed = Relayed(id=secrets.token_hex(8), sid=sid, method=method, body=body)
+        relayed = Relayed(id=secrets.token_hex(8), engine_sid=engine_sid, method=method, body=body)
         asking = self._spawn(self._ask(tag, relayed, answer, decorate))
 
         def left(future: asyncio.Future[HttpAnswer]) -> None:

@@ -130,7 +130,7 @@ class ClientPort:
             request.method, request.target, self._page, socketio_path=self._s.socketio_path
         )
         if isinstance(decision, Upgrade):
-            if decision.sid is not None and decision.sid not in self._polls:
+            if decision.engine_sid is not None and decision.engine_sid not in self._polls:
                 # held elsewhere (no relay for these) or gone
                 return self._cors(engineio_error(1, "Session ID unknown"), request)
             return decision
@@ -144,7 +144,7 @@ class ClientPort:
         def decorate(answer: HttpAnswer) -> HttpAnswer:
             return self._cors(answer, request)
 
-        if poll.sid is None:
+        if poll.engine_sid is None:
             if request.header("origin") not in self._limits.origins:
                 return decorate(HttpAnswer(403, b"origin not allowed\n"))
             if (refusal := self.admit(request)) is not None:
@@ -166,19 +166,21 @@ class ClientPort:
                 ),
             )
             return carrier.poll(decorate)
-        held = self._polls.get(poll.sid)
+        held = self._polls.get(poll.engine_sid)
         if held is not None:
             return _session_request(held, request.method, request.body, decorate)
-        holder = self._relay.holder(poll.sid) if self._relay else None
+        holder = self._relay.holder(poll.engine_sid) if self._relay else None
         if self._relay is not None and holder is not None:
-            return self._relay.relay(holder, poll.sid, request.method, request.body, decorate)
+            return self._relay.relay(
+                holder, poll.engine_sid, request.method, request.body, decorate
+            )
         return decorate(engineio_error(1, "Session ID unknown"))
 
     def answer_relayed(
-        self, sid: str, method: str, body: bytes
+        self, engine_sid: str, method: str, body: bytes
     ) -> HttpAnswer | asyncio.Future[HttpAnswer]:
         """A polling request another gateway received for a session held here."""
-        held = self._polls.get(sid)
+        held = self._polls.get(engine_sid)
         if held is None:
             return engineio_error(1, "Session ID unknown")
         return _session_request(held, method, body, lambda answer: answer)
@@ -213,7 +215,7 @@ class ClientPort:
         )
 
     def opened(self, ws: WebSocket, upgrade: Upgrade, request: HttpRequest) -> None:
-        if upgrade.sid is None:
+        if upgrade.engine_sid is None:
             if upgrade.protocol == "native":
                 authorization = request.header("authorization") or ""
                 serving = self._connections.native(
@@ -223,7 +225,7 @@ class ClientPort:
                 serving = self._connections.socketio(ws, remote=request.remote)
             self.serve(ws, remote=request.remote, serving=serving)
             return
-        held = self._polls.get(upgrade.sid)
+        held = self._polls.get(upgrade.engine_sid)
         if held is None or held.phase is not Phase.POLLING:  # ended, or upgrading already
             ws.close(CLOSE_PROTOCOL_ERROR, "no session to upgrade")
             return

@@ -88,18 +88,18 @@ class HttpAnswer:
 
 @dataclass(frozen=True, slots=True)
 class Upgrade:
-    """Accept the WebSocket handshake for this protocol (``sid``: the long-polling session
-    this WebSocket means to upgrade)."""
+    """Accept the WebSocket handshake for this protocol (``engine_sid``: the long-polling
+    session this WebSocket means to upgrade)."""
 
     protocol: Literal["native", "socketio"]
-    sid: str | None = None
+    engine_sid: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Poll:
-    """An Engine.IO long-polling request: a handshake (no ``sid``), a GET or a POST."""
+    """An Engine.IO long-polling request: a handshake (no ``engine_sid``), a GET or a POST."""
 
-    sid: str | None
+    engine_sid: str | None
 
 
 class PageLookup(Protocol):

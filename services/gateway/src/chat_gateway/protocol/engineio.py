@@ -72,7 +72,7 @@ class EngineMessage:
 
 
 def encode_open(
-    sid: str,
+    engine_sid: str,
     *,
     ping_interval_ms: int,
     ping_timeout_ms: int,
@@ -81,7 +81,7 @@ def encode_open(
 ) -> str:
     """The handshake the server sends first: ``0{"sid":...,"upgrades":[...],...}``."""
     handshake = {
-        "sid": sid,
+        "sid": engine_sid,
         "upgrades": list(upgrades),
         "pingInterval": ping_interval_ms,
         "pingTimeout": ping_timeout_ms,

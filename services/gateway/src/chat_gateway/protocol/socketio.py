@@ -115,11 +115,11 @@ class SocketIOCodec:
         """How many binary frames are still to be swallowed."""
         return self._pending_attachments
 
-    def open_packet(self, sid: str, *, upgrades: tuple[str, ...] = ()) -> str:
+    def open_packet(self, engine_sid: str, *, upgrades: tuple[str, ...] = ()) -> str:
         """The Engine.IO handshake to send first, as text (``upgrades``: the transports a
         long-polling session may move to)."""
         return engineio.encode_open(
-            sid,
+            engine_sid,
             ping_interval_ms=self.ping_interval_ms,
             ping_timeout_ms=self.ping_timeout_ms,
             max_payload=self.max_payload,
