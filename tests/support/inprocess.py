@@ -484,9 +484,13 @@ class _Peer:
 class SocketIOPeer(_Peer):
     """A Socket.IO v5 client over a recording carrier."""
 
+    handshake_frame = b""
+    """The Engine.IO open packet, as it came."""
+
     async def handshake(self) -> dict[str, Any]:
         """The Engine.IO open packet."""
-        return json.loads((await self.frame(lambda f: f.startswith(b"0{"), "open packet"))[1:])
+        self.handshake_frame = await self.frame(lambda f: f.startswith(b"0{"), "open packet")
+        return json.loads(self.handshake_frame[1:])
 
     async def connect(self, auth: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """CONNECT to ``/``; the reply (``40{...}``) or the refusal (``44{...}``)."""
