@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/house_metrics.py                     # every figure (runs tests/unit twice)
     .venv/bin/python scripts/house_metrics.py --skip-tests        # the static figures only
-    .venv/bin/python scripts/house_metrics.py --loop chat_gateway.transport:serve_socketio \\
+    .venv/bin/python scripts/house_metrics.py --loop chat_gateway.connection.loop:_SocketIOPump \\
         --scenario 'tests/unit/test_x.py::test_join_send_leave_resume'
 
 It prints the details, then a Markdown table (one row per figure) with the command and the
@@ -15,15 +15,17 @@ commit it measured. What each figure is and how it is measured:
   else to ``pkg``. Package ``__init__`` modules holding nothing but a docstring are not
   nodes. Floors = edges on the longest path; chain = modules on it. A cycle is printed (then
   the longest *simple* path is searched exhaustively). Dynamic imports are not seen.
-* **forwarding branches**: in the module that defines class ``PollingConn``, the lines
-  containing ``if self._ws is not None`` (what ``git grep -c`` counts); and, more generally,
-  the methods of ``PollingConn`` whose first statement (after a docstring) forwards to another
+* **forwarding branches**: in the module that defines the long-polling class (``PollingConn``
+  before the rebuild, ``PollingCarrier`` after), the lines containing
+  ``if self._ws is not None`` (what ``git grep -c`` counts); and, more generally, the methods
+  of that class whose first statement (after a docstring) forwards to another
   carrier: an ``if self.X is not None:`` or a ``... if self.X is not None else ...`` whose
   branch uses ``self.X.<something>``, for any attribute X.
 * **largest class**: ``end_lineno - lineno + 1`` of every class (nested ones included) in
   chat_gateway, top 5; and the classes outside ``chat_gateway.edge`` with 20 or more methods
   (``def``/``async def`` directly in the class body; a property and its setter are two).
-* **loop lines**: for each ``--loop module:qualname``, the lines of that definition
+* **loop lines**: for each ``--loop module:qualname`` (by default what pumps one connection,
+  in whichever of ``transport`` or ``connection.loop`` exists), the lines of that definition
   (``def`` line to its last line); and the same plus the module-private functions and
   classes (``_name`` at module level) it uses, followed transitively, which are the rest of
   what pumps one connection in that module.
@@ -60,7 +62,20 @@ __all__ = ["main"]
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "services" / "gateway" / "src"
 PACKAGE = "chat_gateway"
-DEFAULT_LOOPS = ["chat_gateway.transport:serve_socketio", "chat_gateway.transport:serve_native"]
+DEFAULT_LOOPS = {
+    "chat_gateway.transport": [
+        "chat_gateway.transport:serve_socketio",
+        "chat_gateway.transport:serve_native",
+    ],
+    "chat_gateway.connection.loop": [
+        "chat_gateway.connection.loop:_SocketIOPump",
+        "chat_gateway.connection.loop:Connections.native",
+        "chat_gateway.connection.loop:Connections._run",
+    ],
+}
+"""What pumps one connection, by the module that holds it (before and after the rebuild)."""
+POLLING_CLASSES = ("PollingConn", "PollingCarrier")
+"""The long-polling session's class, by its name before and after the rebuild."""
 PYTEST = ["-m", "pytest", "tests/unit", "-q", "-p", "no:cacheprovider"]
 
 
@@ -312,19 +327,19 @@ def structure_rows(modules: dict[str, Module]) -> list[Row]:
         ("longest import chain (modules)", "≤ 10", f"{len(chain)}: {shown}"),
     ]
 
-    polling = [(m, c) for m in modules.values() for q, c in classes(m) if q == "PollingConn"]
+    polling = [(m, q, c) for m in modules.values() for q, c in classes(m) if q in POLLING_CLASSES]
     if polling:
-        module, cls = polling[0]
+        module, name, cls = polling[0]
         text = module.path.read_text().splitlines()
         grep = sum("if self._ws is not None" in line for line in text)
         forwarding = [f.name for f in methods(cls) if starts_by_forwarding(f)]
-        print(f"PollingConn ({module.short}): {grep} lines with `if self._ws is not None`")
+        print(f"{name} ({module.short}): {grep} lines with `if self._ws is not None`")
         print(f"  {len(forwarding)} methods start by forwarding: {', '.join(forwarding)}")
-        measured = f"{grep} lines; {len(forwarding)} methods start by forwarding"
+        measured = f"{grep} lines; {len(forwarding)} methods start by forwarding ({name})"
     else:
-        print("PollingConn: no such class")
-        measured = "0 (no PollingConn class)"
-    rows.append(("forwarding branches in PollingConn", "0", measured))
+        print("no long-polling class")
+        measured = "no long-polling class"
+    rows.append(("forwarding branches in the polling class", "0", measured))
 
     sizes = sorted(
         ((lines(c), f"{m.short}:{q}") for m in modules.values() for q, c in classes(m)),
@@ -401,7 +416,8 @@ def main(argv: list[str] | None = None) -> int:
     opts = parser.parse_args(argv)
     modules = load_modules()
     rows = structure_rows(modules)
-    row, ok = loop_row(modules, opts.loop or DEFAULT_LOOPS)
+    defaults = next((v for k, v in DEFAULT_LOOPS.items() if k in modules), [])
+    row, ok = loop_row(modules, opts.loop or defaults)
     rows.append(row)
     status = 0 if ok else 1
     if opts.skip_tests:
