@@ -11,16 +11,13 @@ Endpoints: ``join``, ``leave``, ``detach`` (connection dropped: keep it resumabl
 from __future__ import annotations
 
 import asyncio
-import functools
 import hmac
 import logging
-from collections.abc import Awaitable, Callable
-from typing import ParamSpec, TypeVar
+from collections.abc import Callable
 
 import msgspec
-from redis.exceptions import RedisError
 
-from chat_common.errors import ChatError, ErrorCode, InvalidArgument, Unavailable
+from chat_common.errors import ChatError, ErrorCode, InvalidArgument
 from chat_common.natsio import Publish
 from chat_common.schemas import (
     DetachRequest,
@@ -56,28 +53,14 @@ from chat_common.schemas import (
 from chat_common.subjects import gateway_control, room_presence
 from chat_common.tokens import token_hash
 from chat_session.metrics import PRESENCE, REAPED, RESTORED, RESUMES, SESSIONS
-from chat_session.store import PresenceChange, SessionStore, now_ms
+from chat_session.store import PresenceChange, SessionStore, StoreUnavailable, now_ms
 
 __all__ = ["SessionHandlers", "token_hash"]
 
 _log = logging.getLogger("chat.session")
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
 _EMPTY = encode({})
 MAX_LIST = 1000
 """The most rooms or users one operator query returns."""
-
-
-def _redis_unavailable(fn: Callable[_P, Awaitable[_R]]) -> Callable[_P, Awaitable[_R]]:
-    @functools.wraps(fn)
-    async def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        try:
-            return await fn(*args, **kwargs)
-        except (RedisError, OSError) as exc:
-            _log.warning("redis call failed", extra={"error": type(exc).__name__})
-            raise Unavailable("session store unavailable") from exc
-
-    return wrapper
 
 
 class SessionHandlers:
@@ -130,7 +113,6 @@ class SessionHandlers:
             expires=self._clock() + self._attached_ms,
         )
 
-    @_redis_unavailable
     async def join(self, body: bytes) -> bytes:
         req = parse_request(body, JoinRequest)
         bound, sessions = await self._open(req)
@@ -150,7 +132,6 @@ class SessionHandlers:
             JoinResponse(users=page.users, first=change.changed, count=page.count, next=page.next)
         )
 
-    @_redis_unavailable
     async def leave(self, body: bytes) -> bytes:
         req = parse_request(body, LeaveRequest)
         record = await self._store.get(req.session_id)
@@ -163,7 +144,6 @@ class SessionHandlers:
             await self._announce("user_left", req.room_id, record.email, change)
         return encode(LeaveResponse(last=change.changed, count=change.page.count))
 
-    @_redis_unavailable
     async def detach(self, body: bytes) -> bytes:
         req = parse_request(body, DetachRequest)
         record = await self._store.get(req.session_id)
@@ -173,7 +153,6 @@ class SessionHandlers:
         await self._store.set_state(req.session_id, gateway="", conn="", state="detached")
         return _EMPTY
 
-    @_redis_unavailable
     async def disconnect(self, body: bytes) -> bytes:
         req = parse_request(body, DisconnectRequest)
         if req.conn is not None:
@@ -198,7 +177,6 @@ class SessionHandlers:
         await self._store.forget(session_id)
         return rooms
 
-    @_redis_unavailable
     async def resume(self, body: bytes) -> bytes:
         req = parse_request(body, ResumeRequest)
         record = await self._store.get(req.session_id)
@@ -226,7 +204,6 @@ class SessionHandlers:
             await self._publish(gateway_control(record.gateway), notice)
         return encode(ResumeResponse(email=record.email, sid=record.sid, rooms=record.rooms))
 
-    @_redis_unavailable
     async def take(self, body: bytes) -> bytes:
         """Lease tokens from the user's bucket, shared by all of the user's connections."""
         req = parse_request(body, TakeRequest)
@@ -236,7 +213,6 @@ class SessionHandlers:
         )  # fmt: skip
         return encode(TakeResponse(granted=granted, retry_after_ms=wait))
 
-    @_redis_unavailable
     async def heartbeat(self, body: bytes) -> bytes:
         req = parse_request(body, HeartbeatRequest)
         known = await self._store.known(req.session_ids)
@@ -245,7 +221,6 @@ class SessionHandlers:
         unknown = [s for s, ok in zip(req.session_ids, known, strict=True) if not ok]
         return encode(HeartbeatResponse(unknown=unknown))
 
-    @_redis_unavailable
     async def restore(self, body: bytes) -> bytes:
         req = parse_request(body, RestoreRequest)
         await self._open(req)
@@ -257,14 +232,12 @@ class SessionHandlers:
         _log.info("session restored", extra={"rooms": len(req.rooms)})
         return _EMPTY
 
-    @_redis_unavailable
     async def rooms(self, body: bytes) -> bytes:
         req = parse_request(body, RoomsRequest)
         rooms, truncated = await self._store.rooms(limit=_bounded_limit(req.limit))
         summaries = [RoomSummary(room_id=room, users=users) for room, users in rooms]
         return encode(RoomsResponse(rooms=summaries, truncated=truncated))
 
-    @_redis_unavailable
     async def presence(self, body: bytes) -> bytes:
         req = parse_request(body, PresenceRequest)
         users, page = await self._store.presence(
@@ -275,7 +248,6 @@ class SessionHandlers:
             PresenceResponse(room_id=req.room_id, users=present, total=page.count, next=page.next)
         )
 
-    @_redis_unavailable
     async def members(self, body: bytes) -> bytes:
         """A page of a room's users in join order (the gateway's ``get_members``)."""
         req = parse_request(body, MembersRequest)
@@ -284,7 +256,6 @@ class SessionHandlers:
         )
         return encode(MembersResponse(users=page.users, count=page.count, next=page.next))
 
-    @_redis_unavailable
     async def inspect(self, body: bytes) -> bytes:
         req = parse_request(body, SessionInfoRequest)
         view = await self._store.view(req.session_id)
@@ -328,8 +299,8 @@ class SessionHandlers:
             try:
                 reaped = await self.reap_once(limit=limit)
                 SESSIONS.set(await self._store.count())
-            except (RedisError, OSError) as exc:
-                _log.warning("reaper could not reach redis", extra={"error": type(exc).__name__})
+            except StoreUnavailable:
+                _log.warning("reaper could not reach the session store")
                 reaped = 0
             if reaped:
                 _log.info("sessions reaped", extra={"count": reaped})

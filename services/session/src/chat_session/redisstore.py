@@ -27,12 +27,16 @@ scripts are in :mod:`chat_session.redisscripts`.
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
+import logging
 import re
 import zlib
-from collections.abc import Awaitable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from redis.asyncio import Redis, RedisCluster
+from redis.exceptions import RedisError
 
 from chat_common.schemas import ROOM_ID_PATTERN
 from chat_session import redisscripts as scripts
@@ -42,6 +46,7 @@ from chat_session.store import (
     SessionRecord,
     SessionStore,
     SessionView,
+    StoreUnavailable,
 )
 
 __all__ = ["BACKSTOP_TTL_S", "SLOT_GROUPS", "RedisSessionStore", "slot_group"]
@@ -78,6 +83,33 @@ def slot_group(session_id: str) -> int:
     return zlib.crc32(session_id.encode()) % SLOT_GROUPS
 
 
+_log = logging.getLogger("chat.session.redis")
+_T = TypeVar("_T")
+
+
+def _unavailable_when_unreachable(cls: type[_T]) -> type[_T]:
+    """Every public coroutine of ``cls`` raises :class:`StoreUnavailable` where redis-py
+    raises its own errors (or the socket's): the store's callers never see a driver type.
+    The error's class is logged, never its text."""
+
+    def wrap(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        @functools.wraps(fn)
+        async def translated(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await fn(*args, **kwargs)
+            except (RedisError, OSError) as exc:
+                _log.warning("redis call failed", extra={"error": type(exc).__name__})
+                raise StoreUnavailable("session store unavailable") from exc
+
+        return translated
+
+    for name, member in list(vars(cls).items()):
+        if not name.startswith("_") and inspect.iscoroutinefunction(member):
+            setattr(cls, name, wrap(member))
+    return cls
+
+
+@_unavailable_when_unreachable
 class RedisSessionStore:
     """:class:`~chat_session.store.SessionStore` on Redis: one server (or Sentinel's
     primary) or a Redis Cluster, through a client with ``decode_responses=True``."""

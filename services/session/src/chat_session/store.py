@@ -20,14 +20,22 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
+from chat_common.errors import Unavailable
+
 __all__ = [
     "MemberPage",
     "PresenceChange",
     "SessionRecord",
     "SessionStore",
     "SessionView",
+    "StoreUnavailable",
     "now_ms",
 ]
+
+
+class StoreUnavailable(Unavailable):
+    """The store could not answer now (its server is unreachable, failing over, or too slow):
+    the same call may work later. Callers see ``UNAVAILABLE``."""
 
 
 @dataclass(frozen=True, slots=True)
