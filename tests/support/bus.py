@@ -17,7 +17,18 @@ from nats.aio.client import Client
 
 from chat_common.buspermissions import inbox_prefix
 
-__all__ = ["Refusals", "connect_as"]
+__all__ = ["Refusals", "connect_as", "subject_matches"]
+
+
+def subject_matches(pattern: str, subject: str) -> bool:
+    """NATS subject matching: ``*`` is one token, a final ``>`` one or more."""
+    want, have = pattern.split("."), subject.split(".")
+    for i, token in enumerate(want):
+        if token == ">":
+            return len(have) > i
+        if i >= len(have) or (token != "*" and token != have[i]):
+            return False
+    return len(want) == len(have)
 
 
 class Refusals:

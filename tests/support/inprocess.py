@@ -46,6 +46,7 @@ from chat_history.memorystore import InMemoryMessageStore
 from chat_history.writer import BatchWriter
 from chat_session.handlers import SessionHandlers
 from chat_session.memorystore import InMemorySessionStore
+from tests.support.bus import subject_matches
 
 __all__ = [
     "InProcessChat",
@@ -84,17 +85,6 @@ def gateway_settings(**overrides: Any) -> GatewaySettings:
 
 
 # -- the bus ------------------------------------------------------------------------------
-
-
-def _matches(pattern: str, subject: str) -> bool:
-    """Whether ``subject`` matches the NATS subscription ``pattern`` (``*``, ``>``)."""
-    want, got = pattern.split("."), subject.split(".")
-    for i, token in enumerate(want):
-        if token == ">":
-            return len(got) > i
-        if i >= len(got) or (token != "*" and token != got[i]):
-            return False
-    return len(want) == len(got)
 
 
 Callback = Callable[[Any], Awaitable[None]]
@@ -155,7 +145,7 @@ class MemoryBus:
             self.dropping[subject] -= 1
             return 0
         loop = asyncio.get_running_loop()
-        matched = [sub for sub in self._subscriptions if _matches(sub.pattern, subject)]
+        matched = [sub for sub in self._subscriptions if subject_matches(sub.pattern, subject)]
         for sub in matched:
             loop.call_soon(sub.deliver, subject, payload, headers, reply)
         return len(matched)

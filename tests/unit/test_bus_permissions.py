@@ -25,29 +25,21 @@ from chat_common.subjects import room_kind, room_subjects
 from chat_devstack.binaries import nats_server_path
 from chat_devstack.servers import NatsServer
 from chat_gateway.rooms.fanout import parse_room_event
+from tests.support.bus import subject_matches
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = runpy.run_path(str(ROOT / "scripts" / "bus_permissions.py"))
 CREDENTIALS = runpy.run_path(str(ROOT / "scripts" / "nats_credentials.py"))
 
 
-def _matches(pattern: str, subject: str) -> bool:
-    """NATS subject matching: ``*`` is one token, a final ``>`` one or more."""
-    want, have = pattern.split("."), subject.split(".")
-    for i, token in enumerate(want):
-        if token == ">":
-            return len(have) > i
-        if i >= len(have) or (token != "*" and token != have[i]):
-            return False
-    return len(want) == len(have)
-
-
 def _publishers(subject: str) -> set[str]:
-    return {i.name for i in IDENTITIES if any(_matches(p, subject) for p in i.publish_allow)}
+    return {i.name for i in IDENTITIES if any(subject_matches(p, subject) for p in i.publish_allow)}
 
 
 def _subscribers(subject: str) -> set[str]:
-    return {i.name for i in IDENTITIES if any(_matches(p, subject) for p in i.subscribe_allow)}
+    return {
+        i.name for i in IDENTITIES if any(subject_matches(p, subject) for p in i.subscribe_allow)
+    }
 
 
 @pytest.mark.parametrize(
