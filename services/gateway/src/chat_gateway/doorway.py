@@ -89,16 +89,14 @@ class Doorway:
         client.rooms.offsets = offsets
         self.authenticate(client, token)
         if resume is None:
-            return Connected(recovered=False, dropped=[])
+            return Connected(dropped=[])
         plan = await self._resumer.resume(
             client, session_id=resume.session_id, token=resume.token, positions=resume.positions
         )
         RESUMES.labels("recovered" if plan else "not_recovered").inc()
         if plan is None:
-            return Connected(recovered=False, dropped=[])
-        return Connected(
-            recovered=True, dropped=plan.dropped, then=lambda: self._resumer.finish(plan)
-        )
+            return Connected(dropped=[])
+        return Connected(dropped=plan.dropped, then=lambda: self._resumer.finish(plan))
 
     async def disconnected(self, client: Client, *, resumable: bool) -> None:
         """The connection is gone: leave every room locally; in the session service, keep

@@ -237,7 +237,7 @@ class EventHandlers:
     async def leave(self, event: Incoming) -> Result:
         p = parse_value(event.data, LeavePayload)
         _require_member(event.client, p.room_id)
-        await self.leave_room(event.client, p.room_id)
+        await self._leave_room(event.client, p.room_id)
         return Result({"ok": True})
 
     async def auth(self, event: Incoming) -> Result:
@@ -249,11 +249,11 @@ class EventHandlers:
         self._authenticate(client, data.get("token") if isinstance(data, dict) else None)
         dropped = [r for r in sorted(client.rooms.rooms) if not room_allowed(client.identity, r)]
         for room_id in dropped:
-            await self.leave_room(client, room_id)
+            await self._leave_room(client, room_id)
         email = client.identity.email if client.identity else None
         return Result({"ok": True, "email": email, "droppedRooms": dropped})
 
-    async def leave_room(self, client: Client, room_id: str) -> None:
+    async def _leave_room(self, client: Client, room_id: str) -> None:
         """Leave ``room_id`` here and in the session service."""
         # Hold the client's events of the room until the session service has recorded the
         # leave: on success they are dropped, on failure delivered, never lost or repeated.

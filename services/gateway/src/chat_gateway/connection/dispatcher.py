@@ -56,11 +56,10 @@ class Resume:
 
 @dataclass(frozen=True, slots=True)
 class Connected:
-    """A Socket.IO CONNECT accepted: whether a resume was asked for and recovered, the
-    rooms the resumed session lost (the token no longer allows them), and what to run once
-    the reply is written (the replay of what was missed)."""
+    """A Socket.IO CONNECT accepted: the rooms a resumed session lost (the token no longer
+    allows them), and what to run once the reply is written (the replay of what was
+    missed)."""
 
-    recovered: bool
     dropped: list[str]
     then: Callable[[], None] | None = None
 

@@ -77,9 +77,15 @@ class Connections:
         ) -> bytes:
             return codec.encode_event(name, payload_json, extra_args_json=extra_args_json)
 
-        client = self._client(carrier, "socketio", remote, encode_event, codec.encode_ack)
-        client.ping_frame = text_frame(codec.PING)
-        client.rooms.offsets = s.connection_state_recovery
+        client = self._client(
+            carrier,
+            "socketio",
+            remote,
+            encode_event,
+            codec.encode_ack,
+            ping_frame=text_frame(codec.PING),
+            offsets=s.connection_state_recovery,
+        )
         machine = SocketIOConnection(codec, recovery=s.connection_state_recovery)
         open_packet = machine.open_packet(engine_sid or client.session.socket_id, upgrades=upgrades)
         await self._run(client, _SocketIOPump(client, machine, self._dispatcher, open_packet).run)
@@ -118,6 +124,9 @@ class Connections:
         remote: str,
         encode_event: Encoder,
         encode_ack: Callable[[int, bytes], bytes],
+        *,
+        ping_frame: bytes | None = None,
+        offsets: bool = False,
     ) -> Client:
         bucket = TokenBucket(rate=self._s.rate_per_s, burst=self._s.rate_burst)
         return Client(
@@ -127,7 +136,8 @@ class Connections:
             encode_event=encode_event,
             encode_ack=encode_ack,
             bucket=bucket,
-            ping_frame=None,
+            ping_frame=ping_frame,
+            offsets=offsets,
         )
 
     async def _run(self, client: Client, pump: Callable[[Pipeline], Awaitable[bool]]) -> None:

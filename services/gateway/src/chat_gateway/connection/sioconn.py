@@ -123,10 +123,6 @@ class SocketIOConnection:
         self._offsets = recovery
         self.phase = Phase.AWAITING_CONNECT
 
-    @property
-    def codec(self) -> SocketIOCodec:
-        return self._codec
-
     def open_packet(self, engine_sid: str, *, upgrades: tuple[str, ...] = ()) -> bytes:
         """The Engine.IO handshake, the first thing sent."""
         return self._codec.open_packet(engine_sid, upgrades=upgrades).encode()
