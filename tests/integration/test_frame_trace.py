@@ -37,7 +37,7 @@ import pytest
 from redis.asyncio import Redis
 
 from chat_devstack.stack import Stack
-from chat_session.store import RedisSessionStore
+from chat_session.redisstore import RedisSessionStore
 from tests.conftest import MakeStack
 from tests.support.frametrace import HttpClient, Trace, TracedWs
 from tests.support.waiting import eventually
