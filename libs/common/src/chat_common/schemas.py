@@ -233,6 +233,9 @@ class AppendRequest(Wire, frozen=True):
     """False when the gateway generated ``client_msg_id`` (the message then shows null)."""
     received_at: float | None = None
     """Epoch seconds when the sender's gateway received the event (end-to-end latency)."""
+    sender: str | None = None
+    """The sender's user id (:data:`chat_common.chatstate.UserId`): sending moves their read
+    watermark to the message. ``None`` from a gateway that predates user ids."""
 
 
 class AppendBatchRequest(Wire, frozen=True):
@@ -319,6 +322,8 @@ class RoomMessage(Wire, frozen=True):
     """The :class:`Message` JSON, spliced into client frames as it is."""
     received_at: float | None = msgspec.field(default=None, name="sentAt")
     """When the sender's gateway received it (epoch seconds; ``sentAt`` on the bus)."""
+    sender: str | None = None
+    """The sender's user id (for inbox followers: their own message is read)."""
 
 
 class RoomMessages(Wire, frozen=True):

@@ -8,9 +8,14 @@ A room has two fan-out subjects with one publisher each, so that the bus's permi
 (``chat.room.<room>.events``, history only, after COMMIT) and presence
 (``chat.room.<room>.presence``, session only). A gateway listens to both with one
 subscription (:func:`room_subjects`).
+
+A user has one stream (``chat.user.<token>.events``, history only), where ``<token>`` is a
+hash of the user id (:func:`user_token`).
 """
 
 from __future__ import annotations
+
+import hashlib
 
 __all__ = [
     "GATEWAY_SERVICE",
@@ -18,6 +23,7 @@ __all__ = [
     "ROOM_EVENTS",
     "ROOM_PRESENCE",
     "SESSION_SERVICE",
+    "USER_EVENTS_ANY",
     "any_gateway",
     "gateway_control",
     "gateway_endpoint",
@@ -27,6 +33,8 @@ __all__ = [
     "room_presence",
     "room_subjects",
     "session_endpoint",
+    "user_events",
+    "user_token",
 ]
 
 SESSION_SERVICE = "session"
@@ -86,3 +94,19 @@ def gateway_endpoint(gateway_id: str, name: str) -> str:
 def any_gateway(name: str) -> str:
     """``name`` (``control``, ``status``, ``drain``) of every gateway instance: a wildcard."""
     return f"{_PREFIX}.gateway.*.{name}"
+
+
+def user_token(user_id: str) -> str:
+    """A user's subject token: 32 hex digits of SHA-256 over the user id, so that a subject
+    names the user without revealing the id (an email in development mode)."""
+    return hashlib.sha256(b"chat.user:" + user_id.encode()).hexdigest()[:32]
+
+
+def user_events(user_id: str) -> str:
+    """Where history publishes a user's stream (``read_state``, ``membership``): one
+    subscription per gateway per user it holds connections of."""
+    return f"{_PREFIX}.user.{user_token(user_id)}.events"
+
+
+USER_EVENTS_ANY = f"{_PREFIX}.user.*.events"
+"""Every user's stream: a wildcard, for bus permissions."""
