@@ -32,7 +32,7 @@ import nats.errors
 from chat_common.boundary import guarded
 from chat_common.errors import ChatError, Unavailable
 from chat_common.natsio import traced_publish
-from chat_common.subjects import gateway_control, history_endpoint, room_subjects, session_endpoint
+from chat_common.subjects import gateway_control, history_endpoint, session_endpoint
 from chat_gateway.auth import JwtVerifier
 from chat_gateway.carrier import Carrier, Limit
 from chat_gateway.main import Gateway, assemble
@@ -208,9 +208,9 @@ class MemoryBus:
         if sub in self._subscriptions:
             self._subscriptions.remove(sub)
 
-    async def subscribe_room(self, room_id: str, deliver: Deliver) -> RoomSubscription:
+    async def subscribe_subject(self, subject: str, deliver: Deliver) -> RoomSubscription:
         """The gateway's ``Subscribe`` over this bus."""
-        return self.listen(room_subjects(room_id), deliver)
+        return self.listen(subject, deliver)
 
     def subscriptions(self, pattern: str) -> int:
         return sum(1 for s in self._subscriptions if s.pattern == pattern)
@@ -576,7 +576,7 @@ class InProcessChat:
         gw = assemble(
             settings,
             request=self.services.request,
-            subscribe=self.bus.subscribe_room,
+            subscribe=self.bus.subscribe_subject,
             verifier=self._verifier,
             relay=relay,
         )

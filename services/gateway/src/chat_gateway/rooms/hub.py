@@ -26,7 +26,7 @@ from opentelemetry.trace import Link
 
 from chat_common.backoff import Backoff
 from chat_common.schemas import FetchResponse, Message, encode
-from chat_common.subjects import room_kind
+from chat_common.subjects import room_kind, room_subjects
 from chat_common.tracing import SpanKind, extract_context, messaging_attributes, tracer
 from chat_gateway.connection.client import Client
 from chat_gateway.metrics import DELIVERIES, E2E_SECONDS
@@ -110,7 +110,7 @@ class RoomHub:
             room = self._rooms[room_id] = _Room(room_id)
         member = room.delivery.add(client.connection_key, client)
         if room.subscription is None:
-            room.subscription = await self._subscribe(room_id, self._receiver(room))
+            room.subscription = await self._subscribe(room_subjects(room_id), self._receiver(room))
         return member
 
     def activate(self, room_id: str, member: Member, *, join_position: int) -> None:
