@@ -13,6 +13,7 @@ are the :class:`~chat_gateway.doorway.Doorway`'s.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from chat_common.boundary import guarded
@@ -24,7 +25,7 @@ from chat_gateway.appends.plan import Slot
 from chat_gateway.connection.client import Client
 from chat_gateway.connection.dispatcher import AnswerFrame, Connected, Resume
 from chat_gateway.doorway import Doorway
-from chat_gateway.events import EventHandlers, Incoming, Result
+from chat_gateway.events import Handler, Incoming, Result
 from chat_gateway.metrics import EVENTS, RATE_LIMITED
 from chat_gateway.protocol.messages import BadEvent, ClientEvent
 from chat_gateway.userlimit import UserLimiter
@@ -42,13 +43,13 @@ class EventDispatcher:
 
     def __init__(
         self,
-        handlers: EventHandlers,
+        table: Mapping[str, Handler],
         doorway: Doorway,
         *,
         appender: AppendBatcher,
         users: UserLimiter,
     ) -> None:
-        self._table = handlers.table()
+        self._table = dict(table)
         self._doorway = doorway
         self._appender = appender
         self._users = users

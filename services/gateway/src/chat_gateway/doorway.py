@@ -6,7 +6,9 @@ recovery), the native handshake, and what a connection leaves behind when it end
   development mode (no verifier) every connection is authenticated as it comes.
 * **Recovery**: a CONNECT that presents a ``pid`` resumes that session
   (:mod:`chat_gateway.resume`); the reply goes out first, then what was missed.
-* **Leaving**: the connection leaves its rooms at this gateway; in the session service its
+* **Users**: a connection whose user is known gets its user's stream
+  (:mod:`chat_gateway.users.stream`); a recovered session gets its rooms' read state.
+* **Leaving**: the connection leaves its rooms and its user's stream at this gateway; in the session service its
   session is kept resumable (a drop) or ended (a goodbye), unless a resume elsewhere took it.
 """
 
@@ -23,6 +25,8 @@ from chat_gateway.connection.dispatcher import Connected, Resume
 from chat_gateway.metrics import RESUMES
 from chat_gateway.resume import Resumer
 from chat_gateway.rooms.hub import RoomHub
+from chat_gateway.users.inbox import Inbox
+from chat_gateway.users.stream import UserStreams
 
 __all__ = ["Doorway"]
 
@@ -40,6 +44,8 @@ class Doorway:
         *,
         verifier: JwtVerifier | None,
         write_cap: int,
+        users: UserStreams,
+        inbox: Inbox,
     ) -> None:
         self._backend = backend
         self._hub = hub
@@ -47,6 +53,8 @@ class Doorway:
         self._verifier = verifier
         """``None`` in development mode (no authentication)."""
         self._write_cap = write_cap
+        self._users = users
+        self._inbox = inbox
         """The slow-consumer limit an authenticated connection gets."""
 
     @property
@@ -70,6 +78,7 @@ class Doorway:
         if known is not None and known != identity.email:
             raise ChatError(ErrorCode.IDENTITY_MISMATCH, "the token names another user")
         client.authenticate(identity, write_cap=self._write_cap)
+        self._users.attach(client)
 
     def open_native(self, client: Client, authorization: str) -> bool:
         """Authenticate from the handshake's ``Authorization: Bearer`` (in development mode,
@@ -87,6 +96,8 @@ class Doorway:
     ) -> Connected:
         """A Socket.IO CONNECT: authenticate, then recover the session asked for."""
         client.rooms.offsets = offsets
+        self._users.detach(client)  # a namespace reconnect: whoever it was before
+        self._inbox.unfollow(client)
         self.authenticate(client, token)
         if resume is None:
             return Connected(dropped=[])
@@ -96,11 +107,21 @@ class Doorway:
         RESUMES.labels("recovered" if plan else "not_recovered").inc()
         if plan is None:
             return Connected(dropped=[])
-        return Connected(dropped=plan.dropped, then=lambda: self._resumer.finish(plan))
+        self._users.attach(client)
+        states = await self._users.read_states(client, plan.room_ids)
+
+        def then() -> None:
+            self._resumer.finish(plan)
+            for frame in states:
+                client.write_frame(frame)
+
+        return Connected(dropped=plan.dropped, then=then)
 
     async def disconnected(self, client: Client, *, resumable: bool) -> None:
         """The connection is gone: leave every room locally; in the session service, keep
         the session resumable (a drop) or end it (the client said goodbye)."""
+        self._users.detach(client)
+        self._inbox.unfollow(client)
         for room_id in client.rooms.leave_all():
             await self._hub.remove(client, room_id)
         session = client.session

@@ -1,4 +1,6 @@
-"""Client events: join, send_message, get_history, get_members, leave, resume and auth.
+"""Client events: join, send_message, get_history, get_members, leave, resume and auth
+(the user's own events, ``mark_read``, ``get_rooms`` and ``unsubscribe``, are
+:mod:`chat_gateway.userevents`).
 
 Every handler takes its input the same way (an :class:`Incoming`: the client, the event's
 data, and for ``send_message`` its place in the sender's append order) and returns a
@@ -10,6 +12,7 @@ in the client's protocol.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -17,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from chat_common.chatstate import MemberJoinRequest
 from chat_common.errors import ChatError, ErrorCode, InvalidArgument
 from chat_common.schemas import (
     AppendRequest,
@@ -45,6 +49,7 @@ from chat_gateway.resume import Resumer
 from chat_gateway.rooms.hub import RoomHub
 from chat_gateway.sessionids import Hold
 from chat_gateway.settings import GatewaySettings
+from chat_gateway.users.stream import UserStreams
 
 __all__ = ["EventHandlers", "Handler", "Incoming", "Result"]
 
@@ -92,6 +97,7 @@ class EventHandlers:
         appender: AppendBatcher,
         resumer: Resumer,
         authenticate: Authenticate,
+        streams: UserStreams,
     ) -> None:
         self._s = settings
         self._backend = backend
@@ -99,6 +105,7 @@ class EventHandlers:
         self._appender = appender
         self._resumer = resumer
         self._authenticate = authenticate
+        self._streams = streams
 
     def table(self) -> dict[str, Handler]:
         """Every event by name."""
@@ -127,9 +134,15 @@ class EventHandlers:
         member = await self._hub.add_pending(client, p.room_id)
         session.begin()
         joined = None
+        user_id = client.identity.subject if client.identity is not None else p.email
         try:
-            page = await self._backend.fetch(
-                FetchRequest(room_id=p.room_id, limit=max(self._s.join_history_limit, 1))
+            page, membership = await asyncio.gather(
+                self._backend.fetch(
+                    FetchRequest(room_id=p.room_id, limit=max(self._s.join_history_limit, 1))
+                ),
+                self._backend.member_join(
+                    MemberJoinRequest(user_id=user_id, email=p.email, room_id=p.room_id)
+                ),
             )
             joined = await self._backend.join(
                 JoinRequest(
@@ -150,6 +163,7 @@ class EventHandlers:
                     await self._undo_join(client, p.room_id)
             raise
         session.email = p.email
+        self._streams.attach(client)
         rooms.joined(p.room_id, join_position=page.last_seq)
         history = page.messages[-self._s.join_history_limit :] if self._s.join_history_limit else []
         body = {
@@ -161,6 +175,10 @@ class EventHandlers:
             "userCount": joined.count,
             "usersNext": joined.next,
             "history": history,
+            "role": membership.role,
+            "readSeq": membership.read_seq,
+            "lastSeq": max(membership.last_seq, page.last_seq),
+            "unread": max(0, max(membership.last_seq, page.last_seq) - membership.read_seq),
         }
         return Result(
             body, lambda: self._hub.activate(p.room_id, member, join_position=page.last_seq)
@@ -184,8 +202,16 @@ class EventHandlers:
         RESUMES.labels("recovered" if plan else "not_recovered").inc()
         if plan is None:
             return Result(body)
+        self._streams.attach(client)
+        states = await self._streams.read_states(client, plan.room_ids)
         body |= {"email": session.email, "rooms": plan.room_ids, "droppedRooms": plan.dropped}
-        return Result(body, lambda: self._resumer.finish(plan))
+
+        def then() -> None:
+            self._resumer.finish(plan)
+            for frame in states:
+                client.write_frame(frame)
+
+        return Result(body, then)
 
     async def send_message(self, event: Incoming) -> Result:
         """Commit the message (in the sender's order: ``slot``) and ack with it, spliced as
@@ -203,6 +229,7 @@ class EventHandlers:
             client_msg_id=p.client_msg_id or uuid.uuid4().hex,
             client_supplied=p.client_msg_id is not None,
             received_at=time.time(),
+            sender=client.user_id,
         )
         slot = event.slot or self._appender.reserve(client.connection_key)
         message = await self._appender.append(slot, req)
@@ -237,7 +264,7 @@ class EventHandlers:
     async def leave(self, event: Incoming) -> Result:
         p = parse_value(event.data, LeavePayload)
         _require_member(event.client, p.room_id)
-        await self._leave_room(event.client, p.room_id)
+        await self.leave_room(event.client, p.room_id)
         return Result({"ok": True})
 
     async def auth(self, event: Incoming) -> Result:
@@ -249,11 +276,11 @@ class EventHandlers:
         self._authenticate(client, data.get("token") if isinstance(data, dict) else None)
         dropped = [r for r in sorted(client.rooms.rooms) if not room_allowed(client.identity, r)]
         for room_id in dropped:
-            await self._leave_room(client, room_id)
+            await self.leave_room(client, room_id)
         email = client.identity.email if client.identity else None
         return Result({"ok": True, "email": email, "droppedRooms": dropped})
 
-    async def _leave_room(self, client: Client, room_id: str) -> None:
+    async def leave_room(self, client: Client, room_id: str) -> None:
         """Leave ``room_id`` here and in the session service."""
         # Hold the client's events of the room until the session service has recorded the
         # leave: on success they are dropped, on failure delivered, never lost or repeated.

@@ -32,7 +32,11 @@ from chat_gateway.rooms.feed import Subscribe, nats_subscriber
 from chat_gateway.rooms.hub import RoomHub
 from chat_gateway.sessions import SessionKeeper
 from chat_gateway.settings import GatewaySettings
+from chat_gateway.userevents import UserEventHandlers
 from chat_gateway.userlimit import UserLimiter
+from chat_gateway.users.inbox import Inbox
+from chat_gateway.users.marks import ReadMarks
+from chat_gateway.users.stream import UserStreams
 from chat_gateway.webpage import WebPage
 
 __all__ = ["Gateway", "assemble", "main", "run"]
@@ -54,6 +58,15 @@ class Gateway:
     keepalive: Keepalive
     drain: Drain
     keeper: SessionKeeper
+    streams: UserStreams
+    inbox: Inbox
+    marks: ReadMarks
+
+    async def close_users(self) -> None:
+        """Stop the user streams', inbox's and read marks' tasks (after the clients)."""
+        await self.marks.close()
+        await self.inbox.close()
+        await self.streams.close()
 
 
 def assemble(
@@ -79,8 +92,17 @@ def assemble(
     )
     appender = AppendBatcher(backend.append_batch, max_in_flight=settings.append_batches_in_flight)
     resumer = Resumer(backend, hub, gateway_id=settings.instance_id, max_replay=settings.max_replay)
+    streams = UserStreams(subscribe, backend, gap_delay_s=settings.gap_fill_delay_ms / 1000)
+    inbox = Inbox(subscribe, backend, streams)
+    marks = ReadMarks(backend)
     doorway = Doorway(
-        backend, hub, resumer, verifier=verifier, write_cap=settings.slow_consumer_bytes
+        backend,
+        hub,
+        resumer,
+        verifier=verifier,
+        write_cap=settings.slow_consumer_bytes,
+        users=streams,
+        inbox=inbox,
     )
     handlers = EventHandlers(
         settings,
@@ -89,9 +111,15 @@ def assemble(
         appender=appender,
         resumer=resumer,
         authenticate=doorway.authenticate,
+        streams=streams,
     )
-    users = UserLimiter(backend.take, lease=settings.user_lease)
-    dispatcher = EventDispatcher(handlers, doorway, appender=appender, users=users)
+    user_handlers = UserEventHandlers(
+        backend, streams=streams, inbox=inbox, marks=marks, leave_room=handlers.leave_room
+    )
+    limiter = UserLimiter(backend.take, lease=settings.user_lease)
+    dispatcher = EventDispatcher(
+        handlers.table() | user_handlers.table(), doorway, appender=appender, users=limiter
+    )
     registry = ClientRegistry(instance_id=settings.instance_id)
     connections = Connections(settings, dispatcher, registry)
     port = ClientPort(settings, connections, WebPage.load(), relay=relay)
@@ -106,7 +134,9 @@ def assemble(
         backend, gateway_id=settings.instance_id, interval_s=settings.session_heartbeat_s
     )
     keepalive = Keepalive(registry, settings)
-    return Gateway(port, connections, registry, hub, appender, keepalive, drain, keeper)
+    return Gateway(
+        port, connections, registry, hub, appender, keepalive, drain, keeper, streams, inbox, marks
+    )
 
 
 async def main(settings: GatewaySettings | None = None) -> int:
@@ -150,6 +180,7 @@ async def main(settings: GatewaySettings | None = None) -> int:
         on_shutdown(Phase.STOP_INTAKE, "client listener", gw.port.stop_accepting)
         on_shutdown(Phase.CLOSE_CLIENTS, "client connections", gw.drain.close_clients)
         on_shutdown(Phase.CLOSE_CLIENTS, "appends in flight", gw.appender.drain)
+        on_shutdown(Phase.CLOSE_CLIENTS, "user streams", gw.close_users)
         on_shutdown(Phase.CLOSE_CLIENTS, "relayed polls", relay.close)
         spawn = rt.lifecycle.supervisor.spawn
         spawn("engineio-heartbeat", gw.keepalive.heartbeat)

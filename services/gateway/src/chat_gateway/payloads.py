@@ -14,10 +14,13 @@ from chat_common.schemas import MAX_SEQ, Email, MessageText, RoomId, Wire
 
 __all__ = [
     "GetHistoryPayload",
+    "GetRoomsPayload",
     "JoinPayload",
     "LeavePayload",
+    "MarkReadPayload",
     "ResumePayload",
     "SendMessagePayload",
+    "UnsubscribePayload",
 ]
 
 ClientMsgId = Annotated[str, msgspec.Meta(pattern=r"^[^\x00-\x1f\x7f]{1,128}\Z")]
@@ -60,3 +63,22 @@ class ResumePayload(Wire, frozen=True):
     last_seq: Annotated[
         dict[RoomId, Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)]], msgspec.Meta(max_length=1000)
     ] = {}
+
+
+class MarkReadPayload(Wire, frozen=True):
+    room_id: RoomId
+    seq: Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)]
+
+
+class GetRoomsPayload(Wire, frozen=True):
+    after: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    """The ``next`` of the page before."""
+    limit: Annotated[int, msgspec.Meta(ge=1, le=200)] | None = None
+    follow: bool = True
+    """The first page (no ``after``) makes the connection follow its inbox."""
+    email: Email | None = None
+    """Development mode: who this connection is, when it has not joined a room yet."""
+
+
+class UnsubscribePayload(Wire, frozen=True):
+    room_id: RoomId

@@ -136,6 +136,12 @@ class Client:
         """An Engine.IO pong arrived."""
         self._engine_pong = self._loop.time()
 
+    @property
+    def user_id(self) -> str | None:
+        """Who this is to the stores and the bus: the token's subject, or in development
+        mode the email the connection gave (``None`` until it gave one)."""
+        return self.identity.subject if self.identity is not None else self.session.email
+
     # -- the lifecycle ----------------------------------------------------------------------
 
     @property

@@ -1,0 +1,108 @@
+"""Read marks, coalesced: however often a client marks, one write at a time per (user,
+room) at this gateway.
+
+The first mark of a (user, room) is written at once. Marks that arrive while it is being
+written wait for the next write, which carries the largest of them; each is answered with
+the state that write left (history keeps the watermark monotonic: an older mark never moves
+it back). So a client marking on every message costs at most one write per round trip to
+history, and an isolated mark costs no delay.
+
+A mark beyond the room's last message is refused (``INVALID_ARGUMENT``) by comparing it to
+the head the write reports; the write itself is cut to the head by history, so one bad mark
+in a group cannot fail the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from chat_common.chatstate import MarkReadRequest, ReadMark, ReadState
+from chat_common.errors import ChatError, InvalidArgument, Unavailable
+from chat_gateway.backend import Backend
+
+__all__ = ["ReadMarks"]
+
+
+@dataclass(slots=True)
+class _Pending:
+    waiters: list[tuple[int, asyncio.Future[ReadState]]] = field(default_factory=list)
+    writing: bool = False
+
+
+class ReadMarks:
+    """Writes read marks through ``backend`` (see the module docstring)."""
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+        self._pending: dict[tuple[str, str], _Pending] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.writes = 0
+        """Writes sent so far (for tests and metrics)."""
+
+    async def mark(self, user_id: str, room_id: str, seq: int) -> ReadState:
+        """Mark ``room_id`` read up to ``seq`` for ``user_id``; the state after the write
+        that carried it. Raises ``NOT_MEMBER``, ``INVALID_ARGUMENT`` (beyond the head) or
+        what the write raised (``UNAVAILABLE``: retrying is safe)."""
+        key = (user_id, room_id)
+        pending = self._pending.get(key)
+        if pending is None:
+            pending = self._pending[key] = _Pending()
+        future: asyncio.Future[ReadState] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_retrieve)  # answered even if its asker has gone
+        pending.waiters.append((seq, future))
+        if not pending.writing:
+            pending.writing = True
+            task = asyncio.create_task(self._write(key, pending), name="read-marks")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return await asyncio.shield(future)
+
+    async def _write(self, key: tuple[str, str], pending: _Pending) -> None:
+        user_id, room_id = key
+        try:
+            while pending.waiters:
+                waiters, pending.waiters = pending.waiters, []
+                seq = max(s for s, _ in waiters)
+                self.writes += 1
+                try:
+                    reply = await self._backend.mark_read(
+                        MarkReadRequest(user_id=user_id, marks=[ReadMark(room_id=room_id, seq=seq)])
+                    )
+                    result = reply.results[0]
+                    if result.error is not None:
+                        raise ChatError(result.error.code, result.error.message)
+                    assert result.state is not None
+                    state = result.state
+                except Exception as exc:
+                    for _, future in waiters:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for wanted, future in waiters:
+                    if future.done():
+                        continue
+                    if wanted > state.last_seq:
+                        future.set_exception(
+                            InvalidArgument("seq is beyond the room's last message")
+                        )
+                    else:
+                        future.set_result(state)
+        finally:
+            pending.writing = False
+            for _, future in pending.waiters:  # cancelled while marks waited: answer them
+                if not future.done():
+                    future.set_exception(Unavailable("read mark not written"))
+            pending.waiters.clear()
+            if self._pending.get(key) is pending:
+                del self._pending[key]
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _retrieve(future: asyncio.Future[ReadState]) -> None:
+    if not future.cancelled():
+        future.exception()

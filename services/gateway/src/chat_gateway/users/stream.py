@@ -1,0 +1,234 @@
+"""Each user's stream at one gateway: one subscription per user it holds connections of.
+
+History publishes what is addressed to a user rather than a room (``read_state``,
+``membership``) on ``chat.user.<token>.events``, numbered per user (``userSeq``) without
+gaps. Like a room's messages, they are released here strictly in ``userSeq`` order
+(:class:`~chat_gateway.rooms.ordering.RoomSequencer`); a hole is filled from history's
+copy. Every connection of the user at this gateway gets each event once, with its
+``userSeq``; listeners (the inbox, the rooms a membership change concerns) see it first.
+
+A connection joins its user's stream once its user is known: at authentication, or in
+development mode at its first ``join`` or ``get_rooms``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from chat_common.backoff import Backoff
+from chat_common.chatstate import ReadState, UserEvent, UserEventsRequest, UserRoomsRequest
+from chat_common.schemas import MAX_SEQ, encode
+from chat_common.subjects import user_events
+from chat_gateway.backend import Backend
+from chat_gateway.connection.client import Client
+from chat_gateway.protocol.wsframe import text_frame
+from chat_gateway.rooms.feed import RoomSubscription, Subscribe
+from chat_gateway.rooms.ordering import RoomSequencer
+
+__all__ = ["UserListener", "UserStreams"]
+
+_log = logging.getLogger("chat.gateway.users")
+_event = msgspec.json.Decoder(UserEvent)
+_data = msgspec.json.Decoder(dict[str, Any])
+GAP_PAGE = 100
+"""User events fetched at most to fill one gap."""
+
+UserListener = Callable[[str, str, Mapping[str, Any]], None]
+"""Told of each event of a user's stream, in order: (user id, event name, data)."""
+
+
+@dataclass(slots=True, eq=False)
+class _User:
+    user_id: str
+    clients: set[Client] = field(default_factory=set)
+    sequencer: RoomSequencer[UserEvent] = field(default_factory=RoomSequencer)
+    subscription: RoomSubscription | None = None
+    filling: asyncio.Task[None] | None = None
+
+
+class UserStreams:
+    """The user streams of one gateway's connections."""
+
+    def __init__(self, subscribe: Subscribe, backend: Backend, *, gap_delay_s: float) -> None:
+        self._subscribe = subscribe
+        self._backend = backend
+        self._gap_delay = gap_delay_s
+        self._users: dict[str, _User] = {}
+        self._of: dict[Client, str] = {}
+        """Whose stream each connection gets (its user id may have changed since)."""
+        self._listeners: list[UserListener] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def __len__(self) -> int:
+        return len(self._users)
+
+    def listen(self, listener: UserListener) -> None:
+        self._listeners.append(listener)
+
+    def clients(self, user_id: str) -> set[Client]:
+        """The user's connections at this gateway."""
+        user = self._users.get(user_id)
+        return user.clients if user is not None else set()
+
+    def attach(self, client: Client) -> None:
+        """``client`` gets its user's stream from now on (a no-op while its user is unknown,
+        and when it has it already)."""
+        user_id = client.user_id
+        if user_id is None or self._of.get(client) == user_id:
+            return
+        self.detach(client)  # it was another user's (a namespace reconnect)
+        user = self._users.get(user_id)
+        if user is None:
+            user = self._users[user_id] = _User(user_id)
+            self._spawn(self._start(user), f"user-stream:{len(self._users)}")
+        user.clients.add(client)
+        self._of[client] = user_id
+
+    def detach(self, client: Client) -> None:
+        """``client`` is gone; the last connection of a user ends the subscription."""
+        user_id = self._of.pop(client, None)
+        user = self._users.get(user_id) if user_id is not None else None
+        if user is None:
+            return
+        user.clients.discard(client)
+        if not user.clients:
+            del self._users[user.user_id]
+            if user.filling is not None:
+                user.filling.cancel()
+            if user.subscription is not None:
+                self._spawn(_unsubscribe(user.subscription), "user-stream-end")
+
+    async def read_states(self, client: Client, room_ids: list[str]) -> list[bytes]:
+        """``read_state`` frames of ``room_ids`` for ``client`` (a resumed session: what it
+        may have missed of its stream, as state). Empty when the user is unknown or the
+        state cannot be read now (the client can ask ``get_rooms``)."""
+        user_id = client.user_id
+        if user_id is None or not room_ids:
+            return []
+        try:
+            listing = await self._backend.user_rooms(UserRoomsRequest(user_id=user_id))
+        except Exception as exc:
+            _log.warning("read states not sent on resume", extra={"error": type(exc).__name__})
+            return []
+        wanted = set(room_ids)
+        return [
+            text_frame(client.encode_event("read_state", encode(ReadState(
+                room_id=r.room_id, read_seq=r.read_seq, last_seq=r.last_seq,
+                unread=max(0, r.last_seq - r.read_seq),
+            ))))
+            for r in listing.rooms
+            if r.room_id in wanted
+        ]  # fmt: skip
+
+    async def close(self) -> None:
+        """Stop every task (shutdown)."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _start(self, user: _User) -> None:
+        """Subscribe, then learn the stream's head: events after it are new to everyone."""
+        subscription = await self._subscribe(user_events(user.user_id), self._receiver(user))
+        if self._users.get(user.user_id) is not user:
+            await _unsubscribe(subscription)
+            return
+        user.subscription = subscription
+        backoff = Backoff(0.05, cap_s=2.0, floor_s=0.05, jitter=True)
+        while self._users.get(user.user_id) is user:
+            try:
+                head = await self._backend.user_events(
+                    UserEventsRequest(user_id=user.user_id, after_seq=MAX_SEQ, limit=1)
+                )
+            except Exception as exc:
+                _log.warning("user stream head unknown", extra={"error": type(exc).__name__})
+                await asyncio.sleep(backoff.next())
+                continue
+            self._deliver(user, user.sequencer.start(head.last_seq))
+            self._check_gap(user)
+            return
+
+    def _receiver(self, user: _User) -> Callable[[str, bytes, Mapping[str, str] | None], None]:
+        def receive(_subject: str, data: bytes, _headers: Mapping[str, str] | None) -> None:
+            try:
+                event = _event.decode(data)
+            except msgspec.DecodeError:
+                _log.error("undecodable user event: dropped")
+                return
+            self.offer(user, [event])
+
+        return receive
+
+    def offer(self, user: _User, events: list[UserEvent]) -> None:
+        released: list[UserEvent] = []
+        for event in events:
+            try:
+                released += user.sequencer.offer(event.user_seq, event)
+            except OverflowError:
+                _log.error("user stream backlog overflow; skipping ahead")
+                user.sequencer.start(event.user_seq)
+        self._deliver(user, released)
+        self._check_gap(user)
+
+    def _check_gap(self, user: _User) -> None:
+        if user.sequencer.missing() is not None and (user.filling is None or user.filling.done()):
+            user.filling = asyncio.create_task(self._fill(user), name="user-stream-fill")
+
+    async def _fill(self, user: _User) -> None:
+        """Wait briefly for stragglers, then fetch what is still missing from history."""
+        backoff = Backoff(self._gap_delay, cap_s=2.0, floor_s=0.05, jitter=False)
+        while (gap := user.sequencer.missing()) is not None:
+            await asyncio.sleep(backoff.next())
+            if (gap := user.sequencer.missing()) is None or self._users.get(
+                user.user_id
+            ) is not user:
+                return
+            try:
+                page = await self._backend.user_events(
+                    UserEventsRequest(user_id=user.user_id, after_seq=gap[0], limit=GAP_PAGE)
+                )
+            except Exception as exc:
+                _log.warning("user stream gap fill failed", extra={"error": type(exc).__name__})
+                continue
+            if not page.complete:
+                _log.warning("user stream gap no longer kept; skipping ahead")
+                self._deliver(user, user.sequencer.start(gap[1] - 1))
+                continue
+            self.offer(user, page.events)
+
+    def _deliver(self, user: _User, events: list[UserEvent]) -> None:
+        for event in events:
+            try:
+                data = _data.decode(event.data)
+            except msgspec.DecodeError:
+                _log.error("undecodable user event data: dropped")
+                continue
+            data["userSeq"] = event.user_seq
+            for listener in self._listeners:
+                listener(user.user_id, event.event, data)
+            payload = encode(data)
+            frames: dict[str, bytes] = {}
+            for client in list(user.clients):
+                frame = frames.get(client.protocol)
+                if frame is None:
+                    frame = frames[client.protocol] = text_frame(
+                        client.encode_event(event.event, payload)
+                    )
+                client.write_frame(frame)
+
+
+async def _unsubscribe(subscription: RoomSubscription) -> None:
+    try:
+        await subscription.unsubscribe()
+    except Exception as exc:  # the bus connection is closing: the subscription goes with it
+        _log.debug("unsubscribe failed", extra={"error": repr(exc)})
