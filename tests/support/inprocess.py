@@ -611,6 +611,7 @@ class InProcessChat:
             await gw.port.stop_accepting()
             await gw.drain.close_clients()
             await gw.appender.drain()
+            await gw.close_users()
         for relay in self._relays:
             await relay.close()
         for task in self._tasks:
