@@ -1,5 +1,7 @@
 // The web chat page: the native JSON protocol on /ws of this origin (docs/webpage.md).
 // User content is only ever written with textContent.
+// One room is shown at a time; the sidebar lists the user's rooms (get_rooms) with their
+// unread counts, kept live by inbox_update, read_state and membership (protocol.md, 4.13).
 "use strict";
 
 (() => {
@@ -7,6 +9,7 @@
   const BACKOFF_MIN_MS = 250;
   const BACKOFF_MAX_MS = 5000;
   const PAGE_SIZE = 50;
+  const ROOMS_PAGE = 50;
   const RETRYABLE = new Set(["UNAVAILABLE", "RATE_LIMITED", "INTERNAL"]);
   // Close codes after which reconnecting cannot help (protocol.md, section 6).
   const TERMINAL = {
@@ -26,14 +29,18 @@
     Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** n) * (0.5 + Math.random() / 2);
 
   const chat = {
-    email: "", room: "", token: "",
+    email: "", token: "",
     ws: null, nextId: 1, acks: new Map(), // id -> {resolve, reject, timer}
     session: null,          // {sessionId, resumeToken} from the join ack
-    lastSeq: 0,             // last seq of the room's stream (join history, new_message); never from acks
+    joined: new Map(),      // rooms of this connection -> last seq of their stream (join
+                            // history, new_message), for resume; never from acks
+    room: "",               // the room shown, and its messages:
     seqs: new Set(),        // seqs on screen: each message shown once
-    oldest: null, atBeginning: false, loadingOlder: false,
-    outbox: [],             // [{clientMsgId, text, node}] in send order, until acked
+    newest: 0, oldest: null, atBeginning: false, loadingOlder: false,
+    outbox: [],             // [{roomId, clientMsgId, text, node}] in send order, until acked
     members: new Set(), memberCount: 0, // presence: the join's first page, then the changes
+    rooms: new Map(),       // the sidebar: roomId -> {lastSeq, readSeq, node}
+    roomsNext: null, listing: 0, // the listing's next page, and which listing it is
     ready: false, pumping: false, attempt: 0, stopped: true, timer: null,
   };
 
@@ -58,7 +65,8 @@
 
   class Fatal extends Error {}
 
-  // After each (re)connect: authenticate, resume the session or join, then resend.
+  // After each (re)connect: authenticate, resume the session or join, then list the rooms
+  // (which follows the inbox on this connection) and resend.
   async function start(ws) {
     if (chat.token) {
       const reply = await call("auth", { token: chat.token });
@@ -67,37 +75,56 @@
     }
     let state = "connected";
     if (chat.session) {
-      const reply = await call("resume", { ...chat.session, lastSeq: { [chat.room]: chat.lastSeq } });
+      const reply = await call("resume", { ...chat.session, lastSeq: Object.fromEntries(chat.joined) });
       if (!reply.ok) throw new Error(reply.error.code);
       state = reply.recovered ? "recovered" : "not-recovered";
+      if (reply.recovered) reply.droppedRooms.forEach((roomId) => chat.joined.delete(roomId));
     }
-    if (state !== "recovered") await join();
+    if (state !== "recovered") await rejoin();
     if (chat.ws !== ws) return;
     chat.attempt = 0;
     chat.ready = true;
     setStatus(state, state === "not-recovered" ? "not recovered: rejoined" : state);
     $("whoami").textContent = chat.email;
     updateOlder();
+    listRooms(null);
+    markRead();
     pump();
   }
 
-  async function join() {
-    const reply = await call("join", { email: chat.email, roomId: chat.room });
+  // Join the shown room (and, after an unrecovered drop, the others this page had joined).
+  async function rejoin() {
+    const had = chat.joined.get(chat.room) || 0;
+    const others = [...chat.joined.keys()].filter((roomId) => roomId !== chat.room);
+    chat.joined.clear();
+    await showJoined(await join(chat.room), had);
+    for (const roomId of others) {
+      await join(roomId).catch((err) => { if (!(err instanceof Fatal)) throw err; });
+    }
+  }
+
+  async function join(roomId) {
+    const reply = await call("join", { email: chat.email, roomId });
     if (!reply.ok) {
       if (RETRYABLE.has(reply.error.code)) throw new Error(reply.error.code);
       throw new Fatal(reply.error.message);
     }
     chat.session = { sessionId: reply.sessionId, resumeToken: reply.resumeToken };
+    const last = reply.history.length ? reply.history[reply.history.length - 1].seq : 0;
+    chat.joined.set(roomId, Math.max(chat.joined.get(roomId) || 0, last));
+    return reply;
+  }
+
+  // The shown room's join ack on screen. `had`: the last seq shown before an unrecovered
+  // drop; the page reads back until what was missed is on screen.
+  async function showJoined(reply, had) {
     chat.members = new Set(reply.users);
     showMembers(reply.userCount);
-    const had = chat.lastSeq;
     reply.history.forEach(addMessage);
-    if (reply.history.length) chat.lastSeq = reply.history[reply.history.length - 1].seq;
     if (chat.oldest === null) chat.atBeginning = !reply.history.length || reply.history[0].seq === 1;
-    // A rejoin after an unrecovered drop: page back until what we missed is on screen.
     let first = reply.history.length ? reply.history[0].seq : 0;
     while (had > 0 && first > had + 1) {
-      const page = await call("get_history", { roomId: chat.room, beforeSeq: first, limit: 200 });
+      const page = await call("get_history", { roomId: reply.roomId, beforeSeq: first, limit: 200 });
       if (!page.ok || !page.messages.length) break;
       page.messages.forEach(addMessage);
       first = page.messages[0].seq;
@@ -131,10 +158,20 @@
       waiter.resolve(data);
       return;
     }
-    if (data.roomId !== undefined && data.roomId !== chat.room) return;
+    switch (frame.type) { // the user's events: about any of their rooms
+      case "inbox_update": return showRoom(data, true);
+      case "read_state": return showRoom(data, false);
+      case "membership": return data.member ? showRoom(data, true) : dropRoom(data.roomId);
+      case "error": return notice(`${data.code}: ${data.message}`);
+    }
+    if (frame.type === "new_message" && chat.joined.has(data.roomId)) {
+      // Delivered in seq order, gap-free, for every room of this connection.
+      chat.joined.set(data.roomId, Math.max(chat.joined.get(data.roomId), data.seq));
+    }
+    if (data.roomId !== chat.room) return; // the rooms not shown: only their position
     if (frame.type === "new_message") {
-      chat.lastSeq = Math.max(chat.lastSeq, data.seq); // delivered in seq order, gap-free
       addMessage(data);
+      markRead();
     } else if (frame.type === "user_joined" || frame.type === "user_left") {
       // A small room's events carry the whole list; a large room's only the change.
       if (data.users) chat.members = new Set(data.users);
@@ -145,8 +182,6 @@
       data.joins.forEach((u) => chat.members.add(u));
       data.leaves.forEach((u) => chat.members.delete(u));
       showMembers(data.count);
-    } else if (frame.type === "error") {
-      notice(`${data.code}: ${data.message}`);
     }
   }
 
@@ -183,7 +218,8 @@
   // --- sending: a queue that survives reconnects ---------------------------------------
 
   function send(text) {
-    const item = { clientMsgId: crypto.randomUUID(), text, node: messageNode(chat.email, text) };
+    const item = { roomId: chat.room, clientMsgId: crypto.randomUUID(), text,
+      node: messageNode(chat.email, text) };
     item.node.classList.add("mine", "pending");
     item.node.dataset.clientMsgId = item.clientMsgId;
     $("outbox").append(item.node);
@@ -204,7 +240,7 @@
         let reply;
         try {
           reply = await call("send_message",
-            { roomId: chat.room, text: item.text, clientMsgId: item.clientMsgId });
+            { roomId: item.roomId, text: item.text, clientMsgId: item.clientMsgId });
         } catch {
           break; // disconnected: start() calls pump again once the session is back
         }
@@ -216,7 +252,7 @@
         tries = 0;
         if (reply.ok) {
           item.node.remove();
-          addMessage(reply.message);
+          if (item.roomId === chat.room) addMessage(reply.message);
         } else {
           item.node.classList.replace("pending", "failed");
           item.node.title = reply.error.message;
@@ -263,6 +299,7 @@
       if (atEnd) scrollToEnd();
     }
     chat.oldest = chat.oldest === null ? m.seq : Math.min(chat.oldest, m.seq);
+    chat.newest = Math.max(chat.newest, m.seq);
     if (m.seq === 1) chat.atBeginning = true;
   }
 
@@ -272,12 +309,12 @@
 
   async function loadOlder() {
     if (!chat.ready || chat.loadingOlder || chat.atBeginning || chat.oldest === null) return;
+    const roomId = chat.room;
     chat.loadingOlder = true;
     updateOlder();
     try {
-      const reply = await call("get_history",
-        { roomId: chat.room, beforeSeq: chat.oldest, limit: PAGE_SIZE });
-      if (reply.ok) {
+      const reply = await call("get_history", { roomId, beforeSeq: chat.oldest, limit: PAGE_SIZE });
+      if (reply.ok && roomId === chat.room) {
         reply.messages.reverse().forEach(addMessage); // newest first: the view stays put
         if (!reply.messages.length) chat.atBeginning = true;
       }
@@ -310,26 +347,134 @@
     $("notice").hidden = !text;
   }
 
+  // Show another room: an empty view until its join ack comes.
+  function clearView(roomId) {
+    Object.assign(chat, { room: roomId, newest: 0, oldest: null, atBeginning: false });
+    chat.seqs.clear();
+    chat.members.clear();
+    $("messages").replaceChildren();
+    $("outbox").replaceChildren(...chat.outbox.filter((i) => i.roomId === roomId).map((i) => i.node));
+    $("users").replaceChildren();
+    $("member-count").textContent = "";
+    $("room-title").textContent = `# ${roomId}`;
+    for (const [id, room] of chat.rooms) room.node.classList.toggle("current", id === roomId);
+    notice("");
+    updateOlder();
+  }
+
+  // A click in the sidebar. Joining a room this connection is already in is allowed and
+  // announces nothing (protocol.md, 4.4): it brings the room's members and last messages.
+  async function openRoom(roomId) {
+    if (!chat.ready || roomId === chat.room) return;
+    clearView(roomId);
+    try {
+      const reply = await join(roomId);
+      if (roomId !== chat.room) return; // another room was clicked meanwhile
+      await showJoined(reply, 0);
+      markRead();
+    } catch (err) {
+      if (roomId === chat.room) notice(`cannot open ${roomId}: ${err.message}`);
+    }
+  }
+
+  // The shown room is read up to its newest message on screen, while the tab is visible.
+  function markRead() {
+    const room = chat.rooms.get(chat.room);
+    if (!chat.ready || document.visibilityState !== "visible" || !chat.newest) return;
+    if (room && room.readSeq >= chat.newest) return;
+    call("mark_read", { roomId: chat.room, seq: chat.newest })
+      .then((reply) => { if (reply.ok) showRoom(reply, false); })
+      .catch(() => {}); // offline: start() marks again after the reconnect
+  }
+
+  // --- the sidebar: the user's rooms, most recently active first ----------------------
+
+  // A page of get_rooms; the first (after: null) starts a new listing and makes this
+  // connection follow the inbox (inbox_update). Events that come before the ack are kept.
+  async function listRooms(after) {
+    if (after === null) {
+      chat.listing++;
+      chat.rooms.clear();
+      $("room-list").replaceChildren();
+    }
+    const listing = chat.listing;
+    $("more-rooms").disabled = true;
+    let reply;
+    try {
+      reply = await call("get_rooms", after === null ? { limit: ROOMS_PAGE } : { after, limit: ROOMS_PAGE });
+    } catch {
+      return; // offline: start() lists again after the reconnect
+    }
+    if (listing !== chat.listing) return;
+    if (!reply.ok) {
+      if (after !== null) return listRooms(null); // e.g. the cursor expired: list again
+      return notice(`cannot list rooms: ${reply.error.message}`);
+    }
+    reply.rooms.forEach((room) => showRoom(room, false));
+    chat.roomsNext = reply.next;
+    $("more-rooms").hidden = reply.next === null;
+    $("more-rooms").disabled = false;
+  }
+
+  // A room's state from get_rooms, inbox_update, read_state, membership or a mark_read
+  // ack. They may arrive in any order: lastSeq and readSeq only grow, unread is the
+  // difference. `top`: move the room to the top (new activity); a new room otherwise goes last.
+  function showRoom(data, top) {
+    let room = chat.rooms.get(data.roomId);
+    if (!room) {
+      room = { lastSeq: 0, readSeq: 0, node: roomNode(data.roomId) };
+      chat.rooms.set(data.roomId, room);
+      $("room-list").append(room.node);
+    }
+    if (top) $("room-list").prepend(room.node);
+    room.lastSeq = Math.max(room.lastSeq, data.lastSeq || 0);
+    room.readSeq = Math.max(room.readSeq, data.readSeq || 0);
+    const unread = Math.max(0, room.lastSeq - room.readSeq);
+    const badge = room.node.querySelector(".badge");
+    badge.textContent = String(unread);
+    badge.hidden = unread === 0;
+  }
+
+  function roomNode(roomId) {
+    const button = el("button", "room");
+    button.type = "button";
+    button.append(el("span", "name", `# ${roomId}`), el("span", "badge"));
+    button.addEventListener("click", () => openRoom(roomId));
+    const node = el("li");
+    node.dataset.roomId = roomId;
+    node.classList.toggle("current", roomId === chat.room);
+    node.append(button);
+    return node;
+  }
+
+  // membership {member: false}: the user unsubscribed (on any device); the gateway has
+  // taken this connection out of the room too.
+  function dropRoom(roomId) {
+    chat.rooms.get(roomId)?.node.remove();
+    chat.rooms.delete(roomId);
+    chat.joined.delete(roomId);
+    if (roomId === chat.room) notice(`You are no longer a member of ${roomId}.`);
+  }
+
   // --- wiring --------------------------------------------------------------------------
 
   function enter(ev) {
     ev.preventDefault();
     chat.email = $("email").value.trim();
-    chat.room = $("room").value.trim();
+    const room = $("room").value.trim();
     chat.token = $("token").value.trim();
     if (!chat.token && !chat.email) {
       $("login-error").textContent = "Enter an email (or a token).";
       $("login-error").hidden = false;
       return;
     }
-    Object.assign(chat, { session: null, lastSeq: 0, oldest: null, atBeginning: false,
-      outbox: [], stopped: false, attempt: 0 });
-    chat.seqs.clear();
-    $("messages").replaceChildren();
-    $("outbox").replaceChildren();
-    $("room-title").textContent = `# ${chat.room}`;
+    Object.assign(chat, { session: null, outbox: [], stopped: false, attempt: 0, roomsNext: null });
+    chat.joined.clear();
+    chat.rooms.clear();
+    $("room-list").replaceChildren();
+    $("more-rooms").hidden = true;
+    clearView(room);
     $("login-error").hidden = true;
-    notice("");
     $("login").hidden = true;
     $("chat").hidden = false;
     setStatus("connecting", "connecting");
@@ -364,6 +509,8 @@
     $("older").addEventListener("click", loadOlder);
     $("pane").addEventListener("scroll", () => { if ($("pane").scrollTop < 30) loadOlder(); });
     $("leave").addEventListener("click", leave);
+    $("more-rooms").addEventListener("click", () => { if (chat.roomsNext) listRooms(chat.roomsNext); });
+    document.addEventListener("visibilitychange", markRead);
     // Closing the tab is a goodbye (1000): the others see user_left at once.
     window.addEventListener("pagehide", () => { if (chat.ws) chat.ws.close(1000); });
   });
