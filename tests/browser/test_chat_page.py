@@ -1,5 +1,6 @@
 """The web chat page in a real browser against a real stack: chatting both ways, presence,
-escaping, scroll-back, and gateway restarts with the pages resuming and nothing lost.
+escaping, scroll-back, gateway restarts with the pages resuming and nothing lost, and the
+room list with its unread badges.
 
 Every wait is on a condition in the page (Playwright's ``expect``), never a sleep.
 (``scripts/screenshot_page.py`` drives the page the same way for docs/chat-page.png.)
@@ -7,6 +8,7 @@ Every wait is on a condition in the page (Playwright's ``expect``), never a slee
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -14,7 +16,7 @@ from collections.abc import AsyncIterator
 
 import jwt
 import pytest
-from playwright.async_api import Browser, ConsoleMessage, Page, expect
+from playwright.async_api import Browser, ConsoleMessage, Locator, Page, expect
 
 from chat_devstack.services import ServiceProcess
 from tests.browser.conftest import PageStack
@@ -39,6 +41,15 @@ class ChatPage:
         self.users = page.locator("#users li")
         self.texts = page.locator("#messages li .text")
         self.outbox = page.locator("#outbox li:not([hidden])")
+        self.room_names = page.locator("#room-list .name")
+
+    def room(self, room: str) -> Locator:
+        """The room's entry in the room list."""
+        return self.page.locator(f'#room-list li[data-room-id="{room}"]')
+
+    def badge(self, room: str) -> Locator:
+        """The room's unread badge (hidden when nothing is unread)."""
+        return self.room(room).locator(".badge")
 
     def _on_console(self, message: ConsoleMessage) -> None:
         if "Content Security Policy" in message.text:
@@ -295,3 +306,76 @@ async def test_page_not_recovered_rejoins_resyncs_and_sends_its_queue(
     await ann.expect_texts(expected)
     await bob.expect_texts(expected)
     assert await _stored_texts(second, room) == expected
+
+
+async def test_unread_badges_follow_the_user_on_both_pages(
+    page_stack: PageStack, tabs: list[ChatPage]
+) -> None:
+    """Ann has two pages open on the lobby: Bob's message in another room of hers raises
+    its badge on both; a message in the lobby, which both show, leaves no badge; showing
+    the other room on one page marks it read, which clears the badge on both."""
+    stack = await page_stack()
+    url, lobby, side = stack.client_url, unique_room("lobby"), unique_room("side")
+    ann = "ann@example.com"
+    phone, bob = NativeClient(), NativeClient()
+    await phone.connect(url)
+    await bob.connect(url)
+    try:
+        # Ann became a member of the side room on another device; membership is durable.
+        assert (await phone.call("join", {"email": ann, "roomId": side}))["ok"]
+        await phone.close()
+        for page in tabs:
+            await page.enter(url, ann, lobby)
+            await expect(page.room_names).to_have_text([f"# {lobby}", f"# {side}"])
+            await expect(page.badge(side)).to_be_hidden()
+
+        assert (await bob.call("join", {"email": "bob@example.com", "roomId": side}))["ok"]
+        assert (await bob.call("send_message", {"roomId": side, "text": "psst"}))["ok"]
+        for page in tabs:
+            await expect(page.badge(side)).to_have_text("1", timeout=WAIT_MS)
+            await expect(page.room_names).to_have_text([f"# {side}", f"# {lobby}"])
+        assert (await bob.call("join", {"email": "bob@example.com", "roomId": lobby}))["ok"]
+        assert (await bob.call("send_message", {"roomId": lobby, "text": "hi all"}))["ok"]
+        for page in tabs:
+            await page.expect_texts(["hi all"])
+            await expect(page.badge(lobby)).to_be_hidden(timeout=WAIT_MS)
+
+        first, second = tabs
+        await first.room(side).locator("button").click()
+        await expect(first.page.locator("#room-title")).to_have_text(f"# {side}")
+        await first.expect_texts(["psst"])
+        await expect(first.users).to_have_text([ann, "bob@example.com"], timeout=WAIT_MS)
+        for page in tabs:
+            await expect(page.badge(side)).to_be_hidden(timeout=WAIT_MS)
+        await expect(second.page.locator("#room-title")).to_have_text(f"# {lobby}")
+
+        # A message to the room shown is marked read as it arrives (as the server keeps it).
+        assert (await bob.call("send_message", {"roomId": side, "text": "still there?"}))["ok"]
+        await first.expect_texts(["psst", "still there?"])
+        await _wait_unread(url, ann, side, 0)
+        await expect(second.badge(side)).to_be_hidden(timeout=WAIT_MS)
+        await first.room(lobby).locator("button").click()
+        await first.expect_texts(["hi all"])
+    finally:
+        await asyncio.gather(phone.close(), bob.close())
+
+
+async def _wait_unread(url: str, email: str, room: str, unread: int) -> None:
+    """Wait until the user's inbox, as another device of theirs sees it, has ``unread`` in
+    ``room``: listed so, or told so by a later ``read_state``."""
+    reader = await NativeClient().connect(url)
+    try:
+        # Naming the user attaches the connection to their stream before the listing.
+        listed = await reader.call("get_rooms", {"email": email, "follow": False})
+        assert listed["ok"], listed
+        if {r["roomId"]: r["unread"] for r in listed["rooms"]}.get(room) == unread:
+            return
+        await reader.wait_for(
+            lambda events: any(
+                name == "read_state" and data["roomId"] == room and data["unread"] == unread
+                for name, data in events
+            ),
+            WAIT_MS / 1000,
+        )
+    finally:
+        await reader.close()
