@@ -160,6 +160,54 @@ async def test_rooms_presence_and_session(stack: Stack) -> None:
         await asyncio.gather(ann.close(), ann2.close(), bob.close())
 
 
+async def test_user_rooms_and_members(stack: Stack) -> None:
+    """user-rooms lists a user's rooms, most recently active first, with role and read
+    state; members lists a room's durable members with their read state beside presence
+    (one who left the room live stays a member, without sessions)."""
+    room, other, tag = unique_room("ctl"), unique_room("ctl"), unique_room("u")
+    ann_email, bob_email = f"ann-{tag}@ctl.example", f"bob-{tag}@ctl.example"
+    ann, bob = NativeClient(), NativeClient()
+    await ann.connect(stack.client_url)
+    await bob.connect(stack.client_url)
+    try:
+        assert (await ann.call("join", {"email": ann_email, "roomId": other}))["ok"]
+        joined = await ann.call("join", {"email": ann_email, "roomId": room})
+        assert joined["ok"] and joined["role"] == "owner", joined
+        assert (await bob.call("join", {"email": bob_email, "roomId": room}))["ok"]
+        for text in ("one", "two"):
+            assert (await bob.call("send_message", {"roomId": room, "text": text}))["ok"]
+        marked = await ann.call("mark_read", {"roomId": room, "seq": 1})
+        assert (marked["readSeq"], marked["unread"]) == (1, 1), marked
+        assert (await bob.call("leave", {"roomId": room}))["ok"]
+
+        listed = (await chatctl(stack, "user-rooms", ann_email, "--json")).json()
+        assert (listed["userId"], listed["total"]) == (ann_email, 2)
+        assert [
+            (r["roomId"], r["role"], r["readSeq"], r["lastSeq"], r["unread"])
+            for r in listed["rooms"]
+        ] == [(room, "owner", 1, 2, 1), (other, "owner", 0, 0, 0)]
+        cut = await chatctl(stack, "user-rooms", ann_email, "--limit", "1")
+        assert cut.code == 0, cut
+        assert f"{ann_email}: 2 room(s), 1 not shown (raise --limit)" in " ".join(cut.out.split())
+        nobody = (await chatctl(stack, "user-rooms", f"nobody-{tag}@ctl.example", "--json")).json()
+        assert (nobody["total"], nobody["rooms"]) == (0, [])
+
+        roster = (await chatctl(stack, "members", room, "--json")).json()
+        assert (roster["memberCount"], roster["presentCount"], roster["lastSeq"]) == (2, 1, 2)
+        assert [
+            (m["userId"], m["email"], m["role"], m["readSeq"], m["unread"], m["sessions"])
+            for m in roster["members"]
+        ] == [
+            (ann_email, ann_email, "owner", 1, 1, [joined["sessionId"]]),
+            (bob_email, bob_email, "member", 2, 0, []),
+        ]
+        table = await chatctl(stack, "members", room)
+        assert table.code == 0, table
+        assert f"{room}: 2 member(s); 1 present; last seq 2" in " ".join(table.out.split())
+    finally:
+        await asyncio.gather(ann.close(), bob.close())
+
+
 async def test_history_export_and_last(stack: Stack, tmp_path: Path) -> None:
     """history --export writes exactly the stored messages, in order, over several pages;
     without --export it shows the last N."""

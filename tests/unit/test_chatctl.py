@@ -1,5 +1,5 @@
 """chatctl's pure parts: discovery replies to rows, tables, expiry text, history paging,
-and the gateway's drain batches."""
+the chat state's paging and members beside presence, and the gateway's drain batches."""
 
 from __future__ import annotations
 
@@ -10,22 +10,34 @@ import pytest
 from rich.console import Console
 from rich.table import Table
 
+from chat_common.chatstate import (
+    InboxRequest,
+    InboxResponse,
+    InboxRoom,
+    RoomMember,
+    RoomMembersRequest,
+    RoomMembersResponse,
+)
 from chat_common.schemas import (
     FetchRequest,
     FetchResponse,
     Message,
+    PresenceRequest,
     PresenceResponse,
     PresentUser,
     SessionInfo,
 )
 from chat_ctl.history import last_messages, replay
+from chat_ctl.state import present_users, room_members, roster, user_rooms
 from chat_ctl.view import (
     describe_expiry,
     instance_table,
     instances_from_stats,
     messages_table,
     presence_table,
+    roster_table,
     session_table,
+    user_rooms_table,
 )
 from chat_gateway.drain import batch_sizes
 
@@ -225,3 +237,126 @@ def test_last_messages(count: int, want: int, page: int) -> None:
 def test_drain_batches(count: int, period: float, sizes: list[int]) -> None:
     """Closes are spread one batch per tick at most, sizes within one of each other."""
     assert batch_sizes(count, period_s=period) == sizes
+
+
+def _inbox_room(n: int) -> InboxRoom:
+    return InboxRoom(
+        room_id=f"r{n}",
+        role="owner" if n % 2 else "member",
+        last_seq=n + 3,
+        read_seq=n,
+        unread=3,
+        last_message=None,
+        last_activity="2026-01-01T00:00:00.000Z",
+    )
+
+
+class Inbox:
+    """A user's rooms answering InboxRequests as history does: offset cursors into one
+    listing, ``total`` on every page."""
+
+    def __init__(self, count: int) -> None:
+        self.rooms = [_inbox_room(n) for n in range(count)]
+        self.requests: list[InboxRequest] = []
+
+    async def inbox(self, req: InboxRequest) -> InboxResponse:
+        self.requests.append(req)
+        start = int(req.after or 0)
+        end = start + req.limit
+        more = end < len(self.rooms)
+        return InboxResponse(
+            rooms=self.rooms[start:end], next=str(end) if more else None, total=len(self.rooms)
+        )
+
+
+@pytest.mark.parametrize(
+    ("count", "limit", "page", "requests"),
+    [(0, 100, 200, 1), (5, 100, 2, 3), (6, 100, 2, 3), (250, 100, 200, 1), (250, 1000, 200, 2)],
+)
+def test_user_rooms_pages_through_one_listing(
+    count: int, limit: int, page: int, requests: int
+) -> None:
+    """Every room once, in the listing's order, up to --limit, in pages of at most the
+    service's largest; the total is the listing's, however many were read."""
+    inbox = Inbox(count)
+    found = asyncio.run(user_rooms(inbox.inbox, "ann@x.io", limit=limit, page=page))
+    assert [r.room_id for r in found.rooms] == [f"r{n}" for n in range(min(count, limit))]
+    assert (found.user_id, found.total) == ("ann@x.io", count)
+    assert len(inbox.requests) == requests
+    assert all(r.limit <= page and r.user_id == "ann@x.io" for r in inbox.requests)
+    assert inbox.requests[-1].limit <= limit - page * (requests - 1)
+
+
+def test_room_members_and_presence_page_with_their_own_cursors() -> None:
+    """Members page by a string cursor, presence by an integer one; both stop at --limit
+    and report the whole count."""
+    everyone = [RoomMember(user_id=f"u{n}", email=f"u{n}@x.io", role="member", read_seq=n)
+                for n in range(7)]  # fmt: skip
+    present = [PresentUser(email=f"u{n}@x.io", sessions=[f"s{n}"]) for n in range(7)]
+
+    async def members(req: RoomMembersRequest) -> RoomMembersResponse:
+        start = int(req.after or 0)
+        end = start + req.limit
+        return RoomMembersResponse(
+            members=everyone[start:end], next=str(end) if end < 7 else None, count=7
+        )
+
+    async def presence(req: PresenceRequest) -> PresenceResponse:
+        start = req.after or 0
+        end = start + req.limit
+        return PresenceResponse(
+            room_id=req.room_id, users=present[start:end], total=7, next=end if end < 7 else None
+        )
+
+    found, count = asyncio.run(room_members(members, "lobby", limit=5, page=2))
+    assert ([m.user_id for m in found], count) == ([f"u{n}" for n in range(5)], 7)
+    users, total = asyncio.run(present_users(presence, "lobby", limit=100, page=3))
+    assert ([u.email for u in users], total) == ([u.email for u in present], 7)
+
+
+def _member(user_id: str, email: str, read_seq: int) -> RoomMember:
+    return RoomMember(user_id=user_id, email=email, role="member", read_seq=read_seq)
+
+
+def test_roster_matches_presence_by_email_and_lists_present_non_members() -> None:
+    """A member's sessions come from presence by email, unread from the room's last seq;
+    a user present without being a member is listed after the members."""
+    members = [_member("sub-1", "ann@x.io", 10), _member("sub-2", "bob@x.io", 12)]
+    present = [
+        PresentUser(email="eve@x.io", sessions=["s3"]),
+        PresentUser(email="ann@x.io", sessions=["s1", "s2"]),
+    ]
+    shown = roster("lobby", members, 2, present, 2, last_seq=12)
+    assert [(r.user_id, r.email, r.unread, r.sessions) for r in shown.members] == [
+        ("sub-1", "ann@x.io", 2, ["s1", "s2"]),
+        ("sub-2", "bob@x.io", 0, []),
+        (None, "eve@x.io", None, ["s3"]),
+    ]
+    assert shown.presence_complete
+    text = _render(roster_table(shown))
+    assert "lobby: 2 member(s); 2 present; last seq 12" in text
+    assert "│ - │ eve@x.io │ not a member │ - │ - │ s3 │" in text
+    assert "│ sub-1 │ ann@x.io │ member │ 10 │ 2 │ s1 │" in text
+
+
+def test_roster_cut_by_limit_claims_nobody_is_not_a_member() -> None:
+    """With members not listed (--limit), a present user may be one of them: not listed as
+    a non-member; the title says how many members are not shown."""
+    members = [_member("[b]ann", "[b]ann@x.io", 1)]
+    present = [PresentUser(email="bob@x.io", sessions=["s1"])]
+    shown = roster("lobby", members, 3, present, 5, last_seq=1)
+    assert [r.email for r in shown.members] == ["[b]ann@x.io"]
+    assert not shown.presence_complete
+    text = _render(roster_table(shown))
+    assert "3 member(s), 2 not shown (raise --limit)" in text
+    assert "sessions shown for the first ones only" in text
+    assert "[b]ann@x.io" in text and "[b]ann " in text
+
+
+def test_user_rooms_table_shows_read_state_and_what_was_cut() -> None:
+    """Each room with its role and numbers; a list cut by --limit says so."""
+    inbox = Inbox(4)
+    found = asyncio.run(user_rooms(inbox.inbox, "[i]ann@x.io", limit=3))
+    text = _render(user_rooms_table(found))
+    assert "[i]ann@x.io: 4 room(s), 1 not shown (raise --limit)" in text
+    assert "│ r1 │ owner │ 1 │ 4 │ 3 │" in text

@@ -25,6 +25,12 @@ from nats.aio.client import Client
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from chat_common.chatstate import (
+    InboxRequest,
+    InboxResponse,
+    RoomMembersRequest,
+    RoomMembersResponse,
+)
 from chat_common.schemas import (
     DrainRequest,
     DrainResponse,
@@ -41,13 +47,16 @@ from chat_common.schemas import (
 from chat_common.subjects import gateway_endpoint, history_endpoint, session_endpoint
 from chat_ctl.bus import CtlError, RemoteError, connected, gather, login, request
 from chat_ctl.history import last_messages, replay
+from chat_ctl.state import PRESENCE_MAX, present_users, room_members, roster, user_rooms
 from chat_ctl.view import (
     instance_table,
     instances_from_stats,
     messages_table,
     presence_table,
     rooms_table,
+    roster_table,
     session_table,
+    user_rooms_table,
 )
 
 __all__ = ["EXIT_FAILED", "app", "main"]
@@ -59,8 +68,8 @@ _T = TypeVar("_T")
 
 app = typer.Typer(
     help=(
-        "Ask the running chat backend about itself: instances, rooms, presence, sessions, "
-        "history; drain a gateway.\n\n"
+        "Ask the running chat backend about itself: instances, rooms, presence, members, "
+        "users' rooms, sessions, history; drain a gateway.\n\n"
         "To start a local stack to try it on, use `chat-stack` (or `make run`)."
     ),
     no_args_is_help=True,
@@ -227,6 +236,70 @@ def presence(
             nc, target, session_endpoint("presence"), req, PresenceResponse, what="session service"
         )
         _show(found, lambda: presence_table(found), json_out=json_out)
+
+    _run(ctx, work)
+
+
+@app.command()
+def members(
+    ctx: typer.Context,
+    room: Annotated[str, typer.Argument(help="Room id.")],
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="Most members to list.")] = 100,
+    json_out: JsonOption = False,
+) -> None:
+    """The durable members of ROOM (history): user id, email, role, read watermark and
+    unread count, beside their presence (session ids; none: not connected).
+
+    Users present without being members are listed after them (when every member is).
+    """
+
+    async def work(nc: Client, target: Target) -> None:
+        async def ask_members(req: RoomMembersRequest) -> RoomMembersResponse:
+            subject = history_endpoint("room_members")
+            return await _ask(nc, target, subject, req, RoomMembersResponse, what="history service")
+
+        async def ask_presence(req: PresenceRequest) -> PresenceResponse:
+            subject = session_endpoint("presence")
+            return await _ask(nc, target, subject, req, PresenceResponse, what="session service")
+
+        head = await _ask(
+            nc,
+            target,
+            history_endpoint("fetch"),
+            FetchRequest(room_id=room, limit=1, replica_ok=True),
+            FetchResponse,
+            what="history service",
+        )
+        found, count = await room_members(ask_members, room, limit=limit)
+        present, total = await present_users(ask_presence, room, limit=PRESENCE_MAX)
+        shown = roster(room, found, count, present, total, last_seq=head.last_seq)
+        _show(shown, lambda: roster_table(shown), json_out=json_out)
+
+    _run(ctx, work)
+
+
+@app.command("user-rooms")
+def user_rooms_command(
+    ctx: typer.Context,
+    user_id: Annotated[
+        str,
+        typer.Argument(
+            metavar="USER_ID", help="The user: the token's sub (JWT mode), else the email."
+        ),
+    ],
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="Most rooms to list.")] = 100,
+    json_out: JsonOption = False,
+) -> None:
+    """The rooms USER_ID is a member of, most recently active first, with their role, read
+    watermark, last seq and unread count (history's inbox)."""
+
+    async def work(nc: Client, target: Target) -> None:
+        async def ask(req: InboxRequest) -> InboxResponse:
+            subject = history_endpoint("inbox")
+            return await _ask(nc, target, subject, req, InboxResponse, what="history service")
+
+        found = await user_rooms(ask, user_id, limit=limit)
+        _show(found, lambda: user_rooms_table(found), json_out=json_out)
 
     _run(ctx, work)
 

@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from chat_common.schemas import Message, PresenceResponse, RoomsResponse, SessionInfo
+from chat_ctl.state import RoomRoster, UserRooms
 
 __all__ = [
     "Endpoint",
@@ -20,7 +21,9 @@ __all__ = [
     "messages_table",
     "presence_table",
     "rooms_table",
+    "roster_table",
     "session_table",
+    "user_rooms_table",
 ]
 
 
@@ -183,4 +186,57 @@ def messages_table(room_id: str, messages: list[Message], *, last_seq: int) -> T
     table.add_column("text", overflow="fold")
     for m in messages:
         table.add_row(str(m.seq), m.ts, _plain(m.email), _plain(m.text))
+    return table
+
+
+def _not_shown(listed: int, total: int) -> str:
+    return f", {total - listed} not shown (raise --limit)" if total > listed else ""
+
+
+def user_rooms_table(found: UserRooms) -> Table:
+    """A user's rooms, most recently active first, with their read state."""
+    title = f"{found.user_id}: {found.total} room(s){_not_shown(len(found.rooms), found.total)}"
+    table = Table(title=_plain(title))
+    table.add_column("room")
+    table.add_column("role")
+    for column in ("read", "last", "unread"):
+        table.add_column(column, justify="right")
+    table.add_column("last activity")
+    for room in found.rooms:
+        table.add_row(
+            _plain(room.room_id),
+            _plain(room.role),
+            str(room.read_seq),
+            str(room.last_seq),
+            str(room.unread),
+            room.last_activity,
+        )
+    return table
+
+
+def roster_table(roster: RoomRoster) -> Table:
+    """A room's durable members with their read state and sessions; then the users present
+    without being members."""
+    title = (
+        f"{roster.room_id}: {roster.member_count} member(s)"
+        f"{_not_shown(sum(r.user_id is not None for r in roster.members), roster.member_count)}"
+        f"; {roster.present_count} present"
+        f"{'' if roster.presence_complete else ' (sessions shown for the first ones only)'}"
+        f"; last seq {roster.last_seq}"
+    )
+    table = Table(title=_plain(title))
+    for column in ("user id", "email", "role"):
+        table.add_column(column)
+    for column in ("read", "unread"):
+        table.add_column(column, justify="right")
+    table.add_column("sessions")
+    for row in roster.members:
+        table.add_row(
+            _plain(row.user_id or "-"),
+            _plain(row.email),
+            _plain(row.role) if row.role else "[yellow]not a member[/]",
+            "-" if row.read_seq is None else str(row.read_seq),
+            "-" if row.unread is None else str(row.unread),
+            "\n".join(row.sessions) or "-",
+        )
     return table
