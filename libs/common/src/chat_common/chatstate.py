@@ -135,6 +135,10 @@ class MembershipChange(Wire, frozen=True):
     room_id: str
     member: bool
     role: str | None = None
+    read_seq: int | None = None
+    """A new member's watermark (the room's head when they joined)."""
+    last_seq: int | None = None
+    """The room's head when they joined."""
 
 
 class InboxRequest(Wire, frozen=True):
