@@ -16,7 +16,7 @@ T0 = datetime(2026, 11, 28, 21, 58, 16, 822999, tzinfo=UTC)
 
 
 def _new(room: str, key: str, *, body: str | None = None, supplied: bool = True) -> NewAppend:
-    return (room, key, f"id-{room}-{key}", "a@example.com", body or f"text {key}", supplied)
+    return (room, key, f"id-{room}-{key}", "a@example.com", body or f"text {key}", supplied, None)
 
 
 async def _fill(store: MessageStore, room: str, n: int) -> list[Message]:
@@ -59,7 +59,7 @@ class MessageStoreContract:
         """Appending a stored key again answers the stored message, counts it as existing and
         stores nothing: the next new message takes the very next seq."""
         first, _ = await store.append_batch([_new("r", "a")], T0)
-        retry = ("r", "a", "another-id", "b@example.com", "other text", False)
+        retry = ("r", "a", "another-id", "b@example.com", "other text", False, "b")
         found, existed = await store.append_batch(
             [retry, _new("r", "b")], T0 + timedelta(seconds=5)
         )
@@ -83,8 +83,8 @@ class MessageStoreContract:
         plus_two = timezone(timedelta(hours=2))
         created_at = datetime(2026, 11, 28, 23, 58, 16, 822999, tzinfo=plus_two)
         appends = [
-            ("r", "c1", "id-1", "a@example.com", "hello", True),
-            ("r", "gw-7", "id-2", "b@example.com", "tab\there", False),
+            ("r", "c1", "id-1", "a@example.com", "hello", True, "user-a"),
+            ("r", "gw-7", "id-2", "b@example.com", "tab\there", False, None),
         ]
         found, _ = await store.append_batch(appends, created_at)
         expected = [

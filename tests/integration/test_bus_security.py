@@ -22,6 +22,7 @@ import nats.errors
 import pytest
 
 from chat_common.buscredentials import new_user_key, write_seed
+from chat_common.subjects import user_events
 from chat_devstack.servers import NatsServer
 from chat_devstack.stack import Stack, StackConfig
 from tests.conftest import FAST_SETTINGS, MakeStack, Servers
@@ -141,29 +142,35 @@ async def test_unknown_or_wrong_credentials_are_refused(stack: Stack, tmp_path: 
 
 # What each identity must never do (the policy, written out here rather than read back from
 # the table it tests): publishes, then subscriptions. "R" is replaced by a room id, "G" by
-# a gateway id.
+# a gateway id, "U" by a user token.
 FORBIDDEN: dict[str, tuple[list[str], list[str]]] = {
     "gateway": (
         ["chat.room.R.events", "chat.room.R.presence", "chat.gateway.G.control",
          "chat.session.inspect", "chat.session.rooms", "_INBOX.operator.x", "$JS.API.INFO",
-         "chat.history.append"],
-        ["chat.history.append", "chat.session.join", "_INBOX.>", "_INBOX.operator.>", ">"],
+         "chat.history.append", "chat.user.U.events", "chat.history.room_members"],
+        ["chat.history.append", "chat.session.join", "_INBOX.>", "_INBOX.operator.>", ">",
+         "chat.history.mark_read"],
     ),
     "session": (
         ["chat.room.R.events", "chat.history.append", "chat.history.append_batch",
-         "chat.gateway.G.drain", "chat.session.join", "_INBOX.gateway.x"],
-        ["chat.room.R.events", "chat.room.*.presence", "chat.history.append", "_INBOX.>"],
+         "chat.gateway.G.drain", "chat.session.join", "_INBOX.gateway.x",
+         "chat.user.U.events", "chat.history.member_join"],
+        ["chat.room.R.events", "chat.room.*.presence", "chat.history.append", "_INBOX.>",
+         "chat.user.*.events"],
     ),
     "history": (
         ["chat.room.R.presence", "chat.gateway.G.control", "chat.session.join",
          "chat.history.append", "_INBOX.gateway.x"],
-        ["chat.room.R.events", "chat.session.*", "chat.gateway.*.control", "_INBOX.>"],
+        ["chat.room.R.events", "chat.session.*", "chat.gateway.*.control", "_INBOX.>",
+         "chat.user.*.events"],
     ),
     "operator": (
         ["chat.room.R.events", "chat.room.R.presence", "chat.history.append",
-         "chat.history.append_batch", "chat.session.join", "chat.session.leave", "chat.gateway.G.control", "$JS.API.INFO"],
+         "chat.history.append_batch", "chat.session.join", "chat.session.leave", "chat.gateway.G.control", "$JS.API.INFO",
+         "chat.history.member_join", "chat.history.member_leave", "chat.history.mark_read",
+         "chat.history.user_events", "chat.user.U.events"],
         ["chat.room.R.events", "chat.room.*.*", "chat.session.*", "chat.history.fetch",
-         "_INBOX.>", ">"],
+         "_INBOX.>", ">", "chat.user.*.events"],
     ),
 }  # fmt: skip
 
@@ -178,7 +185,7 @@ async def test_each_identity_is_refused_outside_its_subjects(stack: Stack, ident
     nc = await connect_as(stack.nats_url, stack.nats_seed_files, identity, refusals=refusals)
     publishes, subscriptions = FORBIDDEN[identity]
     publishes = [s.replace("R", room, 1) if ".R." in s else s for s in publishes]
-    publishes = [s.replace(".G.", ".gateway-1.") for s in publishes]
+    publishes = [s.replace(".G.", ".gateway-1.").replace(".U.", ".0f3a.") for s in publishes]
     try:
         for subject in publishes:
             payload = _forged_left(room, "ann@example.com")
@@ -253,9 +260,36 @@ async def test_session_cannot_pass_messages_off_as_presence(stack: Stack) -> Non
     assert [m["text"] for m in member.of("new_message")] == ["real"]
 
 
+async def test_history_speaks_on_a_users_stream_to_the_gateway_identity(stack: Stack) -> None:
+    """With the gateway's credentials, a durable join is answered by history, and its
+    membership event, published by history after COMMIT, reaches the gateway identity's
+    subscription to the user's stream; no permission is refused on the way."""
+    user, room = f"user-{uuid.uuid4().hex[:8]}", unique_room()
+    refusals = Refusals()
+    nc = await connect_as(stack.nats_url, stack.nats_seed_files, "gateway", refusals=refusals)
+    heard: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def hear(msg: Any) -> None:
+        heard.put_nowait(msg.data)
+
+    try:
+        await nc.subscribe(user_events(user), cb=hear)
+        await nc.flush()
+        join = {"userId": user, "email": "ann@example.com", "roomId": room}
+        reply = await nc.request("chat.history.member_join", msgspec.json.encode(join), 5)
+        async with asyncio.timeout(10):
+            event = msgspec.json.decode(await heard.get())
+    finally:
+        await nc.close()
+    assert msgspec.json.decode(reply.data)["created"] is True
+    assert (event["userSeq"], event["event"], event["data"]["roomId"]) == (1, "membership", room)
+    assert refusals.errors == []
+
+
 async def test_the_operator_identity_reads_and_drains_only(stack: Stack) -> None:
-    """The operator (chatctl) identity gets answers from discovery and the read endpoints,
-    and may call drain, but may not append, join or publish room events."""
+    """The operator (chatctl) identity gets answers from discovery and the read endpoints
+    (a room's durable members among them), and may call drain, but may not append, join or
+    publish room events."""
     refusals = Refusals()
     nc = await connect_as(stack.nats_url, stack.nats_seed_files, "operator", refusals=refusals)
     room = unique_room()
@@ -263,6 +297,9 @@ async def test_the_operator_identity_reads_and_drains_only(stack: Stack) -> None
         ping = await nc.request("$SRV.PING.history", b"", timeout=5)
         rooms = await nc.request("chat.session.rooms", b'{"limit": 1}', timeout=5)
         fetch = await nc.request("chat.history.fetch", b'{"roomId": "%s"}' % room.encode(), 5)
+        members = await nc.request(
+            "chat.history.room_members", b'{"roomId": "%s"}' % room.encode(), 5
+        )
         status = await nc.request("chat.gateway.gateway-1.status", b"", timeout=5)
         with pytest.raises(nats.errors.TimeoutError):
             await nc.request("chat.history.append", _forged_append(room), timeout=1)
@@ -272,6 +309,7 @@ async def test_the_operator_identity_reads_and_drains_only(stack: Stack) -> None
     assert msgspec.json.decode(ping.data)["name"] == "history"
     assert not (rooms.headers or {}).get("Nats-Service-Error-Code")
     assert msgspec.json.decode(fetch.data)["messages"] == []
+    assert msgspec.json.decode(members.data) == {"members": [], "next": None, "count": 0}
     assert "clients" in msgspec.json.decode(status.data)
     assert "permissions violation" in refused.lower()
 

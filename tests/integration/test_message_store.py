@@ -60,6 +60,6 @@ async def test_postgres_append_failure_is_store_unavailable(servers: Servers) ->
     store = PostgresMessageStore(db)
     await db.close()
     with pytest.raises(StoreUnavailable) as info:
-        await store.append_batch([("r", "a", "id-a", "a@example.com", "text", True)], T0)
+        await store.append_batch([("r", "a", "id-a", "a@example.com", "text", True, None)], T0)
     assert info.value.code is ErrorCode.UNAVAILABLE
     assert type(info.value.__cause__).__module__.startswith("asyncpg")

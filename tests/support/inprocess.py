@@ -42,7 +42,9 @@ from chat_gateway.rooms.feed import Deliver, RoomSubscription
 from chat_gateway.settings import GatewaySettings
 from chat_history.fanout import publish_committed
 from chat_history.handlers import HistoryHandlers
+from chat_history.memorystate import InMemoryChatStateStore
 from chat_history.memorystore import InMemoryMessageStore
+from chat_history.statehandlers import STATE_ENDPOINTS, ChatStateHandlers
 from chat_history.writer import BatchWriter
 from chat_session.handlers import SessionHandlers
 from chat_session.memorystore import InMemorySessionStore
@@ -63,7 +65,7 @@ WAIT_S = 5.0
 
 SESSION_ENDPOINTS = ("join", "leave", "disconnect", "detach", "resume", "heartbeat", "restore",
                      "take", "rooms", "presence", "members", "inspect")  # fmt: skip
-HISTORY_ENDPOINTS = ("append", "append_batch", "fetch")
+HISTORY_ENDPOINTS = ("append", "append_batch", "fetch", *STATE_ENDPOINTS)
 
 
 def gateway_settings(**overrides: Any) -> GatewaySettings:
@@ -252,11 +254,14 @@ class InProcessServices:
             on_committed=publish_committed(bus),
         )
         self.history = HistoryHandlers(self.message_store, self.writer, max_page=200, max_text=4000)
+        self.state_store = InMemoryChatStateStore(self.message_store)
+        self.state = ChatStateHandlers(self.state_store, bus)
         routes: dict[str, Callable[[bytes], Awaitable[bytes]]] = {}
         for name in SESSION_ENDPOINTS:
             routes[session_endpoint(name)] = getattr(self.session, name)
         for name in HISTORY_ENDPOINTS:
-            routes[history_endpoint(name)] = getattr(self.history, name)
+            owner = self.state if name in STATE_ENDPOINTS else self.history
+            routes[history_endpoint(name)] = getattr(owner, name)
         self._routes = routes
         self.requests: list[str] = []
         """The subject of every request, in order."""

@@ -13,10 +13,13 @@ import msgspec
 import pytest
 
 from chat_common.errors import ChatError, ErrorCode, Unavailable
-from chat_common.schemas import AppendRequest, Message
-from chat_history.memorystore import InMemoryMessageStore
+from chat_common.schemas import AppendRequest, Message, RoomMessages
+from chat_common.subjects import room_events
+from chat_history.fanout import publish_committed
+from chat_history.memorystore import InMemoryMessageStore, MemoryMember
 from chat_history.store import Key, MessageStore, NewAppend, StoreUnavailable
 from chat_history.writer import BatchWriter, Committed
+from tests.contracts.message_store import T0
 
 
 class Announcements:
@@ -50,7 +53,7 @@ class FailingStore:
         self.calls += 1
         if self.calls <= self.transient:
             raise StoreUnavailable() from OSError("connection reset")
-        for *_, body, _supplied in appends:
+        for _room, _key, _id, _email, body, *_ in appends:
             if body.startswith("poison"):
                 raise ValueError(f"refused: {body}")
         return await self.inner.append_batch(appends, created_at)
@@ -228,3 +231,44 @@ async def test_failures_are_logged_by_error_class_never_with_the_text(
     assert [r.__dict__["error"] for r in retried] == ["OSError"]
     assert [r.__dict__["error"] for r in failed] == ["ValueError"]
     assert not [r for r in caplog.records if "secret words" in str(r.__dict__)]
+
+
+async def test_the_sender_reaches_the_store_and_the_room_subject() -> None:
+    """An append's sender is stored with it (its watermark moves to the message) and goes
+    out with the message on the room's subject; an append without one goes out without."""
+    store = InMemoryMessageStore()
+    store.room("r").members["user-a"] = MemoryMember("a@example.com", "owner", 0, T0)
+    bus = RecordingPublisher()
+    writer = BatchWriter(store, batch_max=256, linger_s=0, attempts=1,
+                         on_committed=publish_committed(bus))  # fmt: skip
+    task = asyncio.ensure_future(writer.run())
+    try:
+        mine = AppendRequest(room_id="r", email="a@example.com", text="hi", client_msg_id="m",
+                             sender="user-a")  # fmt: skip
+        futures = writer.append_group([(mine, True), _req("r", "anon")])
+        await asyncio.gather(*futures)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert store.rooms["r"].members["user-a"].read_seq == 1
+    ((subject, payload),) = bus.published
+    sent = msgspec.json.decode(payload, type=RoomMessages).messages
+    assert subject == room_events("r")
+    assert [(m.seq, m.sender) for m in sent] == [(1, "user-a"), (2, None)]
+
+
+class RecordingPublisher:
+    """A bus connection that records what is published."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, bytes]] = []
+
+    async def publish(
+        self,
+        subject: str,
+        payload: bytes = b"",
+        reply: str = "",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.published.append((subject, payload))

@@ -51,6 +51,15 @@ def _subscribers(subject: str) -> set[str]:
         ("chat.history.append_batch", {"gateway"}),  # the gateway may request appends
         ("chat.history.append", set()),  # served (one at a time), requested by nobody
         ("chat.history.fetch", {"gateway", "operator"}),
+        ("chat.history.member_join", {"gateway"}),
+        ("chat.history.member_leave", {"gateway"}),
+        ("chat.history.mark_read", {"gateway"}),
+        ("chat.history.user_events", {"gateway"}),
+        ("chat.history.inbox", {"gateway", "operator"}),
+        ("chat.history.user_rooms", {"gateway", "operator"}),
+        ("chat.history.room_members", {"operator"}),
+        ("chat.user.0f3a.events", {"history"}),  # only history publishes a user's stream
+        ("chat.user.0f3a.other", set()),
         ("chat.session.join", {"gateway"}),
         ("chat.session.inspect", {"operator"}),
         ("chat.gateway.gw-1.control", {"session"}),
@@ -62,8 +71,9 @@ def _subscribers(subject: str) -> set[str]:
     ],
 )
 def test_who_may_publish_each_subject(subject: str, publishers: set[str]) -> None:
-    """The finding's rules: history alone publishes a room's messages, session its presence,
-    the gateway requests appends but publishes nothing, the operator reads and drains."""
+    """The finding's rules: history alone publishes a room's messages and a user's stream,
+    session a room's presence, the gateway requests appends and chat state but publishes
+    nothing, the operator reads and drains."""
     assert _publishers(subject) == publishers
 
 
@@ -72,7 +82,9 @@ def test_who_may_publish_each_subject(subject: str, publishers: set[str]) -> Non
     [
         ("chat.room.lobby.events", {"gateway"}),
         ("chat.room.lobby.presence", {"gateway"}),
+        ("chat.user.0f3a.events", {"gateway"}),
         ("chat.history.append", {"history"}),
+        ("chat.history.mark_read", {"history"}),
         ("chat.session.join", {"session"}),
         ("chat.gateway.gw-1.control", {"gateway"}),
         ("_INBOX.gateway.abc.1", {"gateway"}),  # each reads its own replies only
@@ -82,8 +94,8 @@ def test_who_may_publish_each_subject(subject: str, publishers: set[str]) -> Non
     ],
 )
 def test_who_may_subscribe_to_each_subject(subject: str, subscribers: set[str]) -> None:
-    """Each endpoint is served by its own service, room subjects reach gateways, and no
-    identity can read another's replies."""
+    """Each endpoint is served by its own service, room and user subjects reach gateways,
+    and no identity can read another's replies."""
     assert _subscribers(subject) == subscribers
 
 
@@ -94,7 +106,8 @@ def test_the_operator_is_read_mostly_and_answers_nothing() -> None:
     assert operator.publishes == () and operator.serves == () and not operator.allow_responses
     assert set(operator.requests) == {
         "$SRV.>", "chat.session.rooms", "chat.session.presence", "chat.session.inspect",
-        "chat.history.fetch", "chat.gateway.*.status", "chat.gateway.*.drain",
+        "chat.history.fetch", "chat.history.inbox", "chat.history.user_rooms",
+        "chat.history.room_members", "chat.gateway.*.status", "chat.gateway.*.drain",
     }  # fmt: skip
 
 

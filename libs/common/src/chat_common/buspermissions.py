@@ -17,8 +17,10 @@ An identity's lists, and what NATS is told (:meth:`Identity.permissions`):
   else).
 
 Everything not listed is refused by the server. The only publisher of a room's messages is
-history, of a room's presence the session service; the gateway may request
-``chat.history.append_batch`` but publish nothing; the operator (``chatctl``) reads, and drains.
+history, of a room's presence the session service, of a user's stream
+(``chat.user.<token>.events``) history; the gateway may request ``chat.history.append_batch``
+and the chat state endpoints (membership, marks, inbox) but publish nothing; the operator
+(``chatctl``) reads, and drains.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from chat_common.subjects import (
     GATEWAY_SERVICE,
     HISTORY_SERVICE,
     SESSION_SERVICE,
+    USER_EVENTS_ANY,
     any_gateway,
     history_endpoint,
     room_events,
@@ -121,6 +124,10 @@ class Identity:
 _GATEWAY_SESSION_ENDPOINTS = (
     "join", "leave", "members", "disconnect", "detach", "resume", "heartbeat", "restore",
 )  # fmt: skip
+_GATEWAY_STATE_ENDPOINTS = (
+    "member_join", "member_leave", "mark_read", "inbox", "user_rooms", "user_events",
+)  # fmt: skip
+"""History's durable chat state endpoints the gateway calls (:mod:`chat_common.chatstate`)."""
 
 GATEWAY = Identity(
     name="gateway",
@@ -130,13 +137,15 @@ GATEWAY = Identity(
         session_endpoint("take"),
         history_endpoint("append_batch"),
         history_endpoint("fetch"),
+        *(history_endpoint(e) for e in _GATEWAY_STATE_ENDPOINTS),
         _self_probe(GATEWAY_SERVICE),
         # A long-polling request for a session another gateway holds is relayed to it.
         any_gateway("poll"),
     ),
     # One subscription per room takes both its subjects (chat.room.<room>.*); the gateway
-    # accepts only new_message on .events and only presence on .presence.
-    subscribes=(room_subjects("*"), any_gateway("control")),
+    # accepts only new_message on .events and only presence on .presence. One per user it
+    # holds connections of takes that user's stream.
+    subscribes=(room_subjects("*"), any_gateway("control"), USER_EVENTS_ANY),
     serves=(
         any_gateway("status"),
         any_gateway("drain"),
@@ -154,7 +163,7 @@ SESSION = Identity(
 HISTORY = Identity(
     name="history",
     used_by="history service (services/history)",
-    publishes=(room_events("*"),),
+    publishes=(room_events("*"), USER_EVENTS_ANY),
     requests=(_self_probe(HISTORY_SERVICE),),
     serves=(history_endpoint("*"), *_discovery(HISTORY_SERVICE)),
 )
@@ -167,6 +176,9 @@ OPERATOR = Identity(
         session_endpoint("presence"),
         session_endpoint("inspect"),
         history_endpoint("fetch"),
+        history_endpoint("inbox"),
+        history_endpoint("user_rooms"),
+        history_endpoint("room_members"),
         any_gateway("status"),
         any_gateway("drain"),
     ),

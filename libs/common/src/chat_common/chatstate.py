@@ -144,7 +144,10 @@ class MembershipChange(Wire, frozen=True):
 class InboxRequest(Wire, frozen=True):
     """A page of the user's rooms, most recently active first. ``after`` is the previous
     page's ``next``: the pages of one listing follow the order of its first page, so they
-    repeat and skip nothing while messages arrive (rooms joined since come as events)."""
+    repeat and skip nothing while messages arrive (rooms joined since come as events, rooms
+    left since are left out). A listing's cursors work for 10 minutes; after that (or for a
+    cursor that is not one) the answer is ``INVALID_ARGUMENT`` "cursor expired: list
+    again"."""
 
     user_id: UserId
     after: str | None = None
@@ -213,8 +216,9 @@ class UserEventsResponse(Wire, frozen=True):
     last_seq: int
     """The stream's head."""
     complete: bool
-    """``False`` when events after ``after_seq`` are no longer kept (the caller re-reads
-    the state instead)."""
+    """``False`` when events after ``after_seq`` are no longer kept, or when ``after_seq``
+    is beyond the stream's head (the stream the caller knew is gone: a restored database);
+    either way the caller re-reads the state (``user_rooms``) instead."""
 
 
 class RoomMembersRequest(Wire, frozen=True):

@@ -19,7 +19,7 @@ __all__ = ["publish_committed"]
 
 def publish_committed(nc: Publisher) -> Callable[[list[Committed]], Awaitable[None]]:
     """Fan out committed messages: one publish per room per commit, carrying the room's
-    messages in seq order, as a span in the first sender's trace linked to the others'."""
+    messages in seq order (each with its sender's user id, when known), as a span in the first sender's trace linked to the others'."""
 
     async def on_committed(committed: list[Committed]) -> None:
         for room_id, group in groupby(committed, key=lambda c: c.message.room_id):
@@ -28,7 +28,10 @@ def publish_committed(nc: Publisher) -> Callable[[list[Committed]], Awaitable[No
             event = RoomMessages(
                 messages=[
                     RoomMessage(
-                        seq=c.message.seq, data=msgspec.Raw(c.raw), received_at=c.received_at
+                        seq=c.message.seq,
+                        data=msgspec.Raw(c.raw),
+                        received_at=c.received_at,
+                        sender=c.sender,
                     )
                     for c in items
                 ]

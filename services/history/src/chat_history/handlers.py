@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import msgspec
 
+from chat_common.chatstate import MAX_USER_ID_LENGTH, USER_ID_PATTERN
 from chat_common.errors import ChatError, InvalidArgument
 from chat_common.schemas import (
     AppendBatchRequest,
@@ -24,6 +26,8 @@ from chat_history.writer import BatchWriter
 
 __all__ = ["HistoryHandlers"]
 
+_USER_ID = re.compile(USER_ID_PATTERN)
+
 
 class HistoryHandlers:
     """The history service's endpoints, independent of how they are served."""
@@ -39,6 +43,10 @@ class HistoryHandlers:
     def _valid(self, req: AppendRequest) -> AppendRequest:
         if not 1 <= len(req.text) <= self._max_text or not req.client_msg_id:
             raise InvalidArgument("text or clientMsgId out of range")
+        if req.sender is not None and not (
+            len(req.sender) <= MAX_USER_ID_LENGTH and _USER_ID.match(req.sender)
+        ):
+            raise InvalidArgument("sender is not a user id")
         return req
 
     async def append(self, body: bytes) -> bytes:

@@ -1,7 +1,9 @@
-"""Composition root of the history service: settings, Postgres pool and message store,
-writer, endpoints."""
+"""Composition root of the history service: settings, Postgres pool, message and chat state
+stores, writer, endpoints."""
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 from aiohttp import web
 from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
@@ -14,8 +16,10 @@ from chat_common.tracing import tracing_enabled
 from chat_history.database import Database
 from chat_history.fanout import publish_committed
 from chat_history.handlers import HistoryHandlers
+from chat_history.pgstate import PostgresChatStateStore
 from chat_history.pgstore import PostgresMessageStore
 from chat_history.settings import HistorySettings
+from chat_history.statehandlers import ChatStateHandlers
 from chat_history.writer import BatchWriter
 
 __all__ = ["main", "run"]
@@ -50,6 +54,14 @@ async def main(settings: HistorySettings | None = None) -> int:
         handlers = HistoryHandlers(
             store, writer, max_page=settings.max_page, max_text=settings.max_text_length
         )
+        state = ChatStateHandlers(
+            PostgresChatStateStore(
+                db,
+                events_kept=settings.user_events_kept,
+                listing_ttl=timedelta(seconds=settings.inbox_listing_ttl_s),
+            ),
+            rt.nc,
+        )
         rt.add_check("postgres", db.check)
         await rt.serve(
             version=VERSION,
@@ -57,6 +69,7 @@ async def main(settings: HistorySettings | None = None) -> int:
                 "append": handlers.append,
                 "append_batch": handlers.append_batch,
                 "fetch": handlers.fetch,
+                **state.endpoints(),
             },
             subject=history_endpoint,
         )

@@ -6,7 +6,14 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from chat_common.metrics import LATENCY_BUCKETS
 
-__all__ = ["APPENDS", "BATCH_SIZE", "COMMIT_SECONDS", "POOL", "POOL_ACQUIRE_TIMEOUTS"]
+__all__ = [
+    "APPENDS",
+    "BATCH_SIZE",
+    "COMMIT_SECONDS",
+    "POOL",
+    "POOL_ACQUIRE_TIMEOUTS",
+    "USER_EVENTS",
+]
 
 BATCH_SIZE = Histogram(
     "chat_history_batch_size",
@@ -25,3 +32,6 @@ POOL = Gauge("chat_history_pool", "Postgres pool: size, idle, in_use, waiting, m
 POOL_ACQUIRE_TIMEOUTS = Counter(
     "chat_history_pool_acquire_timeouts_total", "Callers that got no connection in time"
 )
+USER_EVENTS = Counter(
+    "chat_history_user_events_total", "User events after COMMIT, by publish result", ["result"]
+)  # published | failed

@@ -12,12 +12,13 @@ from chat_common.schemas import Message
 from chat_common.timefmt import iso_ms
 from chat_history.store import Key, NewAppend
 
-__all__ = ["append_batch", "page"]
+__all__ = ["append_batch", "page", "to_message"]
 
 _COLUMNS = "room_id, seq, id, email, body, client_msg_id, client_supplied, created_at"
 
 
 def to_message(row: Mapping[str, Any]) -> Message:
+    """The :class:`Message` of a row with the columns of ``messages``."""
     return Message(
         id=row["id"],
         room_id=row["room_id"],
@@ -32,8 +33,9 @@ def to_message(row: Mapping[str, Any]) -> Message:
 _APPEND_BATCH = f"""
 WITH k AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                         $6::boolean[])
-        WITH ORDINALITY AS k(room_id, client_msg_id, id, email, body, client_supplied, ord)
+                         $6::boolean[], $7::text[])
+        WITH ORDINALITY AS k(room_id, client_msg_id, id, email, body, client_supplied, sender,
+                             ord)
 ),
 existing AS (
     SELECT {", ".join(f"m.{c.strip()}" for c in _COLUMNS.split(","))}
@@ -50,18 +52,27 @@ counts AS (
     SELECT room_id, count(*) AS n FROM fresh GROUP BY room_id
 ),
 bumped AS (
-    INSERT INTO rooms AS r (room_id, last_seq)
-    SELECT room_id, n FROM counts ORDER BY room_id
-    ON CONFLICT (room_id) DO UPDATE SET last_seq = r.last_seq + EXCLUDED.last_seq
+    INSERT INTO rooms AS r (room_id, last_seq, last_at)
+    SELECT room_id, n, $8 FROM counts ORDER BY room_id
+    ON CONFLICT (room_id) DO UPDATE SET last_seq = r.last_seq + EXCLUDED.last_seq,
+                                        last_at = greatest(r.last_at, EXCLUDED.last_at)
     RETURNING r.room_id, r.last_seq
 ),
 inserted AS (
-    INSERT INTO messages ({_COLUMNS})
+    INSERT INTO messages ({_COLUMNS}, sender)
     SELECT f.room_id,
            b.last_seq - c.n + row_number() OVER (PARTITION BY f.room_id ORDER BY f.ord),
-           f.id, f.email, f.body, f.client_msg_id, f.client_supplied, $7
+           f.id, f.email, f.body, f.client_msg_id, f.client_supplied, $8, f.sender
     FROM fresh f JOIN counts c USING (room_id) JOIN bumped b USING (room_id)
-    RETURNING {_COLUMNS}
+    RETURNING {_COLUMNS}, sender
+),
+sent AS (
+    SELECT room_id, sender, max(seq) AS seq FROM inserted
+    WHERE sender IS NOT NULL GROUP BY room_id, sender
+),
+read AS (
+    UPDATE members mb SET read_seq = s.seq FROM sent s
+    WHERE mb.user_id = s.sender AND mb.room_id = s.room_id AND mb.read_seq < s.seq
 )
 SELECT {_COLUMNS}, true AS existed FROM existing
 UNION ALL
@@ -79,6 +90,10 @@ async def append_batch(
     under the room row's lock (rows locked in room order, so batches cannot deadlock, and
     one room's commits happen in seq order). Returns every key's message and how many of
     them were already stored.
+
+    The same statement moves each room's ``last_at`` to ``created_at`` and each sender's
+    watermark (``members.read_seq``, if they are a member) to their newest new message:
+    a room's head and its sender's read state commit together.
     """
     columns = [list(c) for c in zip(*appends, strict=True)]
     rows = await conn.fetch(_APPEND_BATCH, *columns, created_at)

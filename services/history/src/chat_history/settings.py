@@ -55,3 +55,11 @@ class HistorySettings(ServiceSettings):
     max_text_length: int = Field(
         default=65536, ge=1, description="safety cap; the gateway enforces the client limit"
     )
+    user_events_kept: int = Field(
+        default=1000,
+        ge=1,
+        description="events kept per user stream (older ones are pruned; a gateway behind them re-reads the state)",
+    )
+    inbox_listing_ttl_s: float = Field(
+        default=600.0, gt=0, description="how long an inbox paging cursor stays valid"
+    )

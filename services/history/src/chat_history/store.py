@@ -27,8 +27,9 @@ __all__ = ["Key", "MessageStore", "NewAppend", "StoreUnavailable"]
 Key = tuple[str, str]
 """(room_id, client_msg_id): the identity of a message."""
 
-NewAppend = tuple[str, str, str, str, str, bool]
-"""(room_id, client_msg_id, id, email, body, client_supplied)"""
+NewAppend = tuple[str, str, str, str, str, bool, str | None]
+"""(room_id, client_msg_id, id, email, body, client_supplied, sender): ``sender`` is the
+sender's user id, or ``None`` (an append from a gateway without user ids)."""
 
 
 class StoreUnavailable(Unavailable):
@@ -59,7 +60,10 @@ class MessageStore(Protocol):
 
         A key already stored is answered with its stored message and nothing is written
         for it; the others get the next seqs of their room, in the order given, and
-        ``created_at``. Returns every key's message and how many were already stored.
+        ``created_at``. Each room that got messages has its last activity moved to
+        ``created_at``, and a sender who is a member of the room (durable chat state,
+        :mod:`chat_history.statestore`) has read up to their newest new message there.
+        Returns every key's message and how many were already stored.
         Raises :class:`StoreUnavailable` when trying again may work (retrying is safe:
         appends are idempotent by key); any other error is for good.
         """

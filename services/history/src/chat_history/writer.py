@@ -38,12 +38,13 @@ _log = logging.getLogger("chat.history.writer")
 @dataclass(frozen=True, slots=True)
 class Committed:
     """A message after COMMIT (and its JSON, the bytes every reader gets), with the trace
-    context and receipt time of its sender."""
+    context and receipt time of its sender, and the sender's user id."""
 
     message: Message
     raw: bytes
     ctx: Context
     received_at: float | None
+    sender: str | None = None
 
 
 OnCommitted = Callable[[list[Committed]], Awaitable[None]]
@@ -174,7 +175,9 @@ class BatchWriter:
         senders = {p.key: p for p in live}
         committed = sorted(
             (
-                Committed(m, raw[k], senders[k].ctx, senders[k].req.received_at)
+                Committed(
+                    m, raw[k], senders[k].ctx, senders[k].req.received_at, senders[k].req.sender
+                )
                 for k, m in stored.items()
                 if k in senders
             ),
@@ -207,7 +210,7 @@ class BatchWriter:
             first_by_key.setdefault(p.key, p)
         appends = [
             (p.req.room_id, p.req.client_msg_id, uuid.uuid4().hex, p.req.email, p.req.text,
-             p.client_supplied)
+             p.client_supplied, p.req.sender)
             for p in first_by_key.values()
         ]  # fmt: skip
         found, existed = await self._store.append_batch(appends, datetime.now(UTC))
