@@ -20,6 +20,7 @@ import websockets
 from chat_common.subjects import gateway_endpoint, history_endpoint, session_endpoint
 from chat_devstack.ports import free_port
 from chat_devstack.stack import Stack
+from chat_history.statehandlers import STATE_ENDPOINTS
 from tests.conftest import MakeStack
 from tests.support.bus import connect_as
 from tests.support.clients import NativeClient, SioClient, unique_room
@@ -76,7 +77,7 @@ async def test_status_lists_every_instance(make_stack: MakeStack) -> None:
     assert all(i["accepting"] is True for i in found)
     endpoints = {i["instance"]: {e["name"] for e in i["endpoints"]} for i in found}
     assert {"join", "rooms", "presence", "inspect"} <= endpoints["session-2"]
-    assert endpoints["history-1"] == {"append", "append_batch", "fetch"}
+    assert endpoints["history-1"] == {"append", "append_batch", "fetch", *STATE_ENDPOINTS}
     assert endpoints["gateway-2"] == {"status", "drain"}
     subject_of = {
         "session": lambda _instance, name: session_endpoint(name),
