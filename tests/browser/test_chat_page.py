@@ -344,7 +344,7 @@ async def test_unread_badges_follow_the_user_on_both_pages(
         await first.room(side).locator("button").click()
         await expect(first.page.locator("#room-title")).to_have_text(f"# {side}")
         await first.expect_texts(["psst"])
-        await expect(first.users).to_have_text([ann, "bob@example.com"], timeout=WAIT_MS)
+        await expect(first.users).to_have_text(["bob@example.com", ann], timeout=WAIT_MS)
         for page in tabs:
             await expect(page.badge(side)).to_be_hidden(timeout=WAIT_MS)
         await expect(second.page.locator("#room-title")).to_have_text(f"# {lobby}")
@@ -379,3 +379,44 @@ async def _wait_unread(url: str, email: str, room: str, unread: int) -> None:
         )
     finally:
         await reader.close()
+
+
+async def test_the_room_list_pages_and_follows_membership(
+    page_stack: PageStack, tabs: list[ChatPage]
+) -> None:
+    """52 rooms list as a page of 50 and one more; a room with a new message moves to the
+    top with its badge; a room joined on another device appears at the top, a room
+    unsubscribed there disappears."""
+    stack = await page_stack()
+    url, ann = stack.client_url, "ann@example.com"
+    rooms = [unique_room("many") for _ in range(52)]
+    phone, bob = NativeClient(), NativeClient()
+    await phone.connect(url)
+    await bob.connect(url)
+    try:
+        for room in rooms:
+            assert (await phone.call("join", {"email": ann, "roomId": room}))["ok"]
+        page = tabs[0]
+        await page.enter(url, ann, rooms[-1])
+        await expect(page.room_names).to_have_count(50)
+        more = page.page.locator("#more-rooms")
+        await more.click()
+        await expect(page.room_names).to_have_count(52, timeout=WAIT_MS)
+        await expect(more).to_be_hidden()
+        assert sorted(await page.room_names.all_text_contents()) == sorted(
+            f"# {room}" for room in rooms
+        )
+
+        assert (await bob.call("join", {"email": "bob@example.com", "roomId": rooms[5]}))["ok"]
+        assert (await bob.call("send_message", {"roomId": rooms[5], "text": "up"}))["ok"]
+        await expect(page.room_names.first).to_have_text(f"# {rooms[5]}", timeout=WAIT_MS)
+        await expect(page.badge(rooms[5])).to_have_text("1")
+
+        extra = unique_room("many")
+        assert (await phone.call("join", {"email": ann, "roomId": extra}))["ok"]
+        await expect(page.room_names.first).to_have_text(f"# {extra}", timeout=WAIT_MS)
+        assert (await phone.call("unsubscribe", {"roomId": rooms[0]}))["removed"]
+        await expect(page.room(rooms[0])).to_have_count(0, timeout=WAIT_MS)
+        await expect(page.room_names).to_have_count(52)
+    finally:
+        await asyncio.gather(phone.close(), bob.close())
