@@ -3,8 +3,9 @@
     .venv/bin/python scripts/screenshot_page.py [--out docs/chat-page.png]
 
 Starts a throw-away local stack (its own NATS, Redis and Postgres in a temporary directory,
-development mode), opens the page twice in Debian's Chromium (``make browser-deps``), has
-Ann and Bob exchange a few messages in ``lobby`` and photographs Ann's tab.
+development mode), makes Ann a member of two more rooms, opens the page twice in Debian's
+Chromium (``make browser-deps``), has Ann and Bob exchange a few messages in ``lobby`` while
+Cat writes in ``design``, and photographs Ann's tab (two unread in ``design``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import websockets
 from playwright.async_api import Page, async_playwright, expect
 
 from chat_devstack.ports import free_port
@@ -29,6 +31,17 @@ CONVERSATION = [
     ("ann", "It shows reconnecting, resumes the session and resends anything queued."),
     ("bob", "And <b>markup</b> stays plain text."),
 ]
+
+
+async def _native(url: str, email: str, room: str, texts: tuple[str, ...] = ()) -> None:
+    """Join ``room`` as ``email`` on a native connection and send ``texts``, each acked."""
+    events = [("join", {"email": email, "roomId": room})]
+    events += [("send_message", {"roomId": room, "text": text}) for text in texts]
+    async with websockets.connect(url.replace("http://", "ws://") + "/ws") as ws:
+        for n, (event, data) in enumerate(events, start=1):
+            await ws.send(json.dumps({"type": event, "id": n, "data": data}))
+            while json.loads(await ws.recv()).get("id") != n:
+                pass
 
 
 async def _enter(page: Page, url: str, email: str) -> None:
@@ -52,15 +65,20 @@ async def shoot(out: Path) -> None:
         )
         async with Stack(config), async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            for room in ("design", "random"):
+                await _native(url, "ann@example.com", room)
             pages = {}
             for name in ("ann", "bob"):
-                context = await browser.new_context(viewport={"width": 900, "height": 520})
+                context = await browser.new_context(viewport={"width": 1000, "height": 520})
                 pages[name] = await context.new_page()
                 await _enter(pages[name], url, f"{name}@example.com")
             for count, (name, text) in enumerate(CONVERSATION, start=1):
                 await pages[name].fill("#text", text)
                 await pages[name].press("#text", "Enter")
                 await expect(pages["ann"].locator("#messages li")).to_have_count(count)
+            await _native(url, "cat@example.com", "design", ("Mockups are up", "Comments welcome"))
+            badge = pages["ann"].locator('#room-list li[data-room-id="design"] .badge')
+            await expect(badge).to_have_text("2")
             await pages["ann"].screenshot(path=str(out))
             await browser.close()
 
