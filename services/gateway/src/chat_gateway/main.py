@@ -114,8 +114,9 @@ def assemble(
         streams=streams,
     )
     user_handlers = UserEventHandlers(
-        backend, streams=streams, inbox=inbox, marks=marks, leave_room=handlers.leave_room
-    )
+        backend, streams=streams, inbox=inbox, marks=marks,
+        leave_room=handlers.leave_room, drop_room=handlers.drop_room,
+    )  # fmt: skip
     limiter = UserLimiter(backend.take, lease=settings.user_lease)
     dispatcher = EventDispatcher(
         handlers.table() | user_handlers.table(), doorway, appender=appender, users=limiter
