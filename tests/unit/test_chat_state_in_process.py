@@ -226,3 +226,36 @@ async def test_bad_marks_get_clear_errors() -> None:
         mismatch = await alice.call("get_rooms", {"email": BOB})
         assert mismatch["error"]["code"] == "IDENTITY_MISMATCH"
         assert (await _ok(alice, "mark_read", {"roomId": "mine", "seq": 2}))["unread"] == 0
+
+
+async def test_a_resumed_session_gets_the_read_state_of_its_rooms() -> None:
+    """Read state moved while a device was away reaches it on resume: in the native resume
+    ack (``readState``) and, for Socket.IO recovery, as ``read_state`` events."""
+    async with InProcessChat() as chat:
+        native, sio, bob = await chat.native(), await _sio(chat), await chat.native()
+        joined = await _ok(native, "join", {"email": ALICE, "roomId": "back"})
+        await _ok(sio, "join", {"email": ALICE, "roomId": "back"})
+        await _ok(bob, "join", {"email": BOB, "roomId": "back"})
+        head = await _send(bob, "back", 6)
+        await native.event("new_message", seq=head)
+        (_message, offset) = await sio.event("new_message", seq=head)
+        pid = json.loads(sio.carrier.sent[1][2:])["pid"]
+        for peer in (native, sio):
+            peer.carrier.hang_up(None)
+            await peer.ended()
+        phone = await chat.native()
+        await _ok(phone, "get_rooms", {"email": ALICE, "follow": False})
+        await _ok(phone, "mark_read", {"roomId": "back", "seq": head - 2})
+
+        resumed = await _ok(
+            await chat.native(),
+            "resume",
+            {"sessionId": joined["sessionId"], "resumeToken": joined["resumeToken"]},
+        )
+        assert resumed["readState"] == [
+            {"roomId": "back", "readSeq": head - 2, "lastSeq": head, "unread": 2}
+        ]
+        back = await chat.socketio()
+        assert (await back.connect({"pid": pid, "offset": offset}))["pid"] == pid
+        [state] = await back.event("read_state", roomId="back")
+        assert (state["readSeq"], state["unread"]) == (head - 2, 2)

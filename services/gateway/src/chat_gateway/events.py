@@ -204,12 +204,15 @@ class EventHandlers:
             return Result(body)
         self._streams.attach(client)
         states = await self._streams.read_states(client, plan.room_ids)
-        body |= {"email": session.email, "rooms": plan.room_ids, "droppedRooms": plan.dropped}
+        body |= {
+            "email": session.email,
+            "rooms": plan.room_ids,
+            "droppedRooms": plan.dropped,
+            "readState": states,
+        }
 
         def then() -> None:
             self._resumer.finish(plan)
-            for frame in states:
-                client.write_frame(frame)
 
         return Result(body, then)
 
