@@ -140,13 +140,23 @@ class UserStreams:
         task.add_done_callback(self._tasks.discard)
 
     async def _start(self, user: _User) -> None:
-        """Subscribe, then learn the stream's head: events after it are new to everyone."""
-        subscription = await self._subscribe(user_events(user.user_id), self._receiver(user))
-        if self._users.get(user.user_id) is not user:
-            await _unsubscribe(subscription)
-            return
-        user.subscription = subscription
+        """Subscribe, then learn the stream's head: events after it are new to everyone.
+        Both are tried again (with backoff) until they work or the user has gone."""
         backoff = Backoff(0.05, cap_s=2.0, floor_s=0.05, jitter=True)
+        subject = user_events(user.user_id)
+        while user.subscription is None:
+            try:
+                subscription = await self._subscribe(subject, self._receiver(user))
+            except Exception as exc:
+                _log.warning("user stream not subscribed", extra={"error": type(exc).__name__})
+                await asyncio.sleep(backoff.next())
+                if self._users.get(user.user_id) is not user:
+                    return
+                continue
+            if self._users.get(user.user_id) is not user:
+                await _unsubscribe(subscription)
+                return
+            user.subscription = subscription
         while self._users.get(user.user_id) is user:
             try:
                 head = await self._backend.user_events(
