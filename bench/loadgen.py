@@ -25,6 +25,7 @@ __all__ = [
     "AckHandler",
     "Client",
     "ClientError",
+    "DataHandler",
     "EventHandler",
     "percentile",
     "progress",
@@ -44,6 +45,9 @@ EventHandler = Callable[["Client", str, int], None]
 (``user_joined``, ``user_left``, ``presence_diff``, ``error``): the name is read from the
 frame's prefix, the frame is not decoded; ``frame_len`` is the length of the whole text
 message in characters (its bytes, for ASCII)."""
+DataHandler = Callable[["Client", str, Any], None]
+"""``(client, event_name, data)`` for every server event other than ``new_message``,
+decoded (``read_state``, ``inbox_update``...)."""
 
 
 class ClientError(Exception):
@@ -85,6 +89,7 @@ class Client:
         on_message: MessageHandler | None = None,
         on_ack: AckHandler | None = None,
         on_event: EventHandler | None = None,
+        on_data: DataHandler | None = None,
     ) -> None:
         ws_base = base_url.replace("http", "ws", 1)
         self.url = ws_base + (
@@ -97,6 +102,9 @@ class Client:
         """Gets every reply to an :meth:`emit` (ack ids rise in send order); failures are
         counted in ``errors`` either way."""
         self.on_event = on_event
+        self.on_data = on_data
+        """Gets every server event other than ``new_message``, decoded (name, data); when
+        set, ``on_event`` is not called."""
         self.ws: WebSocket | None = None
         self.errors: dict[str, int] = {}
         self.pid: str | None = None
@@ -229,6 +237,9 @@ class Client:
                 if self._pending or self.on_ack is not None or '"ok":false' in frame:
                     obj = _decode(frame)
                     self._on_ack(obj.get("id"), obj.get("data"))
+            elif self.on_data is not None and frame.startswith('{"type":"'):
+                obj = _decode(frame)
+                self.on_data(self, obj["type"], obj.get("data"))
             elif self.on_event is not None and frame.startswith('{"type":"'):
                 self.on_event(self, frame[9 : frame.find('"', 9)], len(frame))
             return
@@ -245,6 +256,9 @@ class Client:
                 self._on_ack(int(frame[2:bracket]), _decode(frame[bracket:])[0])
         elif frame == "2" and self.ws is not None:
             self.ws.send("3")
+        elif self.on_data is not None and frame.startswith('42["'):
+            args = _decode(frame[2:])
+            self.on_data(self, args[0], args[1] if len(args) > 1 else None)
         elif self.on_event is not None and frame.startswith('42["'):
             self.on_event(self, frame[4 : frame.find('"', 4)], len(frame))
 

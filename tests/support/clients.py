@@ -26,7 +26,10 @@ __all__ = [
     "unique_room",
 ]
 
-SERVER_EVENTS = ("new_message", "user_joined", "user_left", "presence_diff", "error")
+SERVER_EVENTS = (
+    "new_message", "user_joined", "user_left", "presence_diff", "error",
+    "read_state", "membership", "inbox_update",
+)  # fmt: skip
 DEFAULT_TIMEOUT = 10.0
 
 

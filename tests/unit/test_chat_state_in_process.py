@@ -28,6 +28,15 @@ async def _send(peer: Peer, room: str, n: int) -> int:
     return max(a["message"]["seq"] for a in acks)
 
 
+async def _post(peer: Peer, room: str) -> int:
+    """One message to ``room`` from a connection that joins and leaves it (a connection
+    holds at most 100 rooms live); its seq."""
+    await _ok(peer, "join", {"email": BOB, "roomId": room})
+    seq = await _send(peer, room, 1)
+    await _ok(peer, "leave", {"roomId": room})
+    return seq
+
+
 async def _sio(chat: InProcessChat, **kw: Any) -> SocketIOPeer:
     peer = await chat.socketio(**kw)
     await peer.connect()
@@ -125,25 +134,23 @@ async def test_the_inbox_pages_every_room_once_while_messages_arrive() -> None:
         phone, laptop = await chat.native(), await _sio(chat)
         rooms = [f"r{i:03d}" for i in range(120)]
         for room in rooms:
-            await _ok(bob, "join", {"email": BOB, "roomId": room})
             await _ok(phone, "join", {"email": ALICE, "roomId": room})
-            await _send(bob, room, 1)
-        for room in rooms:
             await _ok(phone, "leave", {"roomId": room})  # live no more; still a member
+            await _post(bob, room)
         listed: list[str] = []
         page = await _ok(laptop, "get_rooms", {"email": ALICE, "limit": 50})
         await _ok(phone, "get_rooms", {"limit": 1})
         while True:
             listed += [r["roomId"] for r in page["rooms"]]
-            await _send(bob, rooms[len(listed) % 120], 1)  # one listed or about to be
-            await _send(bob, rooms[-1 - len(listed) % 120], 1)
+            await _post(bob, rooms[len(listed) % 120])  # one listed or about to be
+            await _post(bob, rooms[-1 - len(listed) % 120])
             if page["next"] is None:
                 break
             page = await _ok(laptop, "get_rooms", {"after": page["next"], "limit": 50})
         assert sorted(listed) == rooms and page["total"] == 120
 
         oldest = (await _ok(laptop, "get_rooms", {"limit": 200, "follow": False}))["rooms"][-1]
-        seq = await _send(bob, oldest["roomId"], 1)
+        seq = await _post(bob, oldest["roomId"])
         for device in (phone, laptop):
             update = await _update(device, oldest["roomId"], seq)
             assert update["unread"] == update["lastSeq"] - update["readSeq"] == oldest["unread"] + 1
@@ -219,3 +226,36 @@ async def test_bad_marks_get_clear_errors() -> None:
         mismatch = await alice.call("get_rooms", {"email": BOB})
         assert mismatch["error"]["code"] == "IDENTITY_MISMATCH"
         assert (await _ok(alice, "mark_read", {"roomId": "mine", "seq": 2}))["unread"] == 0
+
+
+async def test_a_resumed_session_gets_the_read_state_of_its_rooms() -> None:
+    """Read state moved while a device was away reaches it on resume: in the native resume
+    ack (``readState``) and, for Socket.IO recovery, as ``read_state`` events."""
+    async with InProcessChat() as chat:
+        native, sio, bob = await chat.native(), await _sio(chat), await chat.native()
+        joined = await _ok(native, "join", {"email": ALICE, "roomId": "back"})
+        await _ok(sio, "join", {"email": ALICE, "roomId": "back"})
+        await _ok(bob, "join", {"email": BOB, "roomId": "back"})
+        head = await _send(bob, "back", 6)
+        await native.event("new_message", seq=head)
+        (_message, offset) = await sio.event("new_message", seq=head)
+        pid = json.loads(sio.carrier.sent[1][2:])["pid"]
+        for peer in (native, sio):
+            peer.carrier.hang_up(None)
+            await peer.ended()
+        phone = await chat.native()
+        await _ok(phone, "get_rooms", {"email": ALICE, "follow": False})
+        await _ok(phone, "mark_read", {"roomId": "back", "seq": head - 2})
+
+        resumed = await _ok(
+            await chat.native(),
+            "resume",
+            {"sessionId": joined["sessionId"], "resumeToken": joined["resumeToken"]},
+        )
+        assert resumed["readState"] == [
+            {"roomId": "back", "readSeq": head - 2, "lastSeq": head, "unread": 2}
+        ]
+        back = await chat.socketio()
+        assert (await back.connect({"pid": pid, "offset": offset}))["pid"] == pid
+        [state] = await back.event("read_state", roomId="back")
+        assert (state["readSeq"], state["unread"]) == (head - 2, 2)

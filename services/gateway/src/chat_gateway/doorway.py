@@ -112,8 +112,8 @@ class Doorway:
 
         def then() -> None:
             self._resumer.finish(plan)
-            for frame in states:
-                client.write_frame(frame)
+            for state in states:
+                client.write_frame(self._users.read_state_frame(client, state))
 
         return Connected(dropped=plan.dropped, then=then)
 

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -204,12 +204,15 @@ class EventHandlers:
             return Result(body)
         self._streams.attach(client)
         states = await self._streams.read_states(client, plan.room_ids)
-        body |= {"email": session.email, "rooms": plan.room_ids, "droppedRooms": plan.dropped}
+        body |= {
+            "email": session.email,
+            "rooms": plan.room_ids,
+            "droppedRooms": plan.dropped,
+            "readState": states,
+        }
 
         def then() -> None:
             self._resumer.finish(plan)
-            for frame in states:
-                client.write_frame(frame)
 
         return Result(body, then)
 
@@ -294,6 +297,23 @@ class EventHandlers:
                 self._hub.unsuspend(client, room_id)
                 raise
         client.rooms.left(room_id)
+        await self._hub.remove(client, room_id)
+
+    def drop_room(self, client: Client, room_id: str) -> Coroutine[Any, Any, None]:
+        """Leave ``room_id`` because the user is no longer a member of it: on this connection
+        at once, in the session service by the coroutine returned (run it as a task)."""
+        self._hub.suspend(client, room_id)
+        client.rooms.left(room_id)
+        return self._forget_presence(client, room_id)
+
+    async def _forget_presence(self, client: Client, room_id: str) -> None:
+        try:
+            await self._backend.leave(
+                LeaveRequest(session_id=client.session.session_id, room_id=room_id)
+            )
+        except ChatError as exc:
+            if exc.code is not ErrorCode.NOT_IN_ROOM:
+                _log.warning("presence kept for a room left", extra={"code": exc.code.value})
         await self._hub.remove(client, room_id)
 
     async def _undo_join(self, client: Client, room_id: str) -> None:

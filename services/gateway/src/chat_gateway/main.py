@@ -23,7 +23,7 @@ from chat_gateway.doorway import Doorway
 from chat_gateway.drain import Drain
 from chat_gateway.events import EventHandlers
 from chat_gateway.keepalive import Keepalive
-from chat_gateway.metrics import ROOMS
+from chat_gateway.metrics import INBOX_ROOMS, ROOMS, USER_STREAMS
 from chat_gateway.pollrelay import PollRelay
 from chat_gateway.port import ClientPort
 from chat_gateway.registry import ClientRegistry
@@ -114,8 +114,9 @@ def assemble(
         streams=streams,
     )
     user_handlers = UserEventHandlers(
-        backend, streams=streams, inbox=inbox, marks=marks, leave_room=handlers.leave_room
-    )
+        backend, streams=streams, inbox=inbox, marks=marks,
+        leave_room=handlers.leave_room, drop_room=handlers.drop_room,
+    )  # fmt: skip
     limiter = UserLimiter(backend.take, lease=settings.user_lease)
     dispatcher = EventDispatcher(
         handlers.table() | user_handlers.table(), doorway, appender=appender, users=limiter
@@ -162,6 +163,8 @@ async def main(settings: GatewaySettings | None = None) -> int:
             on_drain=rt.lifecycle.mark_not_ready,
         )
         ROOMS.set_function(lambda: len(gw.hub))
+        USER_STREAMS.set_function(lambda: len(gw.streams))
+        INBOX_ROOMS.set_function(gw.inbox.rooms_followed)
 
         async def on_control(msg: Msg) -> None:
             gw.registry.take_over(msg.data)

@@ -14,13 +14,16 @@ __all__ = [
     "E2E_SECONDS",
     "EVENTS",
     "FLOOD_CUTS",
+    "INBOX_ROOMS",
     "RATE_LIMITED",
+    "READ_MARK_WRITES",
     "READ_PAUSES",
     "RELAYED_POLLS",
     "RESUMES",
     "ROOMS",
     "SESSIONS",
     "SLOW_CONSUMER_CUTS",
+    "USER_STREAMS",
 ]
 
 CONNECTIONS = Gauge("chat_gateway_connections", "Open client connections", ["protocol"])
@@ -47,6 +50,16 @@ SLOW_CONSUMER_CUTS = Counter(
 RATE_LIMITED = Counter("chat_gateway_rate_limited_total", "Client events refused with RATE_LIMITED")
 RESUMES = Counter("chat_gateway_resumes_total", "Session resume attempts", ["outcome"])
 ROOMS = Gauge("chat_gateway_rooms", "Rooms this gateway has members in")
+USER_STREAMS = Gauge(
+    "chat_gateway_user_streams", "Users this gateway holds connections of (one subscription each)"
+)
+INBOX_ROOMS = Gauge(
+    "chat_gateway_inbox_rooms", "Rooms this gateway listens to for its inbox followers"
+)
+READ_MARK_WRITES = Counter(
+    "chat_gateway_read_mark_writes_total",
+    "Writes of read marks to history (marks coalesced per user and room)",
+)
 SESSIONS = Gauge("chat_gateway_sessions", "Sessions held by this gateway")
 FLOOD_CUTS = Counter(
     "chat_gateway_flood_cuts_total",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 from chat_common.chatstate import InboxRequest, MemberLeaveRequest
@@ -29,6 +29,8 @@ __all__ = ["UserEventHandlers"]
 _log = logging.getLogger("chat.gateway.events")
 LeaveRoom = Callable[[Client, str], Awaitable[None]]
 """Leave a room on one connection (here and in the session service)."""
+DropRoom = Callable[[Client, str], Coroutine[Any, Any, None]]
+"""Leave a room on one connection at once; the coroutine tells the session service."""
 
 
 def known_user(client: Client) -> str:
@@ -50,12 +52,14 @@ class UserEventHandlers:
         inbox: Inbox,
         marks: ReadMarks,
         leave_room: LeaveRoom,
+        drop_room: DropRoom,
     ) -> None:
         self._backend = backend
         self._streams = streams
         self._inbox = inbox
         self._marks = marks
         self._leave_room = leave_room
+        self._drop_room = drop_room
         self._tasks: set[asyncio.Task[None]] = set()
         streams.listen(self._on_user_event)
 
@@ -124,12 +128,7 @@ class UserEventHandlers:
         room_id = data.get("roomId")
         for client in list(self._streams.clients(user_id)):
             if isinstance(room_id, str) and room_id in client.rooms and not client.closing:
-                task = asyncio.create_task(self._leave(client, room_id), name="leave-unsubscribed")
+                # Left here at once, before this event is written; presence after.
+                task = asyncio.create_task(self._drop_room(client, room_id), name="unsubscribed")
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
-
-    async def _leave(self, client: Client, room_id: str) -> None:
-        try:
-            await self._leave_room(client, room_id)
-        except ChatError as exc:
-            _log.warning("could not leave an unsubscribed room", extra={"code": exc.code.value})

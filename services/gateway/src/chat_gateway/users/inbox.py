@@ -84,7 +84,7 @@ class Inbox:
         except BaseException as exc:
             loading.set_exception(exc)
             loading.exception()  # retrieved: the waiters re-raise it
-            self.unfollow(client)
+            self._forget(user_id)  # every follower of the user failed with this one
             raise
         finally:
             self._loading.pop(user_id, None)
@@ -109,9 +109,13 @@ class Inbox:
         if followers is None or user_id is None:
             return
         followers.discard(client)
-        if followers:
-            return
-        del self._followers[user_id]
+        if not followers:
+            self._forget(user_id)
+
+    def _forget(self, user_id: str) -> None:
+        """No connection here follows ``user_id`` any more."""
+        for client in self._followers.pop(user_id, ()):
+            self._of.pop(client, None)
         for room_id in self._index.remove_user(user_id):
             self._spawn(self._unlisten(room_id))
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from chat_common.chatstate import MarkReadRequest, ReadMark, ReadState
 from chat_common.errors import ChatError, InvalidArgument, Unavailable
 from chat_gateway.backend import Backend
+from chat_gateway.metrics import READ_MARK_WRITES
 
 __all__ = ["ReadMarks"]
 
@@ -65,6 +66,7 @@ class ReadMarks:
                 waiters, pending.waiters = pending.waiters, []
                 seq = max(s for s, _ in waiters)
                 self.writes += 1
+                READ_MARK_WRITES.inc()
                 try:
                     reply = await self._backend.mark_read(
                         MarkReadRequest(user_id=user_id, marks=[ReadMark(room_id=room_id, seq=seq)])

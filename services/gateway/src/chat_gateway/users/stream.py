@@ -104,10 +104,10 @@ class UserStreams:
             if user.subscription is not None:
                 self._spawn(_unsubscribe(user.subscription), "user-stream-end")
 
-    async def read_states(self, client: Client, room_ids: list[str]) -> list[bytes]:
-        """``read_state`` frames of ``room_ids`` for ``client`` (a resumed session: what it
-        may have missed of its stream, as state). Empty when the user is unknown or the
-        state cannot be read now (the client can ask ``get_rooms``)."""
+    async def read_states(self, client: Client, room_ids: list[str]) -> list[ReadState]:
+        """The user's read state in ``room_ids`` (a resumed session: what it may have missed
+        of its stream, as state). Empty when the user is unknown or the state cannot be
+        read now (the client can ask ``get_rooms``)."""
         user_id = client.user_id
         if user_id is None or not room_ids:
             return []
@@ -118,13 +118,15 @@ class UserStreams:
             return []
         wanted = set(room_ids)
         return [
-            text_frame(client.encode_event("read_state", encode(ReadState(
-                room_id=r.room_id, read_seq=r.read_seq, last_seq=r.last_seq,
-                unread=max(0, r.last_seq - r.read_seq),
-            ))))
+            ReadState(room_id=r.room_id, read_seq=r.read_seq, last_seq=r.last_seq,
+                      unread=max(0, r.last_seq - r.read_seq))
             for r in listing.rooms
             if r.room_id in wanted
         ]  # fmt: skip
+
+    @staticmethod
+    def read_state_frame(client: Client, state: ReadState) -> bytes:
+        return text_frame(client.encode_event("read_state", encode(state)))
 
     async def close(self) -> None:
         """Stop every task (shutdown)."""
@@ -138,13 +140,23 @@ class UserStreams:
         task.add_done_callback(self._tasks.discard)
 
     async def _start(self, user: _User) -> None:
-        """Subscribe, then learn the stream's head: events after it are new to everyone."""
-        subscription = await self._subscribe(user_events(user.user_id), self._receiver(user))
-        if self._users.get(user.user_id) is not user:
-            await _unsubscribe(subscription)
-            return
-        user.subscription = subscription
+        """Subscribe, then learn the stream's head: events after it are new to everyone.
+        Both are tried again (with backoff) until they work or the user has gone."""
         backoff = Backoff(0.05, cap_s=2.0, floor_s=0.05, jitter=True)
+        subject = user_events(user.user_id)
+        while user.subscription is None:
+            try:
+                subscription = await self._subscribe(subject, self._receiver(user))
+            except Exception as exc:
+                _log.warning("user stream not subscribed", extra={"error": type(exc).__name__})
+                await asyncio.sleep(backoff.next())
+                if self._users.get(user.user_id) is not user:
+                    return
+                continue
+            if self._users.get(user.user_id) is not user:
+                await _unsubscribe(subscription)
+                return
+            user.subscription = subscription
         while self._users.get(user.user_id) is user:
             try:
                 head = await self._backend.user_events(
