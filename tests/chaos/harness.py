@@ -30,7 +30,7 @@ from chat_devstack.stack import Stack
 from tests.support.clients import SioClient, unique_room
 from tests.support.traffic import Ledger, Sender
 
-__all__ = ["Fault", "Outcome", "fault", "run_scenario", "stop_one"]
+__all__ = ["Fault", "Outcome", "fault", "kill_every", "report", "run_scenario", "stop_one"]
 
 Fault = Callable[[Stack], Awaitable[float]]
 """Inject a fault and undo it; returns the monotonic time at which it ended."""
@@ -113,9 +113,33 @@ def stop_one(kind: str, action: str) -> Fault:
     return inject
 
 
+def kill_every(kind: str, hold_s: float, *, while_down: Fault | None = None) -> Fault:
+    """SIGKILL every instance of ``kind`` at once (a whole tier down, no peer to take
+    over); ``hold_s`` later, and after ``while_down`` if given, start them all again and
+    wait until each is ready."""
+
+    async def inject(stack: Stack) -> float:
+        victims = stack.of_kind(kind)  # type: ignore[arg-type]
+        await asyncio.gather(*(v.kill() for v in victims))
+        await asyncio.sleep(hold_s)  # the outage itself
+        if while_down is not None:
+            await while_down(stack)
+        await asyncio.gather(*(v.start() for v in victims))
+        await asyncio.gather(*(v.wait_ready(timeout=60) for v in victims))
+        return time.monotonic()
+
+    return inject
+
+
 def _append_line(path: Path, line: str) -> None:
     with path.open("a") as out:
         out.write(line + "\n")
+
+
+async def report(figures: dict[str, Any]) -> None:
+    """Append ``figures`` as one JSON line to the file ``$CHAOS_REPORT`` names, if set."""
+    if path := os.environ.get("CHAOS_REPORT"):
+        await asyncio.to_thread(_append_line, Path(path), json.dumps(figures))
 
 
 async def _check_store(dsn: str, ledger: Ledger) -> tuple[int, int]:
@@ -229,6 +253,5 @@ async def run_scenario(
         presence_wrong=presence_wrong,
     )
     await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
-    if report := os.environ.get("CHAOS_REPORT"):
-        await asyncio.to_thread(_append_line, Path(report), json.dumps(asdict(outcome)))
+    await report(asdict(outcome))
     return outcome
