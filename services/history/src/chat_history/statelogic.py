@@ -34,8 +34,9 @@ NewEvent = tuple[str, bytes]
 
 
 def advance(read_seq: int, seq: int, last_seq: int) -> int:
-    """A watermark after a mark at ``seq``: forward only, never past the head."""
-    return max(read_seq, min(seq, last_seq))
+    """A watermark after a mark at ``seq``: forward only; a mark beyond the head is not
+    applied (the caller refuses it, and a refused mark changes nothing)."""
+    return read_seq if seq > last_seq else max(read_seq, seq)
 
 
 def read_state(room_id: str, read_seq: int, last_seq: int) -> ReadState:
