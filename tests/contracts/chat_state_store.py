@@ -464,7 +464,21 @@ class ChatStateStoreContract:
 
     @pytest.mark.parametrize(
         "cursor",
-        ["", "nonsense", "abc:1", ":3", "x:-1", "x:1.5", "x:99999999999999"],
+        [
+            "",
+            "nonsense",
+            "abc:1",
+            ":3",
+            "x:-1",
+            "x:1.5",
+            "x:99999999999999",
+            "\x00:1",
+            "a\x00b:1",
+            f"{'0' * 31}\x00:1",
+            f"{'A' * 32}:1",
+            f"{'0' * 32}:1\x00",
+            "é:1",
+        ],
     )
     async def test_a_cursor_that_is_not_one_is_expired(self, stores: Stores, cursor: str) -> None:
         """Malformed or unknown cursors are INVALID_ARGUMENT, "cursor expired"."""
