@@ -130,8 +130,10 @@ class MarkReadResponse(Wire, frozen=True):
     """One per mark, in the same order."""
 
 
-class MembershipChange(Wire, frozen=True):
-    """The ``membership`` event's data: the user joined (``member``) or left a room."""
+class MembershipChange(Wire, frozen=True, omit_defaults=True):
+    """The ``membership`` event's data: the user joined (``member``) or left a room. The
+    fields of a join are absent from a leave's (``{"roomId","member":false}``), as
+    docs/protocol.md 4.13 shows them (``"role"?``), not ``null``."""
 
     room_id: str
     member: bool
