@@ -17,6 +17,7 @@ import pytest
 from tests.conftest import MakeStack
 from tests.integration.test_security import JWT_ENV, token
 from tests.support.clients import NativeClient, SioClient, unique_room
+from tests.support.logs import stack_errors
 from tests.support.rawws import RawWs, frame
 
 pytestmark = pytest.mark.integration
@@ -159,9 +160,7 @@ async def test_edge_values_get_invalid_argument_and_log_no_error(make_stack: Mak
     finally:
         await client.close()
         await other.close()
-    for service in stack.services:
-        errors = [line for line in service.log_path.read_text().splitlines() if '"ERROR"' in line]
-        assert errors == [], (service.name, errors[:3])
+    assert stack_errors(stack.services) == {}
 
 
 FLOOD_S = float(os.environ.get("HOSTILE_FLOOD_S", "10"))
