@@ -11,6 +11,7 @@ import pytest
 
 from tests.conftest import MakeStack
 from tests.support.clients import NativeClient, SioClient, unique_room
+from tests.support.logs import stack_errors
 
 pytestmark = pytest.mark.integration
 
@@ -25,19 +26,31 @@ async def _ok(client: SioClient | NativeClient, event: str, data: Any) -> dict[s
     return ack
 
 
+TRANSPORTS: dict[str, list[str] | None] = {
+    "websocket": ["websocket"],
+    "default": None,  # python-socketio's own: the handshake over long-polling, then the upgrade
+    "polling": ["polling"],  # every event and push over long-polling
+}
+
+
+@pytest.mark.parametrize("transports", list(TRANSPORTS))
 async def test_every_new_event_across_two_gateways_and_both_protocols(
-    make_stack: MakeStack,
+    make_stack: MakeStack, transports: str
 ) -> None:
     """A user on two devices (python-socketio on one gateway, native on the other):
     ``join`` makes a durable member, ``mark_read`` on one device reaches the other as
     ``read_state``, ``get_rooms`` lists the rooms with exact unread and follows the inbox
     (``inbox_update`` without joining), ``unsubscribe`` ends the membership on both
-    (``membership``), and ``leave`` does not."""
+    (``membership``), and ``leave`` does not. python-socketio runs on WebSocket only, with
+    its default transports (the handshake over long-polling, then the upgrade), and on
+    long-polling only."""
     stack = await make_stack(gateways=2, sessions=2, histories=2)
     url_a, url_b = stack.gateway_urls
     alice, bob = _email("alice"), _email("bob")
     den, quiet = unique_room("den"), unique_room("quiet")
-    phone = await SioClient().connect(url_a)
+    phone = await SioClient(transports=TRANSPORTS[transports]).connect(url_a)
+    # With the defaults, the client has upgraded by the time connect returns.
+    assert phone.sio.transport() == ("polling" if transports == "polling" else "websocket")
     laptop = await NativeClient().connect(url_b)
     other = await NativeClient().connect(url_a)
     try:
@@ -89,3 +102,4 @@ async def test_every_new_event_across_two_gateways_and_both_protocols(
     finally:
         for client in (phone, laptop, other):
             await client.close()
+    assert stack_errors(stack.services) == {}

@@ -13,14 +13,18 @@ import asyncio
 import json
 import statistics
 import time
+from collections import Counter
 
+import asyncpg
 import psutil
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import MakeStack
 from tests.support.clients import NativeClient, unique_room
-from tests.support.http import metric
-from tests.support.rawws import PING, TEXT, RawWs, close_code, frame
+from tests.support.http import get_text, metric
+from tests.support.logs import stack_errors
+from tests.support.rawws import PING, TEXT, RawWs, close_code, frame, native_join, sio_join
 
 pytestmark = pytest.mark.integration
 
@@ -130,3 +134,183 @@ async def test_a_flood_is_paused_then_cut_and_bystanders_do_not_notice(
         refused = {a["error"]["code"] for a in acks if not a.get("ok")}
         assert refused <= {"RATE_LIMITED", "INVALID_ARGUMENT"}
         assert 0 < accepted <= (BURST + RATE * elapsed) * 1.1, (accepted, elapsed)
+
+
+# -- a flood of read marks -------------------------------------------------------------------
+
+MARKS, HEAD = 2_000, 20
+DEPLOYED_LIMITS = {
+    # The event limits as shipped (docs/protocol.md section 7); the read budget stays raised
+    # (FAST_SETTINGS) so that the gateway reads the whole flood at once: what the read
+    # budget does to a flooder (paused, then cut with 1008) is the test above.
+    "GATEWAY_RATE_PER_S": "20",
+    "GATEWAY_RATE_BURST": "40",
+    "SESSION_USER_RATE_PER_S": "30",
+    "SESSION_USER_RATE_BURST": "60",
+}
+MARK_WRITE = "chat.history.mark_read"
+
+
+def _marks(room: str, foreign: str) -> list[tuple[str, int]]:
+    """The flood's marks: seqs 0 to HEAD + 1 over and over (the last one beyond the head),
+    and every 50th on a room of another user."""
+    return [(foreign, 1) if i % 50 == 49 else (room, i % (HEAD + 2)) for i in range(MARKS)]
+
+
+def _mark_frames(protocol: str, marks: list[tuple[str, int]], first_id: int) -> bytes:
+    """Every mark as one frame with an ack id, all written at once (pipelined)."""
+    frames = []
+    for i, (room, seq) in enumerate(marks):
+        data = {"roomId": room, "seq": seq}
+        if protocol == "native":
+            text = json.dumps({"type": "mark_read", "id": first_id + i, "data": data})
+        else:
+            text = f"42{first_id + i}" + json.dumps(["mark_read", data])
+        frames.append(frame(TEXT, text.encode(), masked=False))
+    return b"".join(frames)
+
+
+async def _read_answers(
+    ws: RawWs, protocol: str, count: int
+) -> tuple[list[tuple[int, dict[str, object]]], list[dict[str, object]]]:
+    """Read until ``count`` acks came: the acks (id, data) in arrival order, and the
+    read_state events seen on the way."""
+    acks: list[tuple[int, dict[str, object]]] = []
+    states: list[dict[str, object]] = []
+    async with asyncio.timeout(120):
+        while len(acks) < count:
+            text = await ws.recv_text(timeout=60)
+            if protocol == "native":
+                message = json.loads(text)
+                if message["type"] == "ack":
+                    acks.append((message["id"], message["data"]))
+                elif message["type"] == "read_state":
+                    states.append(message["data"])
+            elif text == "2":
+                ws.send_text("3")  # an Engine.IO ping
+            elif text.startswith("43"):
+                head = text.index("[")
+                acks.append((int(text[2:head]), json.loads(text[head:])[0]))
+            elif text.startswith('42["read_state"'):
+                states.append(json.loads(text[2:])[1])
+    return acks, states
+
+
+async def _history_writes(metrics_url: str) -> float:
+    """The gateway's requests to history's ``mark_read`` so far, whatever their result."""
+    _status, text = await get_text(metrics_url)
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "chat_nats_request_seconds_count"
+        and sample.labels.get("subject") == MARK_WRITE
+    )
+
+
+async def _stream_head(dsn: str, user_id: str) -> int:
+    """The user's stream head in Postgres: how many user events were ever appended."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(
+            await conn.fetchval("SELECT last_seq FROM user_streams WHERE user_id = $1", user_id)
+            or 0
+        )
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize(
+    ("protocol", "limits"),
+    [("native", "deployed"), ("socketio", "deployed"), ("native", "none"), ("socketio", "none")],
+)
+async def test_a_flood_of_marks_is_answered_in_order_and_costs_bounded_writes(
+    make_stack: MakeStack, protocol: str, limits: str
+) -> None:
+    """2,000 mark_read events written at once on one connection (seqs 0 to the head + 1
+    over and over, every 50th on another user's room): every one is answered, in order,
+    and the connection stays up; each success is exactly the state after the marks
+    before it, the others are RATE_LIMITED (only with limits), INVALID_ARGUMENT (only
+    beyond the head) or NOT_MEMBER (only the foreign room); no service logs an error.
+
+    The cost is bounded twice over. Writes: each admitted mark costs history at most one
+    write (a connection's marks are handled one after another, so none can share one),
+    and with the deployed limits at most ``BURST + RATE x elapsed`` are admitted. Stored
+    events: a read_state event is appended only when the watermark moves, and it only
+    moves forward and never past the head, so the user's stream (``user_streams``) grows
+    by at most the head minus the starting watermark (20), however many marks come: here
+    by exactly the number of times the running maximum of the good marks rose, and the
+    connection receives exactly that many read_state events."""
+    stack = await make_stack(env=DEPLOYED_LIMITS if limits == "deployed" else None)
+    gateway = stack.of_kind("gateway")[0]
+    metrics = f"http://127.0.0.1:{gateway.http_port}/metrics"
+    room, foreign = unique_room("flood"), unique_room("foreign")
+    flooder_email = "flood@example.com"
+    bob = await NativeClient().connect(stack.client_url)
+    join = sio_join if protocol == "socketio" else native_join
+    ws = await join(stack.client_url, flooder_email, room)
+    try:
+        for target in (room, foreign):
+            assert (await bob.call("join", {"email": "bob@example.com", "roomId": target}))["ok"]
+        for i in range(HEAD):  # within bob's burst
+            assert (await bob.call("send_message", {"roomId": room, "text": f"m{i}"}))["ok"]
+        marks = _marks(room, foreign)
+        flood = _mark_frames(protocol, marks, first_id=100)
+        writes_before = await _history_writes(metrics)
+        stream_before = await _stream_head(stack.postgres_dsn, flooder_email)
+        started = time.monotonic()
+        ws.send_bytes(flood)
+        acks, states = await _read_answers(ws, protocol, MARKS)
+        elapsed = time.monotonic() - started
+        while True:  # the connection is still up and answers; past the flood's refusals
+            ws.send_text(
+                json.dumps({"type": "get_rooms", "id": 99, "data": {"follow": False}})
+                if protocol == "native"
+                else '4299["get_rooms",{"follow":false}]'
+            )
+            [(last_id, after)], more_states = await _read_answers(ws, protocol, 1)
+            states += more_states
+            if after["ok"] is True or after["error"]["code"] != "RATE_LIMITED":  # type: ignore[index]
+                break
+            await asyncio.sleep(after["error"]["retryAfterMs"] / 1000)  # type: ignore[index]
+        writes = await _history_writes(metrics) - writes_before
+        stream = await _stream_head(stack.postgres_dsn, flooder_email) - stream_before
+    finally:
+        await ws.close()
+        await bob.close()
+
+    assert [i for i, _ in acks] == list(range(100, 100 + MARKS)), "answered in order"
+    read_seq, moves, admitted, codes = 0, 0, 0, Counter[str]()
+    for (target, seq), (_, answer) in zip(marks, acks, strict=True):
+        if answer["ok"] is True:
+            admitted += 1
+            assert target == room and seq <= HEAD, (target, seq, answer)
+            moves += seq > read_seq
+            read_seq = max(read_seq, seq)
+            assert answer == {"ok": True, "roomId": room, "readSeq": read_seq,
+                              "lastSeq": HEAD, "unread": HEAD - read_seq}, (seq, answer)  # fmt: skip
+            continue
+        error = answer["error"]
+        assert isinstance(error, dict)
+        codes[error["code"]] += 1
+        if error["code"] == "RATE_LIMITED":
+            assert limits == "deployed" and error["retryAfterMs"] >= 1, error
+        elif error["code"] == "NOT_MEMBER":
+            admitted += 1
+            assert target == foreign, (target, seq, error)
+        else:
+            admitted += 1
+            assert (error["code"], target, seq) == ("INVALID_ARGUMENT", room, HEAD + 1), error
+    print(f"{protocol}/{limits}: {MARKS} marks in {elapsed:.2f} s: {admitted} admitted "
+          f"({dict(codes)} refused), {writes:.0f} history writes, {stream} user events")  # fmt: skip
+    assert last_id == 99 and after["ok"] is True, after
+    assert after["rooms"][0]["readSeq"] == read_seq  # type: ignore[index]
+    assert writes <= admitted
+    if limits == "deployed":
+        burst, rate = int(DEPLOYED_LIMITS["GATEWAY_RATE_BURST"]), 20
+        assert admitted <= burst + rate * elapsed + 1, (admitted, elapsed)
+    else:
+        assert admitted == MARKS
+    assert stream == moves == len(states) and 0 < stream <= HEAD, (stream, moves, len(states))
+    assert [s["readSeq"] for s in states] == sorted({s["readSeq"] for s in states})
+    assert stack_errors(stack.services) == {}

@@ -8,14 +8,19 @@ the held GET released with a noop, ``5``), events over the WebSocket (acks, ``ne
 with its resume offset, ``get_history``, ``get_members``, an unknown event, a malformed
 payload, a failing event without an ack id), a native ``/ws`` client in the same room, the
 Socket.IO client dropping and recovering its session by ``pid`` and ``offset`` on a new
-WebSocket (the missed messages follow), a native ``resume`` that takes its session over
-from a connection still open (closed with 4009), a ``leave``, and goodbye closes (1000).
+WebSocket (the missed messages follow, then each room's ``read_state``), a native
+``resume`` that takes its session over from a connection still open (closed with 4009),
+read state and the inbox (``mark_read`` with ``read_state``, refused marks, ``get_rooms``
+pages with a cursor, ``inbox_update``, ``unsubscribe`` with ``membership``), a ``leave``,
+and goodbye closes (1000).
 Random values (sids, pids, session ids, tokens, message ids, timestamps, the
 ``Sec-WebSocket-Accept``) are replaced by placeholders numbered in order of first
 appearance, so equal values stay visibly equal.
 
 The golden file ``frame_trace.golden.txt`` was recorded at commit 3f78141 (the baseline of
-the gateway refactor). It must not change unless the wire behaviour changes on purpose; a
+the gateway refactor), and again when durable membership (4.13) added the join ack's
+``role``/``readSeq``/``lastSeq``/``unread`` and the user events, with the steps that pin
+them. It must not change unless the wire behaviour changes on purpose; a
 refactor that keeps the behaviour leaves it byte for byte as it is. On a mismatch the test
 shows a unified diff and keeps the new trace in its ``tmp_path``. To record it again after
 an intended change, run::
@@ -203,7 +208,9 @@ async def _scenario(stack: Stack, trace: Trace) -> None:
         sio = await TracedWs.connect(trace, "sio-ws2", url, SIO_WS, engineio=True)
         await sio.expect("0{")
         sio.send_text("40" + json.dumps({"pid": pid, "offset": offset}, separators=(",", ":")))
-        got = await sio.expect("40{", '42["new_message"', '42["new_message"')
+        got = await sio.expect(
+            "40{", '42["new_message"', '42["new_message"', '42["read_state"', '42["read_state"'
+        )
         assert json.loads(got[0][2:])["pid"] == pid, "the session was recovered"
 
     # -- a takeover -----------------------------------------------------------------------
@@ -213,8 +220,9 @@ async def _scenario(stack: Stack, trace: Trace) -> None:
         resume = {**native_session, "lastSeq": {LOBBY: 3}}
         native2.send_json({"type": "resume", "id": 1, "data": resume})
         got = await native2.expect(
-            '{"type":"ack"', '{"type":"new_message"', '{"type":"new_message"'
-        )
+            '{"type":"ack"', '{"type":"new_message"', '{"type":"new_message"',
+            '{"type":"read_state"',
+        )  # fmt: skip
         assert json.loads(got[0])["data"]["recovered"] is True
         assert await native.expect_close(answer=True) == 4009
 
@@ -223,6 +231,44 @@ async def _scenario(stack: Stack, trace: Trace) -> None:
         sio.send_text(_sio(1, "send_message", data))
         await sio.expect("431[", '42["new_message"')
         await native2.expect('{"type":"new_message"')
+
+    # -- read state and the inbox (4.13) --------------------------------------------------
+
+    with trace.step("native: mark_read to the head: read_state to the user's connections, the ack"):
+        native2.send_json({"type": "mark_read", "id": 3, "data": {"roomId": LOBBY, "seq": 6}})
+        await native2.expect('{"type":"read_state"', '{"type":"ack"')
+
+    with trace.step("native: mark_read beyond the head, and on a room of others: refused"):
+        native2.send_json({"type": "mark_read", "id": 4, "data": {"roomId": LOBBY, "seq": 7}})
+        await native2.expect('{"type":"ack"')
+        native2.send_json({"type": "mark_read", "id": 5, "data": {"roomId": DEV, "seq": 0}})
+        await native2.expect('{"type":"ack"')
+
+    with trace.step("Socket.IO: leave a room (still a member), then get_rooms: a first page"):
+        sio.send_text(_sio(2, "leave", {"roomId": DEV}))
+        await sio.expect("432[")
+        sio.send_text(_sio(3, "get_rooms", {"limit": 1}))
+        cursor = _sio_args((await sio.expect("433["))[-1])[0]["next"]
+
+    with trace.step("Socket.IO: get_rooms with the cursor: the last page"):
+        sio.send_text(_sio(4, "get_rooms", {"after": cursor, "limit": 1}))
+        await sio.expect("434[")
+
+    with trace.step("native: joins and writes in the room Socket.IO left: its inbox_update"):
+        native2.send_json({"type": "join", "id": 6, "data": {"email": NATIVE_EMAIL, "roomId": DEV}})
+        await native2.expect('{"type":"membership"', '{"type":"ack"', '{"type":"user_joined"')
+        data = {"roomId": DEV, "text": "in the other room", "clientMsgId": "native-6"}
+        native2.send_json({"type": "send_message", "id": 7, "data": data})
+        await native2.expect('{"type":"ack"', '{"type":"new_message"')
+        await sio.expect('42["inbox_update"')
+
+    with trace.step("Socket.IO: unsubscribe: membership to the user's connections, the ack"):
+        sio.send_text(_sio(5, "unsubscribe", {"roomId": DEV}))
+        await sio.expect('42["membership"', "435[")
+
+    with trace.step("Socket.IO: mark_read on the room it unsubscribed: NOT_MEMBER"):
+        sio.send_text(_sio(6, "mark_read", {"roomId": DEV, "seq": 1}))
+        await sio.expect("436[")
 
     # -- leave and goodbyes ---------------------------------------------------------------
 
@@ -244,7 +290,7 @@ async def test_the_gateway_wire_behaviour_matches_the_golden_trace(
     make_stack: MakeStack, tmp_path: Path
 ) -> None:
     """Every byte the gateway sends in the scenario (random values normalised) is the same
-    as in the golden trace recorded at commit 3f78141."""
+    as in the golden trace."""
     stack = await make_stack()
     trace = Trace()
     try:

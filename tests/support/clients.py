@@ -116,16 +116,20 @@ class _RecoveringAsyncClient(socketio.AsyncClient):  # type: ignore[misc]
 
 
 class SioClient(_Recorder):
-    """python-socketio AsyncClient over the websocket transport (with recovery support)."""
+    """python-socketio AsyncClient (with recovery support), over the websocket transport
+    unless ``transports`` is ``None``: then with the library's default, HTTP long-polling
+    first and an upgrade to WebSocket, as a client configured by default runs."""
 
     def __init__(
         self,
         *,
         reconnection: bool = False,
         auth: dict[str, Any] | None = None,
+        transports: list[str] | None = ["websocket"],  # noqa: B006 (never mutated)
         **client_kwargs: Any,
     ) -> None:
         super().__init__()
+        self.transports = transports
         self.sio = _RecoveringAsyncClient(
             base_auth=auth,
             reconnection=reconnection,
@@ -168,7 +172,7 @@ class SioClient(_Recorder):
 
     async def connect(self, url: str) -> SioClient:
         await self.sio.connect(
-            url, transports=["websocket"], auth=self.sio.auth_payload, wait_timeout=10
+            url, transports=self.transports, auth=self.sio.auth_payload, wait_timeout=10
         )
         return self
 

@@ -12,7 +12,9 @@ Values that are random per run are replaced when the trace is rendered
 (:class:`Normaliser`): each distinct value gets a placeholder numbered in order of first
 appearance (``<sid-1>``, ``<session-2>``, ``<token-2>``, ``<msg-3>``, ``<accept-1>``), so
 values that are equal stay visibly equal (a ``pid`` reads ``<session-1>.<token-1>``);
-timestamps become ``<ts>`` (several messages may share one, so they are not numbered).
+timestamps (a message's ``ts``, an inbox room's ``lastActivity``) become ``<ts>`` (several
+messages may share one, so they are not numbered); an inbox cursor reads
+``<listing-1>:2`` (its listing id is random, its offset is not).
 
 Left out of the trace, because they depend on the clock rather than on the scenario:
 heartbeats (Engine.IO pings on a Socket.IO WebSocket, WebSocket pings on ``/ws``, each
@@ -64,7 +66,7 @@ def render_bytes(data: bytes) -> str:
     return re.sub(r"[\x00-\x1f\x7f]", lambda m: f"\\x{ord(m[0]):02x}", text)
 
 
-_PLACEHOLDER_KINDS = ("sid", "session", "token", "msg", "accept")
+_PLACEHOLDER_KINDS = ("sid", "session", "token", "msg", "accept", "listing")
 
 # Where random values show up, and what kind each is; one pattern per kind of context.
 # ``pid`` is ``<sessionId>.<resumeToken>``; message ids are the only quoted 32-hex ``id``s.
@@ -75,6 +77,7 @@ _DISCOVER = re.compile(
     r'|"sessionId":"(?P<session>[^"]+)"'
     r'|"resumeToken":"(?P<token>[^"]+)"'
     r'|"id":"(?P<msg>[0-9a-f]{32})"'
+    r'|"(?:next|after)":"(?P<listing>[0-9a-f]{32}):'
     r"|Sec-WebSocket-Accept: (?P<accept>\S+)"
 )
 _GROUP_KIND = {
@@ -86,10 +89,12 @@ _GROUP_KIND = {
     "token": "token",
     "msg": "msg",
     "accept": "accept",
+    "listing": "listing",
 }
 # Values that are never equal on purpose (clock readings): one unnumbered placeholder each.
 _UNNUMBERED = (
     (re.compile(r'"ts":"[^"]*"'), '"ts":"<ts>"'),
+    (re.compile(r'"lastActivity":"[^"]*"'), '"lastActivity":"<ts>"'),
     (re.compile(r'"sentAt":[0-9.eE+-]+'), '"sentAt":"<sentAt>"'),
 )
 

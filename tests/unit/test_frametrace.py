@@ -39,6 +39,17 @@ def test_message_ids_are_numbered_and_timestamps_are_not() -> None:
     ]
 
 
+def test_inbox_cursors_keep_their_offset_and_activity_reads_ts() -> None:
+    """An inbox cursor's listing id is random, its offset is not: the cursor a page gives
+    and the one a client sends back read the same; ``lastActivity`` is a clock reading."""
+    listing = "0a1b2c3d4e5f60718293a4b5c6d7e8f9"
+    page = f'{{"rooms":[{{"lastActivity":"2026-12-07T01:02:03.456Z"}}],"next":"{listing}:1"}}'
+    assert Normaliser().lines([page, f'["get_rooms",{{"after":"{listing}:1","limit":1}}]']) == [
+        '{"rooms":[{"lastActivity":"<ts>"}],"next":"<listing-1>:1"}',
+        '["get_rooms",{"after":"<listing-1>:1","limit":1}]',
+    ]
+
+
 def test_numeric_ack_ids_and_fixed_values_are_left_alone() -> None:
     """Only random values are replaced: a native ack ``id`` is a number the client chose."""
     line = '{"type":"ack","id":3,"data":{"ok":true,"roomId":"lobby","userCount":2}}'

@@ -8,6 +8,7 @@ from chat_common.errors import ChatError, ErrorCode
 from chat_common.schemas import parse_value
 from chat_gateway.payloads import (
     GetHistoryPayload,
+    GetRoomsPayload,
     JoinPayload,
     ResumePayload,
     SendMessagePayload,
@@ -56,6 +57,14 @@ def test_optional_fields_default_to_none() -> None:
     assert parse_value({"roomId": "r", "text": "t"}, SendMessagePayload).client_msg_id is None
     h = parse_value({"roomId": "r"}, GetHistoryPayload)
     assert (h.before_seq, h.limit) == (None, None)
+
+
+def test_null_is_the_same_as_absent_for_every_key_of_get_rooms() -> None:
+    """``get_rooms`` keys, all optional, take ``null`` as absent (4.1), ``follow`` too."""
+    nulls = parse_value({"after": None, "limit": None, "follow": None, "email": None},
+                        GetRoomsPayload)  # fmt: skip
+    assert nulls == parse_value({}, GetRoomsPayload)
+    assert parse_value({"follow": False}, GetRoomsPayload).follow is False
 
 
 @pytest.mark.parametrize("limit", [0, 201, -1, 1.5, "10"])

@@ -100,8 +100,9 @@ class ReadMark(Wire, frozen=True):
 
 
 class MarkReadRequest(Wire, frozen=True):
-    """Move the user's watermarks forward: each to ``max(current, min(seq, lastSeq))`` (a
-    mark beyond the room's head is cut to the head: the result's ``lastSeq`` says so)."""
+    """Move the user's watermarks forward: each to ``max(current, seq)``. A mark beyond the
+    room's head is not applied (the result's state is as it was, and its ``lastSeq`` below
+    the mark says why): a client's mark there is refused, and a refusal changes nothing."""
 
     user_id: UserId
     marks: list[ReadMark]
@@ -129,8 +130,10 @@ class MarkReadResponse(Wire, frozen=True):
     """One per mark, in the same order."""
 
 
-class MembershipChange(Wire, frozen=True):
-    """The ``membership`` event's data: the user joined (``member``) or left a room."""
+class MembershipChange(Wire, frozen=True, omit_defaults=True):
+    """The ``membership`` event's data: the user joined (``member``) or left a room. The
+    fields of a join are absent from a leave's (``{"roomId","member":false}``), as
+    docs/protocol.md 4.13 shows them (``"role"?``), not ``null``."""
 
     room_id: str
     member: bool

@@ -74,8 +74,9 @@ class GetRoomsPayload(Wire, frozen=True):
     after: Annotated[str, msgspec.Meta(max_length=200)] | None = None
     """The ``next`` of the page before."""
     limit: Annotated[int, msgspec.Meta(ge=1, le=200)] | None = None
-    follow: bool = True
-    """The first page (no ``after``) makes the connection follow its inbox."""
+    follow: bool | None = None
+    """The first page (no ``after``) makes the connection follow its inbox, unless this is
+    ``False`` (``null`` is the same as absent, as for every optional key)."""
     email: Email | None = None
     """Development mode: who this connection is, when it has not joined a room yet."""
 

@@ -85,7 +85,7 @@ class UserEventHandlers:
         the connection follow its inbox (``inbox_update``) unless ``follow`` is false."""
         client, p = event.client, parse_value(event.data, GetRoomsPayload)
         user_id = self._identify(client, p.email)
-        if p.follow and p.after is None:
+        if p.follow is not False and p.after is None:
             await self._inbox.follow(client)  # before the page: no update falls between
         page = await self._backend.inbox(
             InboxRequest(user_id=user_id, after=p.after, limit=p.limit or 50)

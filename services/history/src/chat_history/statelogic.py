@@ -3,6 +3,8 @@ the same way (watermarks, events' data, inbox cursors, whether a stream is compl
 
 from __future__ import annotations
 
+import re
+
 from chat_common.chatstate import MembershipChange, ReadState
 from chat_common.errors import ErrorCode
 from chat_common.schemas import ItemError, encode
@@ -34,8 +36,9 @@ NewEvent = tuple[str, bytes]
 
 
 def advance(read_seq: int, seq: int, last_seq: int) -> int:
-    """A watermark after a mark at ``seq``: forward only, never past the head."""
-    return max(read_seq, min(seq, last_seq))
+    """A watermark after a mark at ``seq``: forward only; a mark beyond the head is not
+    applied (the caller refuses it, and a refused mark changes nothing)."""
+    return read_seq if seq > last_seq else max(read_seq, seq)
 
 
 def read_state(room_id: str, read_seq: int, last_seq: int) -> ReadState:
@@ -74,10 +77,15 @@ def format_cursor(listing_id: str, offset: int) -> str:
     return f"{listing_id}:{offset}"
 
 
+_CURSOR = re.compile(r"([0-9a-f]{32}):([0-9]{1,9})")
+"""What :func:`format_cursor` makes of a store's listing id (``uuid4().hex``)."""
+
+
 def parse_cursor(cursor: str) -> tuple[str, int]:
     """(listing id, offset) of a cursor of :func:`format_cursor`; :class:`CursorExpired`
-    for anything else."""
-    listing_id, _, offset = cursor.rpartition(":")
-    if not listing_id or not offset.isascii() or not offset.isdigit() or len(offset) > 9:
+    for anything else (checked here, so that no client's text reaches a query: Postgres
+    refuses a NUL in text with an error of its own)."""
+    match = _CURSOR.fullmatch(cursor)
+    if match is None:
         raise CursorExpired
-    return listing_id, int(offset)
+    return match[1], int(match[2])

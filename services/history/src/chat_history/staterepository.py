@@ -106,7 +106,8 @@ WITH k AS (
 ),
 cur AS (
     SELECT m.room_id, m.read_seq AS old, r.last_seq,
-           greatest(m.read_seq, least(k.seq, r.last_seq)) AS new
+           CASE WHEN k.seq > r.last_seq THEN m.read_seq
+                ELSE greatest(m.read_seq, k.seq) END AS new
     FROM members m JOIN k USING (room_id) JOIN rooms r USING (room_id)
     WHERE m.user_id = $1
 ),

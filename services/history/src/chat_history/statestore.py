@@ -16,7 +16,8 @@ Rules the implementations share:
 
 * **Owner**: a join to a room without members makes its owner; any other join a member.
   An owner who leaves leaves the room without one (transfers are a later decision).
-* **Watermarks** only move forward, and never past the room's head.
+* **Watermarks** only move forward, and never past the room's head (a mark beyond it is
+  not applied at all).
 * **Times** are the caller's (``now``): a store has no clock, so that tests decide it.
 * **Orders** of user ids and room ids are by code point (``COLLATE "C"`` in Postgres).
 
@@ -110,8 +111,9 @@ class ChatStateStore(Protocol):
     async def mark_read(
         self, user_id: str, marks: Sequence[ReadMark], *, now: datetime
     ) -> Written[MarkReadResponse]:
-        """Move each mark's watermark to ``max(current, min(seq, head))`` (``marks`` name
-        distinct rooms). One result per mark, in order: the state after it, or
+        """Move each mark's watermark to ``max(current, seq)`` (``marks`` name distinct
+        rooms); a mark beyond the room's head is not applied. One result per mark, in
+        order: the state after it (as it was, for a mark beyond the head), or
         ``NOT_MEMBER``. Each watermark that moved gives a ``read_state`` event."""
         ...
 

@@ -7,9 +7,11 @@ the state that write left (history keeps the watermark monotonic: an older mark 
 it back). So a client marking on every message costs at most one write per round trip to
 history, and an isolated mark costs no delay.
 
-A mark beyond the room's last message is refused (``INVALID_ARGUMENT``) by comparing it to
-the head the write reports; the write itself is cut to the head by history, so one bad mark
-in a group cannot fail the others.
+A mark beyond the room's last message is refused (``INVALID_ARGUMENT``) and changes
+nothing: history does not apply a mark beyond the head, and the state it answers says
+where the head is. When the largest mark of a group was such a mark, the others (those
+within the head) are written again without it, so one bad mark in a group cannot fail the
+others, nor move the watermark further than they ask.
 """
 
 from __future__ import annotations
@@ -81,14 +83,21 @@ class ReadMarks:
                         if not future.done():
                             future.set_exception(exc)
                     continue
+                valid = []
                 for wanted, future in waiters:
-                    if future.done():
-                        continue
-                    if wanted > state.last_seq:
+                    if wanted <= state.last_seq:
+                        valid.append((wanted, future))
+                    elif not future.done():
                         future.set_exception(
                             InvalidArgument("seq is beyond the room's last message")
                         )
-                    else:
+                if seq > state.last_seq and any(s > state.read_seq for s, _ in valid):
+                    # The write carried a bad mark, so it moved nothing: the good ones go
+                    # again, first, in the next write.
+                    pending.waiters = valid + pending.waiters
+                    continue
+                for _, future in valid:
+                    if not future.done():
                         future.set_result(state)
         finally:
             pending.writing = False
