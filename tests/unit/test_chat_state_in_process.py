@@ -259,3 +259,31 @@ async def test_a_resumed_session_gets_the_read_state_of_its_rooms() -> None:
         assert (await back.connect({"pid": pid, "offset": offset}))["pid"] == pid
         [state] = await back.event("read_state", roomId="back")
         assert (state["readSeq"], state["unread"]) == (head - 2, 2)
+
+
+async def test_marks_sent_without_waiting_coalesce_and_answer_in_order() -> None:
+    """A client marking on every message without waiting for the acks: its marks run
+    together (pipelined) and ride few writes, and the acks come back in the order sent,
+    each with a watermark at least its own mark."""
+    async with InProcessChat() as chat:
+        alice, bob = await chat.native(), await chat.native()
+        await _ok(alice, "join", {"email": ALICE, "roomId": "fast"})
+        await _ok(bob, "join", {"email": BOB, "roomId": "fast"})
+        head = await _send(bob, "fast", 200)
+        before = chat.gateway.marks.writes
+        for seq in range(1, head + 1):
+            alice.send(
+                {"type": "mark_read", "id": 1000 + seq, "data": {"roomId": "fast", "seq": seq}}
+            )
+        acks = [
+            json.loads(
+                await alice.frame(lambda f, n=n: f.startswith(b'{"type":"ack","id":%d,' % n))
+            )
+            for n in range(1001, 1001 + head)
+        ]
+        assert [a["data"]["readSeq"] >= seq for seq, a in enumerate(acks, 1)] == [True] * head
+        sent = [json.loads(f) for f in alice.carrier.sent if f.startswith(b'{"type":"ack"')]
+        order = [a["id"] for a in sent if a["id"] > 1000]
+        assert order == list(range(1001, 1001 + head))
+        writes = chat.gateway.marks.writes - before
+        assert 1 <= writes < head, writes  # one by one, it would be one write per mark

@@ -34,8 +34,9 @@ __all__ = ["EventDispatcher"]
 
 _tracer = tracer("chat.gateway")
 _APPENDS = frozenset({"send_message"})
-"""Events that append: they take their place in the sender's order on arrival and may run
-while others are in flight (pipelined)."""
+"""Events that append: they take their place in the sender's order on arrival."""
+_PIPELINED = _APPENDS | {"mark_read"}
+"""Events that may run while others of the connection are in flight (answered in order)."""
 
 
 class EventDispatcher:
@@ -53,6 +54,9 @@ class EventDispatcher:
         self._doorway = doorway
         self._appender = appender
         self._users = users
+
+    def pipelined(self, event: ClientEvent | BadEvent) -> bool:
+        return isinstance(event, ClientEvent) and event.name in _PIPELINED
 
     def reserve(self, client: Client, event: ClientEvent | BadEvent) -> Slot[Any] | None:
         if isinstance(event, ClientEvent) and event.name in _APPENDS:

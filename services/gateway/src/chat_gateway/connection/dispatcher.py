@@ -67,10 +67,14 @@ class Connected:
 class Dispatcher(Protocol):
     """The application side of a connection."""
 
+    def pipelined(self, event: ClientEvent | BadEvent) -> bool:
+        """Whether the event may run while others of its connection are in flight
+        (``send_message``, ``mark_read``); any other runs alone."""
+        ...
+
     def reserve(self, client: Client, event: ClientEvent | BadEvent) -> Slot[Any] | None:
         """The event's place in the sender's append order, taken in arrival order, when
-        the event is one that appends (it may then run while others are in flight);
-        ``None`` for any other event (it runs alone)."""
+        the event is one that appends; ``None`` for any other event."""
         ...
 
     async def dispatch(

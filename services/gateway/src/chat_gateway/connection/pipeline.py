@@ -1,14 +1,16 @@
-"""One connection's events in flight: sends pipelined, answers in order.
+"""One connection's events in flight: sends and read marks pipelined, answers in order.
 
-A connection's next ``send_message`` does not wait for the commit of its previous one: up
-to ``depth`` of them run at once. Their order still holds end to end:
+A connection's next ``send_message`` does not wait for the commit of its previous one, nor
+its next ``mark_read`` for the write of the one before (so the marks a client sends on every
+message coalesce into few writes: :mod:`chat_gateway.users.marks`): up to ``depth`` of them
+run at once. Their order still holds end to end:
 
 * each takes its place in the sender's append order when it arrives
   (:meth:`Dispatcher.reserve`), so its messages get seqs in the order sent;
 * each writes its answer only after the event before it has written its own, so acks (and
   errors) arrive in the order the events were sent.
 
-Any other event (join, leave, get_history, resume, auth) is a barrier: it waits until
+Any other event (join, leave, get_history, get_rooms, resume, auth...) is a barrier: it waits until
 the events before it have answered, then runs alone, so a ``leave`` never overtakes a
 ``send_message`` sent before it, nor a ``send_message`` a ``join`` sent before it.
 """
@@ -45,8 +47,7 @@ class Pipeline:
             # Shutting down: answer at once (retryable) rather than leave the client waiting.
             await self._in_turn(self._dispatcher.refuse_closing(client, event))
             return
-        slot = self._dispatcher.reserve(client, event)
-        if slot is None:
+        if not self._dispatcher.pipelined(event):
             await self.drain()
             client.begin_event()
             try:
@@ -58,6 +59,7 @@ class Pipeline:
         while len(self._running) >= self._depth:
             await asyncio.wait({self._running[0]})
             self._reap()
+        slot = self._dispatcher.reserve(client, event)
         before = self._last_written
         written = self._last_written = asyncio.get_running_loop().create_future()
         client.begin_event()
@@ -87,7 +89,7 @@ class Pipeline:
     async def _pipelined(
         self,
         event: ClientEvent | BadEvent,
-        slot: Slot[Any],
+        slot: Slot[Any] | None,
         before: asyncio.Future[None] | None,
         written: asyncio.Future[None],
     ) -> None:
