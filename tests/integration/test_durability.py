@@ -14,6 +14,7 @@ from tests.conftest import MakeStack
 from tests.support.clients import NativeClient, SioClient, unique_room
 from tests.support.http import get_json
 from tests.support.traffic import Ledger, Sender, check_deliveries
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -122,8 +123,12 @@ async def test_postgres_faults_mid_load_lose_and_double_nothing(
     ledger = await _run_under_fault(stack, clients=200, rooms=20, per_client=20, fault=fault)
     await _verify_store(stack.postgres_dsn, ledger)
     (history,) = stack.of_kind("history")
-    _, pool = await get_json(f"http://127.0.0.1:{history.http_port}/health/db-pool")
-    assert pool["healthy"] is True and pool["size"] >= pool["min"]
+
+    async def pool_refilled() -> bool:
+        _, pool = await get_json(f"http://127.0.0.1:{history.http_port}/health/db-pool")
+        return pool["healthy"] is True and pool["size"] >= pool["min"]
+
+    await eventually(pool_refilled, timeout=15, every=0.2)  # refilled when quiet too
 
 
 async def test_concurrent_duplicates_and_a_retry_after_reconnect_store_one_row(

@@ -120,6 +120,22 @@ class Database:
         finally:
             await pool.release(conn)
 
+    async def keep_minimum(self, *, interval_s: float = 2.0) -> None:
+        """Refill the pool to its minimum after connections died (Postgres restarted or
+        failed over): asyncpg reconnects only on demand, so a quiet pool would otherwise
+        stay below ``HISTORY_POOL_MIN`` and the next burst would pay the connects."""
+        while True:
+            await asyncio.sleep(interval_s)
+            pool = self._pool
+            if pool is None or pool.get_size() >= self._s.pool_min:
+                continue
+            # Holding the minimum at once makes the pool connect that many (it hands out
+            # connected holders first); they go back at once.
+            with contextlib.suppress(OSError, asyncpg.PostgresError, TimeoutError, Unavailable):
+                async with contextlib.AsyncExitStack() as held:
+                    for _ in range(self._s.pool_min):
+                        await held.enter_async_context(self.acquire())
+
     async def check(self) -> None:
         """Readiness: the pool exists and a trivial query answers."""
         async with self.acquire() as conn:

@@ -40,6 +40,7 @@ async def main(settings: HistorySettings | None = None) -> int:
     runtime = ServiceRuntime(settings, name=HISTORY_SERVICE, routes={"/health/db-pool": db_pool})
     async with runtime as rt:
         rt.lifecycle.supervisor.spawn("db-connect", db.connect_forever, restart=True)
+        rt.lifecycle.supervisor.spawn("db-pool-minimum", db.keep_minimum, restart=True)
         rt.lifecycle.on_shutdown(Phase.CLOSE_POOLS, "postgres", db.close)
         store = PostgresMessageStore(db)
         writer = BatchWriter(
