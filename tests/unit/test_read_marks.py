@@ -10,8 +10,8 @@ import pytest
 
 from chat_common.chatstate import MarkReadRequest, MarkReadResponse, ReadState
 from chat_common.errors import ChatError, ErrorCode
-from chat_gateway.backend import Backend
 from chat_gateway.users.marks import ReadMarks
+from chat_gateway.users.state import ChatState
 from chat_history.memorystate import InMemoryChatStateStore
 from chat_history.memorystore import InMemoryMessageStore
 from tests.contracts.message_store import T0
@@ -58,7 +58,7 @@ async def test_a_mark_beyond_the_head_is_refused_and_moves_nothing() -> None:
     stays where it was."""
     history = GatedHistory()
     await history.room("r", 5)
-    marks = ReadMarks(cast(Backend, history))
+    marks = ReadMarks(cast(ChatState, history))
     assert (await marks.mark(ANN, "r", 2)).read_seq == 2
     with pytest.raises(ChatError) as info:
         await marks.mark(ANN, "r", 6)
@@ -72,7 +72,7 @@ async def test_a_bad_mark_in_a_group_neither_fails_nor_moves_the_others() -> Non
     at the largest good mark, not at the head."""
     history = GatedHistory()
     await history.room("r", 10)
-    marks = ReadMarks(cast(Backend, history))
+    marks = ReadMarks(cast(ChatState, history))
     history.gate.clear()
     first = asyncio.create_task(marks.mark(ANN, "r", 1))
     await asyncio.sleep(0)  # the first write is out, held at the gate
@@ -90,7 +90,7 @@ async def test_a_group_of_only_bad_marks_costs_one_write() -> None:
     write that moved nothing."""
     history = GatedHistory()
     await history.room("r", 3)
-    marks = ReadMarks(cast(Backend, history))
+    marks = ReadMarks(cast(ChatState, history))
     history.gate.clear()
     first = asyncio.create_task(marks.mark(ANN, "r", 2))
     await asyncio.sleep(0)

@@ -15,20 +15,6 @@ from typing import Protocol
 import msgspec
 from nats.aio.client import Client as Nats
 
-from chat_common.chatstate import (
-    InboxRequest,
-    InboxResponse,
-    MarkReadRequest,
-    MarkReadResponse,
-    MemberJoinRequest,
-    MemberJoinResponse,
-    MemberLeaveRequest,
-    MemberLeaveResponse,
-    UserEventsRequest,
-    UserEventsResponse,
-    UserRoomsRequest,
-    UserRoomsResponse,
-)
 from chat_common.natsio import call
 from chat_common.retry import RetryPolicy, retry_call
 from chat_common.schemas import (
@@ -79,12 +65,6 @@ class Backend(Protocol):
     async def append(self, req: AppendRequest) -> Message: ...
     async def append_batch(self, items: list[bytes]) -> list[AppendResult]: ...
     async def fetch(self, req: FetchRequest) -> FetchResponse: ...
-    async def member_join(self, req: MemberJoinRequest) -> MemberJoinResponse: ...
-    async def member_leave(self, req: MemberLeaveRequest) -> MemberLeaveResponse: ...
-    async def mark_read(self, req: MarkReadRequest) -> MarkReadResponse: ...
-    async def inbox(self, req: InboxRequest) -> InboxResponse: ...
-    async def user_rooms(self, req: UserRoomsRequest) -> UserRoomsResponse: ...
-    async def user_events(self, req: UserEventsRequest) -> UserEventsResponse: ...
 
 
 Request = Callable[[str, bytes], Awaitable[bytes]]
@@ -159,28 +139,3 @@ class BusBackend:
             room_id=room_id, after_seq=after_seq, before_seq=before_seq, limit=GAP_FILL_PAGE
         )
         return await self.fetch(req)
-
-    # Durable chat state (history): membership, read state, the inbox, the user stream.
-
-    async def member_join(self, req: MemberJoinRequest) -> MemberJoinResponse:
-        body = await self._call(history_endpoint("member_join"), encode(req))
-        return decode(body, MemberJoinResponse)
-
-    async def member_leave(self, req: MemberLeaveRequest) -> MemberLeaveResponse:
-        body = await self._call(history_endpoint("member_leave"), encode(req))
-        return decode(body, MemberLeaveResponse)
-
-    async def mark_read(self, req: MarkReadRequest) -> MarkReadResponse:
-        body = await self._call(history_endpoint("mark_read"), encode(req))
-        return decode(body, MarkReadResponse)
-
-    async def inbox(self, req: InboxRequest) -> InboxResponse:
-        return decode(await self._call(history_endpoint("inbox"), encode(req)), InboxResponse)
-
-    async def user_rooms(self, req: UserRoomsRequest) -> UserRoomsResponse:
-        body = await self._call(history_endpoint("user_rooms"), encode(req))
-        return decode(body, UserRoomsResponse)
-
-    async def user_events(self, req: UserEventsRequest) -> UserEventsResponse:
-        body = await self._call(history_endpoint("user_events"), encode(req))
-        return decode(body, UserEventsResponse)

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +26,6 @@ from chat_common.schemas import (
     AppendRequest,
     FetchRequest,
     JoinRequest,
-    LeaveRequest,
     MembersRequest,
     parse_value,
 )
@@ -47,8 +46,10 @@ from chat_gateway.payloads import (
 )
 from chat_gateway.resume import Resumer
 from chat_gateway.rooms.hub import RoomHub
+from chat_gateway.rooms.leaving import RoomLeaving
 from chat_gateway.sessionids import Hold
 from chat_gateway.settings import GatewaySettings
+from chat_gateway.users.state import ChatState
 from chat_gateway.users.stream import UserStreams
 
 __all__ = ["EventHandlers", "Handler", "Incoming", "Result"]
@@ -98,6 +99,8 @@ class EventHandlers:
         resumer: Resumer,
         authenticate: Authenticate,
         streams: UserStreams,
+        state: ChatState,
+        leaving: RoomLeaving,
     ) -> None:
         self._s = settings
         self._backend = backend
@@ -106,6 +109,8 @@ class EventHandlers:
         self._resumer = resumer
         self._authenticate = authenticate
         self._streams = streams
+        self._state = state
+        self._leaving = leaving
 
     def table(self) -> dict[str, Handler]:
         """Every event by name."""
@@ -140,7 +145,7 @@ class EventHandlers:
                 self._backend.fetch(
                     FetchRequest(room_id=p.room_id, limit=max(self._s.join_history_limit, 1))
                 ),
-                self._backend.member_join(
+                self._state.member_join(
                     MemberJoinRequest(user_id=user_id, email=p.email, room_id=p.room_id)
                 ),
             )
@@ -160,26 +165,19 @@ class EventHandlers:
             if p.room_id not in rooms:
                 await self._hub.remove(client, p.room_id)
                 if joined is not None:
-                    await self._undo_join(client, p.room_id)
+                    await self._leaving.undo_join(client, p.room_id)
             raise
         session.email = p.email
         self._streams.attach(client)
         rooms.joined(p.room_id, join_position=page.last_seq)
         history = page.messages[-self._s.join_history_limit :] if self._s.join_history_limit else []
+        last, read = max(membership.last_seq, page.last_seq), membership.read_seq
         body = {
-            "ok": True,
-            "sessionId": session.session_id,
-            "resumeToken": session.token,
-            "roomId": p.room_id,
-            "users": joined.users,
-            "userCount": joined.count,
-            "usersNext": joined.next,
-            "history": history,
-            "role": membership.role,
-            "readSeq": membership.read_seq,
-            "lastSeq": max(membership.last_seq, page.last_seq),
-            "unread": max(0, max(membership.last_seq, page.last_seq) - membership.read_seq),
-        }
+            "ok": True, "sessionId": session.session_id, "resumeToken": session.token,
+            "roomId": p.room_id, "users": joined.users, "userCount": joined.count,
+            "usersNext": joined.next, "history": history, "role": membership.role,
+            "readSeq": read, "lastSeq": last, "unread": max(0, last - read),
+        }  # fmt: skip
         return Result(
             body, lambda: self._hub.activate(p.room_id, member, join_position=page.last_seq)
         )
@@ -267,7 +265,7 @@ class EventHandlers:
     async def leave(self, event: Incoming) -> Result:
         p = parse_value(event.data, LeavePayload)
         _require_member(event.client, p.room_id)
-        await self.leave_room(event.client, p.room_id)
+        await self._leaving.leave(event.client, p.room_id)
         return Result({"ok": True})
 
     async def auth(self, event: Incoming) -> Result:
@@ -279,47 +277,6 @@ class EventHandlers:
         self._authenticate(client, data.get("token") if isinstance(data, dict) else None)
         dropped = [r for r in sorted(client.rooms.rooms) if not room_allowed(client.identity, r)]
         for room_id in dropped:
-            await self.leave_room(client, room_id)
+            await self._leaving.leave(client, room_id)
         email = client.identity.email if client.identity else None
         return Result({"ok": True, "email": email, "droppedRooms": dropped})
-
-    async def leave_room(self, client: Client, room_id: str) -> None:
-        """Leave ``room_id`` here and in the session service."""
-        # Hold the client's events of the room until the session service has recorded the
-        # leave: on success they are dropped, on failure delivered, never lost or repeated.
-        self._hub.suspend(client, room_id)
-        try:
-            await self._backend.leave(
-                LeaveRequest(session_id=client.session.session_id, room_id=room_id)
-            )
-        except ChatError as exc:
-            if exc.code is not ErrorCode.NOT_IN_ROOM:
-                self._hub.unsuspend(client, room_id)
-                raise
-        client.rooms.left(room_id)
-        await self._hub.remove(client, room_id)
-
-    def drop_room(self, client: Client, room_id: str) -> Coroutine[Any, Any, None]:
-        """Leave ``room_id`` because the user is no longer a member of it: on this connection
-        at once, in the session service by the coroutine returned (run it as a task)."""
-        self._hub.suspend(client, room_id)
-        client.rooms.left(room_id)
-        return self._forget_presence(client, room_id)
-
-    async def _forget_presence(self, client: Client, room_id: str) -> None:
-        try:
-            await self._backend.leave(
-                LeaveRequest(session_id=client.session.session_id, room_id=room_id)
-            )
-        except ChatError as exc:
-            if exc.code is not ErrorCode.NOT_IN_ROOM:
-                _log.warning("presence kept for a room left", extra={"code": exc.code.value})
-        await self._hub.remove(client, room_id)
-
-    async def _undo_join(self, client: Client, room_id: str) -> None:
-        try:
-            await self._backend.leave(
-                LeaveRequest(session_id=client.session.session_id, room_id=room_id)
-            )
-        except ChatError as exc:
-            _log.warning("could not undo a failed join", extra={"code": exc.code.value})

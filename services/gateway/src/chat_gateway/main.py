@@ -30,12 +30,14 @@ from chat_gateway.registry import ClientRegistry
 from chat_gateway.resume import Resumer
 from chat_gateway.rooms.feed import Subscribe, nats_subscriber
 from chat_gateway.rooms.hub import RoomHub
+from chat_gateway.rooms.leaving import RoomLeaving
 from chat_gateway.sessions import SessionKeeper
 from chat_gateway.settings import GatewaySettings
 from chat_gateway.userevents import UserEventHandlers
 from chat_gateway.userlimit import UserLimiter
 from chat_gateway.users.inbox import Inbox
 from chat_gateway.users.marks import ReadMarks
+from chat_gateway.users.state import BusChatState
 from chat_gateway.users.stream import UserStreams
 from chat_gateway.webpage import WebPage
 
@@ -92,9 +94,11 @@ def assemble(
     )
     appender = AppendBatcher(backend.append_batch, max_in_flight=settings.append_batches_in_flight)
     resumer = Resumer(backend, hub, gateway_id=settings.instance_id, max_replay=settings.max_replay)
-    streams = UserStreams(subscribe, backend, gap_delay_s=settings.gap_fill_delay_ms / 1000)
-    inbox = Inbox(subscribe, backend, streams)
-    marks = ReadMarks(backend)
+    state = BusChatState(request, policy=policy)
+    streams = UserStreams(subscribe, state, gap_delay_s=settings.gap_fill_delay_ms / 1000)
+    inbox = Inbox(subscribe, state, streams)
+    marks = ReadMarks(state)
+    leaving = RoomLeaving(backend, hub)
     doorway = Doorway(
         backend,
         hub,
@@ -112,10 +116,12 @@ def assemble(
         resumer=resumer,
         authenticate=doorway.authenticate,
         streams=streams,
+        state=state,
+        leaving=leaving,
     )
     user_handlers = UserEventHandlers(
-        backend, streams=streams, inbox=inbox, marks=marks,
-        leave_room=handlers.leave_room, drop_room=handlers.drop_room,
+        state, streams=streams, inbox=inbox, marks=marks,
+        leave_room=leaving.leave, drop_room=leaving.drop,
     )  # fmt: skip
     limiter = UserLimiter(backend.take, lease=settings.user_lease)
     dispatcher = EventDispatcher(

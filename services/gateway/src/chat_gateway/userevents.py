@@ -16,12 +16,12 @@ from typing import Any
 from chat_common.chatstate import InboxRequest, MemberLeaveRequest
 from chat_common.errors import ChatError, ErrorCode, InvalidArgument
 from chat_common.schemas import encode, parse_value
-from chat_gateway.backend import Backend
 from chat_gateway.connection.client import Client
 from chat_gateway.events import Handler, Incoming, Result
 from chat_gateway.payloads import GetRoomsPayload, MarkReadPayload, UnsubscribePayload
 from chat_gateway.users.inbox import Inbox
 from chat_gateway.users.marks import ReadMarks
+from chat_gateway.users.state import ChatState
 from chat_gateway.users.stream import UserStreams
 
 __all__ = ["UserEventHandlers"]
@@ -46,7 +46,7 @@ class UserEventHandlers:
 
     def __init__(
         self,
-        backend: Backend,
+        state: ChatState,
         *,
         streams: UserStreams,
         inbox: Inbox,
@@ -54,7 +54,7 @@ class UserEventHandlers:
         leave_room: LeaveRoom,
         drop_room: DropRoom,
     ) -> None:
-        self._backend = backend
+        self._state = state
         self._streams = streams
         self._inbox = inbox
         self._marks = marks
@@ -87,7 +87,7 @@ class UserEventHandlers:
         user_id = self._identify(client, p.email)
         if p.follow is not False and p.after is None:
             await self._inbox.follow(client)  # before the page: no update falls between
-        page = await self._backend.inbox(
+        page = await self._state.inbox(
             InboxRequest(user_id=user_id, after=p.after, limit=p.limit or 50)
         )
         body = b'{"ok":true,"rooms":%s,"next":%s,"total":%d}' % (
@@ -104,7 +104,7 @@ class UserEventHandlers:
         user_id = known_user(client)
         if p.room_id in client.rooms:
             await self._leave_room(client, p.room_id)
-        reply = await self._backend.member_leave(
+        reply = await self._state.member_leave(
             MemberLeaveRequest(user_id=user_id, room_id=p.room_id)
         )
         return Result({"ok": True, "roomId": p.room_id, "removed": reply.removed})

@@ -28,11 +28,11 @@ import msgspec
 from chat_common.chatstate import UserRoomsRequest
 from chat_common.schemas import RoomMessages
 from chat_common.subjects import room_events
-from chat_gateway.backend import Backend
 from chat_gateway.connection.client import Client
 from chat_gateway.protocol.wsframe import text_frame
 from chat_gateway.rooms.feed import RoomSubscription, Subscribe
 from chat_gateway.users.inboxindex import InboxIndex, RoomState
+from chat_gateway.users.state import ChatState
 from chat_gateway.users.stream import UserStreams
 
 __all__ = ["Inbox"]
@@ -44,9 +44,9 @@ _messages = msgspec.json.Decoder(RoomMessages)
 class Inbox:
     """The inbox followers of one gateway (see the module docstring)."""
 
-    def __init__(self, subscribe: Subscribe, backend: Backend, streams: UserStreams) -> None:
+    def __init__(self, subscribe: Subscribe, state: ChatState, streams: UserStreams) -> None:
         self._subscribe = subscribe
-        self._backend = backend
+        self._state = state
         self._index = InboxIndex()
         self._followers: dict[str, set[Client]] = {}
         self._of: dict[Client, str] = {}
@@ -93,7 +93,7 @@ class Inbox:
         """The user's rooms, listened to, then read again: a message committed between the
         first read and the subscriptions is in the second."""
         for _ in range(2):
-            listing = await self._backend.user_rooms(UserRoomsRequest(user_id=user_id))
+            listing = await self._state.user_rooms(UserRoomsRequest(user_id=user_id))
             if user_id not in self._index:
                 return
             new = self._index.add_user(

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 
 from chat_common.chatstate import MarkReadRequest, ReadMark, ReadState
 from chat_common.errors import ChatError, InvalidArgument, Unavailable
-from chat_gateway.backend import Backend
 from chat_gateway.metrics import READ_MARK_WRITES
+from chat_gateway.users.state import ChatState
 
 __all__ = ["ReadMarks"]
 
@@ -34,10 +34,10 @@ class _Pending:
 
 
 class ReadMarks:
-    """Writes read marks through ``backend`` (see the module docstring)."""
+    """Writes read marks through ``state`` (see the module docstring)."""
 
-    def __init__(self, backend: Backend) -> None:
-        self._backend = backend
+    def __init__(self, state: ChatState) -> None:
+        self._state = state
         self._pending: dict[tuple[str, str], _Pending] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.writes = 0
@@ -70,7 +70,7 @@ class ReadMarks:
                 self.writes += 1
                 READ_MARK_WRITES.inc()
                 try:
-                    reply = await self._backend.mark_read(
+                    reply = await self._state.mark_read(
                         MarkReadRequest(user_id=user_id, marks=[ReadMark(room_id=room_id, seq=seq)])
                     )
                     result = reply.results[0]

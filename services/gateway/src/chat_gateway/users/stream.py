@@ -25,11 +25,11 @@ from chat_common.backoff import Backoff
 from chat_common.chatstate import ReadState, UserEvent, UserEventsRequest, UserRoomsRequest
 from chat_common.schemas import MAX_SEQ, encode
 from chat_common.subjects import user_events
-from chat_gateway.backend import Backend
 from chat_gateway.connection.client import Client
 from chat_gateway.protocol.wsframe import text_frame
 from chat_gateway.rooms.feed import RoomSubscription, Subscribe
 from chat_gateway.rooms.ordering import RoomSequencer
+from chat_gateway.users.state import ChatState
 
 __all__ = ["UserListener", "UserStreams"]
 
@@ -55,9 +55,9 @@ class _User:
 class UserStreams:
     """The user streams of one gateway's connections."""
 
-    def __init__(self, subscribe: Subscribe, backend: Backend, *, gap_delay_s: float) -> None:
+    def __init__(self, subscribe: Subscribe, state: ChatState, *, gap_delay_s: float) -> None:
         self._subscribe = subscribe
-        self._backend = backend
+        self._state = state
         self._gap_delay = gap_delay_s
         self._users: dict[str, _User] = {}
         self._of: dict[Client, str] = {}
@@ -112,7 +112,7 @@ class UserStreams:
         if user_id is None or not room_ids:
             return []
         try:
-            listing = await self._backend.user_rooms(UserRoomsRequest(user_id=user_id))
+            listing = await self._state.user_rooms(UserRoomsRequest(user_id=user_id))
         except Exception as exc:
             _log.warning("read states not sent on resume", extra={"error": type(exc).__name__})
             return []
@@ -159,7 +159,7 @@ class UserStreams:
             user.subscription = subscription
         while self._users.get(user.user_id) is user:
             try:
-                head = await self._backend.user_events(
+                head = await self._state.user_events(
                     UserEventsRequest(user_id=user.user_id, after_seq=MAX_SEQ, limit=1)
                 )
             except Exception as exc:
@@ -206,7 +206,7 @@ class UserStreams:
             ) is not user:
                 return
             try:
-                page = await self._backend.user_events(
+                page = await self._state.user_events(
                     UserEventsRequest(user_id=user.user_id, after_seq=gap[0], limit=GAP_PAGE)
                 )
             except Exception as exc:
