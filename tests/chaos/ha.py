@@ -1,0 +1,58 @@
+"""The production topology for chaos tests (``chat-stack run --ha``: 3 NATS, a 6-node Redis
+Cluster, a Postgres primary with a synchronous standby, 2 instances of each service behind
+a balancer), and the Postgres failover a failover tool would do on it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from pathlib import Path
+
+from chat_devstack.ha import HaServers
+from chat_devstack.stack import Stack, StackConfig
+from tests.chaos.harness import CHAOS_ENV, Fault
+from tests.conftest import FAST_SETTINGS
+
+__all__ = ["ha_config", "ha_servers", "kill_postgres_primary"]
+
+
+def ha_config(data_dir: Path) -> StackConfig:
+    return StackConfig(
+        data_dir=data_dir,
+        gateways=2,
+        sessions=2,
+        histories=2,
+        balancer=True,
+        ha=True,
+        gateway_port=0,
+        extra_env={**FAST_SETTINGS, **CHAOS_ENV, "SESSION_KEY_PREFIX": uuid.uuid4().hex[:8]},
+    )
+
+
+def ha_servers(stack: Stack) -> HaServers:
+    assert stack.ha is not None
+    return stack.ha
+
+
+def kill_postgres_primary(
+    detect_s: float, *, rejoin: bool = False, figures: dict[str, float] | None = None
+) -> Fault:
+    """SIGKILL the Postgres primary; ``detect_s`` later (a failover tool noticing), promote
+    the standby, which then commits alone; with ``rejoin``, the old primary then comes back
+    as the new one's standby (``pg_rewind``). ``figures["postgres"]``: seconds from the kill
+    to the promotion."""
+
+    async def inject(stack: Stack) -> float:
+        pair = ha_servers(stack).postgres
+        began = time.monotonic()
+        await pair.primary.kill()
+        await asyncio.sleep(detect_s)  # the failover tool noticing
+        await pair.fail_over()
+        if figures is not None:
+            figures["postgres"] = round(time.monotonic() - began, 2)
+        if rejoin:
+            await pair.rejoin()
+        return time.monotonic()
+
+    return inject
