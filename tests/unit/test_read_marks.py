@@ -101,3 +101,37 @@ async def test_a_group_of_only_bad_marks_costs_one_write() -> None:
     assert outcomes == [2, ErrorCode.INVALID_ARGUMENT, ErrorCode.INVALID_ARGUMENT]
     assert history.writes == [2, 2**62]
     assert await history.read_seq("r") == 2
+
+
+async def test_turns_keep_a_connections_marks_in_the_order_sent() -> None:
+    """A connection's marks take turns on arrival: a later mark whose handler gets to the
+    coalescer first (admission can reorder pipelined events) waits for the earlier one, so
+    it is never written before it, and its ack is never below the earlier one's mark."""
+    history = GatedHistory()
+    await history.room("r", 30)
+    marks = ReadMarks(cast(ChatState, history))
+    history.gate.clear()
+    held = asyncio.create_task(marks.mark(ANN, "r", 1))  # a write in flight, at the gate
+    await asyncio.sleep(0)
+    first, second = marks.turn("conn"), marks.turn("conn")
+    late = asyncio.create_task(marks.mark(ANN, "r", 5, turn=second))
+    await asyncio.sleep(0)
+    assert history.writes == [1]  # the second mark waits for the first's turn
+    early = asyncio.create_task(marks.mark(ANN, "r", 20, turn=first))
+    history.gate.set()
+    assert [await _outcome(t) for t in (held, early, late)] == [1, 20, 20]
+    assert history.writes[:2] == [1, 20]  # 5 after 20 (alone, or not written at all)
+
+
+async def test_a_turn_refused_before_the_coalescer_lets_the_next_go() -> None:
+    """A mark refused before it entered (rate limited, malformed) ends its turn, and the
+    marks sent after it go on."""
+    history = GatedHistory()
+    await history.room("r", 9)
+    marks = ReadMarks(cast(ChatState, history))
+    refused, next_one = marks.turn("conn"), marks.turn("conn")
+    waiting = asyncio.create_task(marks.mark(ANN, "r", 7, turn=next_one))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    refused.entered()
+    assert await _outcome(waiting) == 7

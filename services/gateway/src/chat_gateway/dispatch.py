@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any
 
 from chat_common.boundary import guarded
 from chat_common.errors import ChatError, ErrorCode
@@ -23,19 +22,22 @@ from chat_common.tracing import SpanKind, tracer
 from chat_gateway.appends.batcher import AppendBatcher
 from chat_gateway.appends.plan import Slot
 from chat_gateway.connection.client import Client
-from chat_gateway.connection.dispatcher import AnswerFrame, Connected, Resume
+from chat_gateway.connection.dispatcher import AnswerFrame, Connected, Place, Resume
 from chat_gateway.doorway import Doorway
 from chat_gateway.events import Handler, Incoming, Result
 from chat_gateway.metrics import EVENTS, RATE_LIMITED
 from chat_gateway.protocol.messages import BadEvent, ClientEvent
 from chat_gateway.userlimit import UserLimiter
+from chat_gateway.users.marks import ReadMarks, Turn
 
 __all__ = ["EventDispatcher"]
 
 _tracer = tracer("chat.gateway")
 _APPENDS = frozenset({"send_message"})
 """Events that append: they take their place in the sender's order on arrival."""
-_PIPELINED = _APPENDS | {"mark_read"}
+_MARKS = frozenset({"mark_read"})
+"""Events that take a turn on arrival, so that they reach the coalescer in the order sent."""
+_PIPELINED = _APPENDS | _MARKS
 """Events that may run while others of the connection are in flight (answered in order)."""
 
 
@@ -48,32 +50,38 @@ class EventDispatcher:
         doorway: Doorway,
         *,
         appender: AppendBatcher,
+        marks: ReadMarks,
         users: UserLimiter,
     ) -> None:
         self._table = dict(table)
         self._doorway = doorway
         self._appender = appender
+        self._marks = marks
         self._users = users
 
     def pipelined(self, event: ClientEvent | BadEvent) -> bool:
         return isinstance(event, ClientEvent) and event.name in _PIPELINED
 
-    def reserve(self, client: Client, event: ClientEvent | BadEvent) -> Slot[Any] | None:
+    def reserve(self, client: Client, event: ClientEvent | BadEvent) -> Place | None:
         if isinstance(event, ClientEvent) and event.name in _APPENDS:
             return self._appender.reserve(client.connection_key)
+        if isinstance(event, ClientEvent) and event.name in _MARKS:
+            return self._marks.turn(client.connection_key)
         return None
 
     async def dispatch(
-        self, client: Client, event: ClientEvent | BadEvent, *, slot: Slot[Any] | None = None
+        self, client: Client, event: ClientEvent | BadEvent, *, slot: Place | None = None
     ) -> AnswerFrame:
         try:
             return await self._dispatch(client, event, slot)
         finally:
-            if slot is not None:
+            if isinstance(slot, Turn):
+                slot.entered()  # a no-op once the mark entered; else the next may go
+            elif isinstance(slot, Slot):
                 self._appender.cancel(slot)  # a no-op once the append went out
 
     async def _dispatch(
-        self, client: Client, event: ClientEvent | BadEvent, slot: Slot[Any] | None
+        self, client: Client, event: ClientEvent | BadEvent, slot: Place | None
     ) -> AnswerFrame:
         if isinstance(event, BadEvent):
             error = ChatError(event.code, event.message)
@@ -95,7 +103,12 @@ class EventDispatcher:
             if handler is None:
                 outcome: Result | ChatError = ChatError(ErrorCode.UNKNOWN_EVENT, "unknown event")
             else:
-                incoming = Incoming(client, event.data, slot)
+                incoming = Incoming(
+                    client,
+                    event.data,
+                    slot if isinstance(slot, Slot) else None,
+                    slot if isinstance(slot, Turn) else None,
+                )
                 outcome = await guarded(
                     lambda: handler(incoming),
                     what="client event",

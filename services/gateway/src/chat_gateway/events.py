@@ -49,6 +49,7 @@ from chat_gateway.rooms.hub import RoomHub
 from chat_gateway.rooms.leaving import RoomLeaving
 from chat_gateway.sessionids import Hold
 from chat_gateway.settings import GatewaySettings
+from chat_gateway.users.marks import Turn
 from chat_gateway.users.state import ChatState
 from chat_gateway.users.stream import UserStreams
 
@@ -65,6 +66,8 @@ class Incoming:
     data: object
     slot: Slot[Any] | None = None
     """Its place in the sender's append order (``send_message``: reserved on arrival)."""
+    turn: Turn | None = None
+    """Its turn among the connection's marks (``mark_read``: taken on arrival)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -125,7 +125,11 @@ def assemble(
     )  # fmt: skip
     limiter = UserLimiter(backend.take, lease=settings.user_lease)
     dispatcher = EventDispatcher(
-        handlers.table() | user_handlers.table(), doorway, appender=appender, users=limiter
+        handlers.table() | user_handlers.table(),
+        doorway,
+        appender=appender,
+        marks=marks,
+        users=limiter,
     )
     registry = ClientRegistry(instance_id=settings.instance_id)
     connections = Connections(settings, dispatcher, registry)

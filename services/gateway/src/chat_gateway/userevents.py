@@ -74,7 +74,8 @@ class UserEventHandlers:
         """Move the user's watermark in a room to ``seq`` (never back); the ack has the
         state after it, and the user's connections get ``read_state``."""
         p = parse_value(event.data, MarkReadPayload)
-        state = await self._marks.mark(known_user(event.client), p.room_id, p.seq)
+        user_id = known_user(event.client)
+        state = await self._marks.mark(user_id, p.room_id, p.seq, turn=event.turn)
         return Result(
             {"ok": True, "roomId": p.room_id, "readSeq": state.read_seq,
              "lastSeq": state.last_seq, "unread": state.unread}

@@ -13,14 +13,23 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
-from chat_gateway.appends.plan import Slot
 from chat_gateway.connection.client import Client
 from chat_gateway.metrics import ACK_SECONDS
 from chat_gateway.protocol.messages import BadEvent, ClientEvent
 
-__all__ = ["AnswerFrame", "Connected", "Dispatcher", "Resume"]
+__all__ = [
+    "AnswerFrame",
+    "Connected",
+    "Dispatcher",
+    "Place",
+    "Resume",
+]
+
+Place = object
+"""What :meth:`Dispatcher.reserve` hands out: opaque to the connection, which only passes it
+back with the event."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,13 +81,14 @@ class Dispatcher(Protocol):
         (``send_message``, ``mark_read``); any other runs alone."""
         ...
 
-    def reserve(self, client: Client, event: ClientEvent | BadEvent) -> Slot[Any] | None:
-        """The event's place in the sender's append order, taken in arrival order, when
-        the event is one that appends; ``None`` for any other event."""
+    def reserve(self, client: Client, event: ClientEvent | BadEvent) -> Place | None:
+        """A pipelined event's place among its connection's events, taken in arrival order
+        (an append's place in the sender's order, a mark's turn to be coalesced), handed
+        back to :meth:`dispatch`; ``None`` for an event that needs none."""
         ...
 
     async def dispatch(
-        self, client: Client, event: ClientEvent | BadEvent, *, slot: Slot[Any] | None = None
+        self, client: Client, event: ClientEvent | BadEvent, *, slot: Place | None = None
     ) -> AnswerFrame:
         """Run one event; whatever happens, the answer to write."""
         ...

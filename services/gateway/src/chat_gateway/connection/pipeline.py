@@ -18,11 +18,9 @@ the events before it have answered, then runs alone, so a ``leave`` never overta
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
-from chat_gateway.appends.plan import Slot
 from chat_gateway.connection.client import Client
-from chat_gateway.connection.dispatcher import AnswerFrame, Dispatcher
+from chat_gateway.connection.dispatcher import AnswerFrame, Dispatcher, Place
 from chat_gateway.protocol.messages import BadEvent, ClientEvent
 
 __all__ = ["Pipeline"]
@@ -89,7 +87,7 @@ class Pipeline:
     async def _pipelined(
         self,
         event: ClientEvent | BadEvent,
-        slot: Slot[Any] | None,
+        slot: Place | None,
         before: asyncio.Future[None] | None,
         written: asyncio.Future[None],
     ) -> None:

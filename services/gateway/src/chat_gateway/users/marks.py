@@ -24,7 +24,30 @@ from chat_common.errors import ChatError, InvalidArgument, Unavailable
 from chat_gateway.metrics import READ_MARK_WRITES
 from chat_gateway.users.state import ChatState
 
-__all__ = ["ReadMarks"]
+__all__ = ["ReadMarks", "Turn"]
+
+
+class Turn:
+    """A mark's turn among its connection's marks, taken when the mark arrives: it enters
+    the coalescer only once the marks sent before it have (admission may reorder pipelined
+    events), so a connection's marks form groups in the order sent, and its acks, written in
+    that order, never show the watermark going back."""
+
+    __slots__ = ("_before", "_entered")
+
+    def __init__(self, before: asyncio.Future[None] | None) -> None:
+        self._before = before
+        self._entered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def wait(self) -> None:
+        """Until the marks sent before this one have entered (or were refused)."""
+        if self._before is not None:
+            await asyncio.shield(self._before)
+
+    def entered(self) -> None:
+        """This mark entered the coalescer, or will never (refused, failed): the next goes."""
+        if not self._entered.done():
+            self._entered.set_result(None)
 
 
 @dataclass(slots=True)
@@ -40,13 +63,37 @@ class ReadMarks:
         self._state = state
         self._pending: dict[tuple[str, str], _Pending] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._last_turns: dict[str, Turn] = {}
         self.writes = 0
         """Writes sent so far (for tests and metrics)."""
 
-    async def mark(self, user_id: str, room_id: str, seq: int) -> ReadState:
-        """Mark ``room_id`` read up to ``seq`` for ``user_id``; the state after the write
-        that carried it. Raises ``NOT_MEMBER``, ``INVALID_ARGUMENT`` (beyond the head) or
-        what the write raised (``UNAVAILABLE``: retrying is safe)."""
+    def turn(self, connection: str) -> Turn:
+        """The next turn of ``connection``'s marks (taken in arrival order)."""
+        before = self._last_turns.get(connection)
+        turn = self._last_turns[connection] = Turn(before._entered if before else None)
+
+        def forget(_: asyncio.Future[None]) -> None:
+            if self._last_turns.get(connection) is turn:
+                del self._last_turns[connection]
+
+        turn._entered.add_done_callback(forget)
+        return turn
+
+    async def mark(
+        self, user_id: str, room_id: str, seq: int, *, turn: Turn | None = None
+    ) -> ReadState:
+        """Mark ``room_id`` read up to ``seq`` for ``user_id`` (after the marks before
+        ``turn``); the state after the write that carried it. Raises ``NOT_MEMBER``,
+        ``INVALID_ARGUMENT`` (beyond the head) or what the write raised (``UNAVAILABLE``:
+        retrying is safe)."""
+        if turn is not None:
+            await turn.wait()
+        future = self._enter(user_id, room_id, seq)
+        if turn is not None:
+            turn.entered()
+        return await asyncio.shield(future)
+
+    def _enter(self, user_id: str, room_id: str, seq: int) -> asyncio.Future[ReadState]:
         key = (user_id, room_id)
         pending = self._pending.get(key)
         if pending is None:
@@ -59,7 +106,7 @@ class ReadMarks:
             task = asyncio.create_task(self._write(key, pending), name="read-marks")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        return await asyncio.shield(future)
+        return future
 
     async def _write(self, key: tuple[str, str], pending: _Pending) -> None:
         user_id, room_id = key
