@@ -1,16 +1,18 @@
 """The message store's contract (``tests/contracts/message_store.py``) on Postgres, a
-fresh, migrated database per test; and what only Postgres shows, its failures translated
-into the store's own error. The same contract runs on the in-memory store in
-``tests/unit/test_message_store.py``."""
+fresh, migrated database per test; and what only Postgres shows: its failures translated
+into the store's own error, and migrations free of the pool's query timeouts. The same
+contract runs on the in-memory store in ``tests/unit/test_message_store.py``."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
 
+import asyncpg
 import pytest
 
 from chat_common.errors import ErrorCode
+from chat_history import database
 from chat_history.database import Database
 from chat_history.pgstore import PostgresMessageStore
 from chat_history.settings import HistorySettings
@@ -63,3 +65,30 @@ async def test_postgres_append_failure_is_store_unavailable(servers: Servers) ->
         await store.append_batch([("r", "a", "id-a", "a@example.com", "text", True, None)], T0)
     assert info.value.code is ErrorCode.UNAVAILABLE
     assert type(info.value.__cause__).__module__.startswith("asyncpg")
+
+
+async def test_migrations_run_without_the_pools_query_timeouts(
+    servers: Servers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A migration longer than the pool's client and server query timeouts (as one that
+    rewrites a big table is) completes, and the pool keeps its timeouts."""
+    real = database.apply_migrations
+
+    async def slow(conn: asyncpg.Connection) -> list[int]:
+        await conn.execute("SELECT pg_sleep(0.5)")
+        return await real(conn)
+
+    monkeypatch.setattr(database, "apply_migrations", slow)
+    settings = HistorySettings(
+        postgres_dsn=await servers.create_database(), command_timeout_s=0.2,
+        statement_timeout_ms=200,
+    )  # fmt: skip
+    db = Database(settings)
+    try:
+        async with asyncio.timeout(30):
+            await db.connect_forever()
+        async with db.acquire() as conn:
+            with pytest.raises(asyncpg.QueryCanceledError):
+                await conn.execute("SELECT pg_sleep(0.5)", timeout=5)
+    finally:
+        await db.close()
