@@ -49,14 +49,20 @@ def _email(user: str) -> str:
 
 
 async def _send(
-    stores: Stores, room: str, n: int = 1, *, sender: str | None = None, at: timedelta = timedelta()
+    stores: Stores,
+    room: str,
+    n: int = 1,
+    *,
+    sender: str = "a@example.com",
+    at: timedelta = timedelta(),
 ) -> list[Message]:
-    """``n`` new messages in ``room`` (from ``sender``), stored at ``T0 + at``."""
+    """``n`` new messages in ``room`` from ``sender`` (by default the email, as history
+    takes it from a gateway without user ids: no member's user id), stored at ``T0 + at``."""
     keys = [f"k{next(_KEYS)}" for _ in range(n)]
     appends = [(room, k, f"id-{room}-{k}", "a@example.com", f"text {k}", True, sender)
                for k in keys]  # fmt: skip
     found, _ = await stores.messages.append_batch(appends, T0 + at)
-    return [found[(room, k)] for k in keys]
+    return [found[(room, sender, k)] for k in keys]
 
 
 async def _join(state: ChatStateStore, user: str, room: str, at: timedelta = timedelta()) -> Any:
@@ -261,8 +267,8 @@ class ChatStateStoreContract:
 
     async def test_sending_reads_up_to_the_message(self, stores: Stores) -> None:
         """An append with a sender who is a member moves their watermark to it (without an
-        event); other members' unread counts grow; a sender who is not a member, or no
-        sender, moves nothing."""
+        event); other members' unread counts grow; a sender who is not a member (or the email
+        standing in for a gateway without user ids) moves nothing."""
         await _join(stores.state, ANN, "r")
         await _join(stores.state, BOB, "r")
         await _send(stores, "r", 3, sender=BOB)

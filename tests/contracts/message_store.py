@@ -15,14 +15,16 @@ __all__ = ["T0", "MessageStoreContract"]
 T0 = datetime(2026, 11, 28, 21, 58, 16, 822999, tzinfo=UTC)
 
 
-def _new(room: str, key: str, *, body: str | None = None, supplied: bool = True) -> NewAppend:
-    return (room, key, f"id-{room}-{key}", "a@example.com", body or f"text {key}", supplied, None)
+def _new(room: str, key: str, *, body: str | None = None, sender: str = "user-a") -> NewAppend:
+    """An append of ``sender`` (whose email is ``<sender>@example.com``)."""
+    return (room, key, f"id-{room}-{sender}-{key}", f"{sender}@example.com", body or f"text {key}",
+            True, sender)  # fmt: skip
 
 
 async def _fill(store: MessageStore, room: str, n: int) -> list[Message]:
     appends = [_new(room, f"k{i}") for i in range(1, n + 1)]
     found, _ = await store.append_batch(appends, T0)
-    return [found[(room, f"k{i}")] for i in range(1, n + 1)]
+    return [found[(room, "user-a", f"k{i}")] for i in range(1, n + 1)]
 
 
 async def _seqs(
@@ -47,25 +49,67 @@ class MessageStoreContract:
         found, existed = await store.append_batch([_new("r", k) for k in ("c", "a", "b")], T0)
         assert existed == 0
         assert {key: m.seq for key, m in found.items()} == {
-            ("r", "c"): 1,
-            ("r", "a"): 2,
-            ("r", "b"): 3,
+            ("r", "user-a", "c"): 1,
+            ("r", "user-a", "a"): 2,
+            ("r", "user-a", "b"): 3,
         }
         found, existed = await store.append_batch([_new("r", "e"), _new("r", "d")], T0)
         assert existed == 0
-        assert {key: m.seq for key, m in found.items()} == {("r", "e"): 4, ("r", "d"): 5}
+        assert {key: m.seq for key, m in found.items()} == {
+            ("r", "user-a", "e"): 4,
+            ("r", "user-a", "d"): 5,
+        }
 
     async def test_a_stored_key_answers_the_stored_message(self, store: MessageStore) -> None:
-        """Appending a stored key again answers the stored message, counts it as existing and
-        stores nothing: the next new message takes the very next seq."""
+        """Appending a stored key again (the same sender's retry, whatever else it carries)
+        answers the stored message, counts it as existing and stores nothing: the next new
+        message takes the very next seq."""
         first, _ = await store.append_batch([_new("r", "a")], T0)
-        retry = ("r", "a", "another-id", "b@example.com", "other text", False, "b")
+        retry = ("r", "a", "another-id", "b@example.com", "other text", False, "user-a")
         found, existed = await store.append_batch(
             [retry, _new("r", "b")], T0 + timedelta(seconds=5)
         )
         assert existed == 1
-        assert found[("r", "a")] == first[("r", "a")]
-        assert found[("r", "b")].seq == 2
+        assert found[("r", "user-a", "a")] == first[("r", "user-a", "a")]
+        assert found[("r", "user-a", "b")].seq == 2
+        assert await _seqs(store, "r", limit=10) == ([1, 2], 2)
+
+    async def test_two_senders_with_one_client_msg_id_get_their_own_messages(
+        self, store: MessageStore
+    ) -> None:
+        """Two senders using the same clientMsgId in one room store two messages, each
+        answered with its own, whether their appends come in one batch or one after the
+        other."""
+        first, existed = await store.append_batch([_new("r", "c-1", body="from a")], T0)
+        assert existed == 0
+        later, existed = await store.append_batch(
+            [_new("r", "c-1", body="from b", sender="user-b")], T0
+        )
+        assert existed == 0
+        together, existed = await store.append_batch(
+            [_new("s", "c-1", body="from a"), _new("s", "c-1", body="from b", sender="user-b")], T0
+        )
+        assert existed == 0
+        for room, a, b in [("r", first, later), ("s", together, together)]:
+            mine, theirs = a[(room, "user-a", "c-1")], b[(room, "user-b", "c-1")]
+            assert (mine.seq, mine.email, mine.text) == (1, "user-a@example.com", "from a")
+            assert (theirs.seq, theirs.email, theirs.text) == (2, "user-b@example.com", "from b")
+            assert mine.id != theirs.id and mine.client_msg_id == theirs.client_msg_id == "c-1"
+            assert await store.page(room, before_seq=None, after_seq=None, limit=10) == (
+                [mine, theirs], 2
+            )  # fmt: skip
+
+    async def test_each_sender_retrying_a_shared_client_msg_id_gets_their_own(
+        self, store: MessageStore
+    ) -> None:
+        """When two senders stored the same clientMsgId, each one's retry answers that
+        sender's own message and stores nothing."""
+        stored, _ = await store.append_batch(
+            [_new("r", "c-1", body="from a"), _new("r", "c-1", body="from b", sender="user-b")], T0
+        )
+        retries = [_new("r", "c-1", body="again", sender=s) for s in ("user-b", "user-a")]
+        found, existed = await store.append_batch(retries, T0 + timedelta(seconds=5))
+        assert (found, existed) == (stored, 2)
         assert await _seqs(store, "r", limit=10) == ([1, 2], 2)
 
     async def test_rooms_in_one_batch_number_their_own_messages(self, store: MessageStore) -> None:
@@ -73,7 +117,7 @@ class MessageStoreContract:
         appends = [_new("x", "1"), _new("y", "1"), _new("x", "2"), _new("y", "2"), _new("y", "3")]
         found, existed = await store.append_batch(appends, T0)
         assert existed == 0
-        assert [found[(room, key)].seq for room, key, *_ in appends] == [1, 1, 2, 2, 3]
+        assert [found[(room, "user-a", key)].seq for room, key, *_ in appends] == [1, 1, 2, 2, 3]
         assert await _seqs(store, "x", limit=10) == ([1, 2], 2)
         assert await _seqs(store, "y", limit=10) == ([1, 2, 3], 3)
 
@@ -84,7 +128,7 @@ class MessageStoreContract:
         created_at = datetime(2026, 11, 28, 23, 58, 16, 822999, tzinfo=plus_two)
         appends = [
             ("r", "c1", "id-1", "a@example.com", "hello", True, "user-a"),
-            ("r", "gw-7", "id-2", "b@example.com", "tab\there", False, None),
+            ("r", "gw-7", "id-2", "b@example.com", "tab\there", False, "b@example.com"),
         ]
         found, _ = await store.append_batch(appends, created_at)
         expected = [
@@ -93,7 +137,7 @@ class MessageStoreContract:
             Message(id="id-2", room_id="r", seq=2, email="b@example.com", text="tab\there",
                     ts="2026-11-28T21:58:16.822Z", client_msg_id=None),
         ]  # fmt: skip
-        assert [found[("r", "c1")], found[("r", "gw-7")]] == expected
+        assert [found[("r", "user-a", "c1")], found[("r", "b@example.com", "gw-7")]] == expected
         assert await store.page("r", before_seq=None, after_seq=None, limit=10) == (expected, 2)
 
     async def test_messages_read_back_equal_the_appended_ones(self, store: MessageStore) -> None:

@@ -73,8 +73,8 @@ async def test_postgres_failures_are_unavailable(servers: Servers) -> None:
 
 async def test_migration_0002_backfills_last_activity(servers: Servers) -> None:
     """On a database with messages stored under 0001, 0002 sets each room's last activity
-    to its newest message's time, leaves old messages without a sender, and the state
-    store then works on those rooms."""
+    to its newest message's time (0003 then gives old messages their email as sender), and
+    the state store then works on those rooms."""
     dsn = await servers.create_database()
     conn = await asyncpg.connect(dsn)
     try:
@@ -99,7 +99,7 @@ async def test_migration_0002_backfills_last_activity(servers: Servers) -> None:
     assert [(r["room_id"], r["last_at"]) for r in rooms] == [
         ("empty", None), ("r", T0 + timedelta(minutes=3)),
     ]  # fmt: skip
-    assert [s["sender"] for s in senders] == [None, None]
+    assert [s["sender"] for s in senders] == ["a@example.com", "a@example.com"]
     db = Database(HistorySettings(postgres_dsn=dsn))
     await db.connect_forever()
     try:

@@ -231,8 +231,8 @@ async def test_a_message_committed_but_never_published_is_filled_from_history(
         try:  # what a dying history instance leaves behind: committed, never published
             await conn.execute("UPDATE rooms SET last_seq = last_seq + 1 WHERE room_id = $1", room)
             await conn.execute(
-                "INSERT INTO messages (room_id, seq, id, email, body, client_msg_id, client_supplied, created_at)"
-                " VALUES ($1, 2, 'orphan-id', 'ghost@example.com', 'two', 'orphan', true, now())",
+                "INSERT INTO messages (room_id, seq, id, email, body, client_msg_id, client_supplied, created_at, sender)"
+                " VALUES ($1, 2, 'orphan-id', 'ghost@example.com', 'two', 'orphan', true, now(), 'ghost@example.com')",
                 room,
             )
         finally:

@@ -271,3 +271,29 @@ async def test_idempotent_send_returns_the_original(gateway_url: str) -> None:
         assert [m["clientMsgId"] for m in page["messages"]] == ["k-1", "k-2"]
     finally:
         await c.close()
+
+
+async def test_two_users_with_one_client_msg_id_each_get_their_own(gateway_url: str) -> None:
+    """Two users sending ``clientMsgId: "c-1"`` to one room each get their own message
+    acked and stored (a clientMsgId is unique per sender, not per room); a retry answers
+    the retrier's own; get_history holds both."""
+    room = unique_room()
+    ann, bob = await _sio(gateway_url), await _native(gateway_url)
+    try:
+        for client, email in ((ann, "ann@example.com"), (bob, "bob@example.com")):
+            assert (await client.call("join", {"email": email, "roomId": room}))["ok"] is True
+        acks = [
+            await client.call("send_message", {"roomId": room, "text": text, "clientMsgId": "c-1"})
+            for client, text in ((ann, "ann's c-1"), (bob, "bob's c-1"))
+        ]
+        assert [(a["ok"], a["message"]["email"], a["message"]["text"]) for a in acks] == [
+            (True, "ann@example.com", "ann's c-1"), (True, "bob@example.com", "bob's c-1")
+        ]  # fmt: skip
+        assert [a["message"]["seq"] for a in acks] == [1, 2]
+        again = await bob.call("send_message", {"roomId": room, "text": "x", "clientMsgId": "c-1"})
+        assert again == acks[1]
+        page = await ann.call("get_history", {"roomId": room})
+        assert page["messages"] == [a["message"] for a in acks]
+    finally:
+        await ann.close()
+        await bob.close()

@@ -91,9 +91,12 @@ async def running(
             await task
 
 
-def _req(room: str, key: str, text: str | None = None) -> tuple[AppendRequest, bool]:
-    req = AppendRequest(room_id=room, email="a@example.com", text=text or f"text {key}",
-                        client_msg_id=key)  # fmt: skip
+def _req(
+    room: str, key: str, text: str | None = None, *, sender: str | None = None
+) -> tuple[AppendRequest, bool]:
+    email = "a@example.com" if sender is None else f"{sender}@example.com"
+    req = AppendRequest(room_id=room, email=email, text=text or f"text {key}", client_msg_id=key,
+                        sender=sender)  # fmt: skip
     return req, True
 
 
@@ -129,6 +132,38 @@ async def test_a_retry_in_the_same_batch_resolves_to_the_original_announced_once
         assert await announced.next() == [message]
         assert announced.calls.empty()
     assert (await store.page("r", before_seq=None, after_seq=None, limit=10))[0] == [message]
+
+
+async def test_two_senders_in_one_batch_with_one_client_msg_id_get_their_own() -> None:
+    """Two senders' appends with the same clientMsgId in one batch are two messages, each
+    answered with its own and announced once; the same sender's second one is a retry."""
+    store = InMemoryMessageStore()
+    async with running(store) as (writer, announced):
+        futures = writer.append_group([_req("r", "c-1", "ann's", sender="ann"),
+                                       _req("r", "c-1", "bob's", sender="bob")])  # fmt: skip
+        futures += writer.append_group([_req("r", "c-1", "ann's retry", sender="ann")])
+        ann, bob, retry = [_message(raw) for raw in await asyncio.gather(*futures)]
+        assert [(m.seq, m.email, m.text) for m in (ann, bob)] == [
+            (1, "ann@example.com", "ann's"), (2, "bob@example.com", "bob's")
+        ]  # fmt: skip
+        assert retry == ann
+        assert await announced.next() == [ann, bob]
+        assert announced.calls.empty()
+
+
+async def test_an_append_without_sender_is_its_emails() -> None:
+    """An append without a sender (a gateway that predates user ids) is keyed under its
+    email: the same email's append with that email as its user id is a retry of it, another
+    email's is another message."""
+    store = InMemoryMessageStore()
+    async with running(store) as (writer, _announced):
+        anonymous = AppendRequest(room_id="r", email="ann@example.com", text="hi",
+                                  client_msg_id="c-1")  # fmt: skip
+        first = _message(await writer.append(anonymous, client_supplied=True))
+        same = msgspec.structs.replace(anonymous, text="again", sender="ann@example.com")
+        other = msgspec.structs.replace(anonymous, email="bob@example.com")
+        assert _message(await writer.append(same, client_supplied=True)) == first
+        assert _message(await writer.append(other, client_supplied=True)).seq == 2
 
 
 async def test_a_retry_after_commit_resolves_to_the_original() -> None:
@@ -235,7 +270,8 @@ async def test_failures_are_logged_by_error_class_never_with_the_text(
 
 async def test_the_sender_reaches_the_store_and_the_room_subject() -> None:
     """An append's sender is stored with it (its watermark moves to the message) and goes
-    out with the message on the room's subject; an append without one goes out without."""
+    out with the message on the room's subject; an append without one goes out with its
+    email as sender, as it was stored."""
     store = InMemoryMessageStore()
     store.room("r").members["user-a"] = MemoryMember("a@example.com", "owner", 0, T0)
     bus = RecordingPublisher()
@@ -255,7 +291,7 @@ async def test_the_sender_reaches_the_store_and_the_room_subject() -> None:
     ((subject, payload),) = bus.published
     sent = msgspec.json.decode(payload, type=RoomMessages).messages
     assert subject == room_events("r")
-    assert [(m.seq, m.sender) for m in sent] == [(1, "user-a"), (2, None)]
+    assert [(m.seq, m.sender) for m in sent] == [(1, "user-a"), (2, "a@example.com")]
 
 
 class RecordingPublisher:

@@ -4,6 +4,8 @@ on recording carriers (tests/support/inprocess.py)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from chat_gateway.closecodes import CLOSE_SERVICE_RESTART, CLOSE_SLOW_CONSUMER, CLOSE_TAKEN_OVER
 from chat_gateway.metrics import SLOW_CONSUMER_CUTS
 from tests.support.inprocess import InProcessChat, NativePeer, SocketIOPeer, gateway_settings
@@ -150,3 +152,35 @@ async def test_two_gateways_share_a_room_over_the_bus() -> None:
         sent = await there.call("send_message", {"roomId": "shared", "text": "across"})
         for peer in here:
             assert (await peer.event("new_message")) == sent["message"]
+
+
+async def test_two_users_with_one_client_msg_id_each_get_their_own_message() -> None:
+    """Two users whose clients both number their first message ``c-1`` in one room each get
+    their own message stored, acked and delivered; a retry of either answers that user's
+    own message and stores nothing; the room's history holds both."""
+    async with InProcessChat() as chat:
+        alice, bob = await chat.native(), await chat.socketio()
+        await bob.connect()
+        await _join(alice, ALICE, "lobby")
+        await _join(bob, BOB, "lobby")
+        sent: dict[str, Any] = {}
+        for peer, text in ((alice, "alice's first"), (bob, "bob's first")):
+            ack = await peer.call(
+                "send_message", {"roomId": "lobby", "text": text, "clientMsgId": "c-1"}
+            )
+            assert ack["ok"] is True, ack
+            sent[text] = ack["message"]
+        mine, theirs = sent["alice's first"], sent["bob's first"]
+        assert (mine["seq"], mine["email"], mine["clientMsgId"]) == (1, ALICE, "c-1")
+        assert (theirs["seq"], theirs["email"], theirs["clientMsgId"]) == (2, BOB, "c-1")
+        assert mine["id"] != theirs["id"]
+        assert (await alice.event("new_message", seq=2)) == theirs
+        assert (await bob.event("new_message", seq=2))[0] == theirs
+
+        for peer, original in ((bob, theirs), (alice, mine)):
+            retry = await peer.call(
+                "send_message", {"roomId": "lobby", "text": "again", "clientMsgId": "c-1"}
+            )
+            assert retry == {"ok": True, "message": original}
+        history = await alice.call("get_history", {"roomId": "lobby"})
+        assert history["messages"] == [mine, theirs]

@@ -32,7 +32,7 @@ class GatedHistory:
 
     async def room(self, room_id: str, messages: int) -> None:
         await self.state.join(ANN, "ann@example.com", room_id, now=T0)
-        appends = [(room_id, f"k{i}", f"id{i}", "b@example.com", "t", True, None)
+        appends = [(room_id, f"k{i}", f"id{i}", "b@example.com", "t", True, "b@example.com")
                    for i in range(messages)]  # fmt: skip
         await self.messages.append_batch(appends, T0)
 

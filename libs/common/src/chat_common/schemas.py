@@ -235,7 +235,9 @@ class AppendRequest(Wire, frozen=True):
     """Epoch seconds when the sender's gateway received the event (end-to-end latency)."""
     sender: str | None = None
     """The sender's user id (:data:`chat_common.chatstate.UserId`): sending moves their read
-    watermark to the message. ``None`` from a gateway that predates user ids."""
+    watermark to the message, and ``client_msg_id`` is unique per sender and room. ``None``
+    from a gateway that predates user ids: history then takes ``email`` as the sender (a
+    user id in development mode)."""
 
 
 class AppendBatchRequest(Wire, frozen=True):

@@ -53,10 +53,9 @@ class Database:
         while self._pool is None or (read_dsn is not None and self._read_pool is None):
             try:
                 if self._pool is None:
-                    pool = await self._create_pool(self._s.postgres_dsn.get_secret_value())
-                    async with pool.acquire() as conn:
-                        await apply_migrations(conn)
-                    self._pool = pool
+                    dsn = self._s.postgres_dsn.get_secret_value()
+                    await self._migrate(dsn)
+                    self._pool = await self._create_pool(dsn)
                 if read_dsn is not None:
                     self._read_pool = await self._create_pool(
                         read_dsn.get_secret_value(), min_size=0
@@ -68,6 +67,24 @@ class Database:
         _log.info(
             "database ready", extra={"pool_min": self._s.pool_min, "pool_max": self._s.pool_max}
         )
+
+    async def _migrate(self, dsn: str) -> None:
+        """Apply the migrations on a connection of their own, without the pool's query
+        timeouts: those bound an append or a page, and would cancel a migration that
+        rewrites a big table at every try (a million rows take seconds to rewrite), so
+        that the service would never get ready. Until it is done the service is not ready,
+        and other instances wait on its advisory lock."""
+        conn = await asyncpg.connect(
+            dsn,
+            server_settings={
+                "statement_timeout": "0",
+                "application_name": f"chat-history:{self._s.instance_id}:migrate",
+            },
+        )
+        try:
+            await apply_migrations(conn)
+        finally:
+            await conn.close()
 
     async def _create_pool(self, dsn: str, *, min_size: int | None = None) -> asyncpg.Pool:
         s = self._s
@@ -170,6 +187,6 @@ async def _keep_session(_conn: asyncpg.Connection) -> None:
 
     asyncpg still rolls back a transaction left open; its default reset would add a round
     trip per batch (``RESET ALL``, ``UNLISTEN *``...) for session state this service never
-    changes: it sets no variables, listens to nothing and holds no advisory lock past the
-    migration, which releases its own.
+    changes: it sets no variables, listens to nothing and holds no advisory lock (the
+    migrations take theirs on a connection of their own).
     """

@@ -70,7 +70,8 @@ class InMemoryMessageStore:
     async def append_batch(
         self, appends: Sequence[NewAppend], created_at: datetime
     ) -> tuple[dict[Key, Message], int]:
-        keys = [(room_id, client_msg_id) for room_id, client_msg_id, *_ in appends]
+        keys = [(room_id, sender, client_msg_id)
+                for room_id, client_msg_id, *_, sender in appends]  # fmt: skip
         if len(set(keys)) != len(keys):
             raise ValueError("appends of one batch must have distinct keys")
         ts = iso_ms(created_at)  # what a timestamptz column gives back: microseconds, UTC
@@ -96,8 +97,7 @@ class InMemoryMessageStore:
             )
             room.messages.append(message)
             room.last_at = created_at if room.last_at is None else max(room.last_at, created_at)
-            member = room.members.get(sender) if sender is not None else None
-            if member is not None:
+            if (member := room.members.get(sender)) is not None:
                 member.read_seq = max(member.read_seq, message.seq)
             self._by_key[key] = found[key] = message
         return found, existed

@@ -2,7 +2,9 @@
 
 Files ``migrations/NNNN_name.sql`` are applied in order, each in its own transaction, under
 a Postgres advisory lock so that several history instances starting together apply each
-migration exactly once. Applied versions are recorded in ``schema_migrations``.
+migration exactly once. Applied versions are recorded in ``schema_migrations``. A migration
+may rewrite a big table: run them on a connection without query timeouts
+(:class:`~chat_history.database.Database` gives them one of their own).
 """
 
 from __future__ import annotations

@@ -38,14 +38,15 @@ WITH k AS (
                              ord)
 ),
 existing AS (
-    SELECT {", ".join(f"m.{c.strip()}" for c in _COLUMNS.split(","))}
-    FROM messages m JOIN k USING (room_id, client_msg_id)
+    SELECT {", ".join(f"m.{c.strip()}" for c in _COLUMNS.split(","))}, m.sender
+    FROM messages m JOIN k USING (room_id, client_msg_id, sender)
 ),
 fresh AS (
     SELECT k.* FROM k
     WHERE NOT EXISTS (
         SELECT 1 FROM existing e
         WHERE e.room_id = k.room_id AND e.client_msg_id = k.client_msg_id
+          AND e.sender = k.sender
     )
 ),
 counts AS (
@@ -67,16 +68,15 @@ inserted AS (
     RETURNING {_COLUMNS}, sender
 ),
 sent AS (
-    SELECT room_id, sender, max(seq) AS seq FROM inserted
-    WHERE sender IS NOT NULL GROUP BY room_id, sender
+    SELECT room_id, sender, max(seq) AS seq FROM inserted GROUP BY room_id, sender
 ),
 read AS (
     UPDATE members mb SET read_seq = s.seq FROM sent s
     WHERE mb.user_id = s.sender AND mb.room_id = s.room_id AND mb.read_seq < s.seq
 )
-SELECT {_COLUMNS}, true AS existed FROM existing
+SELECT {_COLUMNS}, sender, true AS existed FROM existing
 UNION ALL
-SELECT {_COLUMNS}, false AS existed FROM inserted
+SELECT {_COLUMNS}, sender, false AS existed FROM inserted
 """
 
 
@@ -85,11 +85,11 @@ async def append_batch(
 ) -> tuple[dict[Key, Message], int]:
     """Store a batch of appends in one statement (one round trip, one transaction).
 
-    ``appends`` have distinct ``(room_id, client_msg_id)`` keys. Those already stored are
-    answered as stored; the others get the next seqs of their room, in the order given,
-    under the room row's lock (rows locked in room order, so batches cannot deadlock, and
-    one room's commits happen in seq order). Returns every key's message and how many of
-    them were already stored.
+    ``appends`` have distinct ``(room_id, sender, client_msg_id)`` keys. Those already
+    stored are answered as stored (found through the ``messages_idempotency`` index); the
+    others get the next seqs of their room, in the order given, under the room row's lock
+    (rows locked in room order, so batches cannot deadlock, and one room's commits happen
+    in seq order). Returns every key's message and how many of them were already stored.
 
     The same statement moves each room's ``last_at`` to ``created_at`` and each sender's
     watermark (``members.read_seq``, if they are a member) to their newest new message:
@@ -97,7 +97,7 @@ async def append_batch(
     """
     columns = [list(c) for c in zip(*appends, strict=True)]
     rows = await conn.fetch(_APPEND_BATCH, *columns, created_at)
-    found = {(r["room_id"], r["client_msg_id"]): to_message(r) for r in rows}
+    found = {(r["room_id"], r["sender"], r["client_msg_id"]): to_message(r) for r in rows}
     return found, sum(1 for r in rows if r["existed"])
 
 

@@ -24,12 +24,15 @@ from chat_common.schemas import Message
 
 __all__ = ["Key", "MessageStore", "NewAppend", "StoreUnavailable"]
 
-Key = tuple[str, str]
-"""(room_id, client_msg_id): the identity of a message."""
+Key = tuple[str, str, str]
+"""(room_id, sender, client_msg_id): the identity of a message. A ``client_msg_id`` names a
+message of one sender in one room, so two senders numbering their messages alike (``c-1``,
+``c-2``...) never collide."""
 
-NewAppend = tuple[str, str, str, str, str, bool, str | None]
+NewAppend = tuple[str, str, str, str, str, bool, str]
 """(room_id, client_msg_id, id, email, body, client_supplied, sender): ``sender`` is the
-sender's user id, or ``None`` (an append from a gateway without user ids)."""
+sender's user id; for an append from a gateway without user ids, the email (what a user id
+is in development mode, and what migration 0003 gave the messages stored before 0002)."""
 
 
 class StoreUnavailable(Unavailable):
@@ -50,8 +53,8 @@ class StoreUnavailable(Unavailable):
 
 
 class MessageStore(Protocol):
-    """Each room's messages, numbered 1, 2, 3... without gaps, keyed by ``(room_id,
-    client_msg_id)``."""
+    """Each room's messages, numbered 1, 2, 3... without gaps, keyed by ``(room_id, sender,
+    client_msg_id)`` (:data:`Key`)."""
 
     async def append_batch(
         self, appends: Sequence[NewAppend], created_at: datetime

@@ -3,9 +3,13 @@
 Each caller gets its message only after the transaction that holds it has committed
 (ack means durable). A batch whose store raises
 :class:`~chat_history.store.StoreUnavailable` is retried as a whole; because messages are
-keyed by ``(room_id, client_msg_id)``, a retry after a lost COMMIT finds the rows instead of
-writing them twice. Any other failure splits the batch, so that only the append at fault
-fails.
+keyed by ``(room_id, sender, client_msg_id)``, a retry after a lost COMMIT finds the rows
+instead of writing them twice. Any other failure splits the batch, so that only the append
+at fault fails.
+
+An append without a sender (from a gateway that predates user ids) is the email's: in
+development mode that is the user id, and migration 0003 gave the messages stored before
+user ids the same sender, so a retry across the upgrade still finds its message.
 """
 
 from __future__ import annotations
@@ -38,13 +42,14 @@ _log = logging.getLogger("chat.history.writer")
 @dataclass(frozen=True, slots=True)
 class Committed:
     """A message after COMMIT (and its JSON, the bytes every reader gets), with the trace
-    context and receipt time of its sender, and the sender's user id."""
+    context and receipt time of its sender, and the sender's user id (the email for a
+    gateway without user ids: the message's key and stored sender)."""
 
     message: Message
     raw: bytes
     ctx: Context
     received_at: float | None
-    sender: str | None = None
+    sender: str
 
 
 OnCommitted = Callable[[list[Committed]], Awaitable[None]]
@@ -61,8 +66,13 @@ class _Pending:
     ctx: Context = field(default_factory=otel_context.get_current)
 
     @property
+    def sender(self) -> str:
+        """The sender's user id, or the email for a gateway without user ids."""
+        return self.req.email if self.req.sender is None else self.req.sender
+
+    @property
     def key(self) -> Key:
-        return (self.req.room_id, self.req.client_msg_id)
+        return (self.req.room_id, self.sender, self.req.client_msg_id)
 
 
 def _origin(exc: BaseException) -> str:
@@ -175,9 +185,7 @@ class BatchWriter:
         senders = {p.key: p for p in live}
         committed = sorted(
             (
-                Committed(
-                    m, raw[k], senders[k].ctx, senders[k].req.received_at, senders[k].req.sender
-                )
+                Committed(m, raw[k], senders[k].ctx, senders[k].req.received_at, senders[k].sender)
                 for k, m in stored.items()
                 if k in senders
             ),
@@ -210,7 +218,7 @@ class BatchWriter:
             first_by_key.setdefault(p.key, p)
         appends = [
             (p.req.room_id, p.req.client_msg_id, uuid.uuid4().hex, p.req.email, p.req.text,
-             p.client_supplied, p.req.sender)
+             p.client_supplied, p.sender)
             for p in first_by_key.values()
         ]  # fmt: skip
         found, existed = await self._store.append_batch(appends, datetime.now(UTC))

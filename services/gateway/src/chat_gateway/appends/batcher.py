@@ -11,8 +11,9 @@ appends wait and leave together in the next one, so batches grow with the load a
 nothing when it is light (as history's group commit does). A request out for longer than
 50 ms (a frozen history instance, a retry) stops holding the next one back.
 
-A request that fails as a whole with ``UNAVAILABLE`` is retried (the items are idempotent
-by ``clientMsgId``), within the retry policy's deadline; then its senders get the error.
+A request that fails as a whole with ``UNAVAILABLE`` is retried (history keys each item by
+its sender and ``clientMsgId``, so a retry stores nothing twice), within the retry policy's
+deadline; then its senders get the error.
 """
 
 from __future__ import annotations
