@@ -58,8 +58,9 @@ def test_rooms_are_followed_while_a_follower_is_a_member() -> None:
     index.add_user("b", [])
     assert index.joined("b", "r", 0, 0) is False  # already listened to for a
     assert index.joined("b", "q", 4, 4) is True
+    assert index.follows("q") and index.follows("r")
     assert index.joined("nobody", "z", 0, 0) is False
     assert index.left("a", "r") is False  # b is still a member
     assert sorted(index.remove_user("b")) == ["q", "r"]
-    assert index.followed_rooms() == set()
+    assert not index.follows("r") and not index.follows("q")
     assert index.message("r", 1, None) == []

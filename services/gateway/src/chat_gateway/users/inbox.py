@@ -131,14 +131,14 @@ class Inbox:
 
     async def _listen(self, room_id: str) -> None:
         subscription = await self._subscribe(room_events(room_id), self._receiver(room_id))
-        if room_id in self._index.followed_rooms() and room_id not in self._subscriptions:
+        if self._index.follows(room_id) and room_id not in self._subscriptions:
             self._subscriptions[room_id] = subscription
         else:
             await subscription.unsubscribe()
 
     async def _unlisten(self, room_id: str) -> None:
         subscription = self._subscriptions.pop(room_id, None)
-        if subscription is not None and room_id not in self._index.followed_rooms():
+        if subscription is not None and not self._index.follows(room_id):
             try:
                 await subscription.unsubscribe()
             except Exception as exc:  # the bus connection is closing

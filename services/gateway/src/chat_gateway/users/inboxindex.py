@@ -40,8 +40,9 @@ class InboxIndex:
     def rooms_of(self, user_id: str) -> dict[str, RoomState]:
         return self._users.get(user_id, {})
 
-    def followed_rooms(self) -> set[str]:
-        return set(self._rooms)
+    def follows(self, room_id: str) -> bool:
+        """Whether some user followed here is a member of ``room_id``."""
+        return room_id in self._rooms
 
     def add_user(self, user_id: str, rooms: Iterable[tuple[str, int, int]]) -> list[str]:
         """Follow ``user_id`` with ``(room, read_seq, last_seq)`` (merged into what is known:
