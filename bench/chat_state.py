@@ -1,11 +1,14 @@
 """Benchmark: read state across devices and the inbox of a user in many rooms (issue 26).
 
-    .venv/bin/python bench/chat_state.py [--trials 1000] [--rooms 2000] [--inbox-trials 500]
-        [--env KEY=VALUE ...] [--json FILE]
+    .venv/bin/python bench/chat_state.py [--shipped] [--trials 1000] [--rooms 2000]
+        [--inbox-trials 500] [--env KEY=VALUE ...] [--json FILE]
 
 Starts our system fresh (NATS, Redis, Postgres, one session and one history service, two
 gateways on their own ports; the limits one load generator would hit lifted, as in
-bench/systems.py ``OUR_ENV``; ``--env`` adds or overrides settings, e.g. tracing), then:
+bench/systems.py ``OUR_ENV``; ``--env`` adds or overrides settings), then runs the steps
+below. ``--shipped``: tracing and logs as deployed (docker-compose.yml: every span
+recorded and exported over OTLP/HTTP, here to bench/otlp_sink.py in its own process; logs at
+INFO); the default is the quiet bench configuration (tracing off, WARNING logs).
 
 1. **read_state across devices**: one user on two devices, a Socket.IO client on gateway 1
    and a native client on gateway 2, both in one room; another user sends a message, and
@@ -42,6 +45,15 @@ from chat_devstack.stack import Stack, StackConfig
 ROOM = "bench-state"
 USER, OTHER = "reader@example.com", "writer@example.com"
 INBOX_USER = "many-rooms@example.com"
+SHIPPED_ENV = {
+    "OTEL_SDK_DISABLED": "false",
+    "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+    "GATEWAY_LOG_LEVEL": "INFO",
+    "SESSION_LOG_LEVEL": "INFO",
+    "HISTORY_LOG_LEVEL": "INFO",
+}
+"""Tracing and logs as docker-compose.yml deploys them (the SDK's default sampler: every
+span), over the bench environment's lifted limits."""
 
 
 class Waiter:
@@ -241,9 +253,19 @@ async def main() -> None:
     parser.add_argument("--inbox-trials", type=int, default=500)
     parser.add_argument("--env", nargs="*", default=[])
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--shipped", action="store_true")
     args = parser.parse_args()
     raise_fd_limit()
     extra = dict(item.split("=", 1) for item in args.env)
+    sink = None
+    if args.shipped:
+        sink = await asyncio.create_subprocess_exec(
+            sys.executable, str(Path(__file__).with_name("otlp_sink.py")),
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert sink.stdout is not None
+        port = int((await sink.stdout.readline()).decode())
+        extra = SHIPPED_ENV | {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}"} | extra
     with tempfile.TemporaryDirectory(prefix="bench-state-") as tmp:
         config = StackConfig(
             data_dir=Path(tmp), gateways=2, gateway_port=0, extra_env=OUR_ENV | extra
@@ -253,6 +275,9 @@ async def main() -> None:
             figures: dict[str, Any] = {"env": extra}
             figures["read_state"] = await read_state_across_devices(urls, args.trials)
             figures["inbox"] = await inbox_of_many_rooms(urls, args.rooms, args.inbox_trials)
+    if sink is not None:
+        sink.terminate()
+        await sink.wait()
     rs, inbox = figures["read_state"], figures["inbox"]
     print("| figure | n | p50 ms | p99 ms | max ms | target |")
     print("|---|---|---|---|---|---|")
