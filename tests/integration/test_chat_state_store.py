@@ -5,7 +5,6 @@ contract runs on the in-memory stores in ``tests/unit/test_chat_state_store.py``
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -24,21 +23,15 @@ from chat_history.store import StoreUnavailable
 from tests.conftest import Servers
 from tests.contracts.chat_state_store import ChatStateStoreContract, Stores
 from tests.contracts.message_store import T0
+from tests.support.historydb import migrated_database
 
 pytestmark = pytest.mark.integration
-
-
-async def _database(servers: Servers) -> Database:
-    db = Database(HistorySettings(postgres_dsn=await servers.create_database()))
-    async with asyncio.timeout(30):
-        await db.connect_forever()  # creates the pool and migrates
-    return db
 
 
 @pytest.fixture
 async def stores(servers: Servers) -> AsyncIterator[Stores]:
     """Fresh, empty stores on a database of their own."""
-    db = await _database(servers)
+    db = await migrated_database(servers)
 
     def state_with(**settings: Any) -> PostgresChatStateStore:
         return PostgresChatStateStore(db, **settings)
@@ -56,7 +49,7 @@ class TestPostgresChatStateStore(ChatStateStoreContract):
 async def test_postgres_failures_are_unavailable(servers: Servers) -> None:
     """Reads and writes the database cannot serve fail with the store's UNAVAILABLE, the
     driver's error kept only as its cause."""
-    db = await _database(servers)
+    db = await migrated_database(servers)
     store = PostgresChatStateStore(db)
     await db.close()
     calls = [

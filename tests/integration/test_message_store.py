@@ -25,21 +25,15 @@ from chat_history.settings import HistorySettings
 from chat_history.store import MessageStore, StoreUnavailable
 from tests.conftest import Servers
 from tests.contracts.message_store import T0, MessageStoreContract
+from tests.support.historydb import migrated_database
 
 pytestmark = pytest.mark.integration
-
-
-async def _database(servers: Servers) -> Database:
-    db = Database(HistorySettings(postgres_dsn=await servers.create_database()))
-    async with asyncio.timeout(30):
-        await db.connect_forever()  # creates the pool and migrates
-    return db
 
 
 @pytest.fixture
 async def store(servers: Servers) -> AsyncIterator[MessageStore]:
     """A fresh, empty store on a database of its own."""
-    db = await _database(servers)
+    db = await migrated_database(servers)
     try:
         yield PostgresMessageStore(db)
     finally:
@@ -53,7 +47,7 @@ class TestPostgresMessageStore(MessageStoreContract):
 async def test_postgres_page_failure_is_unavailable(servers: Servers) -> None:
     """A page the database cannot serve fails with the store's UNAVAILABLE, not a database
     error."""
-    db = await _database(servers)
+    db = await migrated_database(servers)
     store = PostgresMessageStore(db)
     await db.close()
     with pytest.raises(StoreUnavailable) as info:
@@ -64,7 +58,7 @@ async def test_postgres_page_failure_is_unavailable(servers: Servers) -> None:
 async def test_postgres_append_failure_is_store_unavailable(servers: Servers) -> None:
     """A batch the database cannot take fails with the store's own transient error (what
     the writer retries), the driver's error kept only as its cause."""
-    db = await _database(servers)
+    db = await migrated_database(servers)
     store = PostgresMessageStore(db)
     await db.close()
     with pytest.raises(StoreUnavailable) as info:
