@@ -29,11 +29,10 @@ from chat_common.chatstate import UserRoomsRequest
 from chat_common.schemas import RoomMessages
 from chat_common.subjects import room_events
 from chat_gateway.connection.client import Client
-from chat_gateway.protocol.wsframe import text_frame
 from chat_gateway.rooms.feed import RoomSubscription, Subscribe
 from chat_gateway.users.inboxindex import InboxIndex, RoomState
 from chat_gateway.users.state import ChatState
-from chat_gateway.users.stream import UserStreams
+from chat_gateway.users.stream import UserStreams, write_event
 
 __all__ = ["Inbox"]
 
@@ -189,11 +188,4 @@ class Inbox:
             state.unread,
             last_message,
         )
-        frames: dict[str, bytes] = {}
-        for client in list(self._followers.get(user_id, ())):
-            frame = frames.get(client.protocol)
-            if frame is None:
-                frame = frames[client.protocol] = text_frame(
-                    client.encode_event("inbox_update", payload)
-                )
-            client.write_frame(frame)
+        write_event(self._followers.get(user_id, ()), "inbox_update", payload)

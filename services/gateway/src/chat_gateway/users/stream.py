@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +31,7 @@ from chat_gateway.rooms.feed import RoomSubscription, Subscribe
 from chat_gateway.rooms.ordering import RoomSequencer
 from chat_gateway.users.state import ChatState
 
-__all__ = ["UserListener", "UserStreams"]
+__all__ = ["UserListener", "UserStreams", "write_event"]
 
 _log = logging.getLogger("chat.gateway.users")
 _event = msgspec.json.Decoder(UserEvent)
@@ -229,14 +229,17 @@ class UserStreams:
             for listener in self._listeners:
                 listener(user.user_id, event.event, data)
             payload = encode(data)
-            frames: dict[str, bytes] = {}
-            for client in list(user.clients):
-                frame = frames.get(client.protocol)
-                if frame is None:
-                    frame = frames[client.protocol] = text_frame(
-                        client.encode_event(event.event, payload)
-                    )
-                client.write_frame(frame)
+            write_event(user.clients, event.event, payload)
+
+
+def write_event(clients: Iterable[Client], name: str, payload: bytes) -> None:
+    """Write the event ``name`` with ``payload`` to ``clients``, encoded once per protocol."""
+    frames: dict[str, bytes] = {}
+    for client in list(clients):
+        frame = frames.get(client.protocol)
+        if frame is None:
+            frame = frames[client.protocol] = text_frame(client.encode_event(name, payload))
+        client.write_frame(frame)
 
 
 async def _unsubscribe(subscription: RoomSubscription) -> None:
