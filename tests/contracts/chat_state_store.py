@@ -20,11 +20,12 @@ from typing import Any
 
 import pytest
 
+from chat_common.changes import DELETE, EDIT, REACT
 from chat_common.chatstate import InboxResponse, ReadMark, ReadState, UserEvent
 from chat_common.errors import ErrorCode
-from chat_common.schemas import Message
+from chat_common.schemas import ItemError, Message
 from chat_history.statestore import ChatStateStore, CursorExpired
-from chat_history.store import MessageStore
+from chat_history.store import MessageStore, NewAppend, Stored
 from tests.contracts.message_store import T0
 
 __all__ = ["ChatStateStoreContract", "Stores"]
@@ -59,10 +60,20 @@ async def _send(
     """``n`` new messages in ``room`` from ``sender`` (by default the email, as history
     takes it from a gateway without user ids: no member's user id), stored at ``T0 + at``."""
     keys = [f"k{next(_KEYS)}" for _ in range(n)]
-    appends = [(room, k, f"id-{room}-{k}", "a@example.com", f"text {k}", True, sender)
+    appends = [NewAppend(room, k, f"id-{room}-{k}", "a@example.com", f"text {k}", True, sender)
                for k in keys]  # fmt: skip
     found, _ = await stores.messages.append_batch(appends, T0 + at)
     return [found[(room, sender, k)] for k in keys]
+
+
+async def _change(
+    stores: Stores, room: str, user: str, kind: str, target: int, body: str = ""
+) -> Stored:
+    """A change by ``user`` (a member's user id) to the message at ``target``."""
+    key = f"k{next(_KEYS)}"
+    append = NewAppend(room, key, f"id-{room}-{key}", _email(user), body, True, user, kind, target)
+    found, _ = await stores.messages.append_batch([append], T0)
+    return found[append.key]
 
 
 async def _join(state: ChatStateStore, user: str, room: str, at: timedelta = timedelta()) -> Any:
@@ -418,6 +429,46 @@ class ChatStateStoreContract:
         assert [(r.room_id, r.read_seq, r.last_seq, r.unread) for r in inbox.rooms] == [
             ("b", 3, 3, 0), ("a", 4, 7, 3),
         ]  # fmt: skip
+
+    async def test_unread_counts_messages_others_sent_and_nobody_deleted(
+        self, stores: Stores
+    ) -> None:
+        """Changes are not unread, and a deleted unread message no longer counts: the join
+        answer, a mark's state, user_rooms and the inbox all say so; the inbox's last message
+        is the newest message as it is now, not a change."""
+        await _join(stores.state, ANN, "a")
+        await _join(stores.state, BOB, "a")
+        sent = await _send(stores, "a", 4, sender=BOB)
+        await _change(stores, "a", BOB, EDIT, sent[3].seq, "edited")
+        await _change(stores, "a", ANN, REACT, sent[0].seq, "👍")
+        await _change(stores, "a", BOB, DELETE, sent[1].seq)
+        joined = (await stores.state.join(ANN, _email(ANN), "a", now=T0)).result
+        assert (joined.last_seq, joined.read_seq, joined.unread) == (7, 0, 3)
+        rooms = await stores.state.user_rooms(ANN, limit=10)
+        assert [(r.last_seq, r.unread) for r in rooms.rooms] == [(7, 3)]
+        inbox = await stores.state.inbox(ANN, after=None, limit=10, now=T0)
+        (room,) = inbox.rooms
+        assert room.unread == 3 and room.last_message is not None
+        assert (room.last_message.seq, room.last_message.text) == (4, "edited")
+        assert room.last_message.edited_at is not None
+        state = await _mark(stores.state, ANN, "a", 1)
+        assert (state.read_seq, state.unread) == (1, 2)
+
+    async def test_an_owner_deletes_any_message_a_member_only_their_own(
+        self, stores: Stores
+    ) -> None:
+        """The room's owner (its first member) may delete another's message; a member may
+        not."""
+        await _join(stores.state, ANN, "a")  # the owner
+        await _join(stores.state, BOB, "a")
+        ann, bob = (
+            (await _send(stores, "a", 1, sender=ANN))[0],
+            (await _send(stores, "a", 1, sender=BOB))[0],
+        )
+        refused = await _change(stores, "a", BOB, DELETE, ann.seq)
+        assert isinstance(refused, ItemError) and refused.code == "FORBIDDEN"
+        deleted = await _change(stores, "a", ANN, DELETE, bob.seq)
+        assert isinstance(deleted, Message) and deleted.email == _email(ANN)
 
     async def test_inbox_pages_skip_nothing_while_messages_arrive(self, stores: Stores) -> None:
         """120 rooms in pages of 50, with messages landing between the pages in rooms of

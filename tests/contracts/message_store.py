@@ -17,8 +17,8 @@ T0 = datetime(2026, 11, 28, 21, 58, 16, 822999, tzinfo=UTC)
 
 def _new(room: str, key: str, *, body: str | None = None, sender: str = "user-a") -> NewAppend:
     """An append of ``sender`` (whose email is ``<sender>@example.com``)."""
-    return (room, key, f"id-{room}-{sender}-{key}", f"{sender}@example.com", body or f"text {key}",
-            True, sender)  # fmt: skip
+    return NewAppend(room, key, f"id-{room}-{sender}-{key}", f"{sender}@example.com",
+                     body or f"text {key}", True, sender)  # fmt: skip
 
 
 async def _fill(store: MessageStore, room: str, n: int) -> list[Message]:
@@ -65,7 +65,7 @@ class MessageStoreContract:
         answers the stored message, counts it as existing and stores nothing: the next new
         message takes the very next seq."""
         first, _ = await store.append_batch([_new("r", "a")], T0)
-        retry = ("r", "a", "another-id", "b@example.com", "other text", False, "user-a")
+        retry = NewAppend("r", "a", "another-id", "b@example.com", "other text", False, "user-a")
         found, existed = await store.append_batch(
             [retry, _new("r", "b")], T0 + timedelta(seconds=5)
         )
@@ -127,8 +127,8 @@ class MessageStoreContract:
         plus_two = timezone(timedelta(hours=2))
         created_at = datetime(2026, 11, 28, 23, 58, 16, 822999, tzinfo=plus_two)
         appends = [
-            ("r", "c1", "id-1", "a@example.com", "hello", True, "user-a"),
-            ("r", "gw-7", "id-2", "b@example.com", "tab\there", False, "b@example.com"),
+            NewAppend("r", "c1", "id-1", "a@example.com", "hello", True, "user-a"),
+            NewAppend("r", "gw-7", "id-2", "b@example.com", "tab\there", False, "b@example.com"),
         ]
         found, _ = await store.append_batch(appends, created_at)
         expected = [

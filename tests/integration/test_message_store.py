@@ -22,8 +22,9 @@ from chat_history.database import Database
 from chat_history.migrate import apply_migrations, available_migrations
 from chat_history.pgstore import PostgresMessageStore
 from chat_history.settings import HistorySettings
-from chat_history.store import MessageStore, StoreUnavailable
+from chat_history.store import MessageStore, NewAppend, StoreUnavailable
 from tests.conftest import Servers
+from tests.contracts.message_changes import MessageChangesContract
 from tests.contracts.message_store import T0, MessageStoreContract
 from tests.support.historydb import migrated_database
 
@@ -40,7 +41,7 @@ async def store(servers: Servers) -> AsyncIterator[MessageStore]:
         await db.close()
 
 
-class TestPostgresMessageStore(MessageStoreContract):
+class TestPostgresMessageStore(MessageStoreContract, MessageChangesContract):
     """The contract on :class:`PostgresMessageStore`."""
 
 
@@ -62,7 +63,9 @@ async def test_postgres_append_failure_is_store_unavailable(servers: Servers) ->
     store = PostgresMessageStore(db)
     await db.close()
     with pytest.raises(StoreUnavailable) as info:
-        await store.append_batch([("r", "a", "id-a", "a@example.com", "text", True, "a")], T0)
+        await store.append_batch(
+            [NewAppend("r", "a", "id-a", "a@example.com", "text", True, "a")], T0
+        )
     assert info.value.code is ErrorCode.UNAVAILABLE
     assert type(info.value.__cause__).__module__.startswith("asyncpg")
 
@@ -127,7 +130,7 @@ async def test_migration_0003_keeps_every_message_and_keys_them_by_sender(
     dsn, conn = await _at_0002(servers)
     try:
         before = [dict(r) for r in await conn.fetch(_ROWS)]
-        assert await apply_migrations(conn) == [3]
+        assert await apply_migrations(conn, upto=3) == [3]
         after = [dict(r) for r in await conn.fetch(_ROWS)]
         unique = [dict(r) for r in await conn.fetch(_UNIQUE)]
         not_null = await conn.fetchval(_SENDER_NOT_NULL)
@@ -148,8 +151,8 @@ async def test_migration_0003_keeps_every_message_and_keys_them_by_sender(
         store = PostgresMessageStore(db)
         old, _ = await store.page("r", before_seq=None, after_seq=None, limit=10)
         found, existed = await store.append_batch(
-            [("r", "c-1", "id-x", "ann@example.com", "retry", True, "ann@example.com"),
-             ("r", "c-1", "id-y", "bob@example.com", "bob's c-1", True, "user-bob")],
+            [NewAppend("r", "c-1", "id-x", "ann@example.com", "retry", True, "ann@example.com"),
+             NewAppend("r", "c-1", "id-y", "bob@example.com", "bob's c-1", True, "user-bob")],
             T0 + timedelta(hours=1),
         )  # fmt: skip
         page, head = await store.page("r", before_seq=None, after_seq=None, limit=10)
@@ -174,7 +177,7 @@ async def test_migration_0003_takes_what_was_prepared_online(servers: Servers) -
         for statement in _prepared_online():
             await conn.execute(statement)
         built = await conn.fetchval("SELECT to_regclass('messages_idempotency_0003')::oid")
-        assert await apply_migrations(conn) == [3]
+        assert await apply_migrations(conn, upto=3) == [3]
         after = [dict(r) for r in await conn.fetch(_ROWS)]
         key = await conn.fetchval(
             "SELECT conindid FROM pg_constraint WHERE conname = 'messages_idempotency'"
@@ -206,7 +209,7 @@ async def test_migration_0003_drops_an_index_of_its_name_that_is_not_the_key(
             "CREATE UNIQUE INDEX messages_idempotency_0003"
             " ON messages (room_id, sender, client_msg_id)"
         )
-        assert await apply_migrations(conn) == [3]
+        assert await apply_migrations(conn, upto=3) == [3]
         unique = [dict(r) for r in await conn.fetch(_UNIQUE)]
         indexes = [r["indexname"] for r in await conn.fetch(_INDEXES)]
     finally:

@@ -89,7 +89,7 @@ async def test_sending_marks_and_the_inbox_agree() -> None:
                              {"userId": "user-bob", "marks": [{"roomId": "lobby", "seq": 2},
                                                               {"roomId": "den", "seq": 1}]})  # fmt: skip
     assert (bob["rooms"][0]["unread"], bob["rooms"][0]["lastMessage"]["text"]) == (3, "m2")
-    assert ann == {"rooms": [{"roomId": "lobby", "readSeq": 3, "lastSeq": 3}], "userSeq": 1,
+    assert ann == {"rooms": [{"roomId": "lobby", "readSeq": 3, "lastSeq": 3, "unread": 0}], "userSeq": 1,
                    "truncated": False}  # fmt: skip
     assert marked["results"] == [
         {"state": {"roomId": "lobby", "readSeq": 2, "lastSeq": 3, "unread": 1}, "error": None},

@@ -8,6 +8,7 @@ import pytest
 
 from chat_history.memorystore import InMemoryMessageStore
 from chat_history.store import MessageStore
+from tests.contracts.message_changes import MessageChangesContract
 from tests.contracts.message_store import MessageStoreContract
 
 
@@ -16,5 +17,5 @@ def store() -> MessageStore:
     return InMemoryMessageStore()
 
 
-class TestInMemoryMessageStore(MessageStoreContract):
+class TestInMemoryMessageStore(MessageStoreContract, MessageChangesContract):
     """The contract on :class:`InMemoryMessageStore`."""

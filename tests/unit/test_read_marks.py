@@ -14,6 +14,7 @@ from chat_gateway.users.marks import ReadMarks
 from chat_gateway.users.state import ChatState
 from chat_history.memorystate import InMemoryChatStateStore
 from chat_history.memorystore import InMemoryMessageStore
+from chat_history.store import NewAppend
 from tests.contracts.message_store import T0
 
 ANN = "user-ann"
@@ -32,7 +33,7 @@ class GatedHistory:
 
     async def room(self, room_id: str, messages: int) -> None:
         await self.state.join(ANN, "ann@example.com", room_id, now=T0)
-        appends = [(room_id, f"k{i}", f"id{i}", "b@example.com", "t", True, "b@example.com")
+        appends = [NewAppend(room_id, f"k{i}", f"id{i}", "b@example.com", "t", True, "b@example.com")
                    for i in range(messages)]  # fmt: skip
         await self.messages.append_batch(appends, T0)
 

@@ -187,6 +187,8 @@ class UserRoom(Wire, frozen=True):
     room_id: str
     read_seq: int
     last_seq: int
+    unread: int = 0
+    """Messages after ``read_seq`` that others sent and nobody deleted."""
 
 
 class UserRoomsResponse(Wire, frozen=True):

@@ -41,6 +41,7 @@ __all__ = [
     "PresenceRequest",
     "PresenceResponse",
     "PresentUser",
+    "Reaction",
     "RestoreRequest",
     "ResumeRequest",
     "ResumeResponse",
@@ -87,8 +88,25 @@ class Wire(msgspec.Struct, rename="camel", kw_only=True, frozen=True):
     keyword-only, immutable; unknown fields are ignored, known ones type-checked strictly."""
 
 
-class Message(Wire, frozen=True):
-    """One stored chat message, exactly as clients receive it."""
+class Reaction(Wire, frozen=True, omit_defaults=True):
+    """One emoji's reactions to a message: how many users, and whether the reader is one."""
+
+    emoji: str
+    count: int
+    me: bool = False
+
+
+class Message(Wire, frozen=True, omit_defaults=True):
+    """One stored room event, exactly as clients receive it: a chat message, or a change
+    to one (:mod:`chat_common.changes`).
+
+    A plain message encodes as it always did (the fields below ``client_msg_id`` are left
+    out at their defaults: ``omit_defaults`` compares by identity, hence ``kind`` ``None``
+    rather than ``"message"``). A change has a ``kind`` (``edit``, ``delete``, ``react``,
+    ``unreact``) and the ``target`` seq of the message it changes; an edit's ``text`` is the
+    new text, a reaction's ``emoji`` its emoji. A message *as it is now* (scroll-back and
+    join pages) carries ``editedAt``, ``deleted`` (its text then empty) and ``reactions``.
+    """
 
     id: str
     room_id: str
@@ -97,6 +115,13 @@ class Message(Wire, frozen=True):
     text: str
     ts: str
     client_msg_id: str | None
+    kind: str | None = None
+    """``None`` for a message (so that it encodes as before), else the change's kind."""
+    target: int | None = None
+    emoji: str | None = None
+    edited_at: str | None = None
+    deleted: bool = False
+    reactions: list[Reaction] | None = None
 
 
 class JoinRequest(Wire, frozen=True):
@@ -238,6 +263,12 @@ class AppendRequest(Wire, frozen=True):
     watermark to the message, and ``client_msg_id`` is unique per sender and room. ``None``
     from a gateway that predates user ids: history then takes ``email`` as the sender (a
     user id in development mode)."""
+    kind: str = "message"
+    """``message``, or a change to the message at ``target`` (:mod:`chat_common.changes`):
+    ``edit`` (``text`` is the new text), ``delete`` (``text`` empty), ``react`` and
+    ``unreact`` (``text`` is the emoji)."""
+    target: Seq | None = None
+    """The seq of the message a change is to (``None`` for a message)."""
 
 
 class AppendBatchRequest(Wire, frozen=True):
@@ -287,9 +318,16 @@ class FetchRequest(Wire, frozen=True):
     """The page may come from a standby and lag the primary by a moment (scroll-back,
     exports). Joins, gap fills and resume replays leave it ``False``: their page must be as
     new as the live stream."""
+    viewer: str | None = None
+    """The reader's user id: a reaction's ``me`` says whether they are among its users."""
 
 
 class FetchResponse(Wire, frozen=True):
+    """With ``after_seq``: the room's *events* after it, as stored (messages and changes,
+    each once, in seq order; what the live stream carried). Otherwise the room's messages
+    *as they are now* (changes applied: ``editedAt``, ``deleted``, ``reactions``), and no
+    change events."""
+
     messages: list[Message]
     last_seq: int
 
@@ -318,7 +356,7 @@ class RoomEvent(Wire, frozen=True):
     received_at: float | None = msgspec.field(default=None, name="sentAt")
 
 
-class RoomMessage(Wire, frozen=True):
+class RoomMessage(Wire, frozen=True, omit_defaults=True):
     seq: int
     data: msgspec.Raw
     """The :class:`Message` JSON, spliced into client frames as it is."""
@@ -326,6 +364,11 @@ class RoomMessage(Wire, frozen=True):
     """When the sender's gateway received it (epoch seconds; ``sentAt`` on the bus)."""
     sender: str | None = None
     """The sender's user id (for inbox followers: their own message is read)."""
+    kind: str | None = None
+    """The event's kind (:attr:`Message.kind`, ``None`` for a message): gateways name
+    client events by it, and count unread messages by it, without decoding ``data``."""
+    target: int | None = None
+    """A change's target seq (:attr:`Message.target`)."""
 
 
 class RoomMessages(Wire, frozen=True):

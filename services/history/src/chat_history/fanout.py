@@ -32,6 +32,8 @@ def publish_committed(nc: Publisher) -> Callable[[list[Committed]], Awaitable[No
                         data=msgspec.Raw(c.raw),
                         received_at=c.received_at,
                         sender=c.sender,
+                        kind=c.message.kind,
+                        target=c.message.target,
                     )
                     for c in items
                 ]

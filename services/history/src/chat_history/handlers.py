@@ -8,6 +8,7 @@ import re
 
 import msgspec
 
+from chat_common.changes import CHANGE_KINDS, DELETE, EDIT, KINDS, MESSAGE, valid_emoji
 from chat_common.chatstate import MAX_USER_ID_LENGTH, USER_ID_PATTERN
 from chat_common.errors import ChatError, InvalidArgument
 from chat_common.schemas import (
@@ -41,8 +42,20 @@ class HistoryHandlers:
         self._max_text = max_text
 
     def _valid(self, req: AppendRequest) -> AppendRequest:
-        if not 1 <= len(req.text) <= self._max_text or not req.client_msg_id:
-            raise InvalidArgument("text or clientMsgId out of range")
+        if not req.client_msg_id:
+            raise InvalidArgument("clientMsgId out of range")
+        if req.kind not in KINDS:
+            raise InvalidArgument("kind must be one of " + ", ".join(sorted(KINDS)))
+        if (req.kind in CHANGE_KINDS) != (req.target is not None and req.target >= 1):
+            raise InvalidArgument("a change (and only a change) has a target seq")
+        if req.kind in (MESSAGE, EDIT):
+            if not 1 <= len(req.text) <= self._max_text:
+                raise InvalidArgument(f"text must be 1 to {self._max_text} characters")
+        elif req.kind == DELETE:
+            if req.text:
+                raise InvalidArgument("a delete has no text")
+        elif not valid_emoji(req.text):
+            raise InvalidArgument("not an emoji")
         if req.sender is not None and not (
             len(req.sender) <= MAX_USER_ID_LENGTH and _USER_ID.match(req.sender)
         ):
@@ -95,5 +108,6 @@ class HistoryHandlers:
             after_seq=req.after_seq,
             limit=req.limit,
             replica_ok=req.replica_ok,
+            viewer=req.viewer,
         )  # the store answers UNAVAILABLE for its own failures
         return encode(FetchResponse(messages=messages, last_seq=last))

@@ -114,7 +114,7 @@ class InMemoryChatStateStore:
             role=member.role,
             read_seq=member.read_seq,
             last_seq=room.last_seq,
-            unread=room.last_seq - member.read_seq,
+            unread=room.unread(user_id, member.read_seq),
             created=created,
         )
         if not created:
@@ -145,7 +145,9 @@ class InMemoryChatStateStore:
                 continue
             room, member = found
             read_seq = statelogic.advance(member.read_seq, mark.seq, room.last_seq)
-            state = statelogic.read_state(mark.room_id, read_seq, room.last_seq)
+            state = statelogic.read_state(
+                mark.room_id, read_seq, room.last_seq, room.unread(user_id, read_seq)
+            )
             if read_seq != member.read_seq:
                 member.read_seq = read_seq
                 new.append(statelogic.read_state_event(state))
@@ -168,7 +170,14 @@ class InMemoryChatStateStore:
         for room_id in ids[:limit]:
             room = self._messages.rooms[room_id]
             read_seq = room.members[user_id].read_seq
-            rooms.append(UserRoom(room_id=room_id, read_seq=read_seq, last_seq=room.last_seq))
+            rooms.append(
+                UserRoom(
+                    room_id=room_id,
+                    read_seq=read_seq,
+                    last_seq=room.last_seq,
+                    unread=room.unread(user_id, read_seq),
+                )
+            )
         stream = self._streams.get(user_id, _Stream())
         return UserRoomsResponse(rooms=rooms, user_seq=stream.last_seq, truncated=len(ids) > limit)
 
@@ -185,8 +194,8 @@ class InMemoryChatStateStore:
             role=member.role,
             last_seq=room.last_seq,
             read_seq=member.read_seq,
-            unread=room.last_seq - member.read_seq,
-            last_message=room.messages[-1] if room.messages else None,
+            unread=room.unread(user_id, member.read_seq),
+            last_message=room.last_message(user_id),
             last_activity=iso_ms(self._activity(room, member)),
         )
 

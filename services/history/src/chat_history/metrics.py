@@ -27,7 +27,7 @@ COMMIT_SECONDS = Histogram(
 )
 APPENDS = Counter(
     "chat_history_appends_total", "Appends answered, by result", ["result"]
-)  # stored | duplicate | failed
+)  # stored | duplicate | refused (a change judged not to apply) | failed
 POOL = Gauge("chat_history_pool", "Postgres pool: size, idle, in_use, waiting, min, max", ["state"])
 POOL_ACQUIRE_TIMEOUTS = Counter(
     "chat_history_pool_acquire_timeouts_total", "Callers that got no connection in time"

@@ -30,8 +30,9 @@ def available_migrations() -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
-async def apply_migrations(conn: asyncpg.Connection) -> list[int]:
-    """Apply what is missing; returns the versions applied now."""
+async def apply_migrations(conn: asyncpg.Connection, *, upto: int | None = None) -> list[int]:
+    """Apply what is missing (up to version ``upto``, when given: tests of one migration
+    stop there); returns the versions applied now."""
     applied_now: list[int] = []
     await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_ID)
     try:
@@ -42,7 +43,7 @@ async def apply_migrations(conn: asyncpg.Connection) -> list[int]:
         )
         done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
         for version, name, sql in available_migrations():
-            if version in done:
+            if version in done or (upto is not None and version > upto):
                 continue
             async with conn.transaction():
                 await conn.execute(sql)

@@ -13,11 +13,12 @@ from datetime import datetime
 
 import asyncpg
 
+from chat_common.changes import MESSAGE
 from chat_common.errors import Unavailable
 from chat_common.schemas import Message
-from chat_history import repository
+from chat_history import changerepository, repository
 from chat_history.database import Database
-from chat_history.store import Key, MessageStore, NewAppend, StoreUnavailable
+from chat_history.store import Key, MessageStore, NewAppend, Stored, StoreUnavailable
 
 __all__ = ["TRANSIENT_ERRORS", "PostgresMessageStore"]
 
@@ -47,14 +48,17 @@ class PostgresMessageStore:
 
     async def append_batch(
         self, appends: Sequence[NewAppend], created_at: datetime
-    ) -> tuple[dict[Key, Message], int]:
+    ) -> tuple[dict[Key, Stored], int]:
         # The transient errors become StoreUnavailable (the writer retries the batch); the
         # others go up as they are (the writer isolates the failing append).
         if not appends:
             return {}, 0  # the statement needs one array per column, even empty ones
+        messages_only = all(a.kind == MESSAGE for a in appends)
         try:
             async with self._db.acquire() as conn:
-                return await repository.append_batch(conn, appends, created_at)
+                if messages_only:
+                    return await repository.append_batch(conn, appends, created_at)
+                return await changerepository.append_changes(conn, appends, created_at)
         except TRANSIENT_ERRORS as exc:
             raise StoreUnavailable("message store unavailable") from exc
 
@@ -66,11 +70,17 @@ class PostgresMessageStore:
         after_seq: int | None,
         limit: int,
         replica_ok: bool = False,
+        viewer: str | None = None,
     ) -> tuple[list[Message], int]:
         try:
             async with self._db.acquire(replica_ok=replica_ok) as conn:
                 return await repository.page(
-                    conn, room_id, before_seq=before_seq, after_seq=after_seq, limit=limit
+                    conn,
+                    room_id,
+                    before_seq=before_seq,
+                    after_seq=after_seq,
+                    limit=limit,
+                    viewer=viewer,
                 )
         except TRANSIENT_ERRORS as exc:
             raise StoreUnavailable("message store unavailable") from exc

@@ -41,11 +41,10 @@ def advance(read_seq: int, seq: int, last_seq: int) -> int:
     return read_seq if seq > last_seq else max(read_seq, seq)
 
 
-def read_state(room_id: str, read_seq: int, last_seq: int) -> ReadState:
-    """A member's read state; ``unread`` is the seqs after the watermark."""
-    return ReadState(
-        room_id=room_id, read_seq=read_seq, last_seq=last_seq, unread=last_seq - read_seq
-    )
+def read_state(room_id: str, read_seq: int, last_seq: int, unread: int) -> ReadState:
+    """A member's read state; ``unread`` is the messages after the watermark that others
+    sent and nobody deleted (changes are not counted)."""
+    return ReadState(room_id=room_id, read_seq=read_seq, last_seq=last_seq, unread=unread)
 
 
 def read_state_event(state: ReadState) -> NewEvent:

@@ -53,8 +53,19 @@ __all__ = [
     "user_rooms",
 ]
 
-_MEMBERSHIP = """
-SELECT m.role, m.read_seq, r.last_seq
+def _unread(member: str, room: str) -> str:
+    """SQL of the unread count of ``member`` (a ``members`` row) in ``room`` (its
+    ``rooms`` row): the messages after the watermark that others sent and nobody deleted
+    (changes are not messages). Counted, not kept: no counter to drift; one index probe
+    when nothing is unread."""
+    return f"""CASE WHEN {member}.read_seq >= {room}.last_seq THEN 0 ELSE (
+        SELECT count(*) FROM messages x
+        WHERE x.room_id = {member}.room_id AND x.seq > {member}.read_seq AND x.kind = 'message'
+          AND x.deleted_at IS NULL AND x.sender <> {member}.user_id) END"""
+
+
+_MEMBERSHIP = f"""
+SELECT m.role, m.read_seq, r.last_seq, {_unread("m", "r")} AS unread
 FROM members m JOIN rooms r USING (room_id)
 WHERE m.user_id = $1 AND m.room_id = $2
 """
@@ -115,7 +126,11 @@ moved AS (
     UPDATE members m SET read_seq = cur.new FROM cur
     WHERE m.user_id = $1 AND m.room_id = cur.room_id AND cur.new > cur.old
 )
-SELECT room_id, old, new, last_seq FROM cur
+SELECT room_id, old, new, last_seq, CASE WHEN new >= last_seq THEN 0 ELSE (
+    SELECT count(*) FROM messages x
+    WHERE x.room_id = cur.room_id AND x.seq > cur.new AND x.kind = 'message'
+      AND x.deleted_at IS NULL AND x.sender <> $1) END AS unread
+FROM cur
 """
 
 _USER_EVENTS = """
@@ -127,11 +142,11 @@ LEFT JOIN LATERAL (
 ) e ON true
 """
 
-_USER_ROOMS = """
-SELECT s.user_seq, x.room_id, x.read_seq, x.last_seq
+_USER_ROOMS = f"""
+SELECT s.user_seq, x.room_id, x.read_seq, x.last_seq, x.unread
 FROM (SELECT coalesce((SELECT last_seq FROM user_streams WHERE user_id = $1), 0) AS user_seq) s
 LEFT JOIN LATERAL (
-    SELECT m.room_id, m.read_seq, r.last_seq
+    SELECT m.room_id, m.read_seq, r.last_seq, {_unread("m", "r")} AS unread
     FROM members m JOIN rooms r USING (room_id)
     WHERE m.user_id = $1
     ORDER BY m.room_id COLLATE "C" LIMIT $2 + 1
@@ -145,15 +160,21 @@ WHERE m.user_id = $1
 ORDER BY greatest(r.last_at, m.joined_at) DESC, m.room_id COLLATE "C"
 """
 
-_INBOX_ROOMS = """
-SELECT u.room_id, m.role, m.read_seq, r.last_seq,
+_INBOX_ROOMS = f"""
+SELECT u.room_id, m.role, m.read_seq, r.last_seq, {_unread("m", "r")} AS unread,
        greatest(r.last_at, m.joined_at) AS activity,
        msg.seq, msg.id, msg.email, msg.body, msg.client_msg_id, msg.client_supplied,
-       msg.created_at
+       msg.created_at, msg.edited_at, msg.deleted
 FROM unnest($2::text[]) WITH ORDINALITY AS u(room_id, ord)
 JOIN members m ON m.user_id = $1 AND m.room_id = u.room_id
 JOIN rooms r ON r.room_id = u.room_id
-LEFT JOIN messages msg ON msg.room_id = u.room_id AND msg.seq = r.last_seq
+LEFT JOIN LATERAL (
+    SELECT seq, id, email, client_msg_id, client_supplied, created_at, edited_at,
+           CASE WHEN deleted_at IS NULL THEN coalesce(edited_body, body) ELSE '' END AS body,
+           deleted_at IS NOT NULL AS deleted
+    FROM messages WHERE room_id = u.room_id AND kind = 'message'
+    ORDER BY seq DESC LIMIT 1
+) msg ON true
 ORDER BY u.ord
 """
 
@@ -211,12 +232,11 @@ async def join(
                 return answer, events
         row = await conn.fetchrow(_MEMBERSHIP, user_id, room_id)  # a concurrent join's
         assert row is not None
-    read_seq, last_seq = int(row["read_seq"]), int(row["last_seq"])
     answer = MemberJoinResponse(
         role=row["role"],
-        read_seq=read_seq,
-        last_seq=last_seq,
-        unread=last_seq - read_seq,
+        read_seq=int(row["read_seq"]),
+        last_seq=int(row["last_seq"]),
+        unread=int(row["unread"]),
         created=False,
     )
     return answer, []
@@ -251,7 +271,9 @@ async def mark_read(
             if row is None:
                 results.append(MarkResult(error=statelogic.NOT_MEMBER))
                 continue
-            state = statelogic.read_state(mark.room_id, int(row["new"]), int(row["last_seq"]))
+            state = statelogic.read_state(
+                mark.room_id, int(row["new"]), int(row["last_seq"]), int(row["unread"])
+            )
             if row["new"] != row["old"]:
                 new.append(statelogic.read_state_event(state))
             results.append(MarkResult(state=state))
@@ -284,7 +306,12 @@ async def user_rooms(conn: asyncpg.Connection, user_id: str, limit: int) -> User
     found = [r for r in rows if r["room_id"] is not None]
     return UserRoomsResponse(
         rooms=[
-            UserRoom(room_id=r["room_id"], read_seq=r["read_seq"], last_seq=r["last_seq"])
+            UserRoom(
+                room_id=r["room_id"],
+                read_seq=r["read_seq"],
+                last_seq=r["last_seq"],
+                unread=r["unread"],
+            )
             for r in found[:limit]
         ],
         user_seq=int(rows[0]["user_seq"]),
@@ -299,7 +326,7 @@ def _inbox_room(row: asyncpg.Record) -> InboxRoom:
         role=row["role"],
         last_seq=row["last_seq"],
         read_seq=row["read_seq"],
-        unread=row["last_seq"] - row["read_seq"],
+        unread=row["unread"],
         last_message=message,
         last_activity=iso_ms(row["activity"]),
     )

@@ -29,10 +29,10 @@ from opentelemetry.trace import Link
 
 from chat_common.backoff import Backoff
 from chat_common.errors import ChatError, ErrorCode, Unavailable
-from chat_common.schemas import AppendRequest, Message, encode
+from chat_common.schemas import AppendRequest, ItemError, Message, encode
 from chat_common.tracing import tracer
 from chat_history.metrics import APPENDS, BATCH_SIZE, COMMIT_SECONDS
-from chat_history.store import Key, MessageStore, StoreUnavailable
+from chat_history.store import Key, MessageStore, NewAppend, Stored, StoreUnavailable
 
 __all__ = ["BatchWriter", "Committed", "OnCommitted"]
 
@@ -178,16 +178,22 @@ class BatchWriter:
                         APPENDS.labels("failed").inc()
                         p.future.set_exception(ChatError(ErrorCode.INTERNAL, "internal error"))
                 return
-        raw = {key: encode(message) for key, message in stored.items()}
+        raw = {key: encode(m) for key, m in stored.items() if isinstance(m, Message)}
         for p in live:
-            if not p.future.done():
+            if p.future.done():
+                continue
+            outcome = stored[p.key]
+            if isinstance(outcome, ItemError):  # a change refused (judged, for good)
+                APPENDS.labels("refused").inc()
+                p.future.set_exception(ChatError(outcome.code, outcome.message))
+            else:
                 p.future.set_result(raw[p.key])
         senders = {p.key: p for p in live}
         committed = sorted(
             (
                 Committed(m, raw[k], senders[k].ctx, senders[k].req.received_at, senders[k].sender)
                 for k, m in stored.items()
-                if k in senders
+                if k in senders and isinstance(m, Message)
             ),
             key=lambda c: (c.message.room_id, c.message.seq),
         )
@@ -196,7 +202,7 @@ class BatchWriter:
         except Exception:
             _log.exception("fan-out publish failed after commit")
 
-    async def _traced_commit(self, batch: list[_Pending]) -> dict[Key, Message]:
+    async def _traced_commit(self, batch: list[_Pending]) -> dict[Key, Stored]:
         """One transaction, as a span in the first sender's trace, linked to the others'."""
         links = [Link(trace.get_current_span(p.ctx).get_span_context()) for p in batch[1:]]
         BATCH_SIZE.observe(len(batch))
@@ -212,16 +218,16 @@ class BatchWriter:
         COMMIT_SECONDS.observe(time.perf_counter() - started)
         return stored
 
-    async def _commit(self, batch: list[_Pending]) -> dict[Key, Message]:
+    async def _commit(self, batch: list[_Pending]) -> dict[Key, Stored]:
         first_by_key: dict[Key, _Pending] = {}
         for p in batch:
             first_by_key.setdefault(p.key, p)
         appends = [
-            (p.req.room_id, p.req.client_msg_id, uuid.uuid4().hex, p.req.email, p.req.text,
-             p.client_supplied, p.sender)
+            NewAppend(p.req.room_id, p.req.client_msg_id, uuid.uuid4().hex, p.req.email,
+                      p.req.text, p.client_supplied, p.sender, p.req.kind, p.req.target)
             for p in first_by_key.values()
         ]  # fmt: skip
         found, existed = await self._store.append_batch(appends, datetime.now(UTC))
         APPENDS.labels("duplicate").inc(existed)
-        APPENDS.labels("stored").inc(len(found) - existed)
+        APPENDS.labels("stored").inc(sum(isinstance(m, Message) for m in found.values()) - existed)
         return found
