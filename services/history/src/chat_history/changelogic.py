@@ -145,7 +145,9 @@ class ChangeBatch:
             self.added.discard(reaction)
             self.removed.add(reaction)
             assert current is not None  # judged: the reaction existed, so its emoji did
-            current = EmojiCount(current.count - 1, current.first_seq) if current.count > 1 else None
+            current = (
+                EmojiCount(current.count - 1, current.first_seq) if current.count > 1 else None
+            )
         self.counts[emoji] = current
 
     def _drop_reactions(self, key: TargetKey) -> None:

@@ -235,5 +235,3 @@ async def _write_effects(
         await conn.execute(_SET_COUNTS, *_columns(kept, 5))
     if gone:
         await conn.execute(_DROP_COUNTS, *_columns(gone, 3))
-
-

@@ -87,9 +87,7 @@ class MemoryRoom:
                 Reaction(emoji=e, count=c.count, me=(seq, e, viewer) in self.reacted)
                 for e, c in sorted(counts.items(), key=lambda item: item[1].first_seq)
             ]
-        return msgspec.structs.replace(
-            message, text=text, edited_at=edited_at, reactions=reactions
-        )
+        return msgspec.structs.replace(message, text=text, edited_at=edited_at, reactions=reactions)
 
     def last_message(self, viewer: str | None) -> Message | None:
         """The newest message (not a change) as it is now, without its reactions (an

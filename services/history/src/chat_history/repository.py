@@ -122,7 +122,9 @@ async def append_batch(
     return found, sum(1 for r in rows if r["existed"])
 
 
-_HEAD = "WITH head AS (SELECT coalesce((SELECT last_seq FROM rooms WHERE room_id = $1), 0) AS head_seq)"
+_HEAD = (
+    "WITH head AS (SELECT coalesce((SELECT last_seq FROM rooms WHERE room_id = $1), 0) AS head_seq)"
+)
 
 _AFTER = f"""{_HEAD}
 SELECT head.head_seq, m.* FROM head LEFT JOIN LATERAL (

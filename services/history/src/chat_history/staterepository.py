@@ -53,6 +53,7 @@ __all__ = [
     "user_rooms",
 ]
 
+
 def _unread(member: str, room: str) -> str:
     """SQL of the unread count of ``member`` (a ``members`` row) in ``room`` (its
     ``rooms`` row): the messages after the watermark that others sent and nobody deleted

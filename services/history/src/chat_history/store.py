@@ -31,7 +31,6 @@ message of one sender in one room, so two senders numbering their messages alike
 ``c-2``...) never collide."""
 
 
-
 class NewAppend(NamedTuple):
     """One event to store: a message, or a change to the message at ``target``
     (:mod:`chat_common.changes`; ``body`` is an edit's text, a reaction's emoji, a
