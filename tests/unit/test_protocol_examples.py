@@ -326,6 +326,21 @@ async def _native_exchange(t: Transcript) -> None:
         await t.receive(bob)
 
 
+@scene("changes")
+async def _changes(t: Transcript) -> None:
+    async with InProcessChat() as chat:
+        carol = await _native(chat, CAROL, "lobby")
+        await carol.call("send_message", {"roomId": "lobby", "text": "hi"})
+        t.send(carol, '{"type":"edit_message","id":4,"data":{"roomId":"lobby","seq":1,'
+                      '"text":"hi all","clientMsgId":"e-1"}}')  # fmt: skip
+        await t.receive_where(carol, '{"type":"ack","id":4,')
+        t.send(carol, '{"type":"react","id":5,"data":{"roomId":"lobby","seq":1,"emoji":"👍"}}')
+        await t.receive_where(carol, '{"type":"ack","id":5,')
+        await t.receive_where(carol, '{"type":"message_changed","data":{"id":')
+        t.send(carol, '{"type":"get_history","id":6,"data":{"roomId":"lobby"}}')
+        await t.receive_where(carol, '{"type":"ack","id":6,')
+
+
 @scene("error-event")
 async def _error_event(t: Transcript) -> None:
     async with InProcessChat() as chat:

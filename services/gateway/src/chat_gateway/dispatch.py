@@ -21,6 +21,7 @@ from chat_common.schemas import encode
 from chat_common.tracing import SpanKind, tracer
 from chat_gateway.appends.batcher import AppendBatcher
 from chat_gateway.appends.plan import Slot
+from chat_gateway.changeevents import CHANGE_EVENTS
 from chat_gateway.connection.client import Client
 from chat_gateway.connection.dispatcher import AnswerFrame, Connected, Place, Resume
 from chat_gateway.doorway import Doorway
@@ -33,7 +34,7 @@ from chat_gateway.users.marks import ReadMarks, Turn
 __all__ = ["EventDispatcher"]
 
 _tracer = tracer("chat.gateway")
-_APPENDS = frozenset({"send_message"})
+_APPENDS = frozenset({"send_message"}) | CHANGE_EVENTS
 """Events that append: they take their place in the sender's order on arrival."""
 _MARKS = frozenset({"mark_read"})
 """Events that take a turn on arrival, so that they reach the coalescer in the order sent."""

@@ -146,7 +146,11 @@ class EventHandlers:
         try:
             page, membership = await asyncio.gather(
                 self._backend.fetch(
-                    FetchRequest(room_id=p.room_id, limit=max(self._s.join_history_limit, 1))
+                    FetchRequest(
+                        room_id=p.room_id,
+                        limit=max(self._s.join_history_limit, 1),
+                        viewer=user_id,
+                    )
                 ),
                 self._state.member_join(
                     MemberJoinRequest(user_id=user_id, email=p.email, room_id=p.room_id)
@@ -246,11 +250,13 @@ class EventHandlers:
             FetchRequest(
                 room_id=p.room_id,
                 before_seq=p.before_seq,
+                after_seq=p.after_seq,
                 limit=p.limit or 50,
-                replica_ok=p.before_seq is not None,  # scroll-back; the newest page is not
+                replica_ok=p.before_seq is not None and p.after_seq is None,  # scroll-back
+                viewer=event.client.user_id,
             )
         )
-        return Result({"ok": True, "messages": page.messages})
+        return Result({"ok": True, "messages": page.messages, "lastSeq": page.last_seq})
 
     async def get_members(self, event: Incoming) -> Result:
         """A page of the room's users in join order; ``next`` is ``after`` for the next

@@ -17,6 +17,7 @@ from chat_common.subjects import GATEWAY_SERVICE, gateway_control, gateway_endpo
 from chat_gateway.appends.batcher import AppendBatcher
 from chat_gateway.auth import JwtVerifier, build_verifier
 from chat_gateway.backend import BusBackend, Request, nats_request
+from chat_gateway.changeevents import ChangeEvents
 from chat_gateway.connection.loop import Connections
 from chat_gateway.dispatch import EventDispatcher
 from chat_gateway.doorway import Doorway
@@ -123,9 +124,10 @@ def assemble(
         state, streams=streams, inbox=inbox, marks=marks,
         leave_room=leaving.leave, drop_room=leaving.drop,
     )  # fmt: skip
+    changes = ChangeEvents(appender, max_text_length=settings.max_text_length)
     limiter = UserLimiter(backend.take, lease=settings.user_lease)
     dispatcher = EventDispatcher(
-        handlers.table() | user_handlers.table(),
+        handlers.table() | user_handlers.table() | changes.table(),
         doorway,
         appender=appender,
         marks=marks,

@@ -13,11 +13,14 @@ import msgspec
 from chat_common.schemas import MAX_SEQ, Email, MessageText, RoomId, Wire
 
 __all__ = [
+    "DeleteMessagePayload",
+    "EditMessagePayload",
     "GetHistoryPayload",
     "GetRoomsPayload",
     "JoinPayload",
     "LeavePayload",
     "MarkReadPayload",
+    "ReactPayload",
     "ResumePayload",
     "SendMessagePayload",
     "UnsubscribePayload",
@@ -43,7 +46,38 @@ class SendMessagePayload(Wire, frozen=True):
 class GetHistoryPayload(Wire, frozen=True):
     room_id: RoomId
     before_seq: Annotated[int, msgspec.Meta(ge=1, le=MAX_SEQ)] | None = None
+    after_seq: Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)] | None = None
+    """The room's events after this seq (messages and changes, as the live stream carried
+    them) instead of its messages as they are now."""
     limit: Annotated[int, msgspec.Meta(ge=1, le=200)] | None = None
+
+
+TargetSeq = Annotated[int, msgspec.Meta(ge=1, le=MAX_SEQ)]
+"""The seq of the message a change is to."""
+Emoji = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+"""A reaction; what it may hold is checked by ``chat_common.changes.valid_emoji``."""
+
+
+class EditMessagePayload(Wire, frozen=True):
+    room_id: RoomId
+    seq: TargetSeq
+    text: MessageText
+    client_msg_id: ClientMsgId | None = None
+
+
+class DeleteMessagePayload(Wire, frozen=True):
+    room_id: RoomId
+    seq: TargetSeq
+    client_msg_id: ClientMsgId | None = None
+
+
+class ReactPayload(Wire, frozen=True):
+    """``react`` and ``unreact``."""
+
+    room_id: RoomId
+    seq: TargetSeq
+    emoji: Emoji
+    client_msg_id: ClientMsgId | None = None
 
 
 class GetMembersPayload(Wire, frozen=True):

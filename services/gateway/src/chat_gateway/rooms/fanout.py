@@ -20,7 +20,15 @@ import msgspec
 from chat_common.schemas import RoomEvent, RoomMessages
 from chat_common.subjects import ROOM_EVENTS, ROOM_PRESENCE
 
-__all__ = ["PRESENCE_EVENTS", "Fanout", "PresenceData", "parse_room_event"]
+__all__ = [
+    "MESSAGE_CHANGED",
+    "NEW_MESSAGE",
+    "PRESENCE_EVENTS",
+    "Fanout",
+    "PresenceData",
+    "event_name",
+    "parse_room_event",
+]
 
 PRESENCE_EVENTS = frozenset({"user_joined", "user_left"})
 
@@ -51,6 +59,16 @@ class Fanout:
     """Its frame bytes by kind of client, built as the first of each kind needs them."""
 
 
+NEW_MESSAGE = "new_message"
+MESSAGE_CHANGED = "message_changed"
+
+
+def event_name(kind: str | None) -> str:
+    """The client event of a room event of ``kind``: ``new_message`` for a message,
+    ``message_changed`` for a change to one (an edit, a delete, a reaction)."""
+    return NEW_MESSAGE if kind is None else MESSAGE_CHANGED
+
+
 def parse_room_event(room_id: str, kind: str, data: bytes) -> list[Fanout] | None:
     """The events one message on a room subject of ``kind`` carries, decoded once; ``None``
     when it does not belong there: messages (with their seqs) only on the subject history
@@ -61,7 +79,7 @@ def parse_room_event(room_id: str, kind: str, data: bytes) -> list[Fanout] | Non
             if not batch.messages or any(m.seq < 1 for m in batch.messages):
                 return None
             return [
-                Fanout(room_id, "new_message", bytes(m.data), m.seq, m.received_at)
+                Fanout(room_id, event_name(m.kind), bytes(m.data), m.seq, m.received_at)
                 for m in batch.messages
             ]
         if kind == ROOM_PRESENCE:

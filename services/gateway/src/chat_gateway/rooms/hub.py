@@ -33,7 +33,13 @@ from chat_gateway.metrics import DELIVERIES, E2E_SECONDS
 from chat_gateway.protocol.wsframe import text_frame
 from chat_gateway.rooms.delivery import Delivery, RoomDelivery
 from chat_gateway.rooms.delivery import Member as CoreMember
-from chat_gateway.rooms.fanout import PRESENCE_EVENTS, Fanout, PresenceData, parse_room_event
+from chat_gateway.rooms.fanout import (
+    PRESENCE_EVENTS,
+    Fanout,
+    PresenceData,
+    event_name,
+    parse_room_event,
+)
 from chat_gateway.rooms.feed import RoomSubscription, Subscribe
 from chat_gateway.rooms.presencebatch import PresenceBatch
 
@@ -130,7 +136,7 @@ class RoomHub:
         if room is None:
             return
         member.client.rooms.start_position(room_id, join_position, reset=True)
-        missed = [Fanout(room_id, "new_message", encode(m), m.seq) for m in messages]
+        missed = [Fanout(room_id, event_name(m.kind), encode(m), m.seq) for m in messages]
         self._write(room.delivery.replay(member, missed, join_position=join_position))
 
     def suspend(self, client: Client, room_id: str) -> None:
@@ -271,4 +277,5 @@ class RoomHub:
                 continue
             for message in page.messages:
                 data = encode(message)
-                self.accept(room, Fanout(room.room_id, "new_message", data, message.seq))
+                fanout = Fanout(room.room_id, event_name(message.kind), data, message.seq)
+                self.accept(room, fanout)

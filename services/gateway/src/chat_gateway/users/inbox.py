@@ -96,7 +96,7 @@ class Inbox:
             if user_id not in self._index:
                 return
             new = self._index.add_user(
-                user_id, ((r.room_id, r.read_seq, r.last_seq) for r in listing.rooms)
+                user_id, ((r.room_id, r.read_seq, r.last_seq, r.unread) for r in listing.rooms)
             )
             await asyncio.gather(*(self._listen(room_id) for room_id in new))
 
@@ -149,8 +149,10 @@ class Inbox:
         room_id = data.get("roomId")
         if not isinstance(room_id, str):
             return
-        if event == "read_state" and isinstance(read := data.get("readSeq"), int):
-            self._index.read(user_id, room_id, read)
+        if event == "read_state":
+            read, last, unread = data.get("readSeq"), data.get("lastSeq"), data.get("unread")
+            if isinstance(read, int) and isinstance(last, int) and isinstance(unread, int):
+                self._index.read(user_id, room_id, read, last, unread)
         elif event == "membership" and data.get("member") is True:
             read, last = data.get("readSeq"), data.get("lastSeq")
             read = read if isinstance(read, int) else 0
@@ -171,21 +173,28 @@ class Inbox:
             except msgspec.DecodeError:
                 _log.error("undecodable room messages for the inbox: dropped")
                 return
-            latest: dict[str, tuple[RoomState, bytes]] = {}
-            for message in batch.messages:
-                for user_id, state in self._index.message(room_id, message.seq, message.sender):
-                    latest[user_id] = (state, bytes(message.data))
+            latest: dict[str, tuple[RoomState, bytes | None]] = {}
+            for m in batch.messages:
+                moved = self._index.event(room_id, m.seq, m.sender, m.kind, m.target)
+                for user_id, state in moved:
+                    last = bytes(m.data) if m.kind is None else latest.get(user_id, (0, None))[1]
+                    latest[user_id] = (state, last)
             for user_id, (state, last_message) in latest.items():
                 self._send(user_id, room_id, state, last_message)
 
         return receive
 
-    def _send(self, user_id: str, room_id: str, state: RoomState, last_message: bytes) -> None:
-        payload = b'{"roomId":"%s","lastSeq":%d,"readSeq":%d,"unread":%d,"lastMessage":%s}' % (
+    def _send(
+        self, user_id: str, room_id: str, state: RoomState, last_message: bytes | None
+    ) -> None:
+        """``inbox_update``; without ``lastMessage`` when only a delete moved the count
+        (the room's preview is as it was)."""
+        payload = b'{"roomId":"%s","lastSeq":%d,"readSeq":%d,"unread":%d' % (
             room_id.encode(),
             state.last_seq,
             state.read_seq,
             state.unread,
-            last_message,
         )
-        write_event(self._followers.get(user_id, ()), "inbox_update", payload)
+        if last_message is not None:
+            payload += b',"lastMessage":' + last_message
+        write_event(self._followers.get(user_id, ()), "inbox_update", payload + b"}")
