@@ -220,3 +220,18 @@ class MessageChangesContract:
             for event in _json(await _events(store, "r", after=head)):
                 assert view.apply(event)
             assert view.messages() == expected
+
+    async def test_a_messages_changes_are_listed_in_seq_order(self, store: MessageStore) -> None:
+        """The changes to one message, and only those, as stored, pageable after a seq."""
+        await _stored(store, _message("r", "ann"))
+        await _stored(store, _message("r", "bob"))
+        mine = [await _stored(store, _change("r", "ann", EDIT, 1, f"v{i}")) for i in range(3)]
+        await _stored(store, _change("r", "cat", REACT, 2, "👍"))
+        mine.append(await _stored(store, _change("r", "cat", REACT, 1, "👍")))
+        assert await store.changes("r", 1, after_seq=0, limit=10) == (mine, 7)
+        assert await store.changes("r", 1, after_seq=mine[1].seq, limit=1) == ([mine[2]], 7)
+        assert await store.changes("r", 2, after_seq=0, limit=10) == (
+            [(await _events(store, "r"))[5]],
+            7,
+        )
+        assert await store.changes("nowhere", 1, after_seq=0, limit=10) == ([], 0)

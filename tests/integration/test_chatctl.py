@@ -229,14 +229,44 @@ async def test_history_export_and_last(stack: Stack, tmp_path: Path) -> None:
     assert run.code == 0, run
     lines = out.read_text().splitlines()
     assert [json.loads(line) for line in lines] == stored
-    assert f"wrote 230 message(s) of {room}" in run.err
+    assert f"wrote 230 event(s) of {room}" in run.err
     assert not out.with_name("room.jsonl.partial").exists()
 
     last = await chatctl(stack, "history", room, "--last", "70", "--page", "50", "--json")
     assert last.code == 0, last
     assert [json.loads(line) for line in last.out.splitlines()] == stored[-70:]
     table = await chatctl(stack, "history", room, "--last", "3")
-    assert table.code == 0 and "m229 [b]x" in table.out and "last 3 of 230" in table.out
+    assert table.code == 0 and "m229 [b]x" in table.out and "head seq 230" in table.out
+
+
+async def test_changes_show_a_message_as_it_is_and_its_history(stack: Stack) -> None:
+    """``changes ROOM SEQ`` shows the message as it is now and each change to it, in seq
+    order; ``history`` shows the changes applied, and --export every event as stored."""
+    room = unique_room("ctl")
+    ann = await NativeClient().connect(stack.client_url)
+    try:
+        assert (await ann.call("join", {"email": "ann@ctl.example", "roomId": room}))["ok"]
+        for text in ("first", "second"):
+            assert (await ann.call("send_message", {"roomId": room, "text": text}))["ok"]
+        for body in ({"seq": 1, "text": "first, edited"}, {"seq": 1, "text": "first, again"}):
+            assert (await ann.call("edit_message", {"roomId": room, **body}))["ok"]
+        assert (await ann.call("react", {"roomId": room, "seq": 1, "emoji": "👍"}))["ok"]
+        assert (await ann.call("delete_message", {"roomId": room, "seq": 2}))["ok"]
+    finally:
+        await ann.close()
+    shown = await chatctl(stack, "changes", room, "1", "--json")
+    assert shown.code == 0, shown
+    found = json.loads(shown.out)
+    assert found["message"]["text"] == "first, again"
+    assert [(c["seq"], c["kind"]) for c in found["changes"]] == [
+        (3, "edit"),
+        (4, "edit"),
+        (5, "react"),
+    ]
+    table = await chatctl(stack, "changes", room, "1")
+    assert table.code == 0 and "first, edited" in table.out and "👍 1" in table.out
+    history = await chatctl(stack, "history", room)
+    assert history.code == 0 and "deleted" in history.out and "first, again" in history.out
 
 
 async def test_drain_moves_clients_to_the_other_gateway(make_stack: MakeStack) -> None:

@@ -27,9 +27,10 @@ from chat_common.schemas import (
     PresentUser,
     SessionInfo,
 )
-from chat_ctl.history import last_messages, replay
+from chat_ctl.history import last_messages, message_changes, replay
 from chat_ctl.state import present_users, room_members, roster, user_rooms
 from chat_ctl.view import (
+    changes_table,
     describe_expiry,
     instance_table,
     instances_from_stats,
@@ -360,3 +361,28 @@ def test_user_rooms_table_shows_read_state_and_what_was_cut() -> None:
     text = _render(user_rooms_table(found))
     assert "[i]ann@x.io: 4 room(s), 1 not shown (raise --limit)" in text
     assert "│ r1 │ owner │ 1 │ 4 │ 3 │" in text
+
+
+def test_message_changes_pages_through_every_change_in_order() -> None:
+    """A message's changes come whole and in seq order whatever the page size; another
+    message's changes are not among them."""
+    from chat_history.memorystore import InMemoryMessageStore
+    from chat_history.store import NewAppend
+    from tests.contracts.message_store import T0
+
+    store = InMemoryMessageStore()
+    appends = [NewAppend("r", f"m{i}", f"id{i}", "a@x.example", "hi", True, "a") for i in (1, 2)]
+    appends += [NewAppend("r", f"e{i}", f"ide{i}", "a@x.example", f"v{i}", True, "a", "edit", 1 + i % 2)
+                for i in range(7)]  # fmt: skip
+    asyncio.run(store.append_batch(appends, T0))
+
+    async def fetch(req: FetchRequest) -> FetchResponse:
+        assert req.target is not None
+        found, head = await store.changes(req.room_id, req.target, after_seq=req.after_seq or 0,
+                                          limit=req.limit)  # fmt: skip
+        return FetchResponse(messages=found, last_seq=head)
+
+    found = asyncio.run(message_changes(fetch, "r", 1, page=2))
+    assert [(m.seq, m.text) for m in found] == [(3, "v0"), (5, "v2"), (7, "v4"), (9, "v6")]
+    table = _render(changes_table(None, found, target=1))
+    assert "v6" in table and "no message" in table

@@ -320,6 +320,9 @@ class FetchRequest(Wire, frozen=True):
     new as the live stream."""
     viewer: str | None = None
     """The reader's user id: a reaction's ``me`` says whether they are among its users."""
+    target: Seq | None = None
+    """Operators (``chatctl changes``): the changes to the message at this seq, as
+    stored, in seq order after ``after_seq`` (or from the first), instead of a page."""
 
 
 class FetchResponse(Wire, frozen=True):

@@ -102,6 +102,11 @@ class HistoryHandlers:
         req = parse_request(body, FetchRequest)
         if not 1 <= req.limit <= self._max_page:
             raise InvalidArgument(f"limit must be 1..{self._max_page}")
+        if req.target is not None:
+            changes, last = await self._store.changes(
+                req.room_id, req.target, after_seq=req.after_seq or 0, limit=req.limit
+            )
+            return encode(FetchResponse(messages=changes, last_seq=last))
         messages, last = await self._store.page(
             req.room_id,
             before_seq=req.before_seq,

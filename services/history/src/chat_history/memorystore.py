@@ -225,6 +225,15 @@ class InMemoryMessageStore:
         newest.reverse()
         return newest, head
 
+    async def changes(
+        self, room_id: str, target: int, *, after_seq: int, limit: int
+    ) -> tuple[list[Message], int]:
+        room = self.rooms.get(room_id)
+        if room is None:
+            return [], 0
+        found = [e for e in room.messages[after_seq:] if e.target == target]
+        return found[:limit], room.last_seq
+
 
 def _event(a: NewAppend, seq: int, ts: str) -> Message:
     """The event an append stores at ``seq``."""

@@ -87,6 +87,17 @@ class PostgresMessageStore:
         except asyncpg.PostgresError as exc:
             raise StoreUnavailable("message store error") from exc
 
+    async def changes(
+        self, room_id: str, target: int, *, after_seq: int, limit: int
+    ) -> tuple[list[Message], int]:
+        try:
+            async with self._db.acquire(replica_ok=True) as conn:
+                return await repository.changes(
+                    conn, room_id, target, after_seq=after_seq, limit=limit
+                )
+        except (*TRANSIENT_ERRORS, asyncpg.PostgresError) as exc:
+            raise StoreUnavailable("message store unavailable") from exc
+
 
 def _conforms(store: PostgresMessageStore) -> MessageStore:
     """Never called: mypy checks this return, so a signature that drifts from the

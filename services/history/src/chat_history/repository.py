@@ -14,7 +14,7 @@ from chat_common.schemas import Message, Reaction
 from chat_common.timefmt import iso_ms
 from chat_history.store import Key, NewAppend, Stored
 
-__all__ = ["EVENT_COLUMNS", "append_batch", "page", "to_message"]
+__all__ = ["EVENT_COLUMNS", "append_batch", "changes", "page", "to_message"]
 
 _COLUMNS = "room_id, seq, id, email, body, client_msg_id, client_supplied, created_at"
 EVENT_COLUMNS = f"{_COLUMNS}, kind, target_seq"
@@ -183,3 +183,22 @@ async def page(
     if after_seq is None:
         messages.reverse()
     return messages, head
+
+
+_CHANGES = f"""{_HEAD}
+SELECT head.head_seq, m.* FROM head LEFT JOIN LATERAL (
+    SELECT {EVENT_COLUMNS} FROM messages
+    WHERE room_id = $1 AND target_seq = $2 AND seq > $3
+    ORDER BY seq LIMIT $4
+) m ON true
+"""
+
+
+async def changes(
+    conn: asyncpg.Connection, room_id: str, target: int, *, after_seq: int, limit: int
+) -> tuple[list[Message], int]:
+    """The changes to one message after ``after_seq`` (through ``messages_changes``), and
+    the room's last seq, in one statement."""
+    rows = await conn.fetch(_CHANGES, room_id, target, after_seq, limit)
+    head = int(rows[0]["head_seq"]) if rows else 0
+    return [to_message(r) for r in rows if r["seq"] is not None], head

@@ -121,3 +121,11 @@ class MessageStore(Protocol):
         :class:`StoreUnavailable` when the store cannot answer.
         """
         ...
+
+    async def changes(
+        self, room_id: str, target: int, *, after_seq: int, limit: int
+    ) -> tuple[list[Message], int]:
+        """Up to ``limit`` changes to the message at ``target``, as stored, in seq order
+        after ``after_seq``, and the room's last seq (a message's history of changes).
+        Raises :class:`StoreUnavailable` when the store cannot answer."""
+        ...

@@ -46,9 +46,10 @@ from chat_common.schemas import (
 )
 from chat_common.subjects import gateway_endpoint, history_endpoint, session_endpoint
 from chat_ctl.bus import CtlError, RemoteError, connected, gather, login, request
-from chat_ctl.history import last_messages, replay
+from chat_ctl.history import last_messages, message_changes, replay
 from chat_ctl.state import PRESENCE_MAX, present_users, room_members, roster, user_rooms
 from chat_ctl.view import (
+    changes_table,
     instance_table,
     instances_from_stats,
     messages_table,
@@ -341,7 +342,8 @@ def history(
             "--export",
             metavar="FILE.jsonl",
             dir_okay=False,
-            help="Write every message from the first to the current last, one JSON per line.",
+            help="Write every event (messages and changes to them, as stored) from the first"
+            " to the current last, one JSON per line.",
         ),
     ] = None,
     last: Annotated[int, typer.Option(min=1, help="Without --export: how many to show.")] = 20,
@@ -350,7 +352,8 @@ def history(
     ] = 200,
     json_out: JsonOption = False,
 ) -> None:
-    """The last messages of ROOM, or (--export) all of them to a JSON-lines file."""
+    """The last messages of ROOM as they are now (edits, deletes and reactions applied), or
+    (--export) all its events to a JSON-lines file."""
 
     async def work(nc: Client, target: Target) -> None:
         async def fetch(req: FetchRequest) -> FetchResponse:
@@ -359,7 +362,7 @@ def history(
 
         if export is not None:
             written = await _export(fetch, room, export, page=page)
-            typer.echo(f"wrote {written} message(s) of {room} to {export}", err=True)
+            typer.echo(f"wrote {written} event(s) of {room} to {export}", err=True)
             return
         messages, head = await last_messages(fetch, room, count=last, page=page)
         if json_out:
@@ -367,6 +370,32 @@ def history(
                 _out.out(encode(message).decode(), highlight=False)
         else:
             _out.print(messages_table(room, messages, last_seq=head))
+
+    _run(ctx, work)
+
+
+@app.command()
+def changes(
+    ctx: typer.Context,
+    room: Annotated[str, typer.Argument(help="Room id.")],
+    seq: Annotated[int, typer.Argument(min=1, help="The message's seq.")],
+    json_out: JsonOption = False,
+) -> None:
+    """The message at SEQ in ROOM as it is now, and its history of changes (each edit with
+    its text, the delete, every reaction added or taken back), in seq order."""
+
+    async def work(nc: Client, target: Target) -> None:
+        async def fetch(req: FetchRequest) -> FetchResponse:
+            subject = history_endpoint("fetch")
+            return await _ask(nc, target, subject, req, FetchResponse, what="history service")
+
+        now = await fetch(FetchRequest(room_id=room, before_seq=seq + 1, limit=1, replica_ok=True))
+        message = next((m for m in now.messages if m.seq == seq), None)
+        found = await message_changes(fetch, room, seq)
+        if json_out:
+            _print_json({"message": message, "changes": found})
+        else:
+            _out.print(changes_table(message, found, target=seq))
 
     _run(ctx, work)
 

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from chat_common.schemas import FetchRequest, FetchResponse, Message
 
-__all__ = ["Fetch", "last_messages", "replay"]
+__all__ = ["Fetch", "last_messages", "message_changes", "replay"]
 
 Fetch = Callable[[FetchRequest], Awaitable[FetchResponse]]
 
@@ -56,3 +56,18 @@ async def replay(
         after = batch[-1].seq
         if after >= head:
             return
+
+
+async def message_changes(
+    fetch: Fetch, room_id: str, target: int, *, page: int = 200
+) -> list[Message]:
+    """Every change to the message at ``target``, in seq order (paged)."""
+    found: list[Message] = []
+    while True:
+        after = found[-1].seq if found else 0
+        reply = await fetch(
+            FetchRequest(room_id=room_id, target=target, after_seq=after, limit=page)
+        )
+        found += reply.messages
+        if len(reply.messages) < page:
+            return found

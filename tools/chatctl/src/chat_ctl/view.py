@@ -15,6 +15,7 @@ from chat_ctl.state import RoomRoster, UserRooms
 __all__ = [
     "Endpoint",
     "Instance",
+    "changes_table",
     "describe_expiry",
     "instance_table",
     "instances_from_stats",
@@ -178,14 +179,42 @@ def session_table(info: SessionInfo, *, now_ms: int) -> Table:
     return table
 
 
+def _state(m: Message) -> str:
+    """What changed a message, in a few words: edited, deleted, its reactions."""
+    parts = ["deleted"] if m.deleted else []
+    if m.edited_at is not None:
+        parts.append(f"edited {m.edited_at}")
+    parts += [f"{r.emoji} {r.count}" for r in m.reactions or ()]
+    return ", ".join(parts)
+
+
 def messages_table(room_id: str, messages: list[Message], *, last_seq: int) -> Table:
-    table = Table(title=f"{room_id}: last {len(messages)} of {last_seq} message(s)")
+    table = Table(title=f"{room_id}: last {len(messages)} message(s), head seq {last_seq}")
     table.add_column("seq", justify="right")
     table.add_column("time")
     table.add_column("user")
     table.add_column("text", overflow="fold")
+    table.add_column("changes", overflow="fold")
     for m in messages:
-        table.add_row(str(m.seq), m.ts, _plain(m.email), _plain(m.text))
+        table.add_row(str(m.seq), m.ts, _plain(m.email), _plain(m.text), _plain(_state(m)))
+    return table
+
+
+def changes_table(message: Message | None, changes: list[Message], *, target: int) -> Table:
+    """A message as it is now, then each change to it in seq order."""
+    title = f"{message.room_id} seq {target}: " if message else f"seq {target}: "
+    table = Table(title=title + (_state(message) or "unchanged" if message else "no message"))
+    table.add_column("seq", justify="right")
+    table.add_column("time")
+    table.add_column("user")
+    table.add_column("change")
+    table.add_column("text", overflow="fold")
+    if message is not None:
+        table.add_row(str(message.seq), message.ts, _plain(message.email), "now",
+                      _plain(message.text))  # fmt: skip
+    for c in changes:
+        shown = c.emoji if c.emoji is not None else c.text
+        table.add_row(str(c.seq), c.ts, _plain(c.email), c.kind or "", _plain(shown or ""))
     return table
 
 
