@@ -420,3 +420,41 @@ async def test_the_room_list_pages_and_follows_membership(
         await expect(page.room_names).to_have_count(52)
     finally:
         await asyncio.gather(phone.close(), bob.close())
+
+
+async def test_edits_deletes_and_reactions_show_on_every_page(
+    page_stack: PageStack, tabs: list[ChatPage]
+) -> None:
+    """Ann edits and deletes her messages from one page and Bob reacts from his client: the
+    other page shows each change live (the new text and "(edited)", the reaction counts
+    with Ann's own marked, "message deleted"), and a page opened afterwards shows the same
+    room from get_history."""
+    stack = await page_stack()
+    url, lobby, ann = stack.client_url, unique_room("lobby"), "ann@example.com"
+    first, second = tabs
+    for page in tabs:
+        await page.enter(url, ann, lobby)
+    await first.say("helo")
+    await first.say("oops")
+    for page in tabs:
+        await page.expect_texts(["helo", "oops"])
+    bob = await NativeClient().connect(url)
+    try:
+        assert (await bob.call("join", {"email": "bob@example.com", "roomId": lobby}))["ok"]
+        assert (await bob.call("react", {"roomId": lobby, "seq": 1, "emoji": "🎉"}))["ok"]
+        first.page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept("hello")))
+        await first.page.locator('#messages li[data-seq="1"] .act', has_text="edit").click()
+        first.page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+        await first.page.locator('#messages li[data-seq="2"] .act', has_text="delete").click()
+        await second.page.locator('#messages li[data-seq="1"] .reaction', has_text="🎉 1").click()
+        for page in tabs:
+            one, two = (page.page.locator(f'#messages li[data-seq="{n}"]') for n in (1, 2))
+            await expect(one.locator(".text")).to_have_text("hello", timeout=WAIT_MS)
+            await expect(one.locator(".edited")).to_be_visible()
+            await expect(one.locator(".reaction.me")).to_have_text("🎉 2", timeout=WAIT_MS)
+            await expect(two.locator(".text")).to_have_text("message deleted", timeout=WAIT_MS)
+        events = await bob.call("get_history", {"roomId": lobby, "afterSeq": 0})
+        kinds = sorted(str(e.get("kind")) for e in events["messages"])
+        assert kinds == ["None", "None", "delete", "edit", "react", "react"]
+    finally:
+        await bob.close()

@@ -36,6 +36,7 @@
                             // history, new_message), for resume; never from acks
     room: "",               // the room shown, and its messages:
     seqs: new Set(),        // seqs on screen: each message shown once
+    shown: new Map(),       // seq -> the message as it is now (edits, deletes, reactions)
     newest: 0, oldest: null, atBeginning: false, loadingOlder: false,
     outbox: [],             // [{roomId, clientMsgId, text, node}] in send order, until acked
     members: new Set(), memberCount: 0, // presence: the join's first page, then the changes
@@ -164,7 +165,8 @@
       case "membership": return data.member ? showRoom(data, true) : dropRoom(data.roomId);
       case "error": return notice(`${data.code}: ${data.message}`);
     }
-    if (frame.type === "new_message" && chat.joined.has(data.roomId)) {
+    const seqd = frame.type === "new_message" || frame.type === "message_changed";
+    if (seqd && chat.joined.has(data.roomId)) {
       // Delivered in seq order, gap-free, for every room of this connection.
       chat.joined.set(data.roomId, Math.max(chat.joined.get(data.roomId), data.seq));
     }
@@ -172,6 +174,8 @@
     if (frame.type === "new_message") {
       addMessage(data);
       markRead();
+    } else if (frame.type === "message_changed") {
+      applyChange(data);
     } else if (frame.type === "user_joined" || frame.type === "user_left") {
       // A small room's events carry the whole list; a large room's only the change.
       if (data.users) chat.members = new Set(data.users);
@@ -275,6 +279,75 @@
     return node;
   }
 
+  // A change to a message shown (protocol.md, 4.14): the same rules get_history applies.
+  function applyChange(c) {
+    const m = chat.shown.get(c.target);
+    if (!m) return; // not on screen: a later get_history shows it as it is
+    if (c.kind === "edit") {
+      m.text = c.text;
+      m.editedAt = c.ts;
+    } else if (c.kind === "delete") {
+      Object.assign(m, { text: "", deleted: true, reactions: [], editedAt: undefined });
+    } else {
+      const up = c.kind === "react" ? 1 : -1;
+      let r = m.reactions.find((x) => x.emoji === c.emoji);
+      if (!r) m.reactions.push(r = { emoji: c.emoji, count: 0 });
+      r.count += up;
+      if (c.email === chat.email) r.me = up > 0;
+      m.reactions = m.reactions.filter((x) => x.count > 0);
+    }
+    renderState(m);
+  }
+
+  function renderState(m) {
+    const node = m.node;
+    node.classList.toggle("deleted", Boolean(m.deleted));
+    node.querySelector(".text").textContent = m.deleted ? "message deleted" : m.text;
+    node.querySelector(".edited").hidden = !m.editedAt || m.deleted;
+    const bar = node.querySelector(".reactions");
+    bar.replaceChildren();
+    if (m.deleted) return;
+    for (const r of m.reactions) {
+      const pill = el("button", r.me ? "reaction me" : "reaction", `${r.emoji} ${r.count}`);
+      pill.type = "button";
+      pill.onclick = () => change(r.me ? "unreact" : "react", m.seq, { emoji: r.emoji });
+      bar.append(pill);
+    }
+    if (!m.reactions.some((r) => r.emoji === "👍")) {
+      const add = el("button", "reaction add", "+👍");
+      add.type = "button";
+      add.title = "react";
+      add.onclick = () => change("react", m.seq, { emoji: "👍" });
+      bar.append(add);
+    }
+    if (m.email === chat.email) {
+      const edit = el("button", "act", "edit");
+      edit.type = "button";
+      edit.onclick = () => {
+        const text = prompt("Edit your message", m.text);
+        if (text && text !== m.text) change("edit_message", m.seq, { text });
+      };
+      const del = el("button", "act", "delete");
+      del.type = "button";
+      del.onclick = () => { if (confirm("Delete this message?")) change("delete_message", m.seq, {}); };
+      bar.append(edit, del);
+    }
+  }
+
+  // An edit, delete or reaction: its own clientMsgId, resent as it is on a retryable error.
+  async function change(type, seq, fields) {
+    const data = { roomId: chat.room, seq, clientMsgId: crypto.randomUUID(), ...fields };
+    for (let attempt = 0; attempt < 5; attempt++) {
+      try {
+        const reply = await call(type, data);
+        if (reply.ok) return;
+        if (!RETRYABLE.has(reply.error.code)) return notice(`${reply.error.code}: ${reply.error.message}`);
+      } catch { /* the connection went: resend once it is back */ }
+      await delay(backoff(attempt));
+    }
+    notice(`${type} failed: try again`);
+  }
+
   function addMessage(m) {
     if (chat.seqs.has(m.seq)) return;
     chat.seqs.add(m.seq);
@@ -284,6 +357,13 @@
     node.dataset.seq = String(m.seq);
     node.dataset.id = m.id;
     if (m.email === chat.email) node.classList.add("mine");
+    const edited = el("span", "edited", "(edited)");
+    node.querySelector("time").after(edited);
+    node.append(el("div", "reactions"));
+    const state = { seq: m.seq, email: m.email, text: m.text, editedAt: m.editedAt,
+      deleted: m.deleted, reactions: (m.reactions || []).map((r) => ({ ...r })), node };
+    chat.shown.set(m.seq, state);
+    renderState(state);
     const list = $("messages");
     const last = list.lastElementChild;
     const after = last && Number(last.dataset.seq) > m.seq
@@ -351,6 +431,7 @@
   function clearView(roomId) {
     Object.assign(chat, { room: roomId, newest: 0, oldest: null, atBeginning: false });
     chat.seqs.clear();
+    chat.shown.clear();
     chat.members.clear();
     $("messages").replaceChildren();
     $("outbox").replaceChildren(...chat.outbox.filter((i) => i.roomId === roomId).map((i) => i.node));
