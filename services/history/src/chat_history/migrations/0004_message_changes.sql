@@ -8,17 +8,17 @@
 -- build it beforehand with CONCURRENTLY, and it is then taken as it is).
 
 -- What a row is: 'message', or a change with the seq of the message it targets.
-ALTER TABLE messages ADD COLUMN kind text NOT NULL DEFAULT 'message';
-ALTER TABLE messages ADD COLUMN target_seq bigint;
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS kind text NOT NULL DEFAULT 'message';
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS target_seq bigint;
 ALTER TABLE messages ADD CONSTRAINT messages_kind
     CHECK (kind IN ('message', 'edit', 'delete', 'react', 'unreact')
            AND (kind = 'message') = (target_seq IS NULL)) NOT VALID;
 
 -- A message as it is now: its last edit's text and time, and when it was deleted (its body,
 -- and its edits' bodies, are then erased).
-ALTER TABLE messages ADD COLUMN edited_body text;
-ALTER TABLE messages ADD COLUMN edited_at timestamptz;
-ALTER TABLE messages ADD COLUMN deleted_at timestamptz;
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS edited_body text;
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS edited_at timestamptz;
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS deleted_at timestamptz;
 
 -- A message's changes (erasing a deleted message's edits; chatctl's history of a message).
 CREATE INDEX IF NOT EXISTS messages_changes ON messages (room_id, target_seq)
