@@ -80,6 +80,51 @@ async def test_official_client_recovers_after_gateway_restart(
         await other.close()
 
 
+async def test_official_client_recovers_the_changes_it_missed(make_stack: MakeStack) -> None:
+    """socket.io-client with its default options gets edits and reactions as
+    ``message_changed`` with offsets, in seq order with the messages; after its gateway is
+    killed it recovers and receives the changes it missed exactly once, then reacts itself."""
+    stack = await make_stack(gateways=2, env={"GATEWAY_SESSION_HEARTBEAT_S": "0.5"})
+    first, second = stack.gateway_urls
+    room = unique_room("js")
+    node = await NodeClient.start(first, room, "node@example.com", "default")
+    other = await SioClient().connect(second)
+    try:
+        await node.wait_for("joined")
+        await other.call("join", {"email": "py@example.com", "roomId": room})
+        await other.call("send_message", {"roomId": room, "text": "hello"})
+        await other.call("edit_message", {"roomId": room, "seq": 1, "text": "hello!"})
+        (live,) = await node.wait_for("change")
+        assert (live["change"]["kind"], live["change"]["seq"], live["offset"]) == (
+            "edit", 2, f"{room}:2"
+        )  # fmt: skip
+        gateway = stack.of_kind("gateway")[0]
+        await gateway.kill()
+        await node.wait_for("disconnect")
+        await other.call("react", {"roomId": room, "seq": 1, "emoji": "🎉"})
+        await other.call("send_message", {"roomId": room, "text": "again"})
+        await other.call("delete_message", {"roomId": room, "seq": 4})
+        await gateway.start()
+        await gateway.wait_ready(timeout=30)
+        connects = await node.wait_for("connect", 2, timeout=30)
+        assert [c["recovered"] for c in connects] == [False, True]
+        changes = await node.wait_for("change", 3)
+        assert [(c["change"]["seq"], c["change"]["kind"]) for c in changes] == [
+            (2, "edit"), (3, "react"), (5, "delete")
+        ]  # fmt: skip
+        assert [m["message"]["seq"] for m in node.of("message")] == [1, 4]
+        await node.command("react 1 👍")
+        (reacted,) = await node.wait_for("reacted")
+        assert reacted["reply"]["message"]["seq"] == 6, reacted
+        await node.wait_for("change", 4)
+        history = await other.call("get_history", {"roomId": room})
+        (message,) = [m for m in history["messages"] if m["seq"] == 1]
+        assert [(r["emoji"], r["count"]) for r in message["reactions"]] == [("🎉", 1), ("👍", 1)]
+    finally:
+        await node.stop()
+        await other.close()
+
+
 async def test_official_client_defaults_need_no_sticky_sessions(make_stack: MakeStack) -> None:
     """socket.io-client with its default options (long-polling) behind a round-robin
     balancer over two gateways: it connects, joins and chats with a WebSocket client."""

@@ -3,7 +3,7 @@
 // ("websocket": transports: ["websocket"]; "default": the client's own default options,
 // which start with HTTP long-polling)
 // Prints one JSON object per line (connect / joined / message / sent / presence / error);
-// reads commands from stdin: "send <text>" and "quit".
+// reads commands from stdin: "send <text>", "react <seq> <emoji>" and "quit".
 import { io } from "socket.io-client";
 import readline from "node:readline";
 
@@ -27,6 +27,7 @@ socket.on("connect", async () => {
   }
 });
 socket.on("new_message", (message, offset) => print({ event: "message", message, offset }));
+socket.on("message_changed", (change, offset) => print({ event: "change", change, offset }));
 socket.on("user_joined", (e) => print({ event: "user_joined", data: e }));
 socket.on("user_left", (e) => print({ event: "user_left", data: e }));
 socket.on("disconnect", (reason) => print({ event: "disconnect", reason }));
@@ -42,5 +43,10 @@ lines.on("line", async (line) => {
     const text = line.slice(5);
     const reply = await socket.timeout(10000).emitWithAck("send_message", { roomId: room, text, clientMsgId: `js-${text}` });
     print({ event: "sent", reply });
+  }
+  if (line.startsWith("react ")) {
+    const [, seq, emoji] = line.split(" ");
+    const reply = await socket.timeout(10000).emitWithAck("react", { roomId: room, seq: Number(seq), emoji, clientMsgId: `js-react-${seq}` });
+    print({ event: "reacted", reply });
   }
 });
