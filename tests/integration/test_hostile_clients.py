@@ -516,3 +516,66 @@ async def test_unsubscribing_rooms_one_is_not_a_member_of_changes_nothing(
         await ann.close()
         await bob.close()
     _assert_logs_clean(stack)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_hostile_changes_are_refused_and_change_nothing(
+    make_stack: MakeStack, protocol: str
+) -> None:
+    """Edits, deletes and reactions of someone else's message, of no message, of a change,
+    with mistyped or hostile fields, oversized texts and emojis, in rooms not joined: each
+    answered with its documented code, none stored (the room's events are as before), no
+    service logs an error, and the connection stays up for a good change."""
+    stack = await make_stack()
+    room, other = unique_room("mine"), unique_room("other")
+    ann = await _peer(protocol, stack.client_url)
+    bob = await NativeClient().connect(stack.client_url)
+    try:
+        # Bob joins first: he owns the room, Ann is a member (who may not delete his message).
+        assert _code(await bob.call("join", {"email": "bob@example.com", "roomId": room})) is None
+        assert _code(await ann.call("join", {"email": "ann@example.com", "roomId": room})) is None
+        assert (await bob.call("send_message", {"roomId": room, "text": "bob's"}))["ok"]
+        assert (await bob.call("react", {"roomId": room, "seq": 1, "emoji": "👍"}))["ok"]
+        cases: list[tuple[str, object, str]] = [
+            ("edit_message", {"roomId": room, "seq": 1, "text": "mine now"}, "FORBIDDEN"),
+            ("delete_message", {"roomId": room, "seq": 1}, "FORBIDDEN"),
+            ("edit_message", {"roomId": room, "seq": 2, "text": "x"}, "NOT_FOUND"),
+            ("react", {"roomId": room, "seq": 2, "emoji": "👍"}, "NOT_FOUND"),
+            ("react", {"roomId": room, "seq": 99, "emoji": "👍"}, "NOT_FOUND"),
+            ("unreact", {"roomId": room, "seq": 1, "emoji": "👍"}, "CONFLICT"),
+            ("react", {"roomId": other, "seq": 1, "emoji": "👍"}, "NOT_IN_ROOM"),
+            ("edit_message", {"roomId": room, "seq": 1, "text": "x" * 4001}, "INVALID_ARGUMENT"),
+            ("edit_message", {"roomId": room, "seq": 1, "text": "a\x00b"}, "INVALID_ARGUMENT"),
+            ("edit_message", {"roomId": room, "seq": 1}, "INVALID_ARGUMENT"),
+            ("react", {"roomId": room, "seq": 1, "emoji": ""}, "INVALID_ARGUMENT"),
+            ("react", {"roomId": room, "seq": 1, "emoji": "👍" * 33}, "INVALID_ARGUMENT"),
+            ("react", {"roomId": room, "seq": 1, "emoji": "<b> </b>"}, "INVALID_ARGUMENT"),
+            ("react", {"roomId": room, "seq": 1, "emoji": "\x1b[2J"}, "INVALID_ARGUMENT"),
+            ("react", {"roomId": room, "seq": 1, "emoji": ["👍"]}, "INVALID_ARGUMENT"),
+            ("delete_message", {"roomId": room, "seq": "1"}, "INVALID_ARGUMENT"),
+            (
+                "delete_message",
+                {"roomId": room, "seq": 1, "clientMsgId": "\x00"},
+                "INVALID_ARGUMENT",
+            ),
+            *(
+                ("react", {"roomId": room, "seq": s, "emoji": "👍"}, "INVALID_ARGUMENT")
+                for s in BAD_SEQS
+            ),
+            *(
+                ("react", {"roomId": r, "seq": 1, "emoji": "👍"}, "INVALID_ARGUMENT")
+                for r in HOSTILE_ROOMS
+            ),
+            ("react", None, "INVALID_ARGUMENT"),
+            ("edit_message", "edit", "INVALID_ARGUMENT"),
+        ]
+        answers = [_code(await ann.call(event, data)) for event, data, _ in cases]
+        assert answers == [code for *_, code in cases]
+        events = await bob.call("get_history", {"roomId": room, "afterSeq": 0})
+        assert [e.get("kind") for e in events["messages"]] == [None, "react"]
+        good = await ann.call("react", {"roomId": room, "seq": 1, "emoji": "👍"})
+        assert good["ok"] and good["message"]["seq"] == 3, good
+    finally:
+        await ann.close()
+        await bob.close()
+    _assert_logs_clean(stack)
