@@ -58,6 +58,7 @@ __all__ = [
     "RecordingCarrier",
     "SocketIOPeer",
     "gateway_settings",
+    "ok",
 ]
 
 WAIT_S = 5.0
@@ -649,3 +650,10 @@ class InProcessChat:
         gw, carrier = gateway or self.gateway, carrier or RecordingCarrier()
         serving = gw.connections.native(carrier, remote=remote, authorization=authorization)
         return NativePeer(carrier, gw.port.serve(carrier, remote=remote, serving=serving))
+
+
+async def ok(peer: NativePeer | SocketIOPeer, event: str, data: object) -> dict[str, Any]:
+    """``event``'s ack, which must be ``ok`` (its text is the assertion's message)."""
+    ack = await peer.call(event, data)
+    assert ack["ok"] is True, ack
+    return ack

@@ -4,19 +4,12 @@ members receive live, and what get_history answers."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from chat_common.changes import RoomView
 from tests.support.inprocess import InProcessChat, NativePeer, SocketIOPeer
+from tests.support.inprocess import ok as _ok
 
 ALICE, BOB = "alice@example.com", "bob@example.com"
 Peer = NativePeer | SocketIOPeer
-
-
-async def _ok(peer: Peer, event: str, data: object) -> dict[str, Any]:
-    ack = await peer.call(event, data)
-    assert ack["ok"] is True, ack
-    return ack
 
 
 async def _code(peer: Peer, event: str, data: object) -> str:

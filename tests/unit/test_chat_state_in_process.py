@@ -9,15 +9,10 @@ import random
 from typing import Any
 
 from tests.support.inprocess import InProcessChat, NativePeer, SocketIOPeer
+from tests.support.inprocess import ok as _ok
 
 ALICE, BOB = "alice@example.com", "bob@example.com"
 Peer = NativePeer | SocketIOPeer
-
-
-async def _ok(peer: Peer, event: str, data: object) -> dict[str, Any]:
-    ack = await peer.call(event, data)
-    assert ack["ok"] is True, ack
-    return ack
 
 
 async def _send(peer: Peer, room: str, n: int) -> int:
