@@ -318,7 +318,7 @@ async def _native_exchange(t: Transcript) -> None:
             bob, '{"type":"get_history","id":2,"data":{"roomId":"lobby","beforeSeq":2,"limit":10}}'
         )
         await t.receive(bob)
-        t.send(bob, '{"type":"typing","data":{"roomId":"lobby"}}')
+        t.send(bob, '{"type":"nudge","data":{"roomId":"lobby"}}')
         await t.receive(bob)
         t.send(bob, '{"type":"send_message","id":3,"data":{"roomId":"general","text":"hi all"}}')
         await t.receive(bob)

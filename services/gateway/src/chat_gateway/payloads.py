@@ -20,6 +20,7 @@ __all__ = [
     "MarkReadPayload",
     "ResumePayload",
     "SendMessagePayload",
+    "TypingPayload",
     "UnsubscribePayload",
 ]
 
@@ -83,3 +84,9 @@ class GetRoomsPayload(Wire, frozen=True):
 
 class UnsubscribePayload(Wire, frozen=True):
     room_id: RoomId
+
+
+class TypingPayload(Wire, frozen=True):
+    room_id: RoomId
+    typing: bool
+    """``true``: started or still typing (renew every 3 s); ``false``: stopped."""

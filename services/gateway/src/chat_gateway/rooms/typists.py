@@ -1,0 +1,158 @@
+"""Who is typing in one room, as one gateway's members see it, and when to tell them (pure:
+no I/O, no clock of its own; times are passed in).
+
+A :class:`Typists` table holds the room's typists in the order they started (a renewal keeps
+a typist's place), each until an expiry: a typist not renewed within ``ttl_s`` is dropped
+(:meth:`Typists.expire`), so a typist whose network or gateway vanished is cleared on the
+receiving side with no message from anyone. A typist also goes when they stop, and when the
+room's message stream brings a message of theirs (:meth:`Typists.stop` either way).
+
+The table also paces the room's ``typing`` frames, as presence diffs are paced: a change
+after at least ``interval_s`` without a frame goes out at once (the leading edge, so a
+typist is shown within a bus hop), later changes wait for the interval to pass and go out
+together (:meth:`Typists.due`, :meth:`Typists.take`). Renewals change nothing and send
+nothing.
+
+What a member is shown (:meth:`Typists.view`) is bounded whatever the room's size: the
+first ``max_names`` typists' emails, as long as they fit ``names_bytes`` of JSON, and the
+count of all of them; a member never sees themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import msgspec
+
+__all__ = ["NAMES_BYTES", "TypingView", "Typists"]
+
+NAMES_BYTES = 768
+"""The most JSON bytes the names of one ``typing`` frame take, so that the frame stays under
+1 KiB with the longest room id (64) and the framing of either protocol."""
+_EXPIRY_SLACK_S = 0.05
+"""Expiries this close together are taken in one pass (fewer wake-ups in a busy room)."""
+
+_encode = msgspec.json.Encoder().encode
+
+
+@dataclass(frozen=True, slots=True)
+class TypingView:
+    """What one member is shown: up to N emails (oldest typist first) and how many type."""
+
+    users: list[str]
+    count: int
+
+    def payload(self, room_id: str) -> dict[str, object]:
+        """The ``typing`` event's payload."""
+        return {"roomId": room_id, "users": self.users, "count": self.count}
+
+
+@dataclass(slots=True)
+class _Typist:
+    email: str
+    expires: float
+    size: int
+    """The email's JSON length in bytes, with its separator."""
+
+
+class Typists:
+    """One room's typists at one gateway; see the module docstring."""
+
+    __slots__ = ("_dirty", "_interval", "_max_names", "_names_bytes", "_sent", "_ttl", "_typists")
+
+    def __init__(
+        self,
+        *,
+        ttl_s: float,
+        interval_s: float,
+        max_names: int,
+        names_bytes: int = NAMES_BYTES,
+    ) -> None:
+        self._ttl = ttl_s
+        self._interval = interval_s
+        self._max_names = max_names
+        self._names_bytes = names_bytes
+        self._typists: dict[str, _Typist] = {}  # by user id, in the order they started
+        self._dirty = False
+        self._sent = float("-inf")
+        """When the last frame went out."""
+
+    def __len__(self) -> int:
+        return len(self._typists)
+
+    def __contains__(self, user_id: object) -> bool:
+        return user_id in self._typists
+
+    @property
+    def pending(self) -> bool:
+        """Whether a change waits to be sent."""
+        return self._dirty
+
+    # -- changes ------------------------------------------------------------------------------
+
+    def start(self, user_id: str, email: str, now: float) -> bool:
+        """``user_id`` types (started, or renewed): whether that changed what members see."""
+        typist = self._typists.get(user_id)
+        if typist is not None and typist.email == email:
+            typist.expires = now + self._ttl
+            return False
+        size = len(_encode(email)) + 1
+        self._typists[user_id] = _Typist(email, now + self._ttl, size)
+        self._dirty = True
+        return True
+
+    def stop(self, user_id: str) -> bool:
+        """``user_id`` stopped, left, or sent a message: whether they were shown typing."""
+        if self._typists.pop(user_id, None) is None:
+            return False
+        self._dirty = True
+        return True
+
+    def expire(self, now: float) -> bool:
+        """Drop the typists not renewed in time: whether any was."""
+        gone = [uid for uid, t in self._typists.items() if t.expires <= now + _EXPIRY_SLACK_S]
+        for user_id in gone:
+            del self._typists[user_id]
+        if gone:
+            self._dirty = True
+        return bool(gone)
+
+    # -- pacing -------------------------------------------------------------------------------
+
+    def take(self, now: float) -> bool:
+        """Whether a frame goes out now (a change waits and the interval has passed); if so,
+        the change is taken."""
+        if not self._dirty or now < self._sent + self._interval:
+            return False
+        self._dirty = False
+        self._sent = now
+        return True
+
+    def due(self, now: float) -> float | None:
+        """When to look at the room again (:meth:`expire`, then :meth:`take`): the next
+        frame's time if a change waits, or the first expiry; ``None`` when the table is empty,
+        nothing waits and the interval has passed (the room's table may be dropped)."""
+        times: list[float] = []
+        if self._dirty:
+            times.append(max(now, self._sent + self._interval))
+        if self._typists:
+            times.append(min(t.expires for t in self._typists.values()))
+        elif self._sent + self._interval > now:
+            times.append(self._sent + self._interval)  # kept until then: the pace holds
+        return min(times) if times else None
+
+    # -- what members see ---------------------------------------------------------------------
+
+    def view(self, *, without: str | None = None) -> TypingView:
+        """What a member is shown (``without``: the member's own user id, never shown)."""
+        names: list[str] = []
+        budget = self._names_bytes
+        count = 0
+        for user_id, typist in self._typists.items():
+            if user_id == without:
+                continue
+            count += 1
+            if len(names) < self._max_names and typist.size <= budget:
+                names.append(typist.email)
+                budget -= typist.size
+        return TypingView(names, count)
