@@ -357,6 +357,27 @@ async def _presence_diff(t: Transcript) -> None:
         t.lines[-1] = re.sub(r'"count":\d+', '"count":<n>', t.lines[-1])
 
 
+@scene("typing")
+async def _typing(t: Transcript) -> None:
+    """4.14: each change goes out on its own (a short interval here, so that no two share
+    a frame); Bob's message clears him."""
+    async with InProcessChat(gateway_settings(typing_interval_ms=20)) as chat:
+        alice = await _connected(chat, t)
+        t.send(alice, _join(ALICE, "lobby"), shown=False)
+        await alice.frame(lambda f: f.startswith(b"430"), "join ack")
+        bob = await _native(chat, BOB, "lobby")
+        carol = await _native(chat, CAROL, "lobby")
+        await alice.event("user_joined", email=CAROL)
+        t.send(alice, '42["typing",{"roomId":"lobby","typing":true}]')
+        await bob.event("typing", users=[ALICE])
+        await bob.call("typing", {"roomId": "lobby", "typing": True})
+        await t.receive_where(alice, '42["typing"')
+        await carol.call("typing", {"roomId": "lobby", "typing": True})
+        await t.receive_where(alice, '42["typing"')
+        await bob.call("send_message", {"roomId": "lobby", "text": "done"})
+        await t.receive_where(alice, '42["typing"')
+
+
 # -- resuming, section 8 ----------------------------------------------------------------------
 
 

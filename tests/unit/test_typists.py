@@ -94,8 +94,8 @@ def test_the_first_change_after_a_quiet_interval_goes_at_once() -> None:
     t = _table()
     t.start("u1", "ann@x.io", 10.0)
     assert t.due(10.0) == 10.0
-    assert t.take(10.0) is True
-    assert t.take(10.0) is False  # nothing waits any more
+    assert t.take(10.0) == {}  # taken; the frame before showed nobody
+    assert t.take(10.0) is None  # nothing waits any more
 
 
 def test_changes_within_the_interval_wait_and_go_together() -> None:
@@ -103,12 +103,13 @@ def test_changes_within_the_interval_wait_and_go_together() -> None:
     passed, then are taken in one."""
     t = _table()
     t.start("u1", "ann@x.io", 0.0)
-    assert t.take(0.0) is True
+    assert t.take(0.0) is not None
     t.start("u2", "bob@x.io", 0.2)
     t.stop("u1")
-    assert t.take(0.5) is False
+    assert t.take(0.5) is None
     assert t.due(0.5) == pytest.approx(INTERVAL)
-    assert t.take(INTERVAL) is True
+    before = t.take(INTERVAL)
+    assert before is not None and t.view(shown=before) == TypingView(["ann@x.io"], 1)
     assert t.view() == TypingView(["bob@x.io"], 1)
 
 
@@ -131,11 +132,27 @@ def test_an_empty_table_keeps_its_pace_then_may_go() -> None:
     t.start("u1", "ann@x.io", 0.0)
     t.take(0.0)
     t.stop("u1")
-    assert t.take(0.3) is False
+    assert t.take(0.3) is None
     assert t.due(0.3) == INTERVAL
-    assert t.take(INTERVAL) is True and t.view() == TypingView([], 0)
+    assert t.take(INTERVAL) is not None and t.view() == TypingView([], 0)
     assert t.due(INTERVAL + 0.5) == 2 * INTERVAL
     assert t.due(2 * INTERVAL) is None
+
+
+def test_the_last_frame_is_remembered_for_who_is_involved() -> None:
+    """take() returns what the frame before showed and last holds what this one shows, so
+    a typist who just started (their own view unchanged) can be left out; a former typist
+    is still involved once (their view is still their own)."""
+    t = _table()
+    t.start("u1", "ann@x.io", 0.0)
+    before = t.take(0.0)
+    assert before == {}
+    assert t.view(without="u1") == t.view(without="u1", shown=before) == TypingView([], 0)
+    assert t.view(shown=t.last) == TypingView(["ann@x.io"], 1)
+    t.stop("u1")
+    before = t.take(INTERVAL)
+    assert before is not None and t.involves("u1", before) and not t.involves("u2", before)
+    assert not t.involves("u1", t.last)
 
 
 def test_the_rate_bound_allows_a_burst_then_the_rate() -> None:

@@ -33,7 +33,7 @@ from chat_common.subjects import ROOM_TYPING, room_kind
 from chat_gateway.metrics import DELIVERIES, TYPING_FRAMES, TYPING_HEARD
 from chat_gateway.protocol.wsframe import text_frame
 from chat_gateway.rooms.feed import Deliver
-from chat_gateway.rooms.typists import TypingView, Typists
+from chat_gateway.rooms.typists import Shown, TypingView, Typists
 
 __all__ = ["Members", "Reader", "TypingConfig", "TypingFanout", "write_typing"]
 
@@ -153,11 +153,12 @@ class TypingFanout(Generic[R]):
             self._tick(room_id)
 
     def greet(self, room_id: str, client: R) -> None:
-        """A member just made live is told who types now (nothing when nobody does)."""
+        """A member just made live is told who typed at the last frame (what the others
+        see until the next; nothing when nobody did)."""
         room = self._rooms.get(room_id)
-        if room is None or not room.typists:
+        if room is None or not room.typists.last:
             return
-        view = room.typists.view(without=client.user_id)
+        view = room.typists.view(without=client.user_id, shown=room.typists.last)
         if view.count:
             write_typing(client, _frame(client, room_id, view))
             TYPING_FRAMES.inc()
@@ -172,8 +173,8 @@ class TypingFanout(Generic[R]):
         now = loop.time()
         typists = room.typists
         typists.expire(now)
-        if typists.take(now):
-            self._send(room_id, typists)
+        if (before := typists.take(now)) is not None:
+            self._send(room_id, typists, before)
         due = typists.due(now)
         timer = room.timer
         if due is None:
@@ -191,25 +192,31 @@ class TypingFanout(Generic[R]):
         room.timer = None
         self._tick(room_id)
 
-    def _send(self, room_id: str, typists: Typists) -> None:
-        """One frame to each live member: shared by protocol, personal for typists."""
+    def _send(self, room_id: str, typists: Typists, before: Shown) -> None:
+        """One frame to each live member whose view changed since the last: shared by
+        protocol, personal for (former) typists, who are not shown themselves."""
         shared = typists.view()
-        frames: dict[str, bytes] = {}
-        personal: dict[str, bytes] = {}
+        shared_changed = shared != typists.view(shown=before)
+        frames: dict[str, bytes | None] = {}
         written = 0
         for client in self._members(room_id):
             user_id = client.user_id
-            if user_id is not None and user_id in typists:
+            if typists.involves(user_id, before):
                 key = f"{client.protocol}:{user_id}"
-                frame = personal.get(key)
-                if frame is None:
-                    frame = personal[key] = _frame(client, room_id, typists.view(without=user_id))
+                if key not in frames:
+                    view = typists.view(without=user_id)
+                    same = view == typists.view(without=user_id, shown=before)
+                    frames[key] = None if same else _frame(client, room_id, view)
+            elif not shared_changed:
+                continue
             else:
-                frame = frames.get(client.protocol)
-                if frame is None:
-                    frame = frames[client.protocol] = _frame(client, room_id, shared)
-            write_typing(client, frame)
-            written += 1
+                key = client.protocol
+                if key not in frames:
+                    frames[key] = _frame(client, room_id, shared)
+            frame = frames[key]
+            if frame is not None:
+                write_typing(client, frame)
+                written += 1
         TYPING_FRAMES.inc(written)
         DELIVERIES.labels("typing").inc(written)
 

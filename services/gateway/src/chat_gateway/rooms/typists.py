@@ -15,7 +15,9 @@ nothing.
 
 What a member is shown (:meth:`Typists.view`) is bounded whatever the room's size: the
 first ``max_names`` typists' emails, as long as they fit ``names_bytes`` of JSON, and the
-count of all of them; a member never sees themselves.
+count of all of them; a member never sees themselves. The table remembers what the last
+frame showed (:attr:`Typists.last`, and :meth:`Typists.take` returns the one before), so
+a member whose view did not change (a typist who just started, say) is not sent it again.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-__all__ = ["NAMES_BYTES", "TypingView", "Typists"]
+__all__ = ["NAMES_BYTES", "Shown", "TypingView", "Typists"]
 
 NAMES_BYTES = 768
 """The most JSON bytes the names of one ``typing`` frame take, so that the frame stays under
@@ -55,10 +57,16 @@ class _Typist:
     """The email's JSON length in bytes, with its separator."""
 
 
+Shown = dict[str, _Typist]
+"""The typists (by user id, in order) as one frame showed them."""
+
+
 class Typists:
     """One room's typists at one gateway; see the module docstring."""
 
-    __slots__ = ("_dirty", "_interval", "_max_names", "_names_bytes", "_sent", "_ttl", "_typists")
+    __slots__ = (
+        "_dirty", "_interval", "_max_names", "_names_bytes", "_sent", "_shown", "_ttl", "_typists"
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -72,7 +80,9 @@ class Typists:
         self._interval = interval_s
         self._max_names = max_names
         self._names_bytes = names_bytes
-        self._typists: dict[str, _Typist] = {}  # by user id, in the order they started
+        self._typists: Shown = {}  # by user id, in the order they started
+        self._shown: Shown = {}
+        """The typists as the last frame showed them."""
         self._dirty = False
         self._sent = float("-inf")
         """When the last frame went out."""
@@ -119,14 +129,16 @@ class Typists:
 
     # -- pacing -------------------------------------------------------------------------------
 
-    def take(self, now: float) -> bool:
-        """Whether a frame goes out now (a change waits and the interval has passed); if so,
-        the change is taken."""
+    def take(self, now: float) -> Shown | None:
+        """If a frame goes out now (a change waits and the interval has passed): the change
+        is taken, and what the previous frame showed is returned (for :meth:`view`'s
+        ``shown``: a member whose view is the same need not be sent it again)."""
         if not self._dirty or now < self._sent + self._interval:
-            return False
+            return None
         self._dirty = False
         self._sent = now
-        return True
+        before, self._shown = self._shown, dict(self._typists)
+        return before
 
     def due(self, now: float) -> float | None:
         """When to look at the room again (:meth:`expire`, then :meth:`take`): the next
@@ -143,12 +155,17 @@ class Typists:
 
     # -- what members see ---------------------------------------------------------------------
 
-    def view(self, *, without: str | None = None) -> TypingView:
-        """What a member is shown (``without``: the member's own user id, never shown)."""
+    def involves(self, user_id: str | None, shown: Shown) -> bool:
+        """Whether ``user_id`` types now or in ``shown``: then their view is their own."""
+        return user_id in self._typists or user_id in shown
+
+    def view(self, *, without: str | None = None, shown: Shown | None = None) -> TypingView:
+        """What a member is shown now, or in ``shown`` (a frame's typists; the last frame's
+        with ``shown=self.last``); ``without``: the member's own user id, never shown."""
         names: list[str] = []
         budget = self._names_bytes
         count = 0
-        for user_id, typist in self._typists.items():
+        for user_id, typist in (self._typists if shown is None else shown).items():
             if user_id == without:
                 continue
             count += 1
@@ -156,3 +173,8 @@ class Typists:
                 names.append(typist.email)
                 budget -= typist.size
         return TypingView(names, count)
+
+    @property
+    def last(self) -> Shown:
+        """The typists as the last frame showed them (what a joining member is greeted with)."""
+        return self._shown
