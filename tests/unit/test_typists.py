@@ -175,3 +175,19 @@ def test_the_rate_bound_forgets_refilled_users_when_full() -> None:
     assert len(rate) == 2
     assert rate.take("busy", 10.0) == 0.0  # one token refilled since 9.0
     assert rate.take("busy", 10.0) > 0  # its bucket was kept, not made anew
+
+
+def test_a_room_too_large_for_the_frame_rate_is_paced_slower() -> None:
+    """After a frame to more members than frames_per_s allows per interval, the next waits
+    members / frames_per_s; after a small one, the interval again."""
+    t = Typists(ttl_s=60.0, interval_s=INTERVAL, max_names=5, frames_per_s=2000.0)
+    t.start("u1", "ann@x.io", 0.0)
+    assert t.take(0.0) is not None
+    t.spent(10_000)
+    t.start("u2", "bob@x.io", 1.0)
+    assert t.take(INTERVAL) is None
+    assert t.due(INTERVAL) == pytest.approx(5.0)
+    assert t.take(5.0) is not None
+    t.spent(10)
+    t.start("u3", "cid@x.io", 5.5)
+    assert t.due(5.5) == pytest.approx(5.0 + INTERVAL)

@@ -100,6 +100,7 @@ def assemble(
         ttl_s=settings.typing_ttl_ms / 1000,
         interval_s=settings.typing_interval_ms / 1000,
         max_names=settings.typing_names_max,
+        room_frames_per_s=settings.typing_room_frames_per_s,
     )
     hub = RoomHub(
         subscribe,

@@ -72,6 +72,9 @@ class TypingConfig:
     """At most one ``typing`` frame per room (so per member) per interval."""
     max_names: int = 5
     """Emails per frame; the count covers the rest."""
+    room_frames_per_s: float = 2000.0
+    """At most this many ``typing`` frames per second for one room at this gateway: a room
+    with more live members here than this gets its frames less often than each interval."""
 
 
 @dataclass(slots=True)
@@ -136,7 +139,12 @@ class TypingFanout(Generic[R]):
             if not signal.typing:
                 return
             c = self._config
-            typists = Typists(ttl_s=c.ttl_s, interval_s=c.interval_s, max_names=c.max_names)
+            typists = Typists(
+                ttl_s=c.ttl_s,
+                interval_s=c.interval_s,
+                max_names=c.max_names,
+                frames_per_s=c.room_frames_per_s,
+            )
             room = self._rooms[room_id] = _Room(typists)
         now = asyncio.get_running_loop().time()
         if signal.typing:
@@ -217,6 +225,7 @@ class TypingFanout(Generic[R]):
             if frame is not None:
                 write_typing(client, frame)
                 written += 1
+        typists.spent(written)
         TYPING_FRAMES.inc(written)
         DELIVERIES.labels("typing").inc(written)
 

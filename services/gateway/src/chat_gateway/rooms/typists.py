@@ -8,10 +8,13 @@ receiving side with no message from anyone. A typist also goes when they stop, a
 room's message stream brings a message of theirs (:meth:`Typists.stop` either way).
 
 The table also paces the room's ``typing`` frames, as presence diffs are paced: a change
-after at least ``interval_s`` without a frame goes out at once (the leading edge, so a
+after at least an interval without a frame goes out at once (the leading edge, so a
 typist is shown within a bus hop), later changes wait for the interval to pass and go out
 together (:meth:`Typists.due`, :meth:`Typists.take`). Renewals change nothing and send
-nothing.
+nothing. The interval is ``interval_s``, or longer in a room so large at this gateway that
+its frames would pass ``frames_per_s`` (:meth:`Typists.spent`): a room of 10,000 members
+gets its frames every 5 s at 2,000 frames/s, which bounds what typing costs a gateway per
+room whatever its size and churn.
 
 What a member is shown (:meth:`Typists.view`) is bounded whatever the room's size: the
 first ``max_names`` typists' emails, as long as they fit ``names_bytes`` of JSON, and the
@@ -65,7 +68,8 @@ class Typists:
     """One room's typists at one gateway; see the module docstring."""
 
     __slots__ = (
-        "_dirty", "_interval", "_max_names", "_names_bytes", "_sent", "_shown", "_ttl", "_typists"
+        "_dirty", "_frames_per_s", "_interval", "_max_names", "_names_bytes", "_pace", "_sent",
+        "_shown", "_ttl", "_typists",
     )  # fmt: skip
 
     def __init__(
@@ -74,10 +78,12 @@ class Typists:
         ttl_s: float,
         interval_s: float,
         max_names: int,
+        frames_per_s: float = float("inf"),
         names_bytes: int = NAMES_BYTES,
     ) -> None:
         self._ttl = ttl_s
-        self._interval = interval_s
+        self._interval = self._pace = interval_s
+        self._frames_per_s = frames_per_s
         self._max_names = max_names
         self._names_bytes = names_bytes
         self._typists: Shown = {}  # by user id, in the order they started
@@ -133,7 +139,7 @@ class Typists:
         """If a frame goes out now (a change waits and the interval has passed): the change
         is taken, and what the previous frame showed is returned (for :meth:`view`'s
         ``shown``: a member whose view is the same need not be sent it again)."""
-        if not self._dirty or now < self._sent + self._interval:
+        if not self._dirty or now < self._sent + self._pace:
             return None
         self._dirty = False
         self._sent = now
@@ -146,12 +152,17 @@ class Typists:
         nothing waits and the interval has passed (the room's table may be dropped)."""
         times: list[float] = []
         if self._dirty:
-            times.append(max(now, self._sent + self._interval))
+            times.append(max(now, self._sent + self._pace))
         if self._typists:
             times.append(min(t.expires for t in self._typists.values()))
-        elif self._sent + self._interval > now:
-            times.append(self._sent + self._interval)  # kept until then: the pace holds
+        elif self._sent + self._pace > now:
+            times.append(self._sent + self._pace)  # kept until then: the pace holds
         return min(times) if times else None
+
+    def spent(self, frames: int) -> None:
+        """The frame just taken was written to ``frames`` members: the next waits at least
+        the interval, longer if ``frames`` at that pace would pass ``frames_per_s``."""
+        self._pace = max(self._interval, frames / self._frames_per_s)
 
     # -- what members see ---------------------------------------------------------------------
 
