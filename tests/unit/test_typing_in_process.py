@@ -191,3 +191,15 @@ async def test_a_malformed_signal_on_the_bus_is_dropped() -> None:
         await chat.bus.publish(room_typing("lobby"), json.dumps(forged).encode())
         await alice.call("typing", {"roomId": "lobby", "typing": True})
         assert await _typing(bob) == {"roomId": "lobby", "users": [ALICE], "count": 1}
+
+
+async def test_typing_is_not_charged_to_the_users_shared_bucket() -> None:
+    """Typing has its own per-user bound at the gateway: a user whose shared bucket holds
+    three events can still type past that and then send their message."""
+    settings = gateway_settings(user_lease=1)
+    async with InProcessChat(settings, user_rate_per_s=0.001, user_rate_burst=3) as chat:
+        alice = await chat.native()
+        await _join(alice, ALICE, "lobby")
+        for on in (True, False, True, False, True):
+            assert await alice.call("typing", {"roomId": "lobby", "typing": on}) == {"ok": True}
+        assert (await alice.call("send_message", {"roomId": "lobby", "text": "hi"}))["ok"]

@@ -114,15 +114,18 @@ def test_changes_within_the_interval_wait_and_go_together() -> None:
 
 
 def test_due_is_the_next_expiry_when_nothing_waits() -> None:
-    """With typists and nothing to send, the table wakes for the first expiry."""
+    """With typists and nothing to send, the table wakes for the first expiry (a renewal
+    since is seen when it wakes: never late, one early wake at most)."""
     t = _table()
     t.start("u1", "ann@x.io", 0.0)
     t.take(0.0)
     t.start("u2", "bob@x.io", 2.0)
     t.take(2.0)
     assert t.due(2.0) == TTL
-    t.start("u1", "ann@x.io", 3.0)  # renewed: the first expiry moves on
-    assert t.due(3.0) == 2.0 + TTL
+    t.start("u1", "ann@x.io", 3.0)  # renewed: the table wakes early at worst...
+    assert t.due(3.0) == TTL
+    assert t.expire(TTL) is False  # ...finds nobody to drop, and knows the next expiry
+    assert t.due(TTL) == 2.0 + TTL
 
 
 def test_an_empty_table_keeps_its_pace_then_may_go() -> None:

@@ -68,8 +68,8 @@ class Typists:
     """One room's typists at one gateway; see the module docstring."""
 
     __slots__ = (
-        "_dirty", "_frames_per_s", "_interval", "_max_names", "_names_bytes", "_pace", "_sent",
-        "_shown", "_ttl", "_typists",
+        "_dirty", "_earliest", "_frames_per_s", "_interval", "_max_names", "_names_bytes",
+        "_pace", "_sent", "_shown", "_ttl", "_typists",
     )  # fmt: skip
 
     def __init__(
@@ -92,6 +92,9 @@ class Typists:
         self._dirty = False
         self._sent = float("-inf")
         """When the last frame went out."""
+        self._earliest = float("inf")
+        """No typist expires before this (renewals only move expiries later, so it stays a
+        lower bound until the next scan): most changes need no look at every typist."""
 
     def __len__(self) -> int:
         return len(self._typists)
@@ -114,6 +117,7 @@ class Typists:
             return False
         size = len(_encode(email)) + 1
         self._typists[user_id] = _Typist(email, now + self._ttl, size)
+        self._earliest = min(self._earliest, now + self._ttl)
         self._dirty = True
         return True
 
@@ -126,11 +130,14 @@ class Typists:
 
     def expire(self, now: float) -> bool:
         """Drop the typists not renewed in time: whether any was."""
+        if now + _EXPIRY_SLACK_S < self._earliest:
+            return False
         gone = [uid for uid, t in self._typists.items() if t.expires <= now + _EXPIRY_SLACK_S]
         for user_id in gone:
             del self._typists[user_id]
         if gone:
             self._dirty = True
+        self._earliest = min((t.expires for t in self._typists.values()), default=float("inf"))
         return bool(gone)
 
     # -- pacing -------------------------------------------------------------------------------
@@ -154,7 +161,7 @@ class Typists:
         if self._dirty:
             times.append(max(now, self._sent + self._pace))
         if self._typists:
-            times.append(min(t.expires for t in self._typists.values()))
+            times.append(self._earliest)
         elif self._sent + self._pace > now:
             times.append(self._sent + self._pace)  # kept until then: the pace holds
         return min(times) if times else None
