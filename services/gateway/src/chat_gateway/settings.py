@@ -155,10 +155,10 @@ class GatewaySettings(ServiceSettings):
         description="at most one typing frame per room per member per this interval",
     )
     typing_room_frames_per_s: float = Field(
-        default=2000.0,
+        default=1000.0,
         gt=0,
         description="typing frames per second one room may cost a gateway: a room with more"
-        " members here gets them less often than each interval (10,000 members: every 5 s)",
+        " members here gets them less often than each interval (10,000 members: every 10 s)",
     )
     typing_names_max: int = Field(
         default=5, ge=1, le=20, description="emails in one typing frame (the count covers the rest)"

@@ -72,7 +72,7 @@ class TypingConfig:
     """At most one ``typing`` frame per room (so per member) per interval."""
     max_names: int = 5
     """Emails per frame; the count covers the rest."""
-    room_frames_per_s: float = 2000.0
+    room_frames_per_s: float = 1000.0
     """At most this many ``typing`` frames per second for one room at this gateway: a room
     with more live members here than this gets its frames less often than each interval."""
 

@@ -13,7 +13,7 @@ typist is shown within a bus hop), later changes wait for the interval to pass a
 together (:meth:`Typists.due`, :meth:`Typists.take`). Renewals change nothing and send
 nothing. The interval is ``interval_s``, or longer in a room so large at this gateway that
 its frames would pass ``frames_per_s`` (:meth:`Typists.spent`): a room of 10,000 members
-gets its frames every 5 s at 2,000 frames/s, which bounds what typing costs a gateway per
+gets its frames every 10 s at 1,000 frames/s, which bounds what typing costs a gateway per
 room whatever its size and churn.
 
 What a member is shown (:meth:`Typists.view`) is bounded whatever the room's size: the
