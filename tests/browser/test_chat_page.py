@@ -1,5 +1,5 @@
 """The web chat page in a real browser against a real stack: chatting both ways, presence,
-escaping, scroll-back, gateway restarts with the pages resuming and nothing lost, and the
+typing, escaping, scroll-back, gateway restarts with the pages resuming and nothing lost, and the
 room list with its unread badges.
 
 Every wait is on a condition in the page (Playwright's ``expect``), never a sleep.
@@ -126,6 +126,30 @@ async def test_two_pages_chat_both_ways_and_see_presence(
 
     await bob.page.click("#leave")
     await expect(ann.users).to_have_text(["ann@example.com"], timeout=WAIT_MS)
+
+
+async def test_typing_shows_on_the_other_page_and_clears(
+    page_stack: PageStack, tabs: list[ChatPage]
+) -> None:
+    """While Ann types, Bob's page says so; it clears when she sends, and when she empties
+    the input; Ann's own page never shows herself."""
+    stack = await page_stack()
+    url, room = stack.client_url, unique_room("page")
+    ann, bob = tabs
+    await ann.enter(url, "ann@example.com", room)
+    await bob.enter(url, "bob@example.com", room)
+    await expect(ann.users).to_have_count(2, timeout=WAIT_MS)
+    typing = bob.page.locator("#typing")
+    await ann.page.type("#text", "hel")
+    await expect(typing).to_have_text("ann@example.com is typing…", timeout=WAIT_MS)
+    await ann.page.press("#text", "Enter")
+    await bob.expect_texts(["hel"])
+    await expect(typing).to_have_text("", timeout=WAIT_MS)
+    await ann.page.type("#text", "x")
+    await expect(typing).to_have_text("ann@example.com is typing…", timeout=WAIT_MS)
+    await ann.page.press("#text", "Backspace")
+    await expect(typing).to_have_text("", timeout=WAIT_MS)
+    await expect(ann.page.locator("#typing")).to_have_text("")
 
 
 async def test_user_content_is_shown_as_text_never_markup(

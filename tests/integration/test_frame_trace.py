@@ -153,7 +153,7 @@ async def _scenario(stack: Stack, trace: Trace) -> None:
         await ws.expect("435[")
 
     with trace.step("Socket.IO: an unknown event, with ack id"):
-        ws.send_text(_sio(6, "typing", {"roomId": LOBBY}))
+        ws.send_text(_sio(6, "nudge", {"roomId": LOBBY}))
         await ws.expect("436[")
 
     with trace.step("Socket.IO: a malformed payload (no roomId), with ack id"):
@@ -188,7 +188,7 @@ async def _scenario(stack: Stack, trace: Trace) -> None:
         offset = _last_offset(await ws.expect('42["new_message"'))
 
     with trace.step("native: an unknown event without id: an error event"):
-        native.send_json({"type": "typing", "data": {"roomId": LOBBY}})
+        native.send_json({"type": "nudge", "data": {"roomId": LOBBY}})
         await native.expect('{"type":"error"')
 
     # -- the Socket.IO client drops and recovers ------------------------------------------

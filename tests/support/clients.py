@@ -28,7 +28,7 @@ __all__ = [
 
 SERVER_EVENTS = (
     "new_message", "user_joined", "user_left", "presence_diff", "error",
-    "read_state", "membership", "inbox_update",
+    "read_state", "membership", "inbox_update", "typing",
 )  # fmt: skip
 DEFAULT_TIMEOUT = 10.0
 

@@ -583,6 +583,7 @@ class InProcessChat:
             settings,
             request=self.services.request,
             subscribe=self.bus.subscribe_subject,
+            publish=self.bus.publish,
             verifier=self._verifier,
             relay=relay,
         )

@@ -47,6 +47,7 @@ def _subscribers(subject: str) -> set[str]:
     [
         ("chat.room.lobby.events", {"history"}),  # only history publishes room messages
         ("chat.room.lobby.presence", {"session"}),  # only session publishes presence
+        ("chat.room.lobby.typing", {"gateway"}),  # the typist's gateway, to the others
         ("chat.room.lobby.other", set()),
         ("chat.history.append_batch", {"gateway"}),  # the gateway may request appends
         ("chat.history.append", set()),  # served (one at a time), requested by nobody
@@ -72,8 +73,8 @@ def _subscribers(subject: str) -> set[str]:
 )
 def test_who_may_publish_each_subject(subject: str, publishers: set[str]) -> None:
     """The finding's rules: history alone publishes a room's messages and a user's stream,
-    session a room's presence, the gateway requests appends and chat state but publishes
-    nothing, the operator reads and drains."""
+    session a room's presence, the gateway requests appends and chat state and publishes
+    only who is typing, the operator reads and drains."""
     assert _publishers(subject) == publishers
 
 
@@ -82,6 +83,7 @@ def test_who_may_publish_each_subject(subject: str, publishers: set[str]) -> Non
     [
         ("chat.room.lobby.events", {"gateway"}),
         ("chat.room.lobby.presence", {"gateway"}),
+        ("chat.room.lobby.typing", {"gateway"}),
         ("chat.user.0f3a.events", {"gateway"}),
         ("chat.history.append", {"history"}),
         ("chat.history.mark_read", {"history"}),

@@ -318,7 +318,7 @@ async def _native_exchange(t: Transcript) -> None:
             bob, '{"type":"get_history","id":2,"data":{"roomId":"lobby","beforeSeq":2,"limit":10}}'
         )
         await t.receive(bob)
-        t.send(bob, '{"type":"typing","data":{"roomId":"lobby"}}')
+        t.send(bob, '{"type":"nudge","data":{"roomId":"lobby"}}')
         await t.receive(bob)
         t.send(bob, '{"type":"send_message","id":3,"data":{"roomId":"general","text":"hi all"}}')
         await t.receive(bob)
@@ -370,6 +370,27 @@ async def _presence_diff(t: Transcript) -> None:
         await bob.call("leave", {"roomId": "lobby"})
         await t.receive_where(alice, '42["presence_diff"')
         t.lines[-1] = re.sub(r'"count":\d+', '"count":<n>', t.lines[-1])
+
+
+@scene("typing")
+async def _typing(t: Transcript) -> None:
+    """4.14: each change goes out on its own (a short interval here, so that no two share
+    a frame); Bob's message clears him."""
+    async with InProcessChat(gateway_settings(typing_interval_ms=20)) as chat:
+        alice = await _connected(chat, t)
+        t.send(alice, _join(ALICE, "lobby"), shown=False)
+        await alice.frame(lambda f: f.startswith(b"430"), "join ack")
+        bob = await _native(chat, BOB, "lobby")
+        carol = await _native(chat, CAROL, "lobby")
+        await alice.event("user_joined", email=CAROL)
+        t.send(alice, '42["typing",{"roomId":"lobby","typing":true}]')
+        await bob.event("typing", users=[ALICE])
+        await bob.call("typing", {"roomId": "lobby", "typing": True})
+        await t.receive_where(alice, '42["typing"')
+        await carol.call("typing", {"roomId": "lobby", "typing": True})
+        await t.receive_where(alice, '42["typing"')
+        await bob.call("send_message", {"roomId": "lobby", "text": "done"})
+        await t.receive_where(alice, '42["typing"')
 
 
 # -- resuming, section 8 ----------------------------------------------------------------------

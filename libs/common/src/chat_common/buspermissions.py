@@ -18,9 +18,10 @@ An identity's lists, and what NATS is told (:meth:`Identity.permissions`):
 
 Everything not listed is refused by the server. The only publisher of a room's messages is
 history, of a room's presence the session service, of a user's stream
-(``chat.user.<token>.events``) history; the gateway may request ``chat.history.append_batch``
-and the chat state endpoints (membership, marks, inbox) but publish nothing; the operator
-(``chatctl``) reads, and drains.
+(``chat.user.<token>.events``) history, of who is typing in a room
+(``chat.room.<room>.typing``) the gateways (the typist's gateway publishes it itself); the
+gateway may request ``chat.history.append_batch`` and the chat state endpoints (membership,
+marks, inbox) and publishes nothing else; the operator (``chatctl``) reads, and drains.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from chat_common.subjects import (
     room_events,
     room_presence,
     room_subjects,
+    room_typing,
     session_endpoint,
 )
 
@@ -132,6 +134,8 @@ _GATEWAY_STATE_ENDPOINTS = (
 GATEWAY = Identity(
     name="gateway",
     used_by="gateway (services/gateway)",
+    # Typing is the gateways' own: the typist's gateway publishes it to the others.
+    publishes=(room_typing("*"),),
     requests=(
         *(session_endpoint(e) for e in _GATEWAY_SESSION_ENDPOINTS),
         session_endpoint("take"),
@@ -142,9 +146,9 @@ GATEWAY = Identity(
         # A long-polling request for a session another gateway holds is relayed to it.
         any_gateway("poll"),
     ),
-    # One subscription per room takes both its subjects (chat.room.<room>.*); the gateway
-    # accepts only new_message on .events and only presence on .presence. One per user it
-    # holds connections of takes that user's stream.
+    # One subscription per room takes its three subjects (chat.room.<room>.*); the gateway
+    # accepts only new_message on .events, only presence on .presence and only typing on
+    # .typing. One per user it holds connections of takes that user's stream.
     subscribes=(room_subjects("*"), any_gateway("control"), USER_EVENTS_ANY),
     serves=(
         any_gateway("status"),

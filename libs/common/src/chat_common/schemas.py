@@ -58,6 +58,7 @@ __all__ = [
     "TakeRequest",
     "TakeResponse",
     "TakeoverNotice",
+    "TypingSignal",
     "Wire",
     "decode",
     "encode",
@@ -380,6 +381,20 @@ class RoomMessages(Wire, frozen=True):
     commit, decoded once per gateway)."""
 
     messages: list[RoomMessage]
+
+
+class TypingSignal(Wire, frozen=True):
+    """What travels on a room's typing subject (``chat.room.<room>.typing``): a user started
+    (or is still) typing, or stopped. Published by the typist's gateway, fire and forget;
+    never stored, never replayed, and never the text being typed."""
+
+    room_id: str
+    user_id: str
+    email: str
+    """What the room's members are shown (the name presence shows)."""
+    typing: bool
+    gateway: str
+    """The publishing gateway's instance id."""
 
 
 # Operator queries (``chatctl``): bounded, read-only views of the session store.

@@ -3,11 +3,12 @@
 Room ids are validated (``chat_common.schemas.ROOM_ID_PATTERN``) before they are put in a
 subject, so a room id is always exactly one subject token.
 
-A room has two fan-out subjects with one publisher each, so that the bus's permissions
-(:mod:`chat_common.buspermissions`) can say who may speak on which: messages
-(``chat.room.<room>.events``, history only, after COMMIT) and presence
-(``chat.room.<room>.presence``, session only). A gateway listens to both with one
-subscription (:func:`room_subjects`).
+A room has three fan-out subjects with one kind of publisher each, so that the bus's
+permissions (:mod:`chat_common.buspermissions`) can say who may speak on which: messages
+(``chat.room.<room>.events``, history only, after COMMIT), presence
+(``chat.room.<room>.presence``, session only) and typing (``chat.room.<room>.typing``, the
+gateways only: the typist's gateway publishes it, never stored). A gateway listens to all
+three with one subscription (:func:`room_subjects`).
 
 A user has one stream (``chat.user.<token>.events``, history only), where ``<token>`` is a
 hash of the user id (:func:`user_token`).
@@ -22,6 +23,7 @@ __all__ = [
     "HISTORY_SERVICE",
     "ROOM_EVENTS",
     "ROOM_PRESENCE",
+    "ROOM_TYPING",
     "SESSION_SERVICE",
     "USER_EVENTS_ANY",
     "any_gateway",
@@ -32,6 +34,7 @@ __all__ = [
     "room_kind",
     "room_presence",
     "room_subjects",
+    "room_typing",
     "session_endpoint",
     "user_events",
     "user_token",
@@ -45,6 +48,8 @@ ROOM_EVENTS = "events"
 """Last token of a room's message subject."""
 ROOM_PRESENCE = "presence"
 """Last token of a room's presence subject."""
+ROOM_TYPING = "typing"
+"""Last token of a room's typing subject."""
 
 
 def session_endpoint(name: str) -> str:
@@ -67,13 +72,19 @@ def room_presence(room_id: str) -> str:
     return f"{_PREFIX}.room.{room_id}.{ROOM_PRESENCE}"
 
 
+def room_typing(room_id: str) -> str:
+    """Where gateways publish who starts and stops typing in a room (never stored)."""
+    return f"{_PREFIX}.room.{room_id}.{ROOM_TYPING}"
+
+
 def room_subjects(room_id: str) -> str:
-    """Both fan-out subjects of one room: what a gateway with members in it subscribes to."""
+    """Every fan-out subject of one room: what a gateway with members in it subscribes to."""
     return f"{_PREFIX}.room.{room_id}.*"
 
 
 def room_kind(subject: str) -> str:
-    """The last token of a room subject: :data:`ROOM_EVENTS` or :data:`ROOM_PRESENCE`."""
+    """The last token of a room subject: :data:`ROOM_EVENTS`, :data:`ROOM_PRESENCE` or
+    :data:`ROOM_TYPING`."""
     return subject.rsplit(".", 1)[-1]
 
 

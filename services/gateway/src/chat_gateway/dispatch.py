@@ -40,6 +40,9 @@ _MARKS = frozenset({"mark_read"})
 """Events that take a turn on arrival, so that they reach the coalescer in the order sent."""
 _PIPELINED = _APPENDS | _MARKS
 """Events that may run while others of the connection are in flight (answered in order)."""
+_OWN_USER_BOUND = frozenset({"typing"})
+"""Events with their own per-user bound at the gateway, not charged to the shared bucket
+(a session round trip whenever the lease lapses; typing would eat the user's messages)."""
 
 
 class EventDispatcher:
@@ -138,6 +141,8 @@ class EventDispatcher:
                 retry_after_ms=int(wait * 1000) + 1,
             )
         user = client.identity.email if client.identity else client.session.email
+        if name in _OWN_USER_BOUND:
+            return None
         if user is not None and (refusal := await self._users.admit(user)) is not None:
             RATE_LIMITED.inc()
             return refusal

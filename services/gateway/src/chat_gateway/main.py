@@ -32,8 +32,12 @@ from chat_gateway.resume import Resumer
 from chat_gateway.rooms.feed import Subscribe, nats_subscriber
 from chat_gateway.rooms.hub import RoomHub
 from chat_gateway.rooms.leaving import RoomLeaving
+from chat_gateway.rooms.typingfanout import TypingConfig, TypingFanout
+from chat_gateway.rooms.typingrate import TypingRate
+from chat_gateway.rooms.typingsend import Publish, TypingSender
 from chat_gateway.sessions import SessionKeeper
 from chat_gateway.settings import GatewaySettings
+from chat_gateway.typingevent import TypingEvents
 from chat_gateway.userevents import UserEventHandlers
 from chat_gateway.userlimit import UserLimiter
 from chat_gateway.users.inbox import Inbox
@@ -77,21 +81,35 @@ def assemble(
     *,
     request: Request,
     subscribe: Subscribe,
+    publish: Publish,
     verifier: JwtVerifier | None,
     relay: PollRelay | None = None,
     on_drain: Callable[[], None] = lambda: None,
 ) -> Gateway:
     """Wire the gateway on the bus it is given: ``request`` reaches the session and history
-    services, ``subscribe`` a room's events (NATS here; the in-process test harness gives
-    its in-memory bus, so that its gateway is this very wiring)."""
+    services, ``subscribe`` a room's events, ``publish`` its clients' typing (NATS here; the
+    in-process test harness gives its in-memory bus, so that its gateway is this very
+    wiring)."""
     policy = RetryPolicy(attempts=settings.send_attempts, deadline_s=settings.send_deadline_s)
     backend = BusBackend(request, policy=policy)
+    typing = TypingSender(
+        publish,
+        gateway_id=settings.instance_id,
+        rate=TypingRate(rate=settings.typing_rate_per_s, burst=settings.typing_burst),
+    )
+    typing_config = TypingConfig(
+        ttl_s=settings.typing_ttl_ms / 1000,
+        interval_s=settings.typing_interval_ms / 1000,
+        max_names=settings.typing_names_max,
+        room_frames_per_s=settings.typing_room_frames_per_s,
+    )
     hub = RoomHub(
         subscribe,
         fill_gap=backend.fetch_gap,
         gap_fill_delay_s=settings.gap_fill_delay_ms / 1000,
         presence_interval_s=settings.presence_interval_ms / 1000,
         presence_diff_max=settings.presence_diff_max,
+        typing=lambda members: TypingFanout(members, typing_config, on_left=typing.left),
     )
     appender = AppendBatcher(backend.append_batch, max_in_flight=settings.append_batches_in_flight)
     resumer = Resumer(backend, hub, gateway_id=settings.instance_id, max_replay=settings.max_replay)
@@ -127,7 +145,7 @@ def assemble(
     changes = ChangeEvents(appender, max_text_length=settings.max_text_length)
     limiter = UserLimiter(backend.take, lease=settings.user_lease)
     dispatcher = EventDispatcher(
-        handlers.table() | user_handlers.table() | changes.table(),
+        handlers.table() | user_handlers.table() | changes.table() | TypingEvents(typing).table(),
         doorway,
         appender=appender,
         marks=marks,
@@ -170,6 +188,7 @@ async def main(settings: GatewaySettings | None = None) -> int:
             settings,
             request=nats_request(rt.nc, timeout_s=settings.request_timeout_s),
             subscribe=nats_subscriber(rt.nc),
+            publish=rt.nc.publish,
             verifier=verifier,
             relay=relay,
             on_drain=rt.lifecycle.mark_not_ready,

@@ -23,6 +23,9 @@ __all__ = [
     "ROOMS",
     "SESSIONS",
     "SLOW_CONSUMER_CUTS",
+    "TYPING_EVENTS",
+    "TYPING_FRAMES",
+    "TYPING_HEARD",
     "USER_STREAMS",
 ]
 
@@ -77,4 +80,19 @@ RELAYED_POLLS = Counter(
     "chat_gateway_relayed_polls_total",
     "Long-polling requests relayed to the gateway holding their session, by outcome",
     ["outcome"],
+)
+TYPING_EVENTS = Counter(
+    "chat_gateway_typing_events_total",
+    "Clients' typing signals at their gateway: published on the bus, refused past the"
+    " user's bound (limited), or lost on the way to the bus",
+    ["outcome"],
+)
+TYPING_HEARD = Counter(
+    "chat_gateway_typing_heard_total",
+    "Typing signals heard on rooms' typing subjects, by kind (start, stop, malformed)",
+    ["outcome"],
+)
+TYPING_FRAMES = Counter(
+    "chat_gateway_typing_frames_total",
+    "typing frames written to clients (at most one per room per member per interval)",
 )

@@ -23,6 +23,7 @@ __all__ = [
     "ReactPayload",
     "ResumePayload",
     "SendMessagePayload",
+    "TypingPayload",
     "UnsubscribePayload",
 ]
 
@@ -117,3 +118,9 @@ class GetRoomsPayload(Wire, frozen=True):
 
 class UnsubscribePayload(Wire, frozen=True):
     room_id: RoomId
+
+
+class TypingPayload(Wire, frozen=True):
+    room_id: RoomId
+    typing: bool
+    """``true``: started or still typing (renew every 3 s); ``false``: stopped."""

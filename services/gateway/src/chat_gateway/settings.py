@@ -144,6 +144,29 @@ class GatewaySettings(ServiceSettings):
     presence_diff_max: int = Field(
         default=50, ge=1, description="names per list of one presence_diff (past it: truncated)"
     )
+    typing_ttl_ms: float = Field(
+        default=6000.0,
+        gt=0,
+        description="a typist not renewed for this long is no longer shown (clients renew every 3 s)",
+    )
+    typing_interval_ms: float = Field(
+        default=1000.0,
+        gt=0,
+        description="at most one typing frame per room per member per this interval",
+    )
+    typing_room_frames_per_s: float = Field(
+        default=1000.0,
+        gt=0,
+        description="typing frames per second one room may cost a gateway: a room with more"
+        " members here gets them less often than each interval (10,000 members: every 10 s)",
+    )
+    typing_names_max: int = Field(
+        default=5, ge=1, le=20, description="emails in one typing frame (the count covers the rest)"
+    )
+    typing_rate_per_s: float = Field(
+        default=2.0, gt=0, description="typing signals per second a user may make a gateway publish"
+    )
+    typing_burst: float = Field(default=6.0, ge=1, description="typing signals a user may burst")
 
     @model_validator(mode="after")
     def _read_budget_covers_events(self) -> GatewaySettings:

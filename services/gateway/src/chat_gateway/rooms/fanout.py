@@ -5,7 +5,8 @@ A gateway listens to both of a room's subjects with one subscription: messages o
 it stored; only history may publish there) and presence on ``chat.room.<room>.presence``
 (only the session service may). Each subject carries only its own kind of event: a
 ``new_message`` on the presence subject, or presence on the message subject, is dropped,
-so each has exactly one publisher the bus lets speak there.
+so each has exactly one publisher the bus lets speak there. (The room's third subject,
+typing, goes to :mod:`chat_gateway.rooms.typingfanout`.)
 
 Each event becomes one :class:`Fanout`, whose frame bytes are built once per kind of
 client (:func:`chat_gateway.rooms.hub.frame_for`).
@@ -55,6 +56,8 @@ class Fanout:
     data: bytes
     seq: int | None
     received_at: float | None = None
+    sender: str | None = None
+    """A message's sender (user id), when the bus says: they are no longer typing."""
     frames: dict[str, bytes] = field(default_factory=dict)
     """Its frame bytes by kind of client, built as the first of each kind needs them."""
 
@@ -79,7 +82,7 @@ def parse_room_event(room_id: str, kind: str, data: bytes) -> list[Fanout] | Non
             if not batch.messages or any(m.seq < 1 for m in batch.messages):
                 return None
             return [
-                Fanout(room_id, event_name(m.kind), bytes(m.data), m.seq, m.received_at)
+                Fanout(room_id, event_name(m.kind), bytes(m.data), m.seq, m.received_at, m.sender)
                 for m in batch.messages
             ]
         if kind == ROOM_PRESENCE:

@@ -5,7 +5,8 @@ A gateway subscribes to a room's subjects while it has members in it
 :mod:`chat_gateway.rooms.fanout`). Events are decoded once, encoded once per protocol,
 and written to every member without awaiting each one. A large room's presence changes
 (announced without the member list) are held and sent as one ``presence_diff`` per
-interval (:mod:`chat_gateway.rooms.presencebatch`).
+interval (:mod:`chat_gateway.rooms.presencebatch`). Typing, on the room's third subject, is
+the :class:`~chat_gateway.rooms.typingfanout.TypingFanout`'s (paced the same way).
 
 Who gets which event and when (order, gaps, members joining, resuming and leaving) is
 decided by the pure :mod:`chat_gateway.rooms.delivery`; this module subscribes, writes what
@@ -19,6 +20,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 
 import msgspec
 from opentelemetry import trace
@@ -34,6 +36,7 @@ from chat_gateway.protocol.wsframe import text_frame
 from chat_gateway.rooms.delivery import Delivery, RoomDelivery
 from chat_gateway.rooms.delivery import Member as CoreMember
 from chat_gateway.rooms.fanout import (
+    NEW_MESSAGE,
     PRESENCE_EVENTS,
     Fanout,
     PresenceData,
@@ -42,6 +45,7 @@ from chat_gateway.rooms.fanout import (
 )
 from chat_gateway.rooms.feed import RoomSubscription, Subscribe
 from chat_gateway.rooms.presencebatch import PresenceBatch
+from chat_gateway.rooms.typingfanout import Members, TypingFanout
 
 __all__ = ["FillGap", "Member", "RoomHub", "frame_for"]
 
@@ -51,6 +55,8 @@ _tracer = tracer("chat.gateway.rooms")
 _presence_data = msgspec.json.Decoder(PresenceData)
 FillGap = Callable[[str, int, int], Awaitable[FetchResponse]]
 """(room_id, after_seq, before_seq) -> messages strictly between them."""
+Typing = Callable[[Members[Client]], TypingFanout[Client]]
+"""Makes the hub's typing fan-out, given how to find a room's live members."""
 
 Member = CoreMember[Client, Fanout]
 """A client's membership in one room at this gateway (see :mod:`chat_gateway.rooms.delivery`)."""
@@ -86,6 +92,13 @@ class _Room:
     presence_flush: asyncio.TimerHandle | None = None
 
 
+def _live(rooms: dict[str, _Room], room_id: str) -> list[Client]:
+    """The room's members here whose join (or resume) has been answered."""
+    room = rooms.get(room_id)
+    members = room.delivery.members.values() if room is not None else ()
+    return [m.client for m in members if m.buffer is None]
+
+
 class RoomHub:
     """Every room this gateway has members in: subscriptions, writes and gap fills around
     each room's :class:`~chat_gateway.delivery.RoomDelivery`."""
@@ -98,6 +111,7 @@ class RoomHub:
         gap_fill_delay_s: float,
         presence_interval_s: float,
         presence_diff_max: int,
+        typing: Typing,
     ) -> None:
         self._subscribe = subscribe
         self._fill_gap = fill_gap
@@ -105,6 +119,7 @@ class RoomHub:
         self._presence_interval = presence_interval_s
         self._diff_max = presence_diff_max
         self._rooms: dict[str, _Room] = {}
+        self.typing = typing(partial(_live, self._rooms))
 
     def __len__(self) -> int:
         return len(self._rooms)
@@ -116,7 +131,8 @@ class RoomHub:
             room = self._rooms[room_id] = _Room(room_id)
         member = room.delivery.add(client.connection_key, client)
         if room.subscription is None:
-            room.subscription = await self._subscribe(room_subjects(room_id), self._receiver(room))
+            receive = self.typing.around(room_id, self._receiver(room))
+            room.subscription = await self._subscribe(room_subjects(room_id), receive)
         return member
 
     def activate(self, room_id: str, member: Member, *, join_position: int) -> None:
@@ -127,6 +143,7 @@ class RoomHub:
             return
         member.client.rooms.start_position(room_id, join_position)
         self._write(room.delivery.activate(member, join_position=join_position))
+        self.typing.greet(room_id, member.client)
 
     def replay(
         self, room_id: str, member: Member, messages: list[Message], *, join_position: int
@@ -153,6 +170,7 @@ class RoomHub:
 
     async def remove(self, client: Client, room_id: str) -> None:
         """Drop ``client`` from the room; unsubscribe when it was the last local member."""
+        await self.typing.left(client, room_id)
         room = self._rooms.get(room_id)
         if room is None:
             return
@@ -209,6 +227,8 @@ class RoomHub:
         messages and deliver what is in order."""
         if item.seq is None and item.event in PRESENCE_EVENTS and self._coalesce(room, item):
             return
+        if item.event == NEW_MESSAGE:  # a typist who sent a message types no more
+            self.typing.message(room.room_id, item.sender)
         outcome = room.delivery.offer(item)
         if outcome.overflow:
             _log.error("room backlog overflow; resyncing members", extra={"room": room.room_id})

@@ -186,6 +186,8 @@
       data.joins.forEach((u) => chat.members.add(u));
       data.leaves.forEach((u) => chat.members.delete(u));
       showMembers(data.count);
+    } else if (frame.type === "typing") {
+      showTyping(data);
     }
   }
 
@@ -217,6 +219,45 @@
     $("login-error").hidden = !reason;
     $("chat").hidden = true;
     $("login").hidden = false;
+  }
+
+  // --- typing (protocol 4.15): who types in the room shown; this user's typing, renewed
+  // every 3 s while the input changes, stopped after 4 s without a change or when emptied;
+  // a sent message clears it at the server, so nothing is said then.
+
+  const TYPING_RENEW_MS = 3000, TYPING_IDLE_MS = 4000;
+  const typing = { sentAt: 0, idle: null };
+
+  function showTyping({ users, count }) {
+    const more = count - users.length;
+    let text = "";
+    if (count === 1 && users.length) text = `${users[0]} is typing…`;
+    else if (count > 0 && users.length) {
+      text = `${users.join(", ")}${more > 0 ? ` and ${more} more` : ""} are typing…`;
+    } else if (count > 0) text = `${count} people are typing…`;
+    $("typing").textContent = text;
+  }
+
+  function signalTyping(on) {
+    const ws = chat.ws;
+    if (!chat.ready || !chat.room || !ws || ws.readyState !== WebSocket.OPEN) return;
+    ws.send(JSON.stringify({ type: "typing", data: { roomId: chat.room, typing: on } }));
+  }
+
+  function typed() {
+    clearTimeout(typing.idle);
+    if (!$("text").value) return stopTyping(true);
+    if (Date.now() - typing.sentAt >= TYPING_RENEW_MS) {
+      typing.sentAt = Date.now();
+      signalTyping(true);
+    }
+    typing.idle = setTimeout(() => stopTyping(true), TYPING_IDLE_MS);
+  }
+
+  function stopTyping(tell) {
+    clearTimeout(typing.idle);
+    if (typing.sentAt && tell) signalTyping(false);
+    typing.sentAt = 0;
   }
 
   // --- sending: a queue that survives reconnects ---------------------------------------
@@ -429,6 +470,8 @@
 
   // Show another room: an empty view until its join ack comes.
   function clearView(roomId) {
+    stopTyping(true); // in the room being left behind
+    $("typing").textContent = "";
     Object.assign(chat, { room: roomId, newest: 0, oldest: null, atBeginning: false });
     chat.seqs.clear();
     chat.shown.clear();
@@ -585,8 +628,10 @@
       const text = $("text").value;
       if (!text) return;
       $("text").value = "";
+      stopTyping(false); // the message clears this user's typing at the server
       send(text);
     });
+    $("text").addEventListener("input", typed);
     $("older").addEventListener("click", loadOlder);
     $("pane").addEventListener("scroll", () => { if ($("pane").scrollTop < 30) loadOlder(); });
     $("leave").addEventListener("click", leave);
