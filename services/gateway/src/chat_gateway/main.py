@@ -170,7 +170,7 @@ def _laggards(settings: GatewaySettings, backend: BusBackend) -> Laggards:
         interval_s=settings.catchup_interval_s,
         deadline_s=settings.catchup_deadline_s,
     )
-    tick_s = min(0.25, max(0.005, settings.catchup_interval_s / 4))
+    tick_s = min(0.1, max(0.005, settings.catchup_interval_s / 4))
     return Laggards(backend.fetch, limits=limits, tick_s=tick_s)
 
 

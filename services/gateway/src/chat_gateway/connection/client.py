@@ -38,7 +38,7 @@ from chat_gateway.metrics import FLOOD_CUTS, SLOW_CONSUMER_CUTS
 from chat_gateway.ratelimit import TokenBucket
 from chat_gateway.sessionids import SessionRef
 
-__all__ = ["Client", "Encoder", "State"]
+__all__ = ["Client", "Encoder", "State", "cut_slow"]
 
 _SLOW_CUT_GRACE_S = 1.0
 """How long a slow consumer gets to read its close frame before the TCP connection goes."""
@@ -238,13 +238,6 @@ class Client:
             _log.warning("event still running at close", extra={"client": self.session.socket_id})
         self.close(code, reason)
 
-    def cut_slow(self) -> None:
-        """Close a slow consumer (it reconnects and resyncs from history)."""
-        self._outbox, self._outbox_size = [], 0
-        self.carrier.cut(
-            "overflow", CLOSE_SLOW_CONSUMER, "slow consumer", grace_s=_SLOW_CUT_GRACE_S
-        )
-
     def _limit_hit(self, limit: Limit) -> None:
         """The carrier was cut for a limit: count it and say so, once."""
         self.state = State.CLOSING
@@ -267,3 +260,9 @@ class Client:
         waiter = self._idle_waiter
         if not self._in_flight and waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+
+def cut_slow(client: Client) -> None:
+    """Close a slow consumer with 4008 (it reconnects and resyncs from history); the
+    client hears of it as of any limit hit (counted and logged once, its outbox dropped)."""
+    client.carrier.cut("overflow", CLOSE_SLOW_CONSUMER, "slow consumer", grace_s=_SLOW_CUT_GRACE_S)

@@ -30,7 +30,7 @@ from chat_common.backoff import Backoff
 from chat_common.schemas import FetchResponse, Message, encode
 from chat_common.subjects import room_kind, room_subjects
 from chat_common.tracing import SpanKind, extract_context, messaging_attributes, tracer
-from chat_gateway.connection.client import Client
+from chat_gateway.connection.client import Client, cut_slow
 from chat_gateway.rooms.delivery import Delivery, RoomDelivery
 from chat_gateway.rooms.delivery import Member as CoreMember
 from chat_gateway.rooms.fanout import (
@@ -208,7 +208,7 @@ class RoomHub:
         if outcome.overflow:
             _log.error("room backlog overflow; resyncing members", extra={"room": room.room_id})
             for member in list(room.delivery.members.values()):
-                member.client.cut_slow()
+                cut_slow(member.client)
             return
         self._write(outcome.deliveries)
         if outcome.gap is not None and (room.filling is None or room.filling.done()):

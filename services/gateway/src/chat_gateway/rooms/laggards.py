@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 
 from chat_common.schemas import FetchRequest, FetchResponse
 from chat_gateway.connection.catchup import CatchUp, CatchUpLimits, PageRequest
-from chat_gateway.connection.client import Client
+from chat_gateway.connection.client import Client, cut_slow
 from chat_gateway.metrics import CATCHUP_PAGES
 from chat_gateway.rooms.fanout import Fanout, page_item
 from chat_gateway.rooms.frames import write_items
@@ -87,7 +87,7 @@ class Laggards:
                 if step.cut:
                     _log.warning("behind and not draining", extra={"rooms": len(lag.behind)})
                     self._let_go(key, client)
-                    client.cut_slow()
+                    cut_slow(client)
                     continue
                 write_items(client, step.presence)
                 if step.page is not None:
