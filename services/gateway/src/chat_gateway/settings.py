@@ -42,6 +42,13 @@ class GatewaySettings(ServiceSettings):
         ge=65536,
         description="the hard cap: unsent bytes after which a client is cut (4008), whatever they are",
     )
+    send_buffer_bytes: int = Field(
+        default=0,
+        ge=0,
+        description="the kernel's send buffer per client connection (SO_SNDBUF); 0: the kernel"
+        " sizes it (up to net.ipv4.tcp_wmem's maximum, 4 MiB on Linux, before the gateway queues"
+        " anything for a reader that stopped)",
+    )
     catchup_soft_bytes: int = Field(
         default=262_144,
         ge=4096,
