@@ -24,12 +24,13 @@ readers joined), history page requests per reader per second (the gateway's
 none, so no reader's queue ever passed the 1 MiB hard cap, which cuts at once).
 
 Catch-up settings: the shipped ones (hard cap 1 MiB, a page a second at most, 100 messages a
-page at most), but a soft limit of 32 KiB (``GATEWAY_CATCHUP_SOFT_BYTES=32768``) and the
-kernel's send buffer bounded to 32 KiB (``GATEWAY_SEND_BUFFER_BYTES=32768``; Linux doubles
-it): a reader of 3.6 KB/s must read its heartbeat ping within pingInterval + pingTimeout
-(45 s), so all that may sit before that ping (the kernel's buffers, which Linux otherwise
-grows to 4 MiB, and the gateway's queue) must be readable in that time, else it is closed
-for a missing pong (4000), whatever catch-up does; see docs/benchmarks.md.
+page at most), but a soft limit of 16 KiB (``GATEWAY_CATCHUP_SOFT_BYTES=16384``) and the
+kernel's send buffer bounded to 8 KiB (``GATEWAY_SEND_BUFFER_BYTES=8192``; Linux doubles
+it): a reader must answer each heartbeat ping within pingTimeout (20 s) of its sending, so
+all that sits before the ping (the kernel's buffers, which Linux otherwise grows towards
+4 MiB for a reader that stopped, and the gateway's queue) must be readable in that time: at
+3.6 KB/s, about 70 KB. Else it is closed for the missing pong (4000), whatever catch-up
+does; see docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ from chat_devstack.stack import Stack, StackConfig
 from tests.support.http import metric
 from tests.support.rawws import SlowReader, native_join, sio_join
 
-BENCH_ENV = {"GATEWAY_CATCHUP_SOFT_BYTES": "32768", "GATEWAY_SEND_BUFFER_BYTES": "32768"}
+BENCH_ENV = {"GATEWAY_CATCHUP_SOFT_BYTES": "16384", "GATEWAY_SEND_BUFFER_BYTES": "8192"}
 
 
 def _rss_kib(pid: int) -> int:
