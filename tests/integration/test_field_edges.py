@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 import pytest
@@ -15,7 +16,7 @@ import pytest
 from tests.conftest import MakeStack
 from tests.support.clients import NativeClient, unique_room
 from tests.support.http import metric
-from tests.support.rawws import PING, PingProbe, RawWs, sio_join
+from tests.support.rawws import PING, PingProbe, RawWs, SlowReader, native_join, sio_join
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -79,10 +80,86 @@ async def test_a_peer_that_never_reads_cannot_freeze_the_watchdog(make_stack: Ma
         await late.close()
 
 
-async def test_a_slow_consumer_is_cut_once(make_stack: MakeStack) -> None:
-    """A member that stops reading while its room is busy is cut with 4008 exactly once:
-    one count in the metric, one warning in the log, however many messages follow."""
-    stack = await make_stack(env={"GATEWAY_SLOW_CONSUMER_BYTES": "65536"})
+CATCH_UP_ENV = {
+    "GATEWAY_CATCHUP_SOFT_BYTES": "32768",
+    "GATEWAY_SLOW_CONSUMER_BYTES": "131072",
+    "GATEWAY_CATCHUP_INTERVAL_S": "0.2",
+}
+"""A soft limit of 32 KiB and a hard cap of 128 KiB: a few rounds of big messages pass them."""
+TEXT = "x" * 4000
+
+
+async def _send_until(sender: NativeClient, room: str, done: Callable[[], Awaitable[bool]]) -> int:
+    """Send 4 KB messages in rounds of 25 until ``done()``; how many were sent. The kernel
+    buffers take a few MB for a peer that reads nothing before the gateway has to queue."""
+    sent = 0
+    for _ in range(200):
+        _, acks = await sender.pipeline([("send_message", {"roomId": room, "text": TEXT})] * 25)
+        assert all(a["ok"] for a in acks), acks
+        sent += 25
+        if await done():
+            return sent
+    raise AssertionError("the gateway never had to queue")
+
+
+@pytest.mark.parametrize("protocol", ["native", "socketio"])
+async def test_a_slow_reader_is_caught_up_not_cut(make_stack: MakeStack, protocol: str) -> None:
+    """A member that stops reading in a busy room, then reads slowly while the room goes on,
+    then catches up: it is never cut (so what was queued for it never passed the hard cap),
+    and it receives every message exactly once, in seq order (with the offset of each seq
+    over Socket.IO), the gap filled from history in pages."""
+    stack = await make_stack(env=CATCH_UP_ENV)
+    url, room, metrics = stack.client_url, unique_room(), _metrics_url(stack)
+    join = sio_join if protocol == "socketio" else native_join
+    reader = SlowReader(await join(url, "slow@example.com", room, rcvbuf=4096),
+                        socketio=protocol == "socketio")  # fmt: skip
+    sender = await NativeClient().connect(url)
+    try:
+        assert (await sender.call("join", {"email": "busy@example.com", "roomId": room}))["ok"]
+
+        async def withheld() -> bool:
+            return await metric(metrics, "chat_gateway_frames_shed_total", action="withhold") > 0
+
+        sent = await _send_until(sender, room, withheld)
+        assert (
+            await metric(metrics, "chat_gateway_lagging_connections") >= 1
+        )  # the sender too, maybe
+        reader.pace(40_000)  # ten messages a second, while the room sends ten
+        for _ in range(3):
+            for _ in range(10):
+                assert (await sender.call("send_message", {"roomId": room, "text": TEXT}))["ok"]
+            sent += 10
+        reader.pace(None)
+        await eventually(lambda: _received(reader, sent), timeout=60)
+        assert reader.seqs == list(range(1, sent + 1)), "every message once, in order"
+        if protocol == "socketio":
+            assert reader.offsets == [f"{room}:{seq}" for seq in range(1, sent + 1)]
+        assert reader.closed_code is None and not reader.ended.is_set()
+        assert await metric(metrics, "chat_gateway_slow_consumer_cuts_total") == 0
+        assert await metric(metrics, "chat_gateway_catchup_pages_total") > 0
+        await eventually(lambda: _lagging(metrics, 0), timeout=10)
+    finally:
+        await reader.stop()
+        await sender.close()
+
+
+async def _received(reader: SlowReader, count: int) -> bool:
+    return len(reader.seqs) >= count
+
+
+async def _lagging(metrics: str, count: int) -> bool:
+    return await metric(metrics, "chat_gateway_lagging_connections") == count
+
+
+async def test_a_reader_that_never_drains_is_cut_once(make_stack: MakeStack) -> None:
+    """A member that stops reading for good while its room is busy is not sent more past
+    the soft limit, and is cut with 4008 once GATEWAY_CATCHUP_DEADLINE_S passes without it
+    taking a byte: one count in the metric, one warning in the log, however many messages
+    follow."""
+    # Catch-up pages as fast as they are taken: the kernel's buffers fill as quickly as
+    # they did before catch-up existed (a few MB), then the reader takes no byte for 1 s.
+    env = {**CATCH_UP_ENV, "GATEWAY_CATCHUP_DEADLINE_S": "1", "GATEWAY_CATCHUP_INTERVAL_S": "0.01"}
+    stack = await make_stack(env=env)
     url, room, metrics = stack.client_url, unique_room(), _metrics_url(stack)
     slow = await sio_join(url, "slow@example.com", room, rcvbuf=4096)
     slow.go_silent()
@@ -90,24 +167,20 @@ async def test_a_slow_consumer_is_cut_once(make_stack: MakeStack) -> None:
     try:
         assert (await sender.call("join", {"email": "busy@example.com", "roomId": room}))["ok"]
 
-        async def send(count: int) -> None:
-            for _ in range(count):
-                reply = await sender.call("send_message", {"roomId": room, "text": "x" * 4000})
-                assert reply["ok"], reply
+        async def cut() -> bool:
+            return await metric(metrics, "chat_gateway_slow_consumer_cuts_total") >= 1
 
-        # The kernel buffers take a few MB for a peer that reads nothing before the gateway
-        # has to queue anything: send until the cut happens.
-        for _ in range(100):
-            await send(25)  # ~100 KB
-            if await metric(metrics, "chat_gateway_slow_consumer_cuts_total") >= 1:
-                break
-        await send(100)  # fan-out goes on while the cut connection lingers
+        await _send_until(sender, room, cut)
+        for _ in range(4):  # fan-out goes on while the cut connection lingers
+            _, acks = await sender.pipeline([("send_message", {"roomId": room, "text": TEXT})] * 25)
+            assert all(a["ok"] for a in acks)
     finally:
         slow.abort()
         await sender.close()
     assert await metric(metrics, "chat_gateway_slow_consumer_cuts_total") == 1
     log = stack.of_kind("gateway")[0].log_path.read_text()
     assert log.count("slow consumer cut") == 1
+    assert log.count("behind and not draining") == 1
 
 
 def _host_port(url: str) -> tuple[str, int]:

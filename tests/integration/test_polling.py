@@ -344,9 +344,11 @@ async def test_polling_needs_no_sticky_sessions(make_stack: MakeStack) -> None:
 
 
 async def test_a_polling_client_that_stops_collecting_is_cut_once(make_stack: MakeStack) -> None:
-    """A polling session in a busy room that stops sending GETs is cut once as a slow
-    consumer (4008) when its queued packets pass GATEWAY_SLOW_CONSUMER_BYTES, and forgotten."""
-    stack = await make_stack(env={"GATEWAY_SLOW_CONSUMER_BYTES": "65536"})
+    """A polling session in a busy room that stops sending GETs gets nothing more past the
+    soft limit, and is cut once as a slow consumer (4008) when it has collected nothing for
+    GATEWAY_CATCHUP_DEADLINE_S, and forgotten."""
+    stack = await make_stack(env={"GATEWAY_CATCHUP_SOFT_BYTES": "32768",
+                                  "GATEWAY_CATCHUP_DEADLINE_S": "1"})  # fmt: skip
     room = unique_room("slowpoll")
     metrics = f"http://127.0.0.1:{stack.of_kind('gateway')[0].http_port}/metrics"
     sender = await NativeClient().connect(stack.client_url)
@@ -367,6 +369,36 @@ async def test_a_polling_client_that_stops_collecting_is_cut_once(make_stack: Ma
         status, body = await poller.get()
         assert (status, json.loads(body)["code"]) == (400, 1)
     assert await metric(metrics, "chat_gateway_slow_consumer_cuts_total") == 1
+
+
+async def test_a_polling_client_that_falls_behind_is_caught_up(make_stack: MakeStack) -> None:
+    """A polling session that stops collecting while its room gets 400 messages (past its
+    soft limit) is not cut: once it polls again it collects every message exactly once, in
+    seq order with the offset of each, the rest read from history in pages."""
+    stack = await make_stack(env={"GATEWAY_CATCHUP_SOFT_BYTES": "32768",
+                                  "GATEWAY_CATCHUP_INTERVAL_S": "0.1"})  # fmt: skip
+    room = unique_room("behindpoll")
+    metrics = f"http://127.0.0.1:{stack.of_kind('gateway')[0].http_port}/metrics"
+    sender = await NativeClient().connect(stack.client_url)
+    async with aiohttp.ClientSession() as http:
+        poller = await Poller(stack.client_url, http).open()
+        await poller.connect()
+        await poller.join("s@example.com", room)
+        try:
+            await sender.call("join", {"email": "busy@example.com", "roomId": room})
+            for _ in range(4):
+                calls = [("send_message", {"roomId": room, "text": "x" * 400})] * 100
+                _, acks = await sender.pipeline(calls)
+                assert all(a["ok"] for a in acks)
+            assert await metric(metrics, "chat_gateway_frames_shed_total", action="withhold") > 0
+            packets = await poller.until(400, '42["new_message"', timeout=30)
+        finally:
+            await sender.close()
+    events = [json.loads(p[2:]) for p in packets if p.startswith('42["new_message"')]
+    assert [e[1]["seq"] for e in events] == list(range(1, 401))
+    assert [e[2] for e in events] == [f"{room}:{seq}" for seq in range(1, 401)]
+    assert await metric(metrics, "chat_gateway_catchup_pages_total") > 0
+    assert await metric(metrics, "chat_gateway_slow_consumer_cuts_total") == 0
 
 
 async def _cuts(metrics: str) -> bool:

@@ -383,6 +383,8 @@ class RecordingCarrier:
         if not self._open:
             return False
         self.sent.append(payload)
+        if self.backlog > self.write_cap:
+            self.cut("overflow", 4008, "slow consumer")
         self._touch()
         return True
 

@@ -8,6 +8,9 @@ connection open while never reading or writing again (the kernel keeps ACKing un
 receive buffer is full, then advertises a zero window: a phone that lost its network, or
 a client that stopped reading).
 
+:class:`SlowReader` reads, but at the pace a test sets (none, some bytes a second, full
+speed), and records every ``new_message`` seq (and Socket.IO offset) it was written.
+
 :class:`PingProbe` is the opposite: a healthy Socket.IO client that records when each
 Engine.IO ping arrives, to measure the heartbeat cadence a gateway gives its clients.
 """
@@ -33,6 +36,7 @@ __all__ = [
     "TEXT",
     "PingProbe",
     "RawWs",
+    "SlowReader",
     "frame",
     "native_join",
     "sio_join",
@@ -245,4 +249,68 @@ class PingProbe:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await self.ws.close()
+
+
+class SlowReader:
+    """A joined raw connection (native or Socket.IO) that reads at the pace it is told:
+    :meth:`pace` ``0`` reads nothing, a number of bytes a second reads that much (sleeping
+    after each frame for its share: the pace is the behaviour under test), ``None`` reads
+    at full speed. It answers both protocols' pings, and records ``new_message`` seqs and
+    offsets in the order written, and the close code if one came."""
+
+    def __init__(self, ws: RawWs, *, socketio: bool) -> None:
+        self.ws = ws
+        self.socketio = socketio
+        self.seqs: list[int] = []
+        self.offsets: list[str] = []
+        self.closed_code: int | None = None
+        self.ended = asyncio.Event()
+        self._rate: float | None = 0
+        self._paced = asyncio.Event()
+        self._task = asyncio.create_task(self._run())
+
+    def pace(self, bytes_per_s: float | None) -> None:
+        self._rate = bytes_per_s
+        if bytes_per_s != 0:
+            self._paced.set()
+        else:
+            self._paced.clear()
+
+    async def _run(self) -> None:
+        ws = self.ws
+        try:
+            while True:
+                await self._paced.wait()
+                opcode, payload = await ws.recv(timeout=3600)
+                if opcode == PING:
+                    ws.send_frame(PONG, payload)
+                elif opcode == CLOSE:
+                    self.closed_code = close_code(payload)
+                    return
+                elif opcode == TEXT:
+                    self._record(payload)
+                rate = self._rate
+                if rate:
+                    await asyncio.sleep(len(payload) / rate)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+        finally:
+            self.ended.set()
+
+    def _record(self, payload: bytes) -> None:
+        if self.socketio:
+            if payload == b"2":
+                self.ws.send_text("3")
+            elif payload.startswith(b'42["new_message"'):
+                _, message, offset = json.loads(payload[2:])
+                self.seqs.append(message["seq"])
+                self.offsets.append(offset)
+        elif payload.startswith(b'{"type":"new_message"'):
+            self.seqs.append(json.loads(payload)["data"]["seq"])
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
         await self.ws.close()

@@ -18,23 +18,27 @@ from chat_gateway.appends.batcher import AppendBatcher
 from chat_gateway.auth import JwtVerifier, build_verifier
 from chat_gateway.backend import BusBackend, Request, nats_request
 from chat_gateway.changeevents import ChangeEvents
+from chat_gateway.connection.catchup import CatchUpLimits
 from chat_gateway.connection.loop import Connections
+from chat_gateway.connection.priority import Priorities
 from chat_gateway.dispatch import EventDispatcher
 from chat_gateway.doorway import Doorway
 from chat_gateway.drain import Drain
 from chat_gateway.events import EventHandlers
 from chat_gateway.keepalive import Keepalive
-from chat_gateway.metrics import INBOX_ROOMS, ROOMS, USER_STREAMS
+from chat_gateway.metrics import INBOX_ROOMS, LAGGING, ROOMS, USER_STREAMS
 from chat_gateway.pollrelay import PollRelay
 from chat_gateway.port import ClientPort
 from chat_gateway.registry import ClientRegistry
 from chat_gateway.resume import Resumer
 from chat_gateway.rooms.feed import Subscribe, nats_subscriber
 from chat_gateway.rooms.hub import RoomHub
+from chat_gateway.rooms.laggards import Laggards
 from chat_gateway.rooms.leaving import RoomLeaving
 from chat_gateway.rooms.typingfanout import TypingConfig, TypingFanout
 from chat_gateway.rooms.typingrate import TypingRate
 from chat_gateway.rooms.typingsend import Publish, TypingSender
+from chat_gateway.rooms.writer import RoomWriter
 from chat_gateway.sessions import SessionKeeper
 from chat_gateway.settings import GatewaySettings
 from chat_gateway.typingevent import TypingEvents
@@ -68,9 +72,12 @@ class Gateway:
     streams: UserStreams
     inbox: Inbox
     marks: ReadMarks
+    laggards: Laggards
 
     async def close_users(self) -> None:
-        """Stop the user streams', inbox's and read marks' tasks (after the clients)."""
+        """Stop the catch-up's, user streams', inbox's and read marks' tasks (after the
+        clients)."""
+        await self.laggards.close()
         await self.marks.close()
         await self.inbox.close()
         await self.streams.close()
@@ -103,8 +110,10 @@ def assemble(
         max_names=settings.typing_names_max,
         room_frames_per_s=settings.typing_room_frames_per_s,
     )
+    laggards = _laggards(settings, backend)
     hub = RoomHub(
         subscribe,
+        writer=RoomWriter(Priorities(settings.soft_limit_bytes), laggards),
         fill_gap=backend.fetch_gap,
         gap_fill_delay_s=settings.gap_fill_delay_ms / 1000,
         presence_interval_s=settings.presence_interval_ms / 1000,
@@ -166,8 +175,23 @@ def assemble(
     )
     keepalive = Keepalive(registry, settings)
     return Gateway(
-        port, connections, registry, hub, appender, keepalive, drain, keeper, streams, inbox, marks
+        port, connections, registry, hub, appender, keepalive, drain, keeper, streams, inbox, marks,
+        laggards,
+    )  # fmt: skip
+
+
+def _laggards(settings: GatewaySettings, backend: BusBackend) -> Laggards:
+    """Catch-up from history for clients past the soft limit (docs/reliability.md)."""
+    priorities = Priorities(settings.soft_limit_bytes)
+    limits = CatchUpLimits(
+        low=priorities.low,
+        target=(priorities.soft + priorities.low) // 2,
+        page_max=settings.catchup_page,
+        interval_s=settings.catchup_interval_s,
+        deadline_s=settings.catchup_deadline_s,
     )
+    tick_s = min(0.1, max(0.005, settings.catchup_interval_s / 4))
+    return Laggards(backend.fetch, limits=limits, tick_s=tick_s)
 
 
 async def main(settings: GatewaySettings | None = None) -> int:
@@ -194,6 +218,7 @@ async def main(settings: GatewaySettings | None = None) -> int:
             on_drain=rt.lifecycle.mark_not_ready,
         )
         ROOMS.set_function(lambda: len(gw.hub))
+        LAGGING.set_function(lambda: len(gw.laggards))
         USER_STREAMS.set_function(lambda: len(gw.streams))
         INBOX_ROOMS.set_function(gw.inbox.rooms_followed)
 

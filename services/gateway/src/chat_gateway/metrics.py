@@ -8,13 +8,16 @@ from chat_common.metrics import LATENCY_BUCKETS
 
 __all__ = [
     "ACK_SECONDS",
+    "CATCHUP_PAGES",
     "CLOSE_ABORTS",
     "CONNECTIONS",
     "DELIVERIES",
     "E2E_SECONDS",
     "EVENTS",
     "FLOOD_CUTS",
+    "FRAMES_SHED",
     "INBOX_ROOMS",
+    "LAGGING",
     "RATE_LIMITED",
     "READ_MARK_WRITES",
     "READ_PAUSES",
@@ -48,7 +51,21 @@ E2E_SECONDS = Histogram(
 )
 DELIVERIES = Counter("chat_gateway_deliveries_total", "Room events written to clients", ["event"])
 SLOW_CONSUMER_CUTS = Counter(
-    "chat_gateway_slow_consumer_cuts_total", "Clients closed with 4008 for falling behind"
+    "chat_gateway_slow_consumer_cuts_total",
+    "Clients closed with 4008: past the hard cap, or behind without draining for the deadline",
+)
+LAGGING = Gauge(
+    "chat_gateway_lagging_connections",
+    "Connections past their soft limit: room events withheld (caught up from history) or presence held",
+)
+CATCHUP_PAGES = Counter(
+    "chat_gateway_catchup_pages_total", "History pages read to catch lagging connections up"
+)
+FRAMES_SHED = Counter(
+    "chat_gateway_frames_shed_total",
+    "Room frames not written to a connection past its soft limit: withheld (replayed from"
+    " history), coalesced (presence, latest per room) or dropped (typing)",
+    ["action"],
 )
 RATE_LIMITED = Counter("chat_gateway_rate_limited_total", "Client events refused with RATE_LIMITED")
 RESUMES = Counter("chat_gateway_resumes_total", "Session resume attempts", ["outcome"])

@@ -76,6 +76,7 @@ def edge_limits(settings: GatewaySettings) -> EdgeLimits:
         read_rate=settings.read_rate_per_s,
         read_burst=settings.read_burst,
         flood_cut_s=settings.flood_cut_s,
+        send_buffer=settings.send_buffer_bytes,
     )
 
 

@@ -38,7 +38,38 @@ class GatewaySettings(ServiceSettings):
         default=100, ge=1, description="rooms one connection may join"
     )
     slow_consumer_bytes: int = Field(
-        default=1_048_576, ge=65536, description="unsent bytes after which a client is cut"
+        default=1_048_576,
+        ge=65536,
+        description="the hard cap: unsent bytes after which a client is cut (4008), whatever they are",
+    )
+    send_buffer_bytes: int = Field(
+        default=16_384,
+        ge=0,
+        description="the kernel's send buffer per client connection (SO_SNDBUF): small, so that"
+        " a ping never waits behind much for a slow reader; 0: the kernel sizes it (up to 4 MiB)",
+    )
+    catchup_soft_bytes: int = Field(
+        default=16_384,
+        ge=4096,
+        description="the soft limit: unsent bytes past which a client is sent no live room messages"
+        " (caught up from history once below a quarter of it); presence is held past half of it,"
+        " typing dropped past a quarter; at most half the hard cap (lowered to it)",
+    )
+    catchup_deadline_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="seconds a client past its soft limit may take no bytes at all before it is cut (4008)",
+    )
+    catchup_page: int = Field(
+        default=100,
+        ge=1,
+        le=200,
+        description="messages per catch-up page at most (fewer when they would pass the soft limit)",
+    )
+    catchup_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="least time between two catch-up pages of one client (its cost to history)",
     )
     send_attempts: int = Field(default=3, ge=1, description="tries of one append on UNAVAILABLE")
     send_deadline_s: float = Field(default=10.0, gt=0, description="overall deadline of a send")
@@ -176,3 +207,8 @@ class GatewaySettings(ServiceSettings):
                 "rate and burst (GATEWAY_RATE_PER_S, GATEWAY_RATE_BURST)"
             )
         return self
+
+    @property
+    def soft_limit_bytes(self) -> int:
+        """The soft limit in force: ``catchup_soft_bytes``, at most half the hard cap."""
+        return min(self.catchup_soft_bytes, self.slow_consumer_bytes // 2)

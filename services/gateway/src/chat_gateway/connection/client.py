@@ -6,7 +6,10 @@ collect in an outbox written with one ``write`` per connection per event-loop it
 reply first writes the outbox, so a client sees its frames in the order they were produced.
 When a long-polling session upgrades, its carrier hands the WebSocket over
 (:meth:`Client.rebind`): writes go there at once, reads once the old carrier has given
-every packet it still held.
+every packet it still held. :attr:`Client.queued` is what the peer has not taken yet (the
+carrier's backlog and the outbox): the writer weighs a room frame against it
+(:mod:`chat_gateway.connection.priority`); a client behind keeps its
+:class:`~chat_gateway.connection.catchup.CatchUp` in :attr:`Client.catchup`.
 
 Its lifecycle is one :class:`State`; what it knows of its session is a
 :class:`~chat_gateway.sessionids.SessionRef`, of its rooms a
@@ -24,17 +27,18 @@ import logging
 import secrets
 from collections.abc import Callable
 from enum import Enum
-from typing import Protocol
+from typing import Any, Protocol
 
 from chat_gateway.auth import Identity
 from chat_gateway.carrier import Carrier, Limit
 from chat_gateway.closecodes import CLOSE_SLOW_CONSUMER
+from chat_gateway.connection.catchup import CatchUp
 from chat_gateway.connection.membership import Membership
 from chat_gateway.metrics import FLOOD_CUTS, SLOW_CONSUMER_CUTS
 from chat_gateway.ratelimit import TokenBucket
 from chat_gateway.sessionids import SessionRef
 
-__all__ = ["Client", "Encoder", "State"]
+__all__ = ["Client", "Encoder", "State", "cut_slow"]
 
 _SLOW_CUT_GRACE_S = 1.0
 """How long a slow consumer gets to read its close frame before the TCP connection goes."""
@@ -65,10 +69,10 @@ class State(Enum):
 class Client:
     """Connection state shared by the Socket.IO and native protocols."""
 
-    __slots__ = ("_engine_pong", "_idle_waiter", "_in_flight", "_loop", "_outbox", "_reading",
-                 "bucket", "carrier", "connection_key", "encode_ack", "encode_event", "identity",
-                 "opened_at", "ping_frame", "protocol", "remote", "rooms", "session",
-                 "state")  # fmt: skip
+    __slots__ = ("_engine_pong", "_idle_waiter", "_in_flight", "_loop", "_outbox", "_outbox_size",
+                 "_reading", "bucket", "carrier", "catchup", "connection_key", "encode_ack",
+                 "encode_event", "identity", "opened_at", "ping_frame", "protocol", "remote",
+                 "rooms", "session", "state")  # fmt: skip
 
     def __init__(
         self,
@@ -102,6 +106,9 @@ class Client:
         self.rooms = Membership(offsets=offsets)
         self.opened_at = self._engine_pong = self._loop.time()
         self._outbox: list[bytes] = []
+        self._outbox_size = 0
+        self.catchup: CatchUp[Any] | None = None
+        """Rooms behind and presence held, while past the soft limit (else ``None``)."""
         self._in_flight = 0
         self._idle_waiter: asyncio.Future[None] | None = None
         carrier.on_limit(self._limit_hit)
@@ -176,13 +183,19 @@ class Client:
         if not self._outbox:
             self._loop.call_soon(self.flush)
         self._outbox.append(frame)
+        self._outbox_size += len(frame)
         return True
+
+    @property
+    def queued(self) -> int:
+        """Bytes written for the peer that it has not taken yet."""
+        return self.carrier.buffered + self._outbox_size
 
     def flush(self) -> None:
         """Write the queued frames in one go (dropped once the connection is closing)."""
         if not self._outbox:
             return
-        frames, self._outbox = self._outbox, []
+        frames, self._outbox, self._outbox_size = self._outbox, [], 0
         self.carrier.write(frames[0] if len(frames) == 1 else b"".join(frames))
 
     async def send(self, frame: bytes) -> None:
@@ -225,17 +238,10 @@ class Client:
             _log.warning("event still running at close", extra={"client": self.session.socket_id})
         self.close(code, reason)
 
-    def cut_slow(self) -> None:
-        """Close a slow consumer (it reconnects and resyncs from history)."""
-        self._outbox.clear()
-        self.carrier.cut(
-            "overflow", CLOSE_SLOW_CONSUMER, "slow consumer", grace_s=_SLOW_CUT_GRACE_S
-        )
-
     def _limit_hit(self, limit: Limit) -> None:
         """The carrier was cut for a limit: count it and say so, once."""
         self.state = State.CLOSING
-        self._outbox.clear()
+        self._outbox, self._outbox_size = [], 0
         if limit == "overflow":
             _log.warning("slow consumer cut", extra={"client": self.session.socket_id})
             SLOW_CONSUMER_CUTS.inc()
@@ -254,3 +260,9 @@ class Client:
         waiter = self._idle_waiter
         if not self._in_flight and waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+
+def cut_slow(client: Client) -> None:
+    """Close a slow consumer with 4008 (it reconnects and resyncs from history); the
+    client hears of it as of any limit hit (counted and logged once, its outbox dropped)."""
+    client.carrier.cut("overflow", CLOSE_SLOW_CONSUMER, "slow consumer", grace_s=_SLOW_CUT_GRACE_S)

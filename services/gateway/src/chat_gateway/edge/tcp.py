@@ -24,6 +24,7 @@ application knows the answer was never delivered.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, cast
@@ -71,6 +72,8 @@ class EdgeLimits:
     """Seconds over the read budget in a row after which a connection is cut."""
     max_head_bytes: int = 16 * 1024
     """Largest request line plus headers."""
+    send_buffer: int = 0
+    """The kernel's send buffer per connection (SO_SNDBUF; 0: the kernel sizes it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +191,8 @@ class TcpConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self._remote = str(peer[0]) if peer else "?"
         transport.set_write_buffer_limits(high=_WRITE_HIGH, low=_WRITE_LOW)
+        if self._limits.send_buffer and (sock := transport.get_extra_info("socket")) is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self._limits.send_buffer)
         self._timer.arm(self._limits.http_timeout_s)
 
     def data_received(self, data: bytes) -> None:

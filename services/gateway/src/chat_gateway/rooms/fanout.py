@@ -9,7 +9,9 @@ so each has exactly one publisher the bus lets speak there. (The room's third su
 typing, goes to :mod:`chat_gateway.rooms.typingfanout`.)
 
 Each event becomes one :class:`Fanout`, whose frame bytes are built once per kind of
-client (:func:`chat_gateway.rooms.hub.frame_for`).
+client (:func:`chat_gateway.rooms.frames.frame_for`). A message read back from history
+(a gap fill, a resume replay, a catch-up page) becomes one with :func:`page_item`, so it is
+encoded exactly as its live copy.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from chat_common.schemas import RoomEvent, RoomMessages
+from chat_common.schemas import Message, RoomEvent, RoomMessages, encode
 from chat_common.subjects import ROOM_EVENTS, ROOM_PRESENCE
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "Fanout",
     "PresenceData",
     "event_name",
+    "page_item",
     "parse_room_event",
 ]
 
@@ -93,3 +96,9 @@ def parse_room_event(room_id: str, kind: str, data: bytes) -> list[Fanout] | Non
     except msgspec.DecodeError:
         return None
     return None
+
+
+def page_item(room_id: str, message: Message) -> Fanout:
+    """One item of a history page (a gap fill, a resume replay, a catch-up page) as the
+    event its live copy was."""
+    return Fanout(room_id, event_name(message.kind), encode(message), message.seq)

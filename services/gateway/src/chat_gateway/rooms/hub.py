@@ -9,18 +9,20 @@ interval (:mod:`chat_gateway.rooms.presencebatch`). Typing, on the room's third 
 the :class:`~chat_gateway.rooms.typingfanout.TypingFanout`'s (paced the same way).
 
 Who gets which event and when (order, gaps, members joining, resuming and leaving) is
-decided by the pure :mod:`chat_gateway.rooms.delivery`; this module subscribes, writes what
-it decides, and fills the gaps it reports from history.
+decided by the pure :mod:`chat_gateway.rooms.delivery`; this module subscribes, hands what
+it decides to the :class:`Writer` (:class:`chat_gateway.rooms.writer.RoomWriter`: by
+priority, catching up from history a member that fell behind), and fills the gaps it
+reports from history.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Protocol
 
 import msgspec
 from opentelemetry import trace
@@ -30,9 +32,7 @@ from chat_common.backoff import Backoff
 from chat_common.schemas import FetchResponse, Message, encode
 from chat_common.subjects import room_kind, room_subjects
 from chat_common.tracing import SpanKind, extract_context, messaging_attributes, tracer
-from chat_gateway.connection.client import Client
-from chat_gateway.metrics import DELIVERIES, E2E_SECONDS
-from chat_gateway.protocol.wsframe import text_frame
+from chat_gateway.connection.client import Client, cut_slow
 from chat_gateway.rooms.delivery import Delivery, RoomDelivery
 from chat_gateway.rooms.delivery import Member as CoreMember
 from chat_gateway.rooms.fanout import (
@@ -40,14 +40,14 @@ from chat_gateway.rooms.fanout import (
     PRESENCE_EVENTS,
     Fanout,
     PresenceData,
-    event_name,
+    page_item,
     parse_room_event,
 )
 from chat_gateway.rooms.feed import RoomSubscription, Subscribe
 from chat_gateway.rooms.presencebatch import PresenceBatch
 from chat_gateway.rooms.typingfanout import Members, TypingFanout
 
-__all__ = ["FillGap", "Member", "RoomHub", "frame_for"]
+__all__ = ["FillGap", "Member", "RoomHub", "Writer"]
 
 _log = logging.getLogger("chat.gateway.rooms")
 _tracer = tracer("chat.gateway.rooms")
@@ -62,23 +62,14 @@ Member = CoreMember[Client, Fanout]
 """A client's membership in one room at this gateway (see :mod:`chat_gateway.rooms.delivery`)."""
 
 
-def frame_for(item: Fanout, client: Client) -> bytes:
-    """The frame of ``item`` for ``client``, built once per kind of client (in
-    ``item.frames``): per protocol, and for a client whose messages carry offsets once per
-    room when it is in that room alone, else its own. A message first moves the client's
-    delivered position to it (its offset depends on that position)."""
-    rooms = client.rooms
-    if item.seq is not None:
-        rooms.advance(item.room_id, item.seq)
-    offset = item.seq is not None and rooms.offsets
-    if offset and not rooms.single_room:
-        return text_frame(client.encode_event(item.event, item.data, (rooms.offset(),)))
-    kind = "socketio+offset" if offset else client.protocol
-    frame = item.frames.get(kind)
-    if frame is None:
-        extra = (rooms.offset(),) if offset else ()
-        frame = item.frames[kind] = text_frame(client.encode_event(item.event, item.data, extra))
-    return frame
+class Writer(Protocol):
+    """Writes deliveries to their clients (:class:`chat_gateway.rooms.writer.RoomWriter`)."""
+
+    def write(self, deliveries: list[Delivery[Client, Fanout]]) -> None: ...
+
+    def forget(self, client: Client, room_id: str) -> None:
+        """``client`` left ``room_id``: nothing of it is owed any more."""
+        ...
 
 
 @dataclass(slots=True)
@@ -107,6 +98,7 @@ class RoomHub:
         self,
         subscribe: Subscribe,
         *,
+        writer: Writer,
         fill_gap: FillGap,
         gap_fill_delay_s: float,
         presence_interval_s: float,
@@ -114,6 +106,8 @@ class RoomHub:
         typing: Typing,
     ) -> None:
         self._subscribe = subscribe
+        self._write = writer.write
+        self._writer = writer
         self._fill_gap = fill_gap
         self._gap_delay = gap_fill_delay_s
         self._presence_interval = presence_interval_s
@@ -153,7 +147,7 @@ class RoomHub:
         if room is None:
             return
         member.client.rooms.start_position(room_id, join_position, reset=True)
-        missed = [Fanout(room_id, event_name(m.kind), encode(m), m.seq) for m in messages]
+        missed = [page_item(room_id, m) for m in messages]
         self._write(room.delivery.replay(member, missed, join_position=join_position))
 
     def suspend(self, client: Client, room_id: str) -> None:
@@ -175,6 +169,7 @@ class RoomHub:
         if room is None:
             return
         client.rooms.drop_position(room_id)
+        self._writer.forget(client, room_id)
         if not room.delivery.remove(client.connection_key):
             return
         del self._rooms[room_id]
@@ -233,7 +228,7 @@ class RoomHub:
         if outcome.overflow:
             _log.error("room backlog overflow; resyncing members", extra={"room": room.room_id})
             for member in list(room.delivery.members.values()):
-                member.client.cut_slow()
+                cut_slow(member.client)
             return
         self._write(outcome.deliveries)
         if outcome.gap is not None and (room.filling is None or room.filling.done()):
@@ -270,16 +265,6 @@ class RoomHub:
                 room.delivery.offer(Fanout(room.room_id, "presence_diff", diff, None)).deliveries
             )
 
-    @staticmethod
-    def _write(deliveries: list[Delivery[Client, Fanout]]) -> None:
-        for delivery in deliveries:
-            item = delivery.event
-            for client in delivery.clients:
-                client.write_frame(frame_for(item, client))
-            DELIVERIES.labels(item.event).inc(len(delivery.clients))
-            if item.received_at is not None:
-                E2E_SECONDS.observe(max(0.0, time.time() - item.received_at))
-
     async def _fill(self, room: _Room) -> None:
         """Wait briefly for stragglers, then fetch what is still missing from history."""
         backoff = Backoff(self._gap_delay, cap_s=2.0, floor_s=0.05, jitter=False)
@@ -296,6 +281,4 @@ class RoomHub:
                 delay = backoff.next()
                 continue
             for message in page.messages:
-                data = encode(message)
-                fanout = Fanout(room.room_id, event_name(message.kind), data, message.seq)
-                self.accept(room, fanout)
+                self.accept(room, page_item(room.room_id, message))
