@@ -9,13 +9,11 @@ get as ``message_changed``); history judges it (:mod:`chat_common.changes`: ``NO
 
 from __future__ import annotations
 
-import time
-import uuid
-
 from chat_common.changes import DELETE, EDIT, REACT, UNREACT, valid_emoji
 from chat_common.errors import ChatError, ErrorCode, InvalidArgument
-from chat_common.schemas import AppendRequest, parse_value
+from chat_common.schemas import parse_value
 from chat_gateway.appends.batcher import AppendBatcher
+from chat_gateway.appends.request import append_request
 from chat_gateway.events import Handler, Incoming, Result
 from chat_gateway.payloads import DeleteMessagePayload, EditMessagePayload, ReactPayload
 
@@ -75,19 +73,7 @@ class ChangeEvents:
         client = event.client
         if room_id not in client.rooms:
             raise ChatError(ErrorCode.NOT_IN_ROOM, "join the room first")
-        email = client.session.email
-        assert email is not None  # a member has joined, which fixed it
-        req = AppendRequest(
-            room_id=room_id,
-            email=email,
-            text=text,
-            client_msg_id=client_msg_id or uuid.uuid4().hex,
-            client_supplied=client_msg_id is not None,
-            received_at=time.time(),
-            sender=client.user_id,
-            kind=kind,
-            target=target,
-        )
+        req = append_request(client, room_id, text, client_msg_id, kind=kind, target=target)
         slot = event.slot or self._appender.reserve(client.connection_key)
         stored = await self._appender.append(slot, req)
         return Result(b'{"ok":true,"message":' + stored + b"}")

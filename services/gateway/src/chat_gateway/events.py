@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +21,6 @@ from typing import Any
 from chat_common.chatstate import MemberJoinRequest
 from chat_common.errors import ChatError, ErrorCode, InvalidArgument
 from chat_common.schemas import (
-    AppendRequest,
     FetchRequest,
     JoinRequest,
     MembersRequest,
@@ -32,6 +29,7 @@ from chat_common.schemas import (
 from chat_common.tokens import token_hash
 from chat_gateway.appends.batcher import AppendBatcher
 from chat_gateway.appends.plan import Slot
+from chat_gateway.appends.request import append_request
 from chat_gateway.auth import room_allowed
 from chat_gateway.backend import Backend
 from chat_gateway.connection.client import Client
@@ -228,17 +226,7 @@ class EventHandlers:
         _require_member(client, p.room_id)
         if not 1 <= len(p.text) <= self._s.max_text_length:
             raise InvalidArgument(f"text must be 1 to {self._s.max_text_length} characters")
-        email = client.session.email
-        assert email is not None  # a member has joined, which fixed it
-        req = AppendRequest(
-            room_id=p.room_id,
-            email=email,
-            text=p.text,
-            client_msg_id=p.client_msg_id or uuid.uuid4().hex,
-            client_supplied=p.client_msg_id is not None,
-            received_at=time.time(),
-            sender=client.user_id,
-        )
+        req = append_request(client, p.room_id, p.text, p.client_msg_id)
         slot = event.slot or self._appender.reserve(client.connection_key)
         message = await self._appender.append(slot, req)
         return Result(b'{"ok":true,"message":' + message + b"}")
