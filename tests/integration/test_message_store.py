@@ -20,13 +20,14 @@ from chat_common.errors import ErrorCode
 from chat_history import database
 from chat_history.database import Database
 from chat_history.migrate import apply_migrations, available_migrations
-from chat_history.pgstore import PostgresMessageStore
+from chat_history.pgstore import TRANSIENT_ERRORS, PostgresMessageStore
 from chat_history.settings import HistorySettings
 from chat_history.store import MessageStore, NewAppend, StoreUnavailable
 from tests.conftest import Servers
 from tests.contracts.message_changes import MessageChangesContract
 from tests.contracts.message_store import T0, MessageStoreContract
 from tests.support.historydb import migrated_database
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -242,5 +243,27 @@ async def test_migrations_run_without_the_pools_query_timeouts(
         async with db.acquire() as conn:
             with pytest.raises(asyncpg.QueryCanceledError):
                 await conn.execute("SELECT pg_sleep(0.5)", timeout=5)
+    finally:
+        await db.close()
+
+
+async def test_a_connection_the_driver_lost_track_of_is_dropped(servers: Servers) -> None:
+    """A connection on which asyncpg raised InternalClientError (its protocol state lost, as
+    a failover under load once did) is terminated rather than handed out again, the error
+    is one worth retrying (UNAVAILABLE to the caller), and the pool goes on serving."""
+    db = await migrated_database(servers)
+    try:
+        with pytest.raises(asyncpg.InternalClientError):
+            async with db.acquire() as conn:
+                pid = conn.get_server_pid()
+                raise asyncpg.InternalClientError("cannot switch to state 15")
+        assert issubclass(asyncpg.InternalClientError, TRANSIENT_ERRORS)
+
+        async def gone() -> bool:
+            async with db.acquire() as conn:
+                alive = "SELECT count(*) FROM pg_stat_activity WHERE pid = $1"
+                return conn.get_server_pid() != pid and await conn.fetchval(alive, pid) == 0
+
+        await eventually(gone, timeout=10)
     finally:
         await db.close()

@@ -134,6 +134,12 @@ class Database:
             self.waiting -= 1
         try:
             yield conn
+        except asyncpg.InternalClientError:
+            # The driver lost track of the connection's protocol state (seen once in a
+            # failover under load: "another operation is in progress"): never hand it out
+            # again; the caller answers UNAVAILABLE (pgstore.TRANSIENT_ERRORS) and retries.
+            conn.terminate()
+            raise
         finally:
             await pool.release(conn)
 

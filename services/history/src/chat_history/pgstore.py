@@ -28,6 +28,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     Unavailable,  # the pool is not there yet, or gave no connection in time (Database)
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,  # a connection whose state the driver lost: dropped (Database)
     asyncpg.DeadlockDetectedError,
     asyncpg.SerializationError,
     asyncpg.UniqueViolationError,  # a concurrent batch stored the same key first
