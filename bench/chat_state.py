@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import uvloop
-from loadgen import Client, percentile, progress
+from loadgen import Client, latency_stats, progress
 from systems import OUR_ENV, raise_fd_limit
 
 from chat_devstack.stack import Stack, StackConfig
@@ -83,16 +83,6 @@ async def _ok(client: Client, event: str, data: dict[str, Any]) -> dict[str, Any
     return reply
 
 
-def _stats(values: list[float]) -> dict[str, float]:
-    ms = sorted(v * 1000 for v in values)
-    return {
-        "n": len(ms),
-        "p50_ms": round(percentile(ms, 0.50), 2),
-        "p99_ms": round(percentile(ms, 0.99), 2),
-        "max_ms": round(ms[-1], 2),
-    }
-
-
 async def read_state_across_devices(urls: list[str], trials: int) -> dict[str, float]:
     seen: dict[Client, asyncio.Event] = {}
 
@@ -132,7 +122,7 @@ async def read_state_across_devices(urls: list[str], trials: int) -> dict[str, f
             progress(f"read_state: {trial + 1}/{trials}")
     for client in (phone, laptop, writer):
         await client.close()
-    return _stats(latencies)
+    return latency_stats(latencies)
 
 
 async def inbox_of_many_rooms(urls: list[str], n_rooms: int, trials: int) -> dict[str, Any]:
@@ -238,10 +228,10 @@ async def inbox_of_many_rooms(urls: list[str], n_rooms: int, trials: int) -> dic
     for client in (reader, writer, phone, laptop):
         await client.close()
     return {
-        "first_page": _stats(first_page),
+        "first_page": latency_stats(first_page),
         "pagings": pagings,
         "sent_while_paging": sent_meanwhile,
-        "live_update": _stats(live),
+        "live_update": latency_stats(live),
         "moved_to_top_checks": {"checked": (trials + 49) // 50, "on_top": moved_to_top},
     }
 

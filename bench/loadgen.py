@@ -27,6 +27,7 @@ __all__ = [
     "ClientError",
     "DataHandler",
     "EventHandler",
+    "latency_stats",
     "percentile",
     "progress",
     "sent_at",
@@ -75,6 +76,18 @@ def sent_at(text: str) -> float:
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def latency_stats(values: list[float]) -> dict[str, float]:
+    """Latencies in seconds as ``{n, p50_ms, p99_ms, max_ms}`` (milliseconds, 2 decimals;
+    NaN for none)."""
+    ms = sorted(v * 1000 for v in values)
+    return {
+        "n": len(ms),
+        "p50_ms": round(percentile(ms, 0.50), 2),
+        "p99_ms": round(percentile(ms, 0.99), 2),
+        "max_ms": round(ms[-1], 2) if ms else float("nan"),
+    }
 
 
 class Client:

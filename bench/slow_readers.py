@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import uvloop
-from loadgen import Client, percentile, progress, sent_at
+from loadgen import Client, latency_stats, progress, sent_at
 from systems import OUR_ENV, raise_fd_limit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -60,16 +60,6 @@ def _rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise RuntimeError("no VmRSS")
-
-
-def _stats(values: list[float]) -> dict[str, float]:
-    ms = sorted(v * 1000 for v in values)
-    return {
-        "n": len(ms),
-        "p50_ms": round(percentile(ms, 0.50), 2),
-        "p99_ms": round(percentile(ms, 0.99), 2),
-        "max_ms": round(ms[-1], 2) if ms else float("nan"),
-    }
 
 
 async def _ok(client: Client, event: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -152,7 +142,7 @@ async def run(stack: Stack, name: str, readers: int, args: argparse.Namespace) -
         "readers": readers,
         "seconds": round(elapsed, 1),
         "sent": sent,
-        "members": _stats(latencies),
+        "members": latency_stats(latencies),
         "exactly_once_in_order": f"{exact}/{readers}",
         "socketio_offsets_right": offsets_right,
         "closed": closed,

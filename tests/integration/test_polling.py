@@ -343,6 +343,16 @@ async def test_polling_needs_no_sticky_sessions(make_stack: MakeStack) -> None:
         await http.close()
 
 
+async def _fill(sender: NativeClient, room: str) -> None:
+    """``sender`` joins ``room`` and sends it 400 messages of 400 characters (past a 32 KiB
+    soft limit), pipelined, each acked."""
+    await sender.call("join", {"email": "busy@example.com", "roomId": room})
+    for _ in range(4):
+        calls = [("send_message", {"roomId": room, "text": "x" * 400})] * 100
+        _, acks = await sender.pipeline(calls)
+        assert all(a["ok"] for a in acks)
+
+
 async def test_a_polling_client_that_stops_collecting_is_cut_once(make_stack: MakeStack) -> None:
     """A polling session in a busy room that stops sending GETs gets nothing more past the
     soft limit, and is cut once as a slow consumer (4008) when it has collected nothing for
@@ -357,12 +367,7 @@ async def test_a_polling_client_that_stops_collecting_is_cut_once(make_stack: Ma
         await poller.connect()
         await poller.join("s@example.com", room)
         try:
-            await sender.call("join", {"email": "busy@example.com", "roomId": room})
-            text = "x" * 400
-            for _ in range(4):
-                calls = [("send_message", {"roomId": room, "text": text})] * 100
-                _, acks = await sender.pipeline(calls)
-                assert all(a["ok"] for a in acks)
+            await _fill(sender, room)
         finally:
             await sender.close()
         await eventually(lambda: _cuts(metrics), timeout=10)
@@ -385,11 +390,7 @@ async def test_a_polling_client_that_falls_behind_is_caught_up(make_stack: MakeS
         await poller.connect()
         await poller.join("s@example.com", room)
         try:
-            await sender.call("join", {"email": "busy@example.com", "roomId": room})
-            for _ in range(4):
-                calls = [("send_message", {"roomId": room, "text": "x" * 400})] * 100
-                _, acks = await sender.pipeline(calls)
-                assert all(a["ok"] for a in acks)
+            await _fill(sender, room)
             assert await metric(metrics, "chat_gateway_frames_shed_total", action="withhold") > 0
             packets = await poller.until(400, '42["new_message"', timeout=30)
         finally:
