@@ -45,10 +45,20 @@ $(BROWSER_DEPS):
 .PHONY: browser-deps
 browser-deps: $(BROWSER_DEPS)
 
+# iptables for the partition tests (test hosts in network namespaces, tests/chaos/
+# test_partitions.py; chat_devstack.hosts): Debian's package, installed once (needs root).
+PARTITION_DEPS := $(TOOLS)/.iptables
+$(PARTITION_DEPS):
+	@command -v iptables-legacy >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iptables >/dev/null)
+	@mkdir -p $(TOOLS) && touch $@
+
+.PHONY: partition-setup
+partition-setup: $(PARTITION_DEPS)
+
 run: setup ## start NATS, Redis, Postgres and the three services; Ctrl-C stops all
 	$(VENV)/bin/chat-stack run $(ARGS)
 
-test: setup $(BROWSER_DEPS) ## the whole suite against real servers (what .ci/run calls)
+test: setup $(BROWSER_DEPS) $(PARTITION_DEPS) ## the whole suite against real servers (what .ci/run calls)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 test-unit: setup

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import random
 import sys
@@ -38,22 +39,13 @@ from typing import Any
 
 import uvloop
 from loadgen import Client, latency_stats, progress
-from systems import OUR_ENV, raise_fd_limit
+from systems import OUR_ENV, SHIPPED_ENV, OtlpSink, raise_fd_limit
 
 from chat_devstack.stack import Stack, StackConfig
 
 ROOM = "bench-state"
 USER, OTHER = "reader@example.com", "writer@example.com"
 INBOX_USER = "many-rooms@example.com"
-SHIPPED_ENV = {
-    "OTEL_SDK_DISABLED": "false",
-    "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-    "GATEWAY_LOG_LEVEL": "INFO",
-    "SESSION_LOG_LEVEL": "INFO",
-    "HISTORY_LOG_LEVEL": "INFO",
-}
-"""Tracing and logs as docker-compose.yml deploys them (the SDK's default sampler: every
-span), over the bench environment's lifted limits."""
 
 
 class Waiter:
@@ -247,27 +239,17 @@ async def main() -> None:
     args = parser.parse_args()
     raise_fd_limit()
     extra = dict(item.split("=", 1) for item in args.env)
-    sink = None
-    if args.shipped:
-        sink = await asyncio.create_subprocess_exec(
-            sys.executable, str(Path(__file__).with_name("otlp_sink.py")),
-            stdout=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        assert sink.stdout is not None
-        port = int((await sink.stdout.readline()).decode())
-        extra = SHIPPED_ENV | {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}"} | extra
-    with tempfile.TemporaryDirectory(prefix="bench-state-") as tmp:
-        config = StackConfig(
-            data_dir=Path(tmp), gateways=2, gateway_port=0, extra_env=OUR_ENV | extra
-        )
-        async with Stack(config) as stack:
-            urls = stack.gateway_urls
-            figures: dict[str, Any] = {"env": extra}
-            figures["read_state"] = await read_state_across_devices(urls, args.trials)
-            figures["inbox"] = await inbox_of_many_rooms(urls, args.rooms, args.inbox_trials)
-    if sink is not None:
-        sink.terminate()
-        await sink.wait()
+    async with contextlib.AsyncExitStack() as stack:
+        base = OUR_ENV
+        if args.shipped:
+            sink = await stack.enter_async_context(OtlpSink())
+            base = SHIPPED_ENV | {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint}
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-state-"))
+        config = StackConfig(data_dir=Path(tmp), gateways=2, gateway_port=0, extra_env=base | extra)
+        urls = (await stack.enter_async_context(Stack(config))).gateway_urls
+        figures: dict[str, Any] = {"env": extra, "shipped": args.shipped}
+        figures["read_state"] = await read_state_across_devices(urls, args.trials)
+        figures["inbox"] = await inbox_of_many_rooms(urls, args.rooms, args.inbox_trials)
     rs, inbox = figures["read_state"], figures["inbox"]
     print("| figure | n | p50 ms | p99 ms | max ms | target |")
     print("|---|---|---|---|---|---|")

@@ -41,6 +41,7 @@ import contextlib
 import json
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,16 @@ from typing import Any
 import psutil
 import uvloop
 from loadgen import Client, percentile, progress, sent_at, timed_text
-from systems import NODE_DIR, NodePeer, OurSystem, System, cpu_seconds, node_argv, raise_fd_limit
+from systems import (
+    NODE_DIR,
+    VARIANTS,
+    NodePeer,
+    OurSystem,
+    System,
+    cpu_seconds,
+    node_argv,
+    raise_fd_limit,
+)
 
 __all__ = [
     "FIXED_DELIVERIES",
@@ -71,8 +81,9 @@ SWEEP_RATES = (1, 2.5, 5, 7.5, 10, 12.5, 15, 20, 25, 30, 40, 50, 65, 80, 100)
 SHAPE = {"name": "100x20", "clients": 100, "rooms": 5, "rate_per_client": 20.0}
 """The fixed fan-out shape of :func:`run_shape`: 100 clients in 5 rooms of 20 at 20 msgs/s
 each, 40,000 deliveries/s."""
-SYSTEMS = ("ours", "node", "node-pg")
-"""What :func:`make_system` starts."""
+SYSTEMS = (*VARIANTS, "node", "node-pg")
+"""What :func:`make_system` starts: our configurations (bench/systems.py ``VARIANTS``;
+``ours`` is the one we ship) and the two Node peers."""
 GENERATORS = ("python", "official")
 """Load generators: ``python`` (raw frames from this process, bench/loadgen.py) and
 ``official`` (socket.io-client in a node process, bench/node/loadgen.mjs; Socket.IO only)."""
@@ -262,6 +273,7 @@ async def run_official(
     clients: int = 200,
     rooms: int = 10,
     drain: float = 10,
+    on_go: Callable[[], Awaitable[object]] | None = None,
 ) -> dict[str, Any]:
     """One fan-out step driven by the official socket.io-client (bench/node/loadgen.mjs).
 
@@ -270,6 +282,7 @@ async def run_official(
     result (after up to ``drain`` seconds of waiting for stragglers, as :func:`run_rate`
     waits 10 s), before ``quit`` lets it disconnect. The node process's CPU is reported as
     ``loadgen_cpu_cores`` only. Returns :func:`run_rate`'s keys, the ack-order ones included.
+    ``on_go`` is awaited once the sends have begun (bench/flames.py starts its profilers).
     """
     if "socketio" not in system.protocols:
         raise ValueError(f"{system.name} does not speak Socket.IO")
@@ -312,6 +325,8 @@ async def run_official(
         began = time.monotonic()
         stdin.write(b"go\n")
         await stdin.drain()
+        if on_go is not None:
+            await on_go()
         async with asyncio.timeout(seconds + drain + 120):
             line = (await proc.stdout.readline()).decode()
         elapsed = time.monotonic() - began
@@ -481,8 +496,8 @@ async def sweep(
 def make_system(name: str, env: dict[str, str] | None = None, gateways: int = 1) -> System:
     """A fresh (not yet started) system of :data:`SYSTEMS`; ``env`` and ``gateways`` (on
     one shared port) for ours."""
-    if name == "ours":
-        return OurSystem(extra_env=env, gateways=gateways)
+    if name.startswith("ours"):
+        return OurSystem(extra_env=env, gateways=gateways, variant=name)
     return NodePeer(durable=name == "node-pg")
 
 

@@ -41,8 +41,13 @@ from chat_devstack.stack import Stack, StackConfig
 
 __all__ = [
     "DEFAULT_PG_POOL",
+    "LIMITS_ENV",
     "NODE_DIR",
+    "OUR_ENV",
+    "SHIPPED_ENV",
+    "VARIANTS",
     "NodePeer",
+    "OtlpSink",
     "OurSystem",
     "System",
     "cpu_seconds",
@@ -55,7 +60,7 @@ NODE_DIR = Path(__file__).resolve().parent / "node"
 DEFAULT_PG_POOL = 20
 """Postgres connections of the durable Node peer (``PG_POOL`` of bench/node/server.mjs)."""
 
-OUR_ENV = {
+LIMITS_ENV = {
     "GATEWAY_AUTH_MODE": "dev",
     "GATEWAY_RATE_PER_S": "100000",
     "GATEWAY_RATE_BURST": "100000",
@@ -67,12 +72,37 @@ OUR_ENV = {
     "SESSION_USER_RATE_BURST": "100000",
     "SESSION_MAX_SESSIONS_PER_USER": "100000",
     "SESSION_REDIS_TIMEOUT_S": "10",
+}
+"""The limits a benchmark from one address would hit, lifted: the only change the shipped
+configuration gets."""
+
+SHIPPED_ENV = LIMITS_ENV | {
+    "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+    "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+    "OTEL_TRACES_SAMPLER_ARG": "0.01",
+    "CHAT_TRACES_KEEP_SLOW_MS": "100",
+}
+"""The configuration in deploy/ (tracing on with the shipped sampler, INFO logs), over the
+lifted limits; :class:`OurSystem` adds the endpoint of its :class:`OtlpSink`."""
+
+OUR_ENV = LIMITS_ENV | {
     "GATEWAY_LOG_LEVEL": "WARNING",
     "SESSION_LOG_LEVEL": "WARNING",
     "HISTORY_LOG_LEVEL": "WARNING",
     "OTEL_SDK_DISABLED": "true",
 }
-"""Limits a benchmark from one address would hit, lifted; logs quiet; tracing off."""
+"""The quiet configuration: the lifted limits, logs at WARNING, tracing off."""
+
+VARIANTS: dict[str, tuple[dict[str, str], bool]] = {
+    "ours": (SHIPPED_ENV, True),
+    "ours-all-spans": (SHIPPED_ENV | {"OTEL_TRACES_SAMPLER": "parentbased_always_on"}, True),
+    "ours-no-tracing": (SHIPPED_ENV | {"OTEL_SDK_DISABLED": "true"}, False),
+    "ours-quiet": (OUR_ENV, False),
+}
+"""Our configurations by name: environment, and whether spans go to an :class:`OtlpSink`.
+``ours`` is the one we ship; ``ours-all-spans`` records and exports every trace (the SDK's
+default sampler); ``ours-no-tracing`` is the shipped one with tracing off (what tracing
+costs is the difference); ``ours-quiet`` also logs at WARNING."""
 
 
 class System(Protocol):
@@ -115,25 +145,68 @@ def cpu_seconds(pids: list[int]) -> float:
     return total
 
 
+class OtlpSink:
+    """bench/otlp_sink.py in its own process: where the shipped configuration exports its
+    spans (Jaeger's place in docker-compose.yml). ``keep``: a directory it writes every
+    export into (for bench/critical_path.py)."""
+
+    def __init__(self, keep: Path | None = None) -> None:
+        self._keep = keep
+        self._proc: asyncio.subprocess.Process | None = None
+        self.endpoint = ""
+        self.received = ""
+
+    async def __aenter__(self) -> Self:
+        argv = [sys.executable, str(Path(__file__).with_name("otlp_sink.py"))]
+        self._proc = await asyncio.create_subprocess_exec(
+            *argv, *(["--keep", str(self._keep)] if self._keep else []),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert self._proc.stdout is not None
+        port = int((await self._proc.stdout.readline()).decode())
+        self.endpoint = f"http://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.terminate()
+            _, err = await self._proc.communicate()
+            self.received = err.decode().strip()
+
+
 class OurSystem:
     """NATS, Redis, Postgres, one session and history service and one gateway or several
-    sharing a port (chat_devstack)."""
+    sharing a port (chat_devstack).
 
-    name = "ours"
+    ``variant`` names one of :data:`VARIANTS` (``shipped=True``: ``ours``, the configuration
+    in deploy/, tracing exported to an :class:`OtlpSink`; the default ``ours-quiet``:
+    tracing off and logs at WARNING)."""
+
     protocols = ("native", "socketio")
     recovery = True
 
-    def __init__(self, *, extra_env: dict[str, str] | None = None, gateways: int = 1) -> None:
+    def __init__(
+        self,
+        *,
+        extra_env: dict[str, str] | None = None,
+        gateways: int = 1,
+        shipped: bool = False,
+        variant: str | None = None,
+        keep_spans: Path | None = None,
+    ) -> None:
         """``gateways`` above 1 run that many gateway processes sharing one port."""
+        self.name = variant or ("ours" if shipped else "ours-quiet")
+        env, exported = VARIANTS[self.name]
         self._tmp = tempfile.TemporaryDirectory(prefix="bench-ours-")
-        config = StackConfig(
+        self.sink = OtlpSink(keep_spans) if exported else None
+        self._config = StackConfig(
             data_dir=Path(self._tmp.name),
             gateway_port=0,
             gateways=gateways,
             shared_port=gateways > 1,
-            extra_env=OUR_ENV | (extra_env or {}),
+            extra_env=env | (extra_env or {}),
         )
-        self.stack = Stack(config)
+        self.stack = Stack(self._config)
 
     @property
     def url(self) -> str:
@@ -157,7 +230,15 @@ class OurSystem:
         return {"stop_s": stopped - began, "start_s": time.monotonic() - stopped}
 
     async def __aenter__(self) -> Self:
-        await self.stack.start()
+        if self.sink is not None:
+            await self.sink.__aenter__()
+            self._config.extra_env["OTEL_EXPORTER_OTLP_ENDPOINT"] = self.sink.endpoint
+        try:
+            await self.stack.start()
+        except BaseException:
+            if self.sink is not None:
+                await self.sink.__aexit__()
+            raise
         return self
 
     async def __aexit__(
@@ -169,6 +250,8 @@ class OurSystem:
         try:
             await self.stack.stop()
         finally:
+            if self.sink is not None:
+                await self.sink.__aexit__()
             self._tmp.cleanup()
 
 

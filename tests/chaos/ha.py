@@ -5,6 +5,7 @@ a balancer), and the Postgres failover a failover tool would do on it."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 import uuid
 from pathlib import Path
@@ -13,8 +14,9 @@ from chat_devstack.ha import HaServers
 from chat_devstack.stack import Stack, StackConfig
 from tests.chaos.harness import CHAOS_ENV, Fault
 from tests.conftest import FAST_SETTINGS
+from tests.support.clients import SioClient
 
-__all__ = ["ha_config", "ha_servers", "kill_postgres_primary"]
+__all__ = ["churn_user", "ha_config", "ha_servers", "kill_postgres_primary"]
 
 
 def ha_config(data_dir: Path) -> StackConfig:
@@ -56,3 +58,30 @@ def kill_postgres_primary(
         return time.monotonic()
 
     return inject
+
+
+async def churn_user(
+    url: str, rooms: list[str], stop: asyncio.Event, email: str, turns: dict[str, int]
+) -> None:
+    """A user joining and leaving the rooms in turn until ``stop``: presence writes during
+    a fault. A call that fails is tried again; the user has left every room at the end.
+    ``turns[email]``: how many rooms it joined and left."""
+    client = SioClient(reconnection=True)
+    await client.connect(url)
+    try:
+        for turn in itertools.count():
+            if stop.is_set():
+                break
+            room = rooms[turn % len(rooms)]
+            for event in ("join", "leave"):
+                while True:
+                    try:
+                        reply = await client.call(event, {"email": email, "roomId": room})
+                    except Exception:  # dropped or unanswered (a partition): again
+                        reply = {}
+                    if reply.get("ok"):
+                        break
+                    await asyncio.sleep(0.1)
+            turns[email] = turn + 1
+    finally:
+        await client.close()

@@ -12,7 +12,6 @@ member list is exactly its members at the end.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import os
 import time
@@ -25,7 +24,7 @@ import pytest
 
 from chat_devstack.servers import NatsServer
 from chat_devstack.stack import Stack
-from tests.chaos.ha import ha_config, ha_servers, kill_postgres_primary
+from tests.chaos.ha import churn_user, ha_config, ha_servers, kill_postgres_primary
 from tests.chaos.harness import Fault, Outcome, fault, run_scenario
 from tests.support.clients import SioClient, unique_room
 
@@ -77,28 +76,6 @@ def kill_nats_node(hold_s: float) -> Fault:
 CHURNED: dict[str, int] = {}
 
 
-async def _churn(url: str, rooms: list[str], stop: asyncio.Event, n: int) -> None:
-    """A user joining and leaving the rooms in turn until ``stop``: presence writes during
-    the fault. A call that fails is tried again; the user has left every room at the end."""
-    client = SioClient()
-    await client.connect(url)
-    email = f"churn{n}@example.com"
-    try:
-        for turn in itertools.count():
-            if stop.is_set():
-                break
-            room = rooms[turn % len(rooms)]
-            for event in ("join", "leave"):
-                while True:
-                    reply = await client.call(event, {"email": email, "roomId": room})
-                    if reply.get("ok"):
-                        break
-                    await asyncio.sleep(0.1)
-            CHURNED[email] = turn + 1
-    finally:
-        await client.close()
-
-
 def kill_redis_primary(rooms: list[str]) -> Fault:
     """SIGKILL a Redis Cluster primary while users join and leave; once its replica has
     taken over, start it again (it rejoins as a replica)."""
@@ -107,7 +84,12 @@ def kill_redis_primary(rooms: list[str]) -> Fault:
         cluster = _ha(stack).redis
         victim = (await cluster.primaries())[0]
         stop = asyncio.Event()
-        churn = [asyncio.ensure_future(_churn(stack.client_url, rooms, stop, n)) for n in range(4)]
+        churn = [
+            asyncio.ensure_future(
+                churn_user(stack.client_url, rooms, stop, f"churn{n}@example.com", CHURNED)
+            )
+            for n in range(4)
+        ]
         began = time.monotonic()
         await victim.kill()
         await cluster.wait_taken_over(victim)

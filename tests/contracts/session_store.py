@@ -22,6 +22,7 @@ from chat_common.schemas import encode
 from chat_common.subjects import room_presence
 from chat_session.handlers import SessionHandlers, token_hash
 from chat_session.redisstore import slot_group
+from chat_session.repair import PresenceRepair
 from chat_session.store import SessionStore
 from tests.support.clients import unique_room
 
@@ -161,6 +162,66 @@ class SessionStoreContract:
         assert late.value.code is ErrorCode.NOT_FOUND
         await bus.settle(room)
         assert [e for e, d in bus.seen if d["roomId"] == room] == ["user_joined", "user_left"]
+
+    async def test_a_session_does_not_expire_while_gateways_cannot_heartbeat(
+        self, store: SessionStore, bus: PresenceBus
+    ) -> None:
+        """While expiry is paused (the bus is down or just back) a session past its expiry
+        is neither reaped nor refused a resume; once expiry runs again, it is both."""
+        clock = Clock()
+        paused = True
+        h = SessionHandlers(store, bus.publish, resume_window_s=10, heartbeat_ttl_s=5,
+                            clock=clock, may_expire=lambda: not paused)  # fmt: skip
+        room = unique_room()
+        resume = encode({"sessionId": "s3", "token": "t3", "gatewayId": "g2", "conn": "c-s3"})
+        await h.join(_join("s3", "z@example.com", room, token="t3"))
+        clock.now += 60_000  # far past attached expiry: no heartbeat got through
+        assert await h.reap_once() == 0
+        assert msgspec.json.decode(await h.resume(resume))["email"] == "z@example.com"
+        await h.detach(encode({"sessionId": "s3", "conn": "c-s3"}))
+        clock.now += 60_000
+        paused = False
+        with pytest.raises(ChatError) as late:
+            await h.resume(resume)
+        assert late.value.code is ErrorCode.NOT_FOUND
+        assert await h.reap_once() == 1
+
+    async def test_both_sides_of_a_membership_are_read_and_agree(
+        self, store: SessionStore, bus: PresenceBus
+    ) -> None:
+        """The sweep's two views: every join is on both sides (with its position on the
+        session's), a leave on neither."""
+        h = _handlers(store, bus, Clock())
+        room, other = unique_room(), unique_room()
+        await h.join(_join("m1", "a@example.com", room))
+        await h.join(_join("m2", "b@example.com", room))
+        await h.join(_join("m2", "b@example.com", other))
+        await h.leave(encode({"sessionId": "m2", "roomId": room}))
+        want = {(room, "a@example.com", "m1"), (other, "b@example.com", "m2")}
+        assert await store.room_memberships() == want
+        assert await store.session_memberships() == dict.fromkeys(want, 0)
+
+    async def test_a_membership_whose_session_is_gone_leaves_on_the_second_sweep(
+        self, store: SessionStore, bus: PresenceBus
+    ) -> None:
+        """The session's side lost (as a Redis failover loses a write): the first sweep
+        only notes the drift (a join in flight looks the same), the second repairs it and
+        announces user_left; another instance's sweep then finds nothing to repair."""
+        h = _handlers(store, bus, Clock())
+        repair = PresenceRepair(store, h.announce, page=100)
+        other = PresenceRepair(store, h.announce, page=100)
+        room = unique_room()
+        await h.join(_join("d1", "stay@example.com", room))
+        await h.join(_join("d2", "gone@example.com", room))
+        await store.forget("d2")
+        assert (await repair.sweep(), await other.sweep()) == (0, 0)
+        assert (await repair.sweep(), await other.sweep()) == (1, 0)
+        assert (await store.members(room, after=None, limit=10)).users == ["stay@example.com"]
+        assert await repair.sweep() == 0
+        await bus.settle(room)
+        events = [(e, d["email"]) for e, d in bus.seen if d["roomId"] == room]
+        assert events == [("user_joined", "stay@example.com"), ("user_joined", "gone@example.com"),
+                          ("user_left", "gone@example.com")]  # fmt: skip
 
     async def test_heartbeat_reports_lost_sessions_and_restore_is_silent(
         self, store: SessionStore, bus: PresenceBus

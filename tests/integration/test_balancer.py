@@ -235,6 +235,25 @@ async def test_stop_closes_everything_and_leaks_no_tasks(
         await asyncio.open_connection(HOST, lb.port)
 
 
+async def test_stop_ends_the_readiness_prober_when_a_probe_answers_at_that_moment() -> None:
+    """stop() cancels the prober in the very loop turn its probe completes: the prober still
+    ends (asyncio.wait_for on Python 3.11 would return the probe's answer instead of the
+    cancellation, and stop() waited forever: two teardowns hung on CI that way)."""
+    asked, answer = asyncio.Event(), asyncio.Event()
+
+    async def probe(backend: Backend) -> bool:
+        asked.set()
+        await answer.wait()
+        return True
+
+    lb = TcpBalancer(backends=[(HOST, 9)], ready=probe, probe_interval=0.05)
+    await lb.start()
+    await asked.wait()
+    answer.set()  # the probe completes on the next loop turn, the one stop() cancels in
+    async with asyncio.timeout(5):
+        await lb.stop()
+
+
 FAKE_GATEWAY = """
 import asyncio, os, signal
 
@@ -293,3 +312,33 @@ async def test_stack_puts_a_balancer_on_the_gateway_port(tmp_path: Path) -> None
         assert sorted(greetings) == [b"gateway-1", b"gateway-2"]
     with pytest.raises(OSError):
         await asyncio.open_connection(HOST, port)
+
+
+async def test_new_clients_go_to_the_ready_backends(echoes: tuple[EchoServer, EchoServer]) -> None:
+    """With a readiness probe, a backend that says it is not ready gets no new client while
+    another is ready; ready again, it gets its turn again; with none ready, the unready
+    ones still serve rather than nobody."""
+    a, b = echoes
+    ready = {a.backend: True, b.backend: False}
+
+    async def probe(backend: Backend) -> bool:
+        return ready[backend]
+
+    lb = TcpBalancer(backends=[a.backend, b.backend], ready=probe, probe_interval=0.02)
+    await lb.start()
+    try:
+        await wait_until(lambda: lb.unready == {b.backend})
+        for _ in range(4):
+            await roundtrip(lb)
+        assert (a.accepted, b.accepted) == (4, 0)
+        ready[b.backend] = True
+        await wait_until(lambda: not lb.unready)
+        for _ in range(4):
+            await roundtrip(lb)
+        assert (a.accepted, b.accepted) == (6, 2)
+        ready[a.backend] = ready[b.backend] = False
+        await wait_until(lambda: lb.unready == {a.backend, b.backend})
+        await roundtrip(lb)
+        assert a.accepted + b.accepted == 9
+    finally:
+        await lb.stop()

@@ -44,8 +44,13 @@ async def test_one_message_is_one_trace_across_every_process(
 ) -> None:
     """Sending one message yields one trace: the gateway's event span, the NATS hop, the
     history handler with its commit and Postgres spans, and a fan-out span at each gateway,
-    linked parent to child; a handled error's log line carries its trace id."""
-    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "50"}
+    linked parent to child (every trace recorded); a handled error's log line carries its
+    trace id."""
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+        "OTEL_BSP_SCHEDULE_DELAY": "50",
+        "OTEL_TRACES_SAMPLER": "parentbased_always_on",
+    }
     stack = await make_stack(gateways=2, env=env)
     room = unique_room()
     a = await SioClient().connect(stack.gateway_urls[0])
@@ -129,6 +134,55 @@ async def test_one_message_is_one_trace_across_every_process(
     finally:
         await a.close()
         await b.close()
+
+
+async def test_the_shipped_sampler_keeps_an_error_it_did_not_sample(
+    make_stack: MakeStack, receiver: OtlpReceiver
+) -> None:
+    """With a sampler that records no trace, messages export nothing, but a failed send is
+    kept where it failed: the gateway's event span and history's commit, with
+    ``chat.kept=error``, in the trace the gateway's log line names."""
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+        "OTEL_BSP_SCHEDULE_DELAY": "50",
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0",
+    }
+    stack = await make_stack(env=env)
+    room = unique_room()
+    a = await SioClient().connect(stack.client_url)
+    try:
+        await a.call("join", {"email": "k@example.com", "roomId": room})
+        for i in range(5):
+            assert (await a.call("send_message", {"roomId": room, "text": f"m{i}"}))["ok"]
+        conn = await asyncpg.connect(stack.postgres_dsn)
+        try:
+            await conn.execute("ALTER TABLE messages ADD CONSTRAINT no_zop CHECK (body <> 'zop')")
+        finally:
+            await conn.close()
+        failed = await a.call("send_message", {"roomId": room, "text": "zop"})
+        assert failed["error"]["code"] == "INTERNAL"
+
+        def kept(spans: list[ReceivedSpan]) -> list[ReceivedSpan]:
+            return [s for s in spans if s.attributes.get("chat.kept") == "error"]
+
+        def both_hops(spans: list[ReceivedSpan]) -> bool:
+            names = {s.name for s in kept(spans)}
+            return {"chat send_message", "history.commit"} <= names
+
+        await receiver.wait_for(both_hops)
+        root = _one(kept(receiver.spans), name="chat send_message", service="chat-gateway")
+        assert root.status_code == STATUS_ERROR and root.kind == SPAN_KIND_SERVER
+        assert root.attributes["chat.room"] == room[:64]
+        commit = _one(kept(receiver.spans), name="history.commit", service="chat-history")
+        assert commit.trace_id == root.trace_id and commit.status_code == STATUS_ERROR
+        assert all(s.attributes.get("chat.kept") for s in receiver.spans), "nothing else"
+        log = stack.of_kind("gateway")[0].log_path.read_text().splitlines()
+        records = [json.loads(line) for line in log if line.startswith("{")]
+        logged = [r for r in records if r.get("code") == "INTERNAL"]
+        assert logged and logged[-1]["trace_id"] == root.trace_id
+    finally:
+        await a.close()
 
 
 async def _scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

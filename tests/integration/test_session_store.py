@@ -22,7 +22,9 @@ from chat_common.schemas import encode
 from chat_common.subjects import room_presence
 from chat_devstack.ha import RedisSentinelGroup
 from chat_session import redisclient
+from chat_session.handlers import SessionHandlers
 from chat_session.redisstore import RedisSessionStore
+from chat_session.repair import PresenceRepair
 from chat_session.store import SessionStore
 from tests.conftest import Servers
 from tests.contracts.session_store import SessionStoreContract
@@ -117,6 +119,31 @@ async def bus(servers: Servers) -> AsyncIterator[NatsPresenceBus]:
 
 class TestRedisSessionStore(SessionStoreContract):
     """The contract on one Redis, on Sentinel's primary and on a 6-node Redis Cluster."""
+
+    async def test_a_join_the_room_lost_is_repaired_on_the_second_sweep(
+        self, store: SessionStore, bus: NatsPresenceBus
+    ) -> None:
+        """The room's side of a join lost (its slot's primary failed over before the write
+        reached the replica) while the session's side kept it: the second sweep puts the
+        member back and announces user_joined."""
+        assert isinstance(store, RedisSessionStore)
+        h = SessionHandlers(store, bus.publish, resume_window_s=10, heartbeat_ttl_s=5)
+        repair = PresenceRepair(store, h.announce, page=100)
+        room = unique_room()
+        await h.join(encode({"sessionId": "j1", "gatewayId": "g", "email": "a@example.com",
+                             "roomId": room, "tokenHash": "h", "sid": "s", "position": 7,
+                             "conn": "c"}))  # fmt: skip
+        async with store._r.pipeline(transaction=False) as pipe:  # the lost write
+            pipe.srem(store._room(room, "conns:a@example.com"), "j1")
+            pipe.zrem(store._room(room, "users"), "a@example.com")
+            await pipe.execute()
+        assert (await store.members(room, after=None, limit=10)).count == 0
+        assert await repair.sweep() == 0
+        assert await repair.sweep() == 1
+        assert (await store.members(room, after=None, limit=10)).users == ["a@example.com"]
+        assert await store.session_memberships() == {(room, "a@example.com", "j1"): 7}
+        await bus.settle(room)
+        assert [e for e, d in bus.seen if d["roomId"] == room] == ["user_joined", "user_joined"]
 
 
 async def test_the_store_follows_a_sentinel_failover(tmp_path: Path) -> None:

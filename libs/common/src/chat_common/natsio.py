@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import nats
 import nats.errors
@@ -38,6 +38,7 @@ from chat_common.buscredentials import public_key, read_seed
 from chat_common.buspermissions import inbox_prefix
 from chat_common.errors import ChatError, ErrorCode, Unavailable
 from chat_common.metrics import NATS_REQUEST_SECONDS
+from chat_common.natsclient import CoalescingClient
 from chat_common.settings import ServiceSettings
 from chat_common.supervisor import InFlight
 from chat_common.tracing import (
@@ -156,21 +157,23 @@ async def connect(
     backoff = Backoff(0.1, cap_s=5.0)
     while True:
         try:
-            nc = await nats.connect(
-                servers=settings.nats_url.split(","),
-                name=f"{name}:{settings.instance_id}",
-                connect_timeout=settings.nats_connect_timeout_s,
-                allow_reconnect=True,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=settings.nats_reconnect_wait_s,
-                ping_interval=settings.nats_ping_interval_s,
-                max_outstanding_pings=2,
-                disconnected_cb=disconnected,
-                reconnected_cb=reconnected,
-                error_cb=_on_error,
-                inbox_prefix=inbox_prefix(name),
+            nc = CoalescingClient()
+            options: dict[str, Any] = {
+                "servers": settings.nats_url.split(","),
+                "name": f"{name}:{settings.instance_id}",
+                "connect_timeout": settings.nats_connect_timeout_s,
+                "allow_reconnect": True,
+                "max_reconnect_attempts": -1,
+                "reconnect_time_wait": settings.nats_reconnect_wait_s,  # float seconds work
+                "ping_interval": settings.nats_ping_interval_s,
+                "max_outstanding_pings": 2,
+                "disconnected_cb": disconnected,
+                "reconnected_cb": reconnected,
+                "error_cb": _on_error,
+                "inbox_prefix": inbox_prefix(name),
                 **login.options,
-            )
+            }
+            await nc.connect(**options)
             on_state(True)
             return nc
         except (nats.errors.NoServersError, OSError, TimeoutError) as exc:
@@ -210,7 +213,7 @@ async def publish(
         context=context,
         kind=SpanKind.PRODUCER,
         links=links,
-        attributes={**messaging_attributes(subject, "send"), **(attributes or {})},
+        attributes=lambda: {**messaging_attributes(subject, "send"), **(attributes or {})},
     ):
         await nc.publish(subject, payload, headers=inject_headers() or None)
 
@@ -234,7 +237,9 @@ async def call(
 ) -> bytes:
     """Request/reply with errors mapped to :class:`ChatError`; the trace context travels along."""
     with _tracer.start_as_current_span(
-        f"send {subject}", kind=SpanKind.PRODUCER, attributes=messaging_attributes(subject, "send")
+        f"send {subject}",
+        kind=SpanKind.PRODUCER,
+        attributes=lambda: messaging_attributes(subject, "send"),
     ) as span:
         started = time.perf_counter()
         try:
@@ -354,7 +359,7 @@ async def _answer_one(endpoint: str, handler: Handler, request: Request, meter: 
         f"process {subject}",
         context=extract_context(request.headers),
         kind=SpanKind.CONSUMER,
-        attributes=messaging_attributes(subject, "process"),
+        attributes=lambda: messaging_attributes(subject, "process"),
     ):
         outcome = await guarded(
             lambda: handler(request.data), what="endpoint", log_extra={"endpoint": endpoint}

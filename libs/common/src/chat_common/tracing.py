@@ -1,9 +1,10 @@
 """OpenTelemetry tracing: setup from the standard ``OTEL_*`` variables, and NATS propagation.
 
 * :func:`setup_tracing` installs a tracer provider for the service. Spans are exported over
-  OTLP/HTTP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``..._TRACES_ENDPOINT``) is set, and the
-  sampler comes from ``OTEL_TRACES_SAMPLER``/``..._ARG`` (SDK defaults). Trace ids are made
-  even without an exporter, so logs always carry them. ``OTEL_SDK_DISABLED=true`` turns
+  OTLP/HTTP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``..._TRACES_ENDPOINT``) is set. The
+  sampler comes from ``OTEL_TRACES_SAMPLER``/``..._ARG``; unset, it is the shipped one:
+  parent-based, 1% of traces, with errors and slow spans kept (:mod:`chat_common.spans`).
+  Trace ids are made even without an exporter, so logs always carry them. ``OTEL_SDK_DISABLED=true`` turns
   tracing off: :func:`tracer` then hands out one shared non-recording span, no header is
   injected or extracted and no client library is instrumented (:func:`tracing_enabled`),
   so a disabled tracer costs a branch per span, nothing more.
@@ -19,7 +20,6 @@ import logging
 import os
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
-from typing import Any, cast
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
@@ -28,12 +28,15 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Span, SpanKind
 
+from chat_common.spans import Attributes, Links, default_sampler, keep_slow_ns, start_current
+
 __all__ = [
     "SpanKind",
     "TraceLogFilter",
     "extract_context",
     "inject_headers",
     "messaging_attributes",
+    "sampled",
     "setup_tracing",
     "shutdown_tracing",
     "tracer",
@@ -57,6 +60,7 @@ def _sdk_disabled() -> bool:
 
 
 _enabled = not _sdk_disabled()
+_slow_ns = keep_slow_ns()
 
 
 def tracing_enabled() -> bool:
@@ -66,15 +70,16 @@ def tracing_enabled() -> bool:
 
 def setup_tracing(*, service: str, instance: str) -> None:
     """Install the tracer provider (once per process)."""
-    global _enabled
+    global _enabled, _slow_ns
     _enabled = not _sdk_disabled()
+    _slow_ns = keep_slow_ns()
     if not _enabled:
         return
     resource = Resource.create(
         {"service.name": os.environ.get("OTEL_SERVICE_NAME", f"chat-{service}"),
          "service.instance.id": instance}
     )  # fmt: skip
-    provider = TracerProvider(resource=resource)
+    provider = TracerProvider(resource=resource, sampler=default_sampler())
     if _exporter_configured():
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
@@ -115,12 +120,26 @@ class Tracer:
         self._name = name
         self._otel: trace.Tracer | None = None
 
-    def start_as_current_span(self, name: str, **kwargs: Any) -> AbstractContextManager[Span]:
+    def start_as_current_span(
+        self,
+        name: str,
+        *,
+        context: otel_context.Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Attributes = None,
+        links: Links = None,
+        record_exception: bool = True,
+    ) -> AbstractContextManager[Span]:
+        """The span ``name``, current inside the ``with``. ``attributes`` and ``links`` may
+        be callables: they are called only when the span records."""
         if not _enabled:
             return _DISABLED
         if self._otel is None:  # first span: the provider is installed by now
             self._otel = trace.get_tracer(self._name)
-        return cast(AbstractContextManager[Span], self._otel.start_as_current_span(name, **kwargs))
+        return start_current(
+            self._otel, name, context=context, kind=kind, attributes=attributes, links=links,
+            record_exception=record_exception, slow_ns=_slow_ns,
+        )  # fmt: skip
 
 
 def tracer(name: str) -> Tracer:
@@ -148,6 +167,16 @@ def extract_context(headers: Mapping[str, str] | None) -> otel_context.Context:
     if not _enabled:
         return otel_context.Context()
     return propagate.extract(dict(headers or {}))
+
+
+def sampled(headers: Mapping[str, str] | None) -> bool:
+    """Whether NATS headers carry the context of a trace that records (W3C ``traceparent``
+    with the sampled flag): a hot path that would only continue the trace skips the span
+    of a trace that records nothing (such a span is never kept as slow either)."""
+    if not _enabled or not headers:
+        return False
+    parent = headers.get("traceparent", "")
+    return len(parent) == 55 and parent[-1] in "13579bdf"
 
 
 def messaging_attributes(subject: str, operation: str) -> dict[str, str]:

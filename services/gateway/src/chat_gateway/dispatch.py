@@ -98,11 +98,10 @@ class EventDispatcher:
         if refusal is not None:
             EVENTS.labels(label, refusal.code.value).inc()
             return _error_answer(client, event.name, event.ack_id, refusal)
-        attributes = {"chat.event": label, "chat.protocol": client.protocol}
-        if isinstance(event.data, dict) and isinstance(room := event.data.get("roomId"), str):
-            attributes["chat.room"] = room[:64]
         with _tracer.start_as_current_span(
-            f"chat {label}", kind=SpanKind.SERVER, attributes=attributes
+            f"chat {label}",
+            kind=SpanKind.SERVER,
+            attributes=lambda: _attributes(label, event, client, received),
         ):
             if handler is None:
                 outcome: Result | ChatError = ChatError(ErrorCode.UNKNOWN_EVENT, "unknown event")
@@ -164,6 +163,21 @@ class EventDispatcher:
 
     async def disconnected(self, client: Client, *, resumable: bool) -> None:
         await self._doorway.disconnected(client, resumable=resumable)
+
+
+def _attributes(
+    label: str, event: ClientEvent, client: Client, received: float
+) -> dict[str, str | float]:
+    """The attributes of a client event's span (built only when it records); the time the
+    admission took (rate limits) is its own, as the span starts after it."""
+    attributes: dict[str, str | float] = {
+        "chat.event": label,
+        "chat.protocol": client.protocol,
+        "chat.admission_ms": round((time.perf_counter() - received) * 1e3, 3),
+    }
+    if isinstance(event.data, dict) and isinstance(room := event.data.get("roomId"), str):
+        attributes["chat.room"] = room[:64]
+    return attributes
 
 
 def _error_answer(

@@ -108,11 +108,11 @@ class Doorway:
         if plan is None:
             return Connected(dropped=[])
         self._users.attach(client)
-        states = await self._users.read_states(client, plan.room_ids)
+        snapshot = await self._users.read_states(client, plan.room_ids)
 
         def then() -> None:
             self._resumer.finish(plan)
-            for state in states:
+            for state in self._users.current(client, snapshot):
                 client.write_frame(self._users.read_state_frame(client, state))
 
         return Connected(dropped=plan.dropped, then=then)

@@ -9,6 +9,8 @@
   then the same 1012 closes in small batches spread evenly over a period
   (:func:`batch_sizes`), so clients reconnect to the other gateways a few at a time; the
   process stays up.
+* **Shed** (:meth:`Drain.shed`, when the bus is lost: :mod:`chat_gateway.busloss`): every
+  client closed with 1012 at once, so they resume on a gateway that has the bus.
 """
 
 from __future__ import annotations
@@ -96,6 +98,13 @@ class Drain:
             ),
             return_exceptions=True,
         )
+
+    async def shed(self) -> int:
+        """Close every client with 1012 at once, the port still listening (the bus is lost:
+        :mod:`chat_gateway.busloss`); returns how many."""
+        clients = [c for c in self._registry if not c.closing]
+        await self._restart(clients)
+        return len(clients)
 
     async def drain_endpoint(self, body: bytes) -> bytes:
         """The ``drain`` endpoint: readiness false, stop listening, close clients (1012) in

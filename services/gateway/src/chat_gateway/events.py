@@ -206,12 +206,12 @@ class EventHandlers:
         if plan is None:
             return Result(body)
         self._streams.attach(client)
-        states = await self._streams.read_states(client, plan.room_ids)
+        snapshot = await self._streams.read_states(client, plan.room_ids)
         body |= {
             "email": session.email,
             "rooms": plan.room_ids,
             "droppedRooms": plan.dropped,
-            "readState": states,
+            "readState": self._streams.current(client, snapshot),
         }
 
         def then() -> None:

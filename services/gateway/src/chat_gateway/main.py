@@ -4,7 +4,7 @@ client port, keepalive and drain, in one lifespan."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from nats.aio.msg import Msg
@@ -17,6 +17,7 @@ from chat_common.subjects import GATEWAY_SERVICE, gateway_control, gateway_endpo
 from chat_gateway.appends.batcher import AppendBatcher
 from chat_gateway.auth import JwtVerifier, build_verifier
 from chat_gateway.backend import BusBackend, Request, nats_request
+from chat_gateway.busloss import BusLoss, watch_bus
 from chat_gateway.changeevents import ChangeEvents
 from chat_gateway.connection.catchup import CatchUpLimits
 from chat_gateway.connection.loop import Connections
@@ -26,7 +27,7 @@ from chat_gateway.doorway import Doorway
 from chat_gateway.drain import Drain
 from chat_gateway.events import EventHandlers
 from chat_gateway.keepalive import Keepalive
-from chat_gateway.metrics import INBOX_ROOMS, LAGGING, ROOMS, USER_STREAMS
+from chat_gateway.metrics import BUS_LOSS_SHEDS, INBOX_ROOMS, LAGGING, ROOMS, USER_STREAMS
 from chat_gateway.pollrelay import PollRelay
 from chat_gateway.port import ClientPort
 from chat_gateway.registry import ClientRegistry
@@ -152,7 +153,7 @@ def assemble(
         leave_room=leaving.leave, drop_room=leaving.drop,
     )  # fmt: skip
     changes = ChangeEvents(appender, max_text_length=settings.max_text_length)
-    limiter = UserLimiter(backend.take, lease=settings.user_lease)
+    limiter = UserLimiter(backend.take, lease=settings.user_lease, ttl_s=settings.user_lease_ttl_s)
     dispatcher = EventDispatcher(
         handlers.table() | user_handlers.table() | changes.table() | TypingEvents(typing).table(),
         doorway,
@@ -245,9 +246,27 @@ async def main(settings: GatewaySettings | None = None) -> int:
         spawn("engineio-heartbeat", gw.keepalive.heartbeat)
         spawn("connection-watch", gw.keepalive.watch)
         spawn("session-heartbeat", lambda: gw.keeper.run(lambda: gw.registry))
+        spawn(
+            "bus-loss",
+            lambda: watch_bus(
+                lambda: rt.nc.is_connected,
+                BusLoss(shed_after_s=settings.bus_loss_shed_s),
+                shed=_shedding(gw),
+                reopen=lambda: gw.port.refuse_new(False),
+            ),
+        )
         rt.mark_ready()
         await rt.lifecycle.wait_stopping()
     return runtime.exit_code
+
+
+def _shedding(gw: Gateway) -> Callable[[], Awaitable[int]]:
+    async def shed() -> int:
+        gw.port.refuse_new(True)
+        BUS_LOSS_SHEDS.inc()
+        return await gw.drain.shed()
+
+    return shed
 
 
 def _verifier(settings: GatewaySettings) -> JwtVerifier | None:

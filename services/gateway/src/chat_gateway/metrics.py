@@ -8,6 +8,7 @@ from chat_common.metrics import LATENCY_BUCKETS
 
 __all__ = [
     "ACK_SECONDS",
+    "BUS_LOSS_SHEDS",
     "CATCHUP_PAGES",
     "CLOSE_ABORTS",
     "CONNECTIONS",
@@ -50,6 +51,10 @@ E2E_SECONDS = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 DELIVERIES = Counter("chat_gateway_deliveries_total", "Room events written to clients", ["event"])
+BUS_LOSS_SHEDS = Counter(
+    "chat_gateway_bus_loss_sheds_total",
+    "Times this gateway lost NATS for GATEWAY_BUS_LOSS_SHED_S and closed every client (1012)",
+)
 SLOW_CONSUMER_CUTS = Counter(
     "chat_gateway_slow_consumer_cuts_total",
     "Clients closed with 4008: past the hard cap, or behind without draining for the deadline",

@@ -110,6 +110,8 @@ class ClientPort:
         self._tasks: set[asyncio.Task[None]] = set()
         """The connections' own tasks."""
         self._accepting = True
+        self._refusing = False
+        """New connections refused for a while (the bus is lost: :mod:`chat_gateway.busloss`)."""
         self._server: asyncio.Server | None = None
         self.port = settings.port
 
@@ -196,7 +198,7 @@ class ClientPort:
     def admit(self, request: HttpRequest) -> HttpAnswer | None:
         """No new connection once the port stopped accepting (a kept-alive HTTP connection
         could otherwise open one), and the per-address cap."""
-        if not self._accepting:
+        if not self._accepting or self._refusing:
             return self._cors(unavailable(), request)
         if "sid" in parse_qs(urlsplit(request.target).query):
             return None  # an upgrade: its session counts already
@@ -253,6 +255,10 @@ class ClientPort:
             self._per_ip.pop(remote, None)
         if not task.cancelled() and (exc := task.exception()) is not None:
             _log.error("connection task failed", exc_info=exc)
+
+    def refuse_new(self, refusing: bool) -> None:
+        """Answer new connections 503 (``True``) or take them again."""
+        self._refusing = refusing
 
     # -- stopping -----------------------------------------------------------------------------
 

@@ -78,6 +78,12 @@ class GatewaySettings(ServiceSettings):
         gt=0,
         description="how often live sessions are heartbeated to the session service",
     )
+    bus_loss_shed_s: float = Field(
+        default=3.0,
+        gt=0,
+        description="once NATS has been unreachable this long, every client is closed with"
+        " 1012 (they resume on another gateway) and new ones get 503 until it is back",
+    )
     max_replay: int = Field(
         default=5000,
         ge=0,
@@ -132,7 +138,13 @@ class GatewaySettings(ServiceSettings):
         default=10,
         ge=1,
         le=100,
-        description="tokens leased at a time from the user's shared bucket",
+        description="tokens leased at a time from the user's shared bucket (the next lease "
+        "is asked for once half is spent)",
+    )
+    user_lease_ttl_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="seconds a lease's unspent tokens are kept after it was granted",
     )
     max_connections_per_ip: int = Field(
         default=256, ge=1, description="open connections one client address may hold on a gateway"

@@ -1,66 +1,84 @@
-"""Per-user rate limiting shared by every gateway, with local leases.
+"""Per-user rate limiting shared by every gateway: leased budgets (:mod:`userlease`) over
+the session service's bucket.
 
-The user's token bucket lives in the session service (Redis). Asking it for every event
-would add a round trip to each message, so a gateway leases a few tokens at a time
-(``GATEWAY_USER_LEASE``) and spends them locally; an unspent lease lapses after a second.
-If the session service cannot answer, events are let through (the per-connection bucket
-still applies): an outage of the limiter must not stop the chat.
+An event spends a token leased here; the next lease is asked for in the background once
+half is spent, so a steady sender never waits on the session service. Only a user with no
+lease here waits for one (its first event, or after a burst emptied it). If the session
+service cannot answer, events are let through (the per-connection bucket still applies):
+an outage of the limiter must not stop the chat.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 from chat_common.errors import ChatError, ErrorCode
 from chat_common.schemas import TakeRequest, TakeResponse
+from chat_gateway.userlease import Decision, Leases
 
 __all__ = ["UserLimiter"]
 
 _log = logging.getLogger("chat.gateway.userlimit")
-_LEASE_TTL_S = 1.0
-_MAX_LEASES = 50_000
-
-
-@dataclass(slots=True)
-class _Lease:
-    tokens: int
-    expires: float
-
 
 Take = Callable[[TakeRequest], Awaitable[TakeResponse]]
 """The session service's ``take``: lease tokens from a user's shared bucket."""
 
 
 class UserLimiter:
-    def __init__(self, take: Take, *, lease: int) -> None:
+    def __init__(
+        self,
+        take: Take,
+        *,
+        lease: int,
+        ttl_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._take = take
-        self._lease = lease
-        self._leases: dict[str, _Lease] = {}
+        self._leases = Leases(size=lease, ttl_s=ttl_s)
+        self._clock = clock
+        self._refills: set[asyncio.Task[None]] = set()
 
     async def admit(self, email: str) -> ChatError | None:
         """``None`` when the user may send one more event, else ``RATE_LIMITED``."""
-        now = time.monotonic()
-        lease = self._leases.get(email)
-        if lease is not None and lease.tokens > 0 and lease.expires > now:
-            lease.tokens -= 1
+        decision = self._leases.spend(email, self._clock())
+        if decision is Decision.ADMIT:
             return None
+        if decision is Decision.REFILL:
+            task = asyncio.create_task(self._refill(email), name="user-lease")
+            self._refills.add(task)
+            task.add_done_callback(self._refills.discard)
+            return None
+        if decision is Decision.TAKE:
+            try:
+                await self._ask(email)
+            except ChatError as exc:
+                _unavailable(exc)
+                return None
+            if self._leases.admitted_by_take(email):
+                return None
+        return ChatError(
+            ErrorCode.RATE_LIMITED,
+            "too many events from this user; slow down",
+            retry_after_ms=self._leases.retry_after_ms(email, self._clock()),
+        )
+
+    async def _ask(self, email: str) -> None:
+        granted = await self._take(TakeRequest(email=email, count=self._leases.size))
+        self._leases.granted(email, granted.granted, granted.retry_after_ms, self._clock())
+
+    async def _refill(self, email: str) -> None:
         try:
-            granted = await self._take(TakeRequest(email=email, count=self._lease))
+            await self._ask(email)
         except ChatError as exc:
-            _log.warning(
-                "user limiter unavailable; letting events through", extra={"code": exc.code.value}
-            )
-            return None
-        if granted.granted == 0:
-            return ChatError(
-                ErrorCode.RATE_LIMITED,
-                "too many events from this user; slow down",
-                retry_after_ms=max(granted.retry_after_ms, 1),
-            )
-        if len(self._leases) > _MAX_LEASES:
-            self._leases = {k: v for k, v in self._leases.items() if v.expires > now}
-        self._leases[email] = _Lease(granted.granted - 1, now + _LEASE_TTL_S)
-        return None
+            self._leases.failed(email)
+            _unavailable(exc)
+        except Exception:
+            self._leases.failed(email)
+            _log.exception("user lease refill failed")
+
+
+def _unavailable(exc: ChatError) -> None:
+    _log.warning("user limiter unavailable; letting events through", extra={"code": exc.code.value})

@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import asyncpg
 
 from chat_common.backoff import Backoff
 from chat_common.errors import Unavailable
+from chat_history.hostorder import HostOrder, dsn_hosts, with_host
 from chat_history.metrics import POOL, POOL_ACQUIRE_TIMEOUTS
 from chat_history.migrate import apply_migrations
 from chat_history.settings import HistorySettings
@@ -90,6 +92,7 @@ class Database:
         s = self._s
         return await asyncpg.create_pool(
             dsn,
+            connect=_host_by_host(dsn),
             min_size=s.pool_min if min_size is None else min_size,
             max_size=s.pool_max,
             command_timeout=s.command_timeout_s,
@@ -134,10 +137,13 @@ class Database:
             self.waiting -= 1
         try:
             yield conn
-        except asyncpg.InternalClientError:
+        except (asyncpg.InternalClientError, TimeoutError):
             # The driver lost track of the connection's protocol state (seen once in a
-            # failover under load: "another operation is in progress"): never hand it out
-            # again; the caller answers UNAVAILABLE (pgstore.TRANSIENT_ERRORS) and retries.
+            # failover under load: "another operation is in progress"), or a command got no
+            # answer in time (the server may have gone silent: a partition, a frozen host):
+            # never hand it out again, the next connect finds the primary as it is now
+            # (:mod:`chat_history.hostorder`); the caller answers UNAVAILABLE
+            # (pgstore.TRANSIENT_ERRORS) and retries.
             conn.terminate()
             raise
         finally:
@@ -196,3 +202,35 @@ async def _keep_session(_conn: asyncpg.Connection) -> None:
     changes: it sets no variables, listens to nothing and holds no advisory lock (the
     migrations take theirs on a connection of their own).
     """
+
+
+def _host_by_host(dsn: str) -> Callable[..., Awaitable[asyncpg.Connection]]:
+    """The pool's connect: with several hosts in ``dsn``, one host at a time, each with the
+    whole connect timeout, the last that worked first (:mod:`chat_history.hostorder`)."""
+    hosts = dsn_hosts(dsn)
+    if len(hosts) < 2:
+        single: Callable[..., Awaitable[asyncpg.Connection]] = asyncpg.connect
+        return single
+    order = HostOrder(hosts)
+
+    async def connect(_dsn: str, **kwargs: Any) -> asyncpg.Connection:
+        failure: BaseException | None = None
+        for host in order.order():
+            try:
+                conn = await asyncpg.connect(with_host(dsn, host), **kwargs)
+            except (
+                OSError,
+                TimeoutError,
+                asyncpg.PostgresError,
+                asyncpg.InterfaceError,
+                asyncpg.InternalClientError,  # TargetServerAttributeNotMatched: a standby
+            ) as exc:
+                order.failed(host)
+                failure = exc
+                continue
+            order.worked(host)
+            return conn
+        assert failure is not None
+        raise failure
+
+    return connect

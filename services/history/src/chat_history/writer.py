@@ -204,14 +204,15 @@ class BatchWriter:
 
     async def _traced_commit(self, batch: list[_Pending]) -> dict[Key, Stored]:
         """One transaction, as a span in the first sender's trace, linked to the others'."""
-        links = [Link(trace.get_current_span(p.ctx).get_span_context()) for p in batch[1:]]
         BATCH_SIZE.observe(len(batch))
         started = time.perf_counter()
         with _tracer.start_as_current_span(
             "history.commit",
             context=batch[0].ctx,
-            links=links,
-            attributes={"db.system.name": "postgresql", "chat.batch.size": len(batch)},
+            links=lambda: [
+                Link(trace.get_current_span(p.ctx).get_span_context()) for p in batch[1:]
+            ],
+            attributes=lambda: {"db.system.name": "postgresql", "chat.batch.size": len(batch)},
             record_exception=False,  # database errors quote the failing row: no text in traces
         ):
             stored = await self._commit(batch)

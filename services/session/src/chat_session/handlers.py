@@ -78,6 +78,7 @@ class SessionHandlers:
         max_sessions_per_user: int = 20,
         presence_list_max: int = 100,
         clock: Callable[[], int] = now_ms,
+        may_expire: Callable[[], bool] = lambda: True,
     ) -> None:
         self._list_max = presence_list_max
         self._user_rate = user_rate_per_s
@@ -88,8 +89,13 @@ class SessionHandlers:
         self._window_ms = int(resume_window_s * 1000)
         self._attached_ms = int((resume_window_s + heartbeat_ttl_s) * 1000)
         self._clock = clock
+        self._may_expire = may_expire
+        """False while gateways may be unable to heartbeat (NATS down, or back for less than
+        the heartbeat TTL): a session's expiry passing then means nothing, so the reaper
+        waits and a resume still finds the session (the gateway may have shed its clients
+        for the same outage, and its detach could not reach us)."""
 
-    async def _announce(self, event: str, room_id: str, email: str, change: PresenceChange) -> None:
+    async def announce(self, event: str, room_id: str, email: str, change: PresenceChange) -> None:
         """``user_joined`` / ``user_left`` to the room: the change and the count, and the
         member list when the room is small (none past ``presence_list_max`` users)."""
         data = encode(
@@ -126,7 +132,7 @@ class SessionHandlers:
             req.session_id, req.email, req.room_id, req.join_position, page=self._list_max
         )
         if change.changed:
-            await self._announce("user_joined", req.room_id, req.email, change)
+            await self.announce("user_joined", req.room_id, req.email, change)
         page = change.page
         return encode(
             JoinResponse(users=page.users, first=change.changed, count=page.count, next=page.next)
@@ -141,7 +147,7 @@ class SessionHandlers:
             req.session_id, record.email, req.room_id, page=self._list_max
         )
         if change.changed:
-            await self._announce("user_left", req.room_id, record.email, change)
+            await self.announce("user_left", req.room_id, record.email, change)
         return encode(LeaveResponse(last=change.changed, count=change.page.count))
 
     async def detach(self, body: bytes) -> bytes:
@@ -172,7 +178,7 @@ class SessionHandlers:
                     session_id, record.email, room_id, page=self._list_max
                 )
                 if change.changed:
-                    await self._announce("user_left", room_id, record.email, change)
+                    await self.announce("user_left", room_id, record.email, change)
             await self._store.track_user_sessions(record.email, remove=session_id)
         await self._store.forget(session_id)
         return rooms
@@ -190,7 +196,7 @@ class SessionHandlers:
         now = self._clock()
         if not await self._store.reattach(
             req.session_id,
-            now=now,
+            now=now if self._may_expire() else 0,  # 0: any session not yet reaped
             expires=now + self._attached_ms,
             gateway=req.gateway_id,
             conn=req.conn,
@@ -274,7 +280,10 @@ class SessionHandlers:
         )
 
     async def reap_once(self, *, limit: int = 100) -> int:
-        """End every expired session this instance manages to claim; returns how many."""
+        """End every expired session this instance manages to claim; returns how many
+        (none while sessions may not expire)."""
+        if not self._may_expire():
+            return 0
         now = self._clock()
         reaped = 0
         for session_id in await self._store.expired(now=now, limit=limit):
@@ -284,18 +293,9 @@ class SessionHandlers:
                 reaped += 1
         return reaped
 
-    async def reap_forever(
-        self, *, interval_s: float, may_reap: Callable[[], bool], limit: int = 100
-    ) -> None:
-        """The reaper loop (a supervised task); Redis outages are logged and waited out.
-
-        ``may_reap`` is false while gateways may be unable to heartbeat (NATS down, or back
-        for less than the heartbeat TTL): live sessions would otherwise look expired.
-        """
+    async def reap_forever(self, *, interval_s: float, limit: int = 100) -> None:
+        """The reaper loop (a supervised task); Redis outages are logged and waited out."""
         while True:
-            if not may_reap():
-                await asyncio.sleep(interval_s)
-                continue
             try:
                 reaped = await self.reap_once(limit=limit)
                 SESSIONS.set(await self._store.count())

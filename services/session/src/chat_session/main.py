@@ -13,6 +13,7 @@ from chat_common.tracing import tracing_enabled
 from chat_session import redisclient
 from chat_session.handlers import SessionHandlers
 from chat_session.redisstore import RedisSessionStore
+from chat_session.repair import PresenceRepair
 from chat_session.settings import SessionSettings
 
 __all__ = ["main", "run"]
@@ -42,14 +43,16 @@ async def main(settings: SessionSettings | None = None) -> int:
             user_rate_burst=settings.user_rate_burst,
             max_sessions_per_user=settings.max_sessions_per_user,
             presence_list_max=settings.presence_list_max,
+            may_expire=lambda: rt.nats_stable_for(settings.heartbeat_ttl_s),
         )
         rt.add_check("redis", store.ping)
+        repair = PresenceRepair(store, handlers.announce, page=settings.presence_list_max)
+        rt.lifecycle.supervisor.spawn(
+            "presence-repair", lambda: repair.run(interval_s=settings.presence_repair_s)
+        )
         rt.lifecycle.supervisor.spawn(
             "reaper",
-            lambda: handlers.reap_forever(
-                interval_s=settings.reap_interval_s,
-                may_reap=lambda: rt.nats_stable_for(settings.heartbeat_ttl_s),
-            ),
+            lambda: handlers.reap_forever(interval_s=settings.reap_interval_s),
         )
         await rt.serve(
             version=VERSION,

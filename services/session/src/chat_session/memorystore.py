@@ -219,6 +219,24 @@ class InMemorySessionStore:
         conns = self._rooms[room_id].conns if room_id in self._rooms else {}
         return [(email, sorted(conns.get(email, ()))) for email in page.users], page
 
+    async def room_memberships(self) -> set[tuple[str, str, str]]:
+        return {
+            (room_id, email, session_id)
+            for room_id, room in self._rooms.items()
+            for email, sessions in room.conns.items()
+            for session_id in sessions
+        }
+
+    async def session_memberships(self) -> dict[tuple[str, str, str], int]:
+        found: dict[tuple[str, str, str], int] = {}
+        for session_id in self._expiry:
+            session = self._sessions.get(session_id)
+            if session is None or session.email is None:
+                continue
+            for room_id, position in self._joined.get(session_id, {}).items():
+                found[(room_id, session.email, session_id)] = position
+        return found
+
     async def view(self, session_id: str) -> SessionView | None:
         if (record := await self.get(session_id)) is None:
             return None

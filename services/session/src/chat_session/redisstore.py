@@ -87,6 +87,18 @@ _log = logging.getLogger("chat.session.redis")
 _T = TypeVar("_T")
 
 
+def _raised_by_transport(exc: BaseException) -> bool:
+    """Whether ``exc`` came from inside redis-py or asyncio's transport: a write on a
+    connection the peer reset surfaces as ``AttributeError``/``TypeError`` there rather
+    than a ``ConnectionError`` (redis/redis-py#4287), and means the same. One of ours is
+    never mistaken for it."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    path = tb.tb_frame.f_code.co_filename if tb is not None else ""
+    return any(part in path for part in ("/redis/", "/asyncio/"))
+
+
 def _unavailable_when_unreachable(cls: type[_T]) -> type[_T]:
     """Every public coroutine of ``cls`` raises :class:`StoreUnavailable` where redis-py
     raises its own errors (or the socket's): the store's callers never see a driver type.
@@ -99,6 +111,11 @@ def _unavailable_when_unreachable(cls: type[_T]) -> type[_T]:
                 return await fn(*args, **kwargs)
             except (RedisError, OSError) as exc:
                 _log.warning("redis call failed", extra={"error": type(exc).__name__})
+                raise StoreUnavailable("session store unavailable") from exc
+            except (AttributeError, TypeError) as exc:
+                if not _raised_by_transport(exc):
+                    raise
+                _log.warning("redis connection torn down", extra={"error": type(exc).__name__})
                 raise StoreUnavailable("session store unavailable") from exc
 
         return translated
@@ -341,6 +358,49 @@ class RedisSessionStore:
             (e, sorted(str(s) for s in ids)) for e, ids in zip(page.users, sessions, strict=True)
         ]
         return users, page
+
+    async def room_memberships(self) -> set[tuple[str, str, str]]:
+        head, middle = f"{self._p}:room:{{", "}:conns:"
+        keys: list[tuple[str, str]] = []
+        async for key in self._r.scan_iter(
+            match=f"{_glob_escape(head)}*{_glob_escape(middle)}*", count=_SCAN_COUNT
+        ):
+            room, sep, email = str(key)[len(head) :].partition(middle)
+            if sep and _ROOM_ID.match(room):
+                keys.append((room, email))
+        found: set[tuple[str, str, str]] = set()
+        for start in range(0, len(keys), _SCAN_COUNT):
+            chunk = keys[start : start + _SCAN_COUNT]
+            async with self._r.pipeline(transaction=False) as pipe:
+                for room, email in chunk:
+                    pipe.smembers(self._room(room, f"conns:{email}"))
+                members = await pipe.execute()
+            found.update(
+                (room, email, str(s))
+                for (room, email), ids in zip(chunk, members, strict=True)
+                for s in ids
+            )
+        return found
+
+    async def session_memberships(self) -> dict[tuple[str, str, str], int]:
+        async with self._r.pipeline(transaction=False) as pipe:
+            for group in range(SLOT_GROUPS):
+                pipe.zrange(self._expiry(group), 0, -1)
+            ids = [str(s) for group in await pipe.execute() for s in group]
+        found: dict[tuple[str, str, str], int] = {}
+        for start in range(0, len(ids), _SCAN_COUNT):
+            chunk = ids[start : start + _SCAN_COUNT]
+            async with self._r.pipeline(transaction=False) as pipe:
+                for session_id in chunk:
+                    pipe.hget(self._session(session_id), "email")
+                    pipe.hgetall(self._session(session_id, ":rooms"))
+                replies = await pipe.execute()
+            for session_id, email, rooms in zip(chunk, replies[0::2], replies[1::2], strict=True):
+                if email:
+                    found.update(
+                        ((room, str(email), session_id), int(pos)) for room, pos in rooms.items()
+                    )
+        return found
 
     async def view(self, session_id: str) -> SessionView | None:
         if (loaded := await self._load(session_id)) is None:

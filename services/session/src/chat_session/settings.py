@@ -56,6 +56,12 @@ class SessionSettings(ServiceSettings):
     reap_interval_s: float = Field(
         default=1.0, gt=0, description="how often expired sessions are reaped (user_left sent)"
     )
+    presence_repair_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="how often room presence is checked against the sessions (a membership"
+        " that drifted, after a lost Redis write, is repaired on the second sweep that sees it)",
+    )
 
     @field_validator("redis_url")
     @classmethod

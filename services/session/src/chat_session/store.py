@@ -182,6 +182,16 @@ class SessionStore(Protocol):
 
     async def view(self, session_id: str) -> SessionView | None: ...
 
+    async def room_memberships(self) -> set[tuple[str, str, str]]:
+        """Every (room, email, session id) the rooms' side counts (a full sweep: for
+        :mod:`chat_session.drift`)."""
+        ...
+
+    async def session_memberships(self) -> dict[tuple[str, str, str], int]:
+        """Every (room, email, session id) the sessions' side holds (sessions in the expiry
+        index), with its join position."""
+        ...
+
 
 def now_ms() -> int:
     return int(time.time() * 1000)

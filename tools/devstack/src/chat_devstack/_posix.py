@@ -22,6 +22,7 @@ __all__ = ["RunAs", "group_alive", "make_preexec", "signal_group"]
 
 _PR_SET_PDEATHSIG = 1
 _CLONE_NEWUSER = 0x10000000
+_CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -48,15 +49,31 @@ def _enter_user_namespace(run_as: RunAs) -> None:
             control.write(text)
 
 
-def make_preexec(run_as: RunAs | None, death_signal: signal.Signals | None) -> Callable[[], None]:
-    """A ``preexec_fn``: take on ``run_as``, then ask to be signalled when we die.
+def _enter_network_namespace(netns: str) -> None:
+    fd = os.open(f"/run/netns/{netns}", os.O_RDONLY)
+    try:
+        if _libc.setns(fd, _CLONE_NEWNET) != 0:
+            errno = ctypes.get_errno()
+            raise OSError(errno, f"setns({netns}): {os.strerror(errno)}")
+    finally:
+        os.close(fd)
 
-    Done here rather than with ``Popen(user=...)`` so it also works under uvloop. The death
-    signal is set last because changing credentials clears it.
+
+def make_preexec(
+    run_as: RunAs | None, death_signal: signal.Signals | None, netns: str | None = None
+) -> Callable[[], None]:
+    """A ``preexec_fn``: enter the network namespace ``netns`` (a test host made with ``ip
+    netns add``), take on ``run_as``, then ask to be signalled when we die.
+
+    Done here rather than with ``Popen(user=...)`` so it also works under uvloop, and so the
+    namespace is entered while we are still root. The death signal is set last because
+    changing credentials clears it.
     """
     parent = os.getpid()
 
     def preexec() -> None:
+        if netns is not None:
+            _enter_network_namespace(netns)
         if run_as is not None and run_as.userns:
             _enter_user_namespace(run_as)
         elif run_as is not None:

@@ -5,6 +5,10 @@
 accepts within ``connect_timeout`` (a client is closed when none does), and then only pumps
 bytes both ways, so HTTP and WebSocket upgrades pass through untouched.
 
+With a ``ready`` probe (a gateway's ``/readyz``, as Kubernetes routes a Service only to
+ready pods), each backend is probed every ``probe_interval`` and new clients go to the
+ready ones first; an unready backend is tried only when no ready one accepts.
+
 End of a connection: an EOF from one side is passed on as an EOF to the other (half-close)
 once all bytes before it were written; the pair is closed when both directions have ended,
 when either side fails, or when the balancer stops.
@@ -15,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 __all__ = ["Backend", "RoundRobin", "TcpBalancer"]
 
@@ -70,8 +74,15 @@ class TcpBalancer:
         port: int = 0,
         backends: Sequence[Backend],
         connect_timeout: float = 1.0,
+        ready: Callable[[Backend], Awaitable[bool]] | None = None,
+        probe_interval: float = 0.5,
     ) -> None:
         self.host = host
+        self._ready = ready
+        self._probe_interval = probe_interval
+        self.unready: set[Backend] = set()
+        """Backends whose last probe said not ready (or failed)."""
+        self._prober: asyncio.Task[None] | None = None
         self._port = port
         self.connect_timeout = connect_timeout
         self._order = RoundRobin(backends)
@@ -112,10 +123,34 @@ class TcpBalancer:
             self._on_client, self.host, self._port, limit=_CHUNK
         )
         self._port = self._server.sockets[0].getsockname()[1]
+        if self._ready is not None:
+            self._prober = asyncio.ensure_future(self._probe())
+
+    async def _probe(self) -> None:
+        assert self._ready is not None
+        while not self._stopping:
+            for backend in self.backends:
+                try:
+                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses the
+                    # cancellation from stop() when the probe completes at that moment
+                    # (python/cpython#86296), and stop() then waits for this loop forever.
+                    async with asyncio.timeout(self._probe_interval * 2):
+                        ok = await self._ready(backend)
+                except Exception:  # unreachable, slow: not ready
+                    ok = False
+                if ok:
+                    self.unready.discard(backend)
+                else:
+                    self.unready.add(backend)
+            await asyncio.sleep(self._probe_interval)
 
     async def stop(self) -> None:
         """Stop listening, close every proxied connection and wait for their tasks."""
         self._stopping = True
+        if self._prober is not None:
+            self._prober.cancel()
+            await asyncio.gather(self._prober, return_exceptions=True)
+            self._prober = None
         server, self._server = self._server, None
         if server is not None:
             server.close()
@@ -161,7 +196,9 @@ class TcpBalancer:
             self._clients.discard(writer)
 
     async def _connect(self) -> Streams | None:
-        for backend in self._order.next_order():
+        order = self._order.next_order()
+        order.sort(key=lambda b: b in self.unready)  # stable: the ready ones first
+        for backend in order:
             try:
                 async with asyncio.timeout(self.connect_timeout):
                     streams = await asyncio.open_connection(*backend, limit=_CHUNK)

@@ -17,11 +17,13 @@ async def run_command(
     argv: Sequence[str],
     *,
     run_as: RunAs | None = None,
+    netns: str | None = None,
     env: Mapping[str, str] | None = None,
     stdin: bytes | None = None,
     timeout: float = 120.0,
 ) -> str:
-    """Run ``argv`` (taking on ``run_as``, if given) and return its stdout.
+    """Run ``argv`` (on the test host ``netns`` and taking on ``run_as``, if given) and
+    return its stdout.
 
     Raises :class:`CommandError` with the combined output when it exits non-zero, and kills
     it on ``timeout``.
@@ -33,7 +35,7 @@ async def run_command(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=dict(os.environ if env is None else env),
-        preexec_fn=make_preexec(run_as, signal.SIGKILL),
+        preexec_fn=make_preexec(run_as, signal.SIGKILL, netns),
     )
     try:
         async with asyncio.timeout(timeout):

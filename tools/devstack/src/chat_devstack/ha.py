@@ -22,12 +22,13 @@ and log), so the stack's supervisor restarts what dies, each kind in its own way
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
 from .binaries import redis_cli_path
 from .commands import run_command
 from .errors import CommandError, DevstackError
+from .hosts import Host
 from .nats_server import ClusterRoutes, NatsServer
 from .ports import free_port
 from .postgres_server import PostgresServer
@@ -36,12 +37,21 @@ from .redis_server import RedisSentinel, RedisServer
 from .server_base import Server
 
 __all__ = [
+    "SERVER_LABELS",
     "HaServers",
     "NatsCluster",
     "PostgresPair",
     "RedisClusterNodes",
     "RedisSentinelGroup",
 ]
+
+SERVER_LABELS = (
+    *(f"nats-{i}" for i in range(1, 4)),
+    *(f"redis-{i}" for i in range(1, 7)),
+    "pg-1",
+    "pg-2",
+)
+"""The servers of the topology, as :class:`HaServers` names them (one test host each)."""
 
 SYNC_STANDBYS = "ANY 1 (pg1, pg2)"
 """``synchronous_standby_names`` while both servers run: a commit waits for the other one."""
@@ -63,21 +73,33 @@ async def _until(check: Callable[[], Awaitable[bool]], what: str, timeout: float
 class NatsCluster:
     """Three NATS servers in one cluster (``size`` of them), each with JetStream."""
 
-    def __init__(self, data_dir: Path, *, host: str = "127.0.0.1", size: int = 3) -> None:
-        route_ports = [free_port(host) for _ in range(size)]
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        host: str = "127.0.0.1",
+        size: int = 3,
+        hosts: Sequence[Host] | None = None,
+    ) -> None:
+        if hosts is not None:  # each node on a test host of its own, at the usual ports
+            size = len(hosts)
+            routes = [f"{h.address}:{NatsServer.ROUTE_PORT}" for h in hosts]
+        else:
+            routes = [f"{host}:{free_port(host)}" for _ in range(size)]
         self.nodes: list[NatsServer] = []
-        for i, port in enumerate(route_ports):
-            peers = tuple(p for p in route_ports if p != port)
+        for i, route in enumerate(routes):
+            peers = tuple(r for r in routes if r != route)
             keys = self.nodes[0].user_keys if self.nodes else None
-            self.nodes.append(
-                NatsServer(
-                    data_dir / f"nats-{i + 1}",
-                    host=host,
-                    monitor_port=0,
-                    cluster=ClusterRoutes("chat", port, peers),
-                    user_keys=keys,
-                )
+            node = NatsServer(
+                data_dir / f"nats-{i + 1}",
+                host=host,
+                monitor_port=0,
+                cluster=ClusterRoutes("chat", int(route.rsplit(":", 1)[1]), peers),
+                user_keys=keys,
             )
+            if hosts is not None:
+                node.place(hosts[i])
+            self.nodes.append(node)
 
     @property
     def url(self) -> str:
@@ -103,14 +125,18 @@ class RedisClusterNodes:
         size: int = 6,
         replicas: int = 1,
         node_timeout_ms: int = 1000,
+        hosts: Sequence[Host] | None = None,
     ) -> None:
         self.replicas = replicas
+        size = len(hosts) if hosts is not None else size
         self.nodes = [
             RedisServer(
                 data_dir / f"redis-{i + 1}", host=host, cluster_node_timeout_ms=node_timeout_ms
             )
             for i in range(size)
         ]
+        for node, on in zip(self.nodes, hosts or (), strict=False):
+            node.place(on)
 
     @property
     def url(self) -> str:
@@ -213,12 +239,16 @@ class RedisSentinelGroup:
 class PostgresPair:
     """``pg1`` (first primary) and ``pg2`` (its synchronous standby)."""
 
-    def __init__(self, data_dir: Path, *, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, data_dir: Path, *, host: str = "127.0.0.1", hosts: Sequence[Host] | None = None
+    ) -> None:
         first = PostgresServer(data_dir / "pg-1", host=host, application_name="pg1")
         second = PostgresServer(
             data_dir / "pg-2", host=host, application_name="pg2", upstream=first
         )
         self.nodes = [first, second]
+        for node, on in zip(self.nodes, hosts or (), strict=False):
+            node.place(on)
         self._replaced: PostgresServer | None = None
         """A primary that a failover replaced: it must be rewound before it can follow."""
 
@@ -281,9 +311,16 @@ class PostgresPair:
     async def fail_over(self) -> PostgresServer:
         """The primary is dead: promote the standby and let it commit alone until a standby
         is back (Patroni's non-strict ``synchronous_mode``). Returns the new primary."""
-        old, new = self.primary, self.standby
-        if old.running:
+        if self.primary.running:
             raise DevstackError("the primary still runs: a failover would split the brain")
+        return await self.promote_standby()
+
+    async def promote_standby(self) -> PostgresServer:
+        """Promote the standby while the primary may still run, cut off from everyone (a
+        partition: the failover tool fences it by the network, and stops it once it can
+        reach it again); the new primary commits alone until :meth:`rejoin`, which wants
+        the old one stopped first. Returns the new primary."""
+        old, new = self.primary, self.standby
         await new.promote()
         old.upstream = new  # it may only come back as the new primary's standby
         self._replaced = old
@@ -311,10 +348,18 @@ class PostgresPair:
 class HaServers:
     """The three clustered engines of ``chat-stack run --ha``."""
 
-    def __init__(self, data_dir: Path, *, host: str = "127.0.0.1") -> None:
-        self.nats = NatsCluster(data_dir / "ha", host=host)
-        self.redis = RedisClusterNodes(data_dir / "ha", host=host)
-        self.postgres = PostgresPair(data_dir / "ha", host=host)
+    def __init__(
+        self, data_dir: Path, *, host: str = "127.0.0.1", hosts: Mapping[str, Host] | None = None
+    ) -> None:
+        """``hosts``: each server on its own test host, by label (``nats-1``..``nats-3``,
+        ``redis-1``..``redis-6``, ``pg-1``, ``pg-2``: :data:`SERVER_LABELS`)."""
+
+        def on(prefix: str, n: int) -> list[Host] | None:
+            return None if hosts is None else [hosts[f"{prefix}-{i + 1}"] for i in range(n)]
+
+        self.nats = NatsCluster(data_dir / "ha", host=host, hosts=on("nats", 3))
+        self.redis = RedisClusterNodes(data_dir / "ha", host=host, hosts=on("redis", 6))
+        self.postgres = PostgresPair(data_dir / "ha", host=host, hosts=on("pg", 2))
 
         for server in self.servers:
             server.label = server.home.parent.name  # nats-1, redis-4, pg-2...

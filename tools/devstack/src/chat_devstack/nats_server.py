@@ -30,7 +30,8 @@ class ClusterRoutes:
 
     name: str
     port: int
-    peers: tuple[int, ...]
+    peers: tuple[str, ...]
+    """Each peer's route address, ``host:port``."""
 
 
 class NatsServer(Server):
@@ -48,6 +49,9 @@ class NatsServer(Server):
 
     name = "nats"
     dir_name = "nats"
+    default_port = 4222
+    ROUTE_PORT = 6222
+    """The route port of a cluster member on a test host of its own."""
 
     def __init__(
         self,
@@ -142,7 +146,7 @@ class NatsServer(Server):
             "}",
         ]
         if self.cluster is not None:
-            routes = ", ".join(json.dumps(f"nats://{self.host}:{p}") for p in self.cluster.peers)
+            routes = ", ".join(json.dumps(f"nats://{p}") for p in self.cluster.peers)
             lines += [
                 "cluster {",
                 f"  name: {json.dumps(self.cluster.name)}",
@@ -161,7 +165,7 @@ class NatsServer(Server):
     async def _prepare(self) -> None:
         await super()._prepare()
         if self.monitor_port == 0:
-            self.monitor_port = free_port(self.host)
+            self.monitor_port = 8222 if self.netns is not None else free_port(self.host)
         for name, key in self._keys.items():
             write_seed(self.seed_file(name), key)
 

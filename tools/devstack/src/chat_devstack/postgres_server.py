@@ -10,6 +10,7 @@ server runs in a user namespace, or else as ``embedded_postgres`` (see
 
 from __future__ import annotations
 
+import ipaddress
 import signal
 import tempfile
 import time
@@ -40,6 +41,7 @@ class PostgresServer(Server):
 
     name = "postgres"
     dir_name = "pg"
+    default_port = 5432
     stop_signal = signal.SIGINT
     death_signal = signal.SIGINT
     database = "chat"
@@ -123,6 +125,15 @@ class PostgresServer(Server):
             # point where the standby took over (a base backup copies the file).
             with (self.pgdata / "postgresql.conf").open("a") as conf:
                 conf.write("\n# chat devstack: what pg_rewind needs\nwal_keep_size = '256MB'\n")
+            if self.netns is not None:
+                # On a test host: the other hosts (services, the standby) connect over the
+                # test network, its /24 (a base backup copies this file to the standby).
+                subnet = ipaddress.IPv4Interface(f"{self.host}/24").network
+                with (self.pgdata / "pg_hba.conf").open("a") as hba:
+                    hba.write(
+                        f"\n# chat devstack: the test hosts\nhost all all {subnet} trust\n"
+                        f"host replication all {subnet} trust\n"
+                    )
             self.initdb_seconds = time.monotonic() - began
 
     def _argv(self) -> list[str]:

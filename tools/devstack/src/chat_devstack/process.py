@@ -35,7 +35,8 @@ _PROBE_TIMEOUT = 2.0
 class ManagedProcess:
     """A child process with its stdout and stderr appended to ``log_path``.
 
-    ``run_as`` is the identity the child takes on (see :class:`RunAs`; ``None``: ours).
+    ``run_as`` is the identity the child takes on (see :class:`RunAs`; ``None``: ours);
+    ``netns`` the test host it runs on (:mod:`chat_devstack.hosts`; ``None``: this one).
     ``ready_check`` is the default probe of :meth:`wait_ready`.
     """
 
@@ -50,8 +51,10 @@ class ManagedProcess:
         run_as: RunAs | None = None,
         ready_check: ReadyCheck | None = None,
         death_signal: signal.Signals | None = signal.SIGTERM,
+        netns: str | None = None,
     ) -> None:
         self.name = name
+        self.netns = netns
         self.argv = list(argv)
         self.env = dict(os.environ if env is None else env)
         self.log_path = log_path
@@ -103,7 +106,7 @@ class ManagedProcess:
                 env=self.env,
                 cwd=self.cwd,
                 start_new_session=True,
-                preexec_fn=make_preexec(self.run_as, self.death_signal),
+                preexec_fn=make_preexec(self.run_as, self.death_signal, self.netns),
             )
         self._paused = False
         self._exited = asyncio.ensure_future(self._proc.wait())
@@ -203,6 +206,13 @@ class ManagedProcess:
                 with contextlib.suppress(psutil.NoSuchProcess):
                     proc.send_signal(signal.SIGSTOP)
             self._paused = True
+            # kill() returns before the kernel has stopped the process: wait (briefly) until
+            # it has, or it may still answer a probe sent right after.
+            deadline = time.monotonic() + 1.0
+            with contextlib.suppress(psutil.NoSuchProcess):
+                target = psutil.Process(self._proc.pid)
+                while target.status() != psutil.STATUS_STOPPED and time.monotonic() < deadline:
+                    time.sleep(0.001)
 
     def resume(self) -> None:
         """SIGCONT everything :meth:`pause` stopped."""

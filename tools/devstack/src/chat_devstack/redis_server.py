@@ -25,6 +25,7 @@ class RedisServer(Server):
 
     name = "redis"
     dir_name = "redis"
+    default_port = 6379
 
     def __init__(
         self,

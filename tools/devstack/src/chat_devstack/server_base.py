@@ -17,6 +17,7 @@ from types import TracebackType
 from typing import ClassVar, Self
 
 from .errors import DevstackError, ProcessExitedError
+from .hosts import Host
 from .ports import free_port
 from .process import ManagedProcess, RunAs
 
@@ -32,6 +33,8 @@ class Server(ABC):
     dir_name: ClassVar[str]
     stop_signal: ClassVar[signal.Signals] = signal.SIGTERM
     death_signal: ClassVar[signal.Signals] = signal.SIGTERM
+    default_port: ClassVar[int] = 0
+    """Its port on a test host of its own (:meth:`place`), where every port is free."""
 
     def __init__(
         self,
@@ -40,10 +43,13 @@ class Server(ABC):
         port: int = 0,
         host: str = "127.0.0.1",
         start_timeout: float = 60.0,
+        netns: str | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).absolute()
         self.home = self.data_dir / self.dir_name
         self.host = host
+        self.netns = netns
+        """The test host it runs on (:mod:`chat_devstack.hosts`); ``host`` is its address."""
         self.port = port
         self.start_timeout = start_timeout
         self.process: ManagedProcess | None = None
@@ -75,6 +81,15 @@ class Server(ABC):
     @abstractmethod
     async def _ready(self) -> bool:
         """``True`` once *our* process serves clients on ``self.port``."""
+
+    def place(self, host: Host) -> None:
+        """Run on ``host`` (a network namespace of :mod:`chat_devstack.hosts`), at its
+        address and this kind's usual port. Call it before the first start."""
+        if self.process is not None:
+            raise DevstackError(f"{self.label} has started already: it cannot move")
+        self.host, self.netns = host.address, host.netns
+        if not self._port_chosen:
+            self.port, self._port_chosen = self.default_port, True
 
     def _free_port(self) -> int:
         """A port to try when none was chosen (servers needing more than one override it)."""
@@ -135,6 +150,7 @@ class Server(ABC):
                 log_path=self.log_path,
                 ready_check=self._ready,
                 death_signal=self.death_signal,
+                netns=self.netns,
             )
         self.process.argv = argv
         self.process.run_as = self._run_as()

@@ -81,13 +81,17 @@ class ServiceProcess(ManagedProcess):
         http_port: int,
         port: int | None = None,
         host: str = "127.0.0.1",
+        netns: str | None = None,
     ) -> None:
+        """``host`` is its address: a test host's (``netns``) for every port, or else the
+        gateway's public one (the ops HTTP port then listens on 127.0.0.1)."""
         super().__init__(
             f"{kind}-{index}",
             [sys.executable, "-m", f"chat_{kind}"],
             env=env,
             log_path=log_path,
             ready_check=self.is_ready,
+            netns=netns,
         )
         self.kind: ServiceKind = kind
         self.index = index
@@ -96,11 +100,12 @@ class ServiceProcess(ManagedProcess):
         self.port = port
         """The public port (gateways only)."""
         self.host = host
+        self.http_host = host if netns is not None else "127.0.0.1"
 
     @property
     def health_url(self) -> str:
-        """``http://127.0.0.1:HTTP_PORT/readyz``."""
-        return f"http://127.0.0.1:{self.http_port}/readyz"
+        """``http://127.0.0.1:HTTP_PORT/readyz`` (the test host's address on one)."""
+        return f"http://{self.http_host}:{self.http_port}/readyz"
 
     @property
     def public_url(self) -> str | None:
@@ -109,4 +114,4 @@ class ServiceProcess(ManagedProcess):
 
     async def is_ready(self) -> bool:
         """Whether ``GET /readyz`` answers 200 right now."""
-        return await http_get_status("127.0.0.1", self.http_port, "/readyz") == 200
+        return await http_get_status(self.http_host, self.http_port, "/readyz") == 200

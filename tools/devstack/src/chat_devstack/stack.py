@@ -20,7 +20,7 @@ import asyncio
 import functools
 import os
 import random
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -29,6 +29,7 @@ from typing import Self, TypeVar
 from .balancer import TcpBalancer
 from .errors import DevstackError, StartupError
 from .ha import HaServers
+from .hosts import Host
 from .ports import free_port, next_free_ports, port_is_free
 from .process import ManagedProcess
 from .restart import Restart, RestartPolicy, RestartTracker
@@ -38,6 +39,9 @@ from .services import ServiceKind, ServiceProcess, service_env
 __all__ = ["Stack", "StackConfig"]
 
 _S = TypeVar("_S", bound=Server)
+HOST_GATEWAY_PORT = 8080
+HOST_HTTP_PORT = 9090
+"""A service's ports on a test host of its own."""
 _LOG_TAIL_LINES = 20
 
 Report = Callable[[str], None]
@@ -77,10 +81,17 @@ class StackConfig:
     shared_port: bool = False
     ha: bool = False
     """Run the production topology (:class:`HaServers`) instead of one server of each."""
+    hosts: Mapping[str, Host] | None = None
+    """With ``ha``: every server and service on a test host of its own (:mod:`chat_devstack.
+    hosts`), by label: the servers' (:data:`~chat_devstack.ha.SERVER_LABELS`) and
+    ``<kind>-<n>`` for the services. Gateways listen on their host's port 8080 and every
+    service's ops HTTP port is 9090 there; clients connect to a gateway's address."""
 
     def __post_init__(self) -> None:
         if self.balancer and self.shared_port:
             raise ValueError("a balancer and a shared port are two ways to the same end: pick one")
+        if self.hosts is not None and not self.ha:
+            raise ValueError("test hosts are for the production topology (ha=True)")
 
 
 async def _all(aws: Iterable[Awaitable[object]]) -> None:
@@ -168,7 +179,7 @@ class Stack:
         if config.ha:
             if config.nats_url or config.redis_url or config.postgres_dsn:
                 raise DevstackError("--ha starts its own servers: unset the external URLs")
-            self.ha = HaServers(self.data_dir, host=config.host)
+            self.ha = HaServers(self.data_dir, host=config.host, hosts=config.hosts)
         elif config.nats_url is None:
             self.nats = NatsServer(self.data_dir, port=config.nats_port, host=config.host)
         if config.redis_url is None and self.ha is None:
@@ -284,9 +295,16 @@ class Stack:
         gateways = self.of_kind("gateway")
         if not self.config.balancer or not gateways:
             return
-        backends = [(g.host, g.port) for g in gateways if g.port is not None]
+        backends = {(g.host, g.port): g for g in gateways if g.port is not None}
+
+        async def ready(backend: tuple[str, int]) -> bool:
+            return await backends[backend].is_ready()
+
         self.balancer = TcpBalancer(
-            host=self.config.host, port=self.config.gateway_port, backends=backends
+            host=self.config.host,
+            port=self.config.gateway_port,
+            backends=list(backends),
+            ready=ready,
         )
         try:
             await self.balancer.start()
@@ -302,6 +320,8 @@ class Stack:
         cfg = self.config
         if cfg.gateways == 0:
             return []
+        if cfg.hosts is not None:
+            return [HOST_GATEWAY_PORT] * cfg.gateways
         if cfg.gateway_port == 0:
             if cfg.shared_port:
                 return [free_port(cfg.host)] * cfg.gateways
@@ -327,11 +347,14 @@ class Stack:
         self.services = []
         for kind, count in counts.items():
             for index in range(1, count + 1):
-                http_port = free_port()
-                while http_port in used:
+                on = cfg.hosts[f"{kind}-{index}"] if cfg.hosts is not None else None
+                http_port = HOST_HTTP_PORT if on is not None else free_port()
+                while on is None and http_port in used:
                     http_port = free_port()
                 used.add(http_port)
                 port = gateway_ports[index - 1] if kind == "gateway" else None
+                host = on.address if on is not None else cfg.host
+                placed = {f"{kind.upper()}_HTTP_HOST": host} if on is not None else {}
                 env = service_env(
                     kind,
                     instance_id=f"{kind}-{index}",
@@ -339,10 +362,13 @@ class Stack:
                     nats_url=self.nats_url,
                     redis_url=self.redis_url if kind == "session" else None,
                     postgres_dsn=self.postgres_dsn if kind == "history" else None,
-                    host=cfg.host,
+                    host=host,
                     port=port,
                     nats_seed_file=self.nats_seed_files.get(kind),
-                    extra_env=cfg.extra_env | self._shared_port_env(kind) | self._ha_env(kind),
+                    extra_env=cfg.extra_env
+                    | self._shared_port_env(kind)
+                    | self._ha_env(kind)
+                    | placed,
                 )
                 service = ServiceProcess(
                     kind,
@@ -350,7 +376,8 @@ class Stack:
                     env=os.environ | env,
                     http_port=http_port,
                     port=port,
-                    host=cfg.host,
+                    host=host,
+                    netns=on.netns if on is not None else None,
                     log_path=self.log_dir / f"{kind}-{index}.log",
                 )
                 self.services.append(service)

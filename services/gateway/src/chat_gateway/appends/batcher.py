@@ -119,14 +119,13 @@ class AppendBatcher:
 
     async def _run(self, batch: list[Slot[_Item]], number: int) -> None:
         items = [slot.item for slot in batch if slot.item is not None]
-        links = [Link(item.span) for item in items[1:] if item.span.is_valid]
         parent = trace.set_span_in_context(trace.NonRecordingSpan(items[0].span))
         try:
             with _tracer.start_as_current_span(
                 "history.append_batch",
                 context=parent,
-                links=links,
-                attributes={"chat.batch.size": len(items)},
+                links=lambda: [Link(item.span) for item in items[1:] if item.span.is_valid],
+                attributes=lambda: {"chat.batch.size": len(items)},
             ):
                 results = await self._send([item.body for item in items])
             if len(results) != len(items):

@@ -9,6 +9,13 @@ copy. Every connection of the user at this gateway gets each event once, with it
 
 A connection joins its user's stream once its user is known: at authentication, or in
 development mode at its first ``join`` or ``get_rooms``.
+
+A resumed connection gets its rooms' read state as a snapshot (:meth:`UserStreams.read_states`)
+read at the stream's head ``H``, and it must not contradict the stream's events around it:
+the snapshot waits until this gateway has released every event up to ``H`` (the older ones
+go first; a hole before ``H`` is filled from history at once), and a room whose
+``read_state`` this gateway has already released past ``H`` (newer than the snapshot) is
+left out of it (:meth:`UserStreams.current`). So a connection's watermarks never go back.
 """
 
 from __future__ import annotations
@@ -31,13 +38,16 @@ from chat_gateway.rooms.feed import RoomSubscription, Subscribe
 from chat_gateway.rooms.ordering import RoomSequencer
 from chat_gateway.users.state import ChatState
 
-__all__ = ["UserListener", "UserStreams", "write_event"]
+__all__ = ["Snapshot", "UserListener", "UserStreams", "write_event"]
 
 _log = logging.getLogger("chat.gateway.users")
 _event = msgspec.json.Decoder(UserEvent)
 _data = msgspec.json.Decoder(dict[str, Any])
 GAP_PAGE = 100
 """User events fetched at most to fill one gap."""
+CATCH_UP_S = 2.0
+"""How long a resume's snapshot waits for the stream to reach its head (then it is sent
+anyway: the client keeps the largest watermark it has seen, docs/protocol.md)."""
 
 UserListener = Callable[[str, str, Mapping[str, Any]], None]
 """Told of each event of a user's stream, in order: (user id, event name, data)."""
@@ -50,6 +60,55 @@ class _User:
     sequencer: RoomSequencer[UserEvent] = field(default_factory=RoomSequencer)
     subscription: RoomSubscription | None = None
     filling: asyncio.Task[None] | None = None
+    expected: int = 0
+    """A head some snapshot was read at: events up to it exist, so a hole before it is one."""
+    read_at: dict[str, int] = field(default_factory=dict)
+    """room id -> ``userSeq`` of the last ``read_state`` of the room released here."""
+    waiters: list[tuple[int, asyncio.Future[None]]] = field(default_factory=list)
+    """(head, done once every event up to ``head`` is released)."""
+
+    def caught_up(self, head: int) -> bool:
+        return self.sequencer.next_seq is not None and self.sequencer.next_seq > head
+
+    def expect(self, head: int) -> asyncio.Future[None]:
+        """Done once every event up to ``head`` is released (a hole before it is one)."""
+        self.expected = max(self.expected, head)
+        done = asyncio.get_running_loop().create_future()
+        if self.caught_up(head):
+            done.set_result(None)
+        else:
+            self.waiters.append((head, done))
+        return done
+
+    def released(self) -> None:
+        """Events were released: wake the waiters whose head is reached."""
+        waiting, self.waiters = self.waiters, []
+        for head, done in waiting:
+            if not self.caught_up(head):
+                self.waiters.append((head, done))
+            elif not done.done():
+                done.set_result(None)
+
+    def fresh(self, snapshot: Snapshot) -> list[ReadState]:
+        """The states of ``snapshot`` that no ``read_state`` released since overtook."""
+        return [s for s in snapshot.states if self.read_at.get(s.room_id, 0) <= snapshot.head]
+
+    def gap(self) -> tuple[int, int] | None:
+        """The first hole, exclusive bounds: one the sequencer sees, or up to ``expected``."""
+        missing = self.sequencer.missing()
+        if missing is not None or self.sequencer.next_seq is None:
+            return missing
+        if self.sequencer.next_seq <= self.expected:
+            return self.sequencer.next_seq - 1, self.expected + 1
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A user's read state in some rooms, read at the stream's head ``head``."""
+
+    head: int
+    states: list[ReadState]
 
 
 class UserStreams:
@@ -104,25 +163,42 @@ class UserStreams:
             if user.subscription is not None:
                 self._spawn(_unsubscribe(user.subscription), "user-stream-end")
 
-    async def read_states(self, client: Client, room_ids: list[str]) -> list[ReadState]:
+    async def read_states(self, client: Client, room_ids: list[str]) -> Snapshot:
         """The user's read state in ``room_ids`` (a resumed session: what it may have missed
-        of its stream, as state). Empty when the user is unknown or the state cannot be
-        read now (the client can ask ``get_rooms``)."""
+        of its stream, as state), once this gateway has released the stream up to the head
+        it was read at (at most :data:`CATCH_UP_S`). Empty when the user is unknown or the
+        state cannot be read now (the client can ask ``get_rooms``). Write what
+        :meth:`current` keeps of it."""
         user_id = client.user_id
         if user_id is None or not room_ids:
-            return []
+            return Snapshot(0, [])
         try:
             listing = await self._state.user_rooms(UserRoomsRequest(user_id=user_id))
         except Exception as exc:
             _log.warning("read states not sent on resume", extra={"error": type(exc).__name__})
-            return []
+            return Snapshot(0, [])
         wanted = set(room_ids)
-        return [
+        states = [
             ReadState(room_id=r.room_id, read_seq=r.read_seq, last_seq=r.last_seq,
                       unread=max(0, r.last_seq - r.read_seq))
             for r in listing.rooms
             if r.room_id in wanted
         ]  # fmt: skip
+        user = self._users.get(self._of.get(client, ""))
+        if user is not None and states:
+            caught_up = user.expect(listing.user_seq)
+            self._check_gap(user)
+            try:
+                await asyncio.wait_for(caught_up, CATCH_UP_S)
+            except TimeoutError:
+                _log.warning("read states sent before the user stream caught up")
+        return Snapshot(listing.user_seq, states)
+
+    def current(self, client: Client, snapshot: Snapshot) -> list[ReadState]:
+        """The states of ``snapshot`` that no ``read_state`` released here since has
+        overtaken (those rooms' events, newer, reached the connection already)."""
+        user = self._users.get(self._of.get(client, ""))
+        return snapshot.states if user is None else user.fresh(snapshot)
 
     @staticmethod
     def read_state_frame(client: Client, state: ReadState) -> bytes:
@@ -193,17 +269,15 @@ class UserStreams:
         self._check_gap(user)
 
     def _check_gap(self, user: _User) -> None:
-        if user.sequencer.missing() is not None and (user.filling is None or user.filling.done()):
+        if user.gap() is not None and (user.filling is None or user.filling.done()):
             user.filling = asyncio.create_task(self._fill(user), name="user-stream-fill")
 
     async def _fill(self, user: _User) -> None:
         """Wait briefly for stragglers, then fetch what is still missing from history."""
         backoff = Backoff(self._gap_delay, cap_s=2.0, floor_s=0.05, jitter=False)
-        while (gap := user.sequencer.missing()) is not None:
+        while (gap := user.gap()) is not None:
             await asyncio.sleep(backoff.next())
-            if (gap := user.sequencer.missing()) is None or self._users.get(
-                user.user_id
-            ) is not user:
+            if (gap := user.gap()) is None or self._users.get(user.user_id) is not user:
                 return
             try:
                 page = await self._state.user_events(
@@ -226,10 +300,13 @@ class UserStreams:
                 _log.error("undecodable user event data: dropped")
                 continue
             data["userSeq"] = event.user_seq
+            if event.event == "read_state" and isinstance(room_id := data.get("roomId"), str):
+                user.read_at[room_id] = event.user_seq
             for listener in self._listeners:
                 listener(user.user_id, event.event, data)
             payload = encode(data)
             write_event(user.clients, event.event, payload)
+        user.released()
 
 
 def write_event(clients: Iterable[Client], name: str, payload: bytes) -> None:

@@ -1,0 +1,28 @@
+"""Which errors of a Redis call mean "unreachable": redis-py's own, the socket's, and the
+transport-teardown errors redis-py lets through on a reset connection (redis/redis-py#4287);
+never an error raised by our own code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from chat_session.redisstore import _raised_by_transport
+
+
+def _raise_from(path: str) -> BaseException:
+    namespace: dict[str, Any] = {}
+    exec(compile("def write(w):\n    w.writelines([])\n", path, "exec"), namespace)
+    with pytest.raises(AttributeError) as caught:
+        namespace["write"](None)
+    return caught.value
+
+
+def test_a_teardown_error_inside_the_driver_means_unreachable() -> None:
+    assert _raised_by_transport(_raise_from("/venv/site-packages/redis/asyncio/connection.py"))
+    assert _raised_by_transport(_raise_from("/usr/lib/python3.11/asyncio/selector_events.py"))
+
+
+def test_the_same_error_in_our_code_is_a_bug_not_an_outage() -> None:
+    assert not _raised_by_transport(_raise_from("/app/chat_session/redisstore.py"))
