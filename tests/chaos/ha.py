@@ -61,13 +61,21 @@ def kill_postgres_primary(
 
 
 async def churn_user(
-    url: str, rooms: list[str], stop: asyncio.Event, email: str, turns: dict[str, int]
+    url: str,
+    rooms: list[str],
+    stop: asyncio.Event,
+    email: str,
+    turns: dict[str, int],
+    connects: dict[str, list[bool]] | None = None,
 ) -> None:
     """A user joining and leaving the rooms in turn until ``stop``: presence writes during
     a fault. A call that fails is tried again; the user has left every room at the end.
-    ``turns[email]``: how many rooms it joined and left."""
+    ``turns[email]``: how many rooms it joined and left; ``connects[email]``: whether each
+    of its connections recovered the session (a drop keeps the old one for its window)."""
     client = SioClient(reconnection=True)
     await client.connect(url)
+    if connects is not None:
+        connects[email] = client.sio.connects  # the live list: later reconnects show too
     try:
         for turn in itertools.count():
             if stop.is_set():

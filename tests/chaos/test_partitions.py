@@ -19,6 +19,8 @@ import pytest
 
 from chat_devstack.linkplan import Degraded
 from chat_devstack.servers import RedisServer
+from chat_session import redisclient
+from chat_session.redisstore import RedisSessionStore
 from tests.chaos.ha import churn_user
 from tests.chaos.harness import report
 from tests.chaos.partitions import PartitionLoad, Topology, figures, loaded, topology
@@ -298,6 +300,27 @@ async def _presence_wrong(load: PartitionLoad) -> list[str]:
     return wrong
 
 
+async def _memberships_of(topo: Topology, rooms: list[str], users: list[str]) -> list[str]:
+    """What the session store holds for ``users`` in ``rooms``, both sides, with each of
+    their sessions (a failure's diagnosis)."""
+    redis = redisclient.connect(topo.ha.redis.url, max_connections=4, timeout_s=5)
+    store = RedisSessionStore(redis, prefix=topo.stack.config.extra_env["SESSION_KEY_PREFIX"])
+    try:
+        room_side = await store.room_memberships()
+        session_side = await store.session_memberships()
+        found = []
+        for room, email, session_id in sorted(room_side | session_side.keys()):
+            if room in rooms and email.split("@")[0] in users:
+                view = await store.view(session_id)
+                found.append(
+                    f"{room} {email} {session_id}: room side {(room, email, session_id) in room_side},"
+                    f" session side {(room, email, session_id) in session_side}, session {view}"
+                )
+        return found
+    finally:
+        await redis.aclose()
+
+
 async def test_a_redis_cluster_primary_on_the_minority_side(topo: Topology) -> None:
     """A Redis Cluster primary and one session instance cut off from the other Redis nodes
     and the other session instance for 10 s, while users join and leave: the majority
@@ -310,12 +333,13 @@ async def test_a_redis_cluster_primary_on_the_minority_side(topo: Topology) -> N
     replica = await _replica_of(topo, victim)
     stop = asyncio.Event()
     turns: dict[str, int] = {}
+    connects: dict[str, list[bool]] = {}
     churn: list[asyncio.Future[None]] = []
     try:
         async with loaded(topo, per_client=150, give_up_s=300, warm_up=0.2) as load:
             churn += [
                 asyncio.ensure_future(churn_user(topo.stack.client_url, load.rooms, stop,
-                                                 f"churn{n}@example.com", turns))
+                                                 f"churn{n}@example.com", turns, connects))
                 for n in range(4)
             ]  # fmt: skip
             others = [n.label for n in cluster.nodes if n is not victim]
@@ -341,7 +365,11 @@ async def test_a_redis_cluster_primary_on_the_minority_side(topo: Topology) -> N
             try:
                 exact_s = await _until(exact, 60)
             except TimeoutError:
-                raise AssertionError(f"presence still wrong after 60 s: {wrong}") from None
+                seen = await _memberships_of(topo, load.rooms, [f"churn{n}" for n in range(4)])
+                raise AssertionError(
+                    f"presence still wrong after 60 s: {wrong}; in the store: {seen};"
+                    f" churn connections recovered: {connects}"
+                ) from None
             verdict = await load.verdict(topo.ha.postgres.dsn)
     finally:
         stop.set()

@@ -88,15 +88,16 @@ _T = TypeVar("_T")
 
 
 def _raised_by_transport(exc: BaseException) -> bool:
-    """Whether ``exc`` came from inside redis-py or asyncio's transport: a write on a
-    connection the peer reset surfaces as ``AttributeError``/``TypeError`` there rather
-    than a ``ConnectionError`` (redis/redis-py#4287), and means the same. One of ours is
-    never mistaken for it."""
+    """Whether ``exc`` came from inside redis-py or the event loop's transport (asyncio's
+    or uvloop's): a write on a connection the peer reset surfaces there as
+    ``AttributeError``/``TypeError`` (redis/redis-py#4287) or, under uvloop, as
+    ``RuntimeError`` ("unable to perform operation on <TCPTransport closed=True>") rather
+    than a ``ConnectionError``, and means the same. One of ours is never mistaken for it."""
     tb = exc.__traceback__
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
     path = tb.tb_frame.f_code.co_filename if tb is not None else ""
-    return any(part in path for part in ("/redis/", "/asyncio/"))
+    return any(part in path for part in ("/redis/", "/asyncio/", "uvloop/"))
 
 
 def _unavailable_when_unreachable(cls: type[_T]) -> type[_T]:
@@ -112,7 +113,7 @@ def _unavailable_when_unreachable(cls: type[_T]) -> type[_T]:
             except (RedisError, OSError) as exc:
                 _log.warning("redis call failed", extra={"error": type(exc).__name__})
                 raise StoreUnavailable("session store unavailable") from exc
-            except (AttributeError, TypeError) as exc:
+            except (AttributeError, TypeError, RuntimeError) as exc:
                 if not _raised_by_transport(exc):
                     raise
                 _log.warning("redis connection torn down", extra={"error": type(exc).__name__})

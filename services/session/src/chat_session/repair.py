@@ -45,11 +45,13 @@ class PresenceRepair:
         session_side = await self._store.session_memberships()
         repairs = self._watch.observe(room_side, session_side)
         for room_id, email, session_id in repairs.leave:
+            _log.warning("stale membership leaves", extra={"room": room_id, "session": session_id})
             change = await self._store.leave(session_id, email, room_id, page=self._page)
             if change.changed:
                 await self._announce("user_left", room_id, email, change)
             DRIFT_REPAIRED.labels("leave").inc()
         for (room_id, email, session_id), position in repairs.join.items():
+            _log.warning("missing membership joins", extra={"room": room_id, "session": session_id})
             change = await self._store.join(session_id, email, room_id, position, page=self._page)
             if change.changed:
                 await self._announce("user_joined", room_id, email, change)
