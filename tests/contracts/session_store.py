@@ -78,11 +78,25 @@ def _handlers(store: SessionStore, bus: PresenceBus, clock: Clock) -> SessionHan
     return SessionHandlers(store, bus.publish, resume_window_s=10, heartbeat_ttl_s=5, clock=clock)
 
 
-def _join(session_id: str, email: str, room: str, token: str = "tok") -> bytes:
+def _join(
+    session_id: str, email: str, room: str, token: str = "tok", *, op: int = 0, conn: str = ""
+) -> bytes:
     return encode(
         {"sessionId": session_id, "gatewayId": "g1", "email": email, "roomId": room,
-         "tokenHash": token_hash(token), "sid": "s-" + session_id, "position": 0, "conn": "c-" + session_id}
+         "tokenHash": token_hash(token), "sid": "s-" + session_id, "position": 0,
+         "conn": conn or "c-" + session_id, "op": op}
     )  # fmt: skip
+
+
+def _leave(session_id: str, room: str, *, op: int, conn: str = "") -> bytes:
+    return encode({"sessionId": session_id, "roomId": room, "conn": conn or "c-" + session_id,
+                   "op": op})  # fmt: skip
+
+
+async def _refused(request: Any) -> ErrorCode:
+    with pytest.raises(ChatError) as refused:
+        await request
+    return refused.value.code
 
 
 async def _open(
@@ -162,6 +176,79 @@ class SessionStoreContract:
         assert late.value.code is ErrorCode.NOT_FOUND
         await bus.settle(room)
         assert [e for e, d in bus.seen if d["roomId"] == room] == ["user_joined", "user_left"]
+
+    async def test_a_join_that_arrives_after_the_session_ended_changes_nothing(
+        self, store: SessionStore, bus: PresenceBus
+    ) -> None:
+        """A join held up on its way (a session instance cut off from Redis, or a write TCP
+        delivers once a partition heals) arrives after the client said goodbye: it neither
+        brings the session back nor the user into the room. Seen in the Redis Cluster
+        partition test: the session came back, heartbeated by a late heartbeat, for 150 s."""
+        h = _handlers(store, bus, Clock())
+        room = unique_room()
+        await h.join(_join("e1", "late@example.com", room, op=1))
+        await h.leave(_leave("e1", room, op=2))
+        await h.disconnect(encode({"sessionId": "e1", "conn": "c-e1"}))
+        assert (
+            await _refused(h.join(_join("e1", "late@example.com", room, op=1)))
+            is ErrorCode.NOT_FOUND
+        )
+        assert await store.get("e1") is None
+        assert (await store.members(room, after=None, limit=10)).count == 0
+        assert await store.count() == 0
+        restore = encode({"sessionId": "e1", "gatewayId": "g1", "email": "late@example.com",
+                          "tokenHash": token_hash("tok"), "sid": "s-e1", "rooms": {room: 0},
+                          "conn": "c-e1"})  # fmt: skip
+        assert await _refused(h.restore(restore)) is ErrorCode.NOT_FOUND
+        assert (await store.members(room, after=None, limit=10)).count == 0
+        await bus.settle(room)
+        assert [e for e, d in bus.seen if d["roomId"] == room] == ["user_joined", "user_left"]
+
+    async def test_a_connections_join_or_leave_overtaken_by_a_later_one_is_refused(
+        self, store: SessionStore, bus: PresenceBus
+    ) -> None:
+        """Joins and leaves are numbered per connection: one that arrives after a later one
+        of the same room was applied changes nothing, so presence ends as the connection's
+        last word; a later-numbered one of another room does not stand in its way."""
+        h = _handlers(store, bus, Clock())
+        room, other = unique_room(), unique_room()
+        await h.join(_join("f1", "turn@example.com", room, op=1))
+        await h.leave(_leave("f1", room, op=2))
+        assert (
+            await _refused(h.join(_join("f1", "turn@example.com", room, op=1)))
+            is ErrorCode.NOT_FOUND
+        )
+        assert (await store.members(room, after=None, limit=10)).users == []
+        record = await store.get("f1")
+        assert record is not None and record.rooms == {}
+        await h.join(_join("f1", "turn@example.com", room, op=3))
+        assert await _refused(h.leave(_leave("f1", room, op=2))) is ErrorCode.NOT_FOUND
+        assert (await store.members(room, after=None, limit=10)).users == ["turn@example.com"]
+        assert await store.room_memberships() >= {(room, "turn@example.com", "f1")}
+        assert (room, "turn@example.com", "f1") in await store.session_memberships()
+        await h.join(_join("f1", "turn@example.com", other, op=9))
+        await h.leave(_leave("f1", room, op=4))  # sent before the join of the other room
+        assert (await store.members(room, after=None, limit=10)).users == []
+        assert (await store.members(other, after=None, limit=10)).users == ["turn@example.com"]
+
+    async def test_a_late_request_of_the_connection_a_session_moved_from_is_refused(
+        self, store: SessionStore, bus: PresenceBus
+    ) -> None:
+        """After a resume on a new connection, the old connection's late join is refused
+        (it would move the session back to a dead connection), and the new connection
+        numbers its own from 1."""
+        h = _handlers(store, bus, Clock())
+        room, other = unique_room(), unique_room()
+        await h.join(_join("g1", "moved@example.com", room, token="t", op=1))
+        await h.detach(encode({"sessionId": "g1", "conn": "c-g1"}))
+        stale = _join("g1", "moved@example.com", other, token="t", op=2)
+        assert await _refused(h.join(stale)) is ErrorCode.NOT_FOUND  # detached: resume first
+        await h.resume(encode({"sessionId": "g1", "token": "t", "gatewayId": "g2", "conn": "new"}))
+        assert await _refused(h.join(stale)) is ErrorCode.NOT_FOUND
+        await h.join(_join("g1", "moved@example.com", other, token="t", op=1, conn="new"))
+        record = await store.get("g1")
+        assert record is not None
+        assert (record.conn, sorted(record.rooms)) == ("new", sorted([room, other]))
 
     async def test_a_session_does_not_expire_while_gateways_cannot_heartbeat(
         self, store: SessionStore, bus: PresenceBus

@@ -15,6 +15,7 @@ from chat_gateway.auth import JwtVerifier, build_verifier
 from chat_gateway.closecodes import (
     CLOSE_HANDSHAKE_TIMEOUT,
     CLOSE_PING_TIMEOUT,
+    CLOSE_SESSION_ENDED,
     CLOSE_TOKEN_EXPIRED,
     CLOSE_UNAUTHENTICATED,
 )
@@ -275,6 +276,20 @@ async def test_sessions_the_store_lost_are_registered_again_by_the_heartbeat() -
         await chat.services.session_store.forget(joined["sessionId"])
         assert await chat.gateway.keeper.beat(chat.gateway.registry) == 1
         assert await chat.gateway.keeper.beat(chat.gateway.registry) == 0
+
+
+async def test_a_session_ended_while_its_connection_was_open_is_not_brought_back() -> None:
+    """The session service ended the session (it expired while the gateway could not
+    heartbeat it; its rooms were told the user left): the heartbeat does not bring it back
+    (a late request must not undo an end either) and closes the connection with 4010, so
+    the client starts afresh."""
+    async with InProcessChat() as chat:
+        peer = await chat.native()
+        joined = await _join(peer, "a@example.com", "r")
+        await chat.services.session_store.end(joined["sessionId"])
+        assert await chat.gateway.keeper.beat(chat.gateway.registry) == 0
+        assert await peer.carrier.closed() == (CLOSE_SESSION_ENDED, "session ended")
+        assert await chat.services.session_store.get(joined["sessionId"]) is None
 
 
 async def test_the_drain_and_status_endpoints() -> None:

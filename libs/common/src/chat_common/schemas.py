@@ -138,6 +138,9 @@ class JoinRequest(Wire, frozen=True):
     """The room's last seq included in the join's history (``position`` on the bus)."""
     conn: str
     """The connection holding the session now (a resume moves it to a new one)."""
+    op: int = 0
+    """This join's number among the connection's joins and leaves (from 1): one that
+    arrives after a later one is refused (0: not numbered)."""
 
 
 class JoinResponse(Wire, frozen=True):
@@ -153,6 +156,10 @@ class JoinResponse(Wire, frozen=True):
 class LeaveRequest(Wire, frozen=True):
     session_id: str
     room_id: RoomId
+    conn: str = ""
+    """The connection asking; with ``op``, only the one holding the session is heard."""
+    op: int = 0
+    """As :attr:`JoinRequest.op` (0: not numbered)."""
 
 
 class LeaveResponse(Wire, frozen=True):

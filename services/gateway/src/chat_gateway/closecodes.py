@@ -19,6 +19,7 @@ __all__ = [
     "CLOSE_PING_TIMEOUT",
     "CLOSE_PROTOCOL_ERROR",
     "CLOSE_SERVICE_RESTART",
+    "CLOSE_SESSION_ENDED",
     "CLOSE_SLOW_CONSUMER",
     "CLOSE_TAKEN_OVER",
     "CLOSE_TOKEN_EXPIRED",
@@ -53,6 +54,9 @@ CLOSE_SLOW_CONSUMER = 4008
 """The client fell too far behind (``GATEWAY_SLOW_CONSUMER_BYTES`` queued for it)."""
 CLOSE_TAKEN_OVER = 4009
 """The session of this connection was resumed on another connection."""
+CLOSE_SESSION_ENDED = 4010
+"""The session service ended this connection's session (it expired while the gateway could
+not heartbeat it) and it cannot be re-registered: reconnect with a fresh session."""
 
 KIND: dict[int, Literal["reconnect", "terminal"]] = {
     CLOSE_GOODBYE: "terminal",
@@ -68,5 +72,6 @@ KIND: dict[int, Literal["reconnect", "terminal"]] = {
     CLOSE_TOKEN_EXPIRED: "reconnect",
     CLOSE_SLOW_CONSUMER: "reconnect",
     CLOSE_TAKEN_OVER: "terminal",
+    CLOSE_SESSION_ENDED: "reconnect",
 }
 """What a client should do after each code."""

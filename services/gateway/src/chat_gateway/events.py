@@ -164,6 +164,7 @@ class EventHandlers:
                     sid=session.socket_id,
                     join_position=page.last_seq,
                     conn=client.connection_key,
+                    op=session.next_op(),
                 )
             )
         except BaseException:

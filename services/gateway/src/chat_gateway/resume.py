@@ -20,7 +20,6 @@ from chat_common.errors import ChatError, ErrorCode
 from chat_common.schemas import (
     DisconnectRequest,
     FetchRequest,
-    LeaveRequest,
     Message,
     ResumeRequest,
 )
@@ -28,6 +27,7 @@ from chat_gateway.auth import room_allowed
 from chat_gateway.backend import Backend
 from chat_gateway.connection.client import Client
 from chat_gateway.rooms.hub import Member, RoomHub
+from chat_gateway.rooms.leaving import leave_request
 
 __all__ = ["ResumePlan", "Resumer"]
 
@@ -91,7 +91,7 @@ class Resumer:
         dropped = sorted(r for r in found.rooms if not room_allowed(client.identity, r))
         try:
             for room_id in dropped:
-                await self._leave(session_id, room_id)
+                await self._leave(client, room_id)
             for room_id, recorded in sorted(found.rooms.items()):
                 if room_id in dropped:
                     continue
@@ -106,9 +106,9 @@ class Resumer:
             return None
         return ResumePlan(plan, dropped)
 
-    async def _leave(self, session_id: str, room_id: str) -> None:
+    async def _leave(self, client: Client, room_id: str) -> None:
         try:
-            await self._backend.leave(LeaveRequest(session_id=session_id, room_id=room_id))
+            await self._backend.leave(leave_request(client, room_id))
         except ChatError as exc:
             if exc.code is not ErrorCode.NOT_IN_ROOM:
                 raise

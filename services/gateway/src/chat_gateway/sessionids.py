@@ -73,7 +73,7 @@ class SessionRef:
     """One connection's view of its session: the ids, the email the first join fixed, and
     whether the session service holds it (pure)."""
 
-    __slots__ = ("email", "hold", "session_id", "socket_id", "token")
+    __slots__ = ("email", "hold", "ops", "session_id", "socket_id", "token")
 
     def __init__(self) -> None:
         self.session_id = new_session_id()
@@ -83,6 +83,10 @@ class SessionRef:
         """The public socket id (Socket.IO ``sid``), kept across a resume."""
         self.email: str | None = None
         self.hold = Hold.NONE
+        self.ops = 0
+        """How many joins and leaves this connection has asked of the session service for
+        this session: each carries the next number, so one that arrives late (after a later
+        one) is refused there."""
 
     @property
     def held(self) -> bool:
@@ -91,6 +95,11 @@ class SessionRef:
     @property
     def pid(self) -> str:
         return make_pid(self.session_id, self.token)
+
+    def next_op(self) -> int:
+        """The number of the next join or leave (from 1)."""
+        self.ops += 1
+        return self.ops
 
     def begin(self) -> None:
         """The session service may hold state for this session from now on."""
@@ -102,12 +111,14 @@ class SessionRef:
         self.session_id, self.token, self.socket_id = session_id, token, socket_id
         self.email = email
         self.hold = Hold.HELD
+        self.ops = 0  # the session service numbers this connection's from 1 again
 
     def start_afresh(self) -> None:
         """A new session with new ids, no email, nothing held."""
         self.session_id, self.token, self.socket_id = new_session_id(), new_token(), new_socket_id()
         self.email = None
         self.hold = Hold.NONE
+        self.ops = 0
 
     def take_over(self) -> None:
         """A resume elsewhere took the session: leave it alone from now on."""

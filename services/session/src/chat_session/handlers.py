@@ -53,7 +53,14 @@ from chat_common.schemas import (
 from chat_common.subjects import gateway_control, room_presence
 from chat_common.tokens import token_hash
 from chat_session.metrics import PRESENCE, REAPED, RESTORED, RESUMES, SESSIONS
-from chat_session.store import PresenceChange, SessionStore, StoreUnavailable, now_ms
+from chat_session.store import (
+    Fence,
+    PresenceChange,
+    SessionGone,
+    SessionStore,
+    StoreUnavailable,
+    now_ms,
+)
 
 __all__ = ["SessionHandlers", "token_hash"]
 
@@ -109,15 +116,18 @@ class SessionHandlers:
 
     async def _open(self, req: JoinRequest | RestoreRequest) -> tuple[str, int]:
         """Open (or refresh) the request's session, attached to its connection."""
-        return await self._store.open(
-            req.session_id,
-            email=req.email,
-            token_hash=req.token_hash,
-            sid=req.sid,
-            gateway=req.gateway_id,
-            conn=req.conn,
-            expires=self._clock() + self._attached_ms,
-        )
+        try:
+            return await self._store.open(
+                req.session_id,
+                email=req.email,
+                token_hash=req.token_hash,
+                sid=req.sid,
+                gateway=req.gateway_id,
+                conn=req.conn,
+                expires=self._clock() + self._attached_ms,
+            )
+        except SessionGone:
+            raise _gone() from None
 
     async def join(self, body: bytes) -> bytes:
         req = parse_request(body, JoinRequest)
@@ -128,9 +138,17 @@ class SessionHandlers:
             await self._store.track_user_sessions(req.email, remove=req.session_id)
             await self._store.forget(req.session_id)
             raise ChatError(ErrorCode.RATE_LIMITED, "too many connections for this user")
-        change = await self._store.join(
-            req.session_id, req.email, req.room_id, req.join_position, page=self._list_max
-        )
+        try:
+            change = await self._store.join(
+                req.session_id,
+                req.email,
+                req.room_id,
+                req.join_position,
+                page=self._list_max,
+                fence=Fence(req.conn, req.op) if req.op else None,
+            )
+        except SessionGone:
+            raise _gone() from None
         if change.changed:
             await self.announce("user_joined", req.room_id, req.email, change)
         page = change.page
@@ -143,9 +161,16 @@ class SessionHandlers:
         record = await self._store.get(req.session_id)
         if record is None or req.room_id not in record.rooms:
             raise ChatError(ErrorCode.NOT_IN_ROOM, "not a member of this room")
-        change = await self._store.leave(
-            req.session_id, record.email, req.room_id, page=self._list_max
-        )
+        try:
+            change = await self._store.leave(
+                req.session_id,
+                record.email,
+                req.room_id,
+                page=self._list_max,
+                fence=Fence(req.conn, req.op) if req.op else None,
+            )
+        except SessionGone:
+            raise _gone() from None
         if change.changed:
             await self.announce("user_left", req.room_id, record.email, change)
         return encode(LeaveResponse(last=change.changed, count=change.page.count))
@@ -180,7 +205,7 @@ class SessionHandlers:
                 if change.changed:
                     await self.announce("user_left", room_id, record.email, change)
             await self._store.track_user_sessions(record.email, remove=session_id)
-        await self._store.forget(session_id)
+        await self._store.end(session_id)  # a request still on its way changes nothing now
         return rooms
 
     async def resume(self, body: bytes) -> bytes:
@@ -221,14 +246,17 @@ class SessionHandlers:
 
     async def heartbeat(self, body: bytes) -> bytes:
         req = parse_request(body, HeartbeatRequest)
+        expires = self._clock() + self._attached_ms  # from when it was sent, however late
         known = await self._store.known(req.session_ids)
         alive = [s for s, ok in zip(req.session_ids, known, strict=True) if ok]
-        await self._store.set_expiry(alive, expires=self._clock() + self._attached_ms)
+        await self._store.set_expiry(alive, expires=expires)
         unknown = [s for s, ok in zip(req.session_ids, known, strict=True) if not ok]
         return encode(HeartbeatResponse(unknown=unknown))
 
     async def restore(self, body: bytes) -> bytes:
         req = parse_request(body, RestoreRequest)
+        if await self._store.get(req.session_id) is not None:
+            return _EMPTY  # re-created since (by the connection's own join): nothing to do
         await self._open(req)
         for room_id, join_position in req.rooms.items():
             await self._store.join(
@@ -306,6 +334,10 @@ class SessionHandlers:
                 _log.info("sessions reaped", extra={"count": reaped})
             if reaped < limit:
                 await asyncio.sleep(interval_s)
+
+
+def _gone() -> ChatError:
+    return ChatError(ErrorCode.NOT_FOUND, "session ended or held by another connection")
 
 
 def _bounded_limit(limit: int) -> int:

@@ -7,7 +7,8 @@ method runs without yielding to the event loop, so it is one atomic step, as eac
 Redis store's scripts is. What it leaves out, on purpose:
 
 * the long backstop TTL of session and user keys (nothing here outlives the process);
-* the token bucket's idle expiry (an idle bucket is full again by then anyway).
+* the token bucket's idle expiry (an idle bucket is full again by then anyway);
+* the tombstones' TTL: the last :data:`TOMBSTONES_KEPT` ended sessions stay ended instead.
 
 Where the Redis store's answer depends on its layout, this one gives the obvious answer:
 :meth:`~InMemorySessionStore.expired` lists the oldest first (Redis: slot group by slot
@@ -18,17 +19,22 @@ its scan meets, sorted).
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from chat_session.store import (
+    Fence,
     MemberPage,
     PresenceChange,
+    SessionGone,
     SessionRecord,
     SessionStore,
     SessionView,
 )
 
-__all__ = ["InMemorySessionStore"]
+__all__ = ["TOMBSTONES_KEPT", "InMemorySessionStore"]
+
+TOMBSTONES_KEPT = 100_000
 
 
 @dataclass(slots=True)
@@ -42,6 +48,8 @@ class _Session:
     gateway: str = ""
     conn: str = ""
     state: str = ""
+    ops: dict[str, int] = field(default_factory=dict)
+    """room -> the number of ``conn``'s last join or leave of it applied."""
 
 
 @dataclass(slots=True)
@@ -64,6 +72,7 @@ class InMemorySessionStore:
         self._rooms: dict[str, _Room] = {}
         self._user_sessions: dict[str, set[str]] = {}  # email -> live session ids
         self._buckets: dict[str, tuple[float, int]] = {}  # email -> (tokens, ts)
+        self._ended: OrderedDict[str, None] = OrderedDict()  # tombstones, oldest first
 
     async def open(
         self,
@@ -76,9 +85,13 @@ class InMemorySessionStore:
         conn: str,
         expires: int,
     ) -> tuple[str, int]:
+        if session_id in self._ended:
+            raise SessionGone(session_id)
         session = self._sessions.setdefault(session_id, _Session())
         if session.email is not None and session.email != email:
             return session.email, 0  # another user's session: nothing changes
+        if session.email is not None and session.conn != conn:
+            raise SessionGone(session_id)  # held by another connection, or detached
         if session.email is None:
             session.email, session.token_hash, session.sid = email, token_hash, sid
         session.gateway, session.conn, session.state = gateway, conn, "attached"
@@ -98,9 +111,28 @@ class InMemorySessionStore:
             rooms=dict(self._joined.get(session_id, {})),
         )
 
+    def _fenced(self, session_id: str, room_id: str, fence: Fence | None) -> None:
+        """Check ``fence`` against the session and record it (the Redis store's FENCE)."""
+        if fence is None:
+            return
+        session = self._sessions.get(session_id)
+        if session is None or session.conn != fence.conn:
+            raise SessionGone(session_id)
+        if fence.op <= session.ops.get(room_id, 0):
+            raise SessionGone(session_id)
+        session.ops[room_id] = fence.op
+
     async def join(
-        self, session_id: str, email: str, room_id: str, join_position: int, *, page: int
+        self,
+        session_id: str,
+        email: str,
+        room_id: str,
+        join_position: int,
+        *,
+        page: int,
+        fence: Fence | None = None,
     ) -> PresenceChange:
+        self._fenced(session_id, room_id, fence)
         self._joined.setdefault(session_id, {})[room_id] = join_position
         room = self._rooms.setdefault(room_id, _Room())
         conns = room.conns.setdefault(email, set())
@@ -112,8 +144,15 @@ class InMemorySessionStore:
         return PresenceChange(first, self._members(room_id, after=None, limit=page))
 
     async def leave(
-        self, session_id: str, email: str, room_id: str, *, page: int
+        self,
+        session_id: str,
+        email: str,
+        room_id: str,
+        *,
+        page: int,
+        fence: Fence | None = None,
     ) -> PresenceChange:
+        self._fenced(session_id, room_id, fence)
         self._joined.get(session_id, {}).pop(room_id, None)
         room = self._rooms.get(room_id, _Room())
         conns = room.conns.get(email, set())
@@ -149,6 +188,7 @@ class InMemorySessionStore:
             return False
         self._expiry[session_id] = expires
         await self.set_state(session_id, gateway=gateway, conn=conn, state="attached")
+        self._sessions[session_id].ops.clear()
         return True
 
     async def set_state(self, session_id: str, *, gateway: str, conn: str, state: str) -> None:
@@ -178,6 +218,13 @@ class InMemorySessionStore:
         self._sessions.pop(session_id, None)
         self._joined.pop(session_id, None)
         self._expiry.pop(session_id, None)
+
+    async def end(self, session_id: str) -> None:
+        await self.forget(session_id)
+        self._ended[session_id] = None
+        self._ended.move_to_end(session_id)
+        while len(self._ended) > TOMBSTONES_KEPT:
+            self._ended.popitem(last=False)
 
     async def count(self) -> int:
         return len(self._expiry)

@@ -7,14 +7,18 @@ one Redis, on Sentinel and on a Redis Cluster alike.
 
 from __future__ import annotations
 
-__all__ = ["CLAIM", "JOIN", "LEAVE", "OPEN", "REATTACH", "TAKE", "USER_SESSIONS"]
+__all__ = ["CLAIM", "FENCE", "JOIN", "LEAVE", "OPEN", "REATTACH", "TAKE", "USER_SESSIONS"]
 
-# Open (or refresh) a session; returns the email it is bound to. A session bound to another
-# email is left exactly as it is. KEYS: session hash, session rooms, its group's expiry
-# index. ARGV: email, token hash, sid, gateway, conn, expires, backstop TTL, session id.
+# Open (or refresh) a session; returns the email it is bound to, or '' (nothing changed)
+# when the session has ended (its tombstone) or another connection holds it (or none: it is
+# detached). A session bound to another email is left exactly as it is. KEYS: session hash,
+# session rooms, its group's expiry index, its tombstone. ARGV: email, token hash, sid,
+# gateway, conn, expires, backstop TTL, session id.
 OPEN = """
+if redis.call('EXISTS', KEYS[4]) == 1 then return '' end
 local bound = redis.call('HGET', KEYS[1], 'email')
 if bound and bound ~= ARGV[1] then return bound end
+if bound and redis.call('HGET', KEYS[1], 'conn') ~= ARGV[5] then return '' end
 redis.call('HSETNX', KEYS[1], 'email', ARGV[1])
 redis.call('HSETNX', KEYS[1], 'token_hash', ARGV[2])
 redis.call('HSETNX', KEYS[1], 'sid', ARGV[3])
@@ -32,6 +36,23 @@ if ARGV[1] ~= '' then redis.call('SADD', KEYS[1], ARGV[1]) end
 if ARGV[2] ~= '' then redis.call('SREM', KEYS[1], ARGV[2]) end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return redis.call('SCARD', KEYS[1])
+"""
+
+# The session's side of a numbered join or leave: applied only when the asking connection
+# holds the session and its number is above the last one applied to that room; returns 1
+# (applied) or 0 (nothing changed). KEYS: session hash, session rooms, session ops (room ->
+# last number). ARGV: conn, number, room, join position ('' for a leave), backstop TTL.
+FENCE = """
+if redis.call('HGET', KEYS[1], 'conn') ~= ARGV[1] then return 0 end
+if tonumber(ARGV[2]) <= tonumber(redis.call('HGET', KEYS[3], ARGV[3]) or '0') then return 0 end
+redis.call('HSET', KEYS[3], ARGV[3], ARGV[2])
+redis.call('EXPIRE', KEYS[3], ARGV[5])
+if ARGV[4] == '' then
+  redis.call('HDEL', KEYS[2], ARGV[3])
+else
+  redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
+end
+return 1
 """
 
 # Count a session in a room: the user enters the room's users on their first connection in
@@ -66,13 +87,15 @@ return {last, count, redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')}
 """
 
 # Reattach a session only if it has not expired (so a reaped session stays dead): extend
-# its expiry and record where it lives now. KEYS: expiry index, session hash.
+# its expiry and record where it lives now (the new connection numbers its joins and
+# leaves from 1 again). KEYS: expiry index, session hash, session ops.
 # ARGV: session id, now, new expiry, gateway, conn.
 REATTACH = """
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if score and tonumber(score) > tonumber(ARGV[2]) then
   redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
   redis.call('HSET', KEYS[2], 'gateway', ARGV[4], 'conn', ARGV[5], 'state', 'attached')
+  redis.call('DEL', KEYS[3])
   return 1
 end
 return 0

@@ -9,6 +9,8 @@ group, ``crc32(S) % 16`` in hex)::
     P:room:{R}:conns:<email>       SET   session ids of that user in the room
     P:session:{P:sG}:S             HASH  email, gateway, conn, token_hash (sha256 of the token), sid, state
     P:session:{P:sG}:S:rooms       HASH  room -> join position (last seq in the join's history)
+    P:session:{P:sG}:S:ops         HASH  room -> number of the connection's last join/leave applied
+    P:session:{P:sG}:S:ended       STRING tombstone of an ended session (TTL TOMBSTONE_TTL_S)
     P:sessions:{P:sG}:expiry       ZSET  session id -> when it expires (epoch ms)
     P:user:{E}:sessions            SET   the user's live session ids
     P:rate:{E}                     HASH  the user's shared token bucket
@@ -41,8 +43,11 @@ from redis.exceptions import RedisError
 from chat_common.schemas import ROOM_ID_PATTERN
 from chat_session import redisscripts as scripts
 from chat_session.store import (
+    TOMBSTONE_TTL_S,
+    Fence,
     MemberPage,
     PresenceChange,
+    SessionGone,
     SessionRecord,
     SessionStore,
     SessionView,
@@ -139,6 +144,7 @@ class RedisSessionStore:
         self._join = redis.register_script(scripts.JOIN)
         self._leave = redis.register_script(scripts.LEAVE)
         self._reattach = redis.register_script(scripts.REATTACH)
+        self._fence = redis.register_script(scripts.FENCE)
         self._claim = redis.register_script(scripts.CLAIM)
         self._take = redis.register_script(scripts.TAKE)
         self._user_set = redis.register_script(scripts.USER_SESSIONS)
@@ -154,6 +160,10 @@ class RedisSessionStore:
 
     def _session(self, session_id: str, part: str = "") -> str:
         return f"{self._p}:session:{self._tag(slot_group(session_id))}:{session_id}{part}"
+
+    def _session_keys(self, session_id: str) -> list[str]:
+        """The session's hash, rooms and join/leave numbers (its tombstone aside)."""
+        return [self._session(session_id, part) for part in ("", ":rooms", ":ops")]
 
     def _expiry(self, group: int) -> str:
         return f"{self._p}:sessions:{self._tag(group)}:expiry"
@@ -176,6 +186,7 @@ class RedisSessionStore:
             self._session(session_id),
             self._session(session_id, ":rooms"),
             self._expiry_of(session_id),
+            self._session(session_id, ":ended"),
         ]
         args: list[str | int] = [
             email,
@@ -188,6 +199,8 @@ class RedisSessionStore:
             session_id,
         ]
         bound = str(await self._open(keys=keys, args=args))
+        if not bound:
+            raise SessionGone(session_id)
         if bound != email:
             return bound, 0
         return bound, await self.track_user_sessions(email, add=session_id)
@@ -219,34 +232,72 @@ class RedisSessionStore:
         )
 
     async def join(
-        self, session_id: str, email: str, room_id: str, join_position: int, *, page: int
+        self,
+        session_id: str,
+        email: str,
+        room_id: str,
+        join_position: int,
+        *,
+        page: int,
+        fence: Fence | None = None,
     ) -> PresenceChange:
         keys = [
             self._room(room_id, "users"),
             self._room(room_id, "clock"),
             self._room(room_id, f"conns:{email}"),
         ]
-        # Side by side rather than in one pipeline: a pipeline holding a script costs a
-        # SCRIPT EXISTS round trip first (redis-py); the script call reloads on NOSCRIPT.
-        first, count, flat = await _both(
-            self._join(keys=keys, args=[session_id, email, page]),
-            self._r.hset(self._session(session_id, ":rooms"), room_id, join_position),
-        )
+        args: list[str | int] = [session_id, email, page]
+        if fence is not None:
+            await self._fenced(session_id, fence, room_id, join_position)
+            first, count, flat = await self._join(keys=keys, args=args)
+        else:
+            # Side by side rather than in one pipeline: a pipeline holding a script costs a
+            # SCRIPT EXISTS round trip first (redis-py); the script call reloads on NOSCRIPT.
+            first, count, flat = await _both(
+                self._join(keys=keys, args=args),
+                self._r.hset(self._session(session_id, ":rooms"), room_id, join_position),
+            )
         return PresenceChange(bool(first), _page(count, flat))
 
     async def leave(
-        self, session_id: str, email: str, room_id: str, *, page: int
+        self,
+        session_id: str,
+        email: str,
+        room_id: str,
+        *,
+        page: int,
+        fence: Fence | None = None,
     ) -> PresenceChange:
         keys = [
             self._room(room_id, "users"),
             self._room(room_id, f"conns:{email}"),
             self._room(room_id, "clock"),
         ]
-        last, count, flat = await _both(
-            self._leave(keys=keys, args=[session_id, email, page]),
-            self._r.hdel(self._session(session_id, ":rooms"), room_id),
-        )
+        args: list[str | int] = [session_id, email, page]
+        if fence is not None:
+            await self._fenced(session_id, fence, room_id, None)
+            last, count, flat = await self._leave(keys=keys, args=args)
+        else:
+            last, count, flat = await _both(
+                self._leave(keys=keys, args=args),
+                self._r.hdel(self._session(session_id, ":rooms"), room_id),
+            )
         return PresenceChange(bool(last), _page(count, flat))
+
+    async def _fenced(
+        self, session_id: str, fence: Fence, room_id: str, join_position: int | None
+    ) -> None:
+        """The session's side of a numbered join (a position) or leave (``None``), first:
+        the room's side follows only when this was applied (a late request stops here)."""
+        keys = [
+            self._session(session_id),
+            self._session(session_id, ":rooms"),
+            self._session(session_id, ":ops"),
+        ]
+        position = "" if join_position is None else join_position
+        args: list[str | int] = [fence.conn, fence.op, room_id, position, BACKSTOP_TTL_S]
+        if not await self._fence(keys=keys, args=args):
+            raise SessionGone(session_id)
 
     async def members(self, room_id: str, *, after: int | None, limit: int) -> MemberPage:
         key = self._room(room_id, "users")
@@ -262,7 +313,11 @@ class RedisSessionStore:
     async def reattach(
         self, session_id: str, *, now: int, expires: int, gateway: str, conn: str
     ) -> bool:
-        keys = [self._expiry_of(session_id), self._session(session_id)]
+        keys = [
+            self._expiry_of(session_id),
+            self._session(session_id),
+            self._session(session_id, ":ops"),
+        ]
         args: list[str | int] = [session_id, now, expires, gateway, conn]
         return bool(await self._reattach(keys=keys, args=args))
 
@@ -300,7 +355,14 @@ class RedisSessionStore:
 
     async def forget(self, session_id: str) -> None:
         async with self._r.pipeline(transaction=False) as pipe:
-            pipe.delete(self._session(session_id), self._session(session_id, ":rooms"))
+            pipe.delete(*self._session_keys(session_id))
+            pipe.zrem(self._expiry_of(session_id), session_id)
+            await pipe.execute()
+
+    async def end(self, session_id: str) -> None:
+        async with self._r.pipeline(transaction=False) as pipe:
+            pipe.set(self._session(session_id, ":ended"), 1, ex=TOMBSTONE_TTL_S)
+            pipe.delete(*self._session_keys(session_id))
             pipe.zrem(self._expiry_of(session_id), session_id)
             await pipe.execute()
 

@@ -8,6 +8,20 @@ once expired, so a reaped session stays dead); the reaper lists the expired sess
 claims each one (:meth:`SessionStore.claim`): exactly one claim wins, so each one's
 ``user_left`` goes out exactly once however many session instances run.
 
+A request can reach the store long after its caller gave up: a session instance cut off
+from some Redis nodes retries, and a write its kernel still holds is delivered once the
+partition heals. Such a *late* request must not undo what came after it, so the store
+refuses what cannot be current (:class:`SessionGone`):
+
+* an ended session stays ended (:meth:`SessionStore.end` leaves a tombstone that
+  :meth:`SessionStore.open` honours for :data:`TOMBSTONE_TTL_S`);
+* a session is opened, joined and left only by the connection that holds it (a late
+  request of a connection it has since moved from is refused);
+* a connection's joins and leaves are numbered (:class:`Fence`): one numbered below the
+  last one applied to the same room of its session is refused (per room, so the leave a
+  gateway sends on its own, when a membership ended elsewhere, never refuses a join of
+  another room that overtook it).
+
 :class:`SessionStore` is kept by :class:`~chat_session.redisstore.RedisSessionStore` (one
 Redis, Sentinel or a Redis Cluster) and :class:`~chat_session.memorystore.InMemorySessionStore`
 (fast tests of the logic above it); the contract suite in ``tests/contracts/session_store.py``
@@ -23,8 +37,11 @@ from typing import Protocol
 from chat_common.errors import Unavailable
 
 __all__ = [
+    "TOMBSTONE_TTL_S",
+    "Fence",
     "MemberPage",
     "PresenceChange",
+    "SessionGone",
     "SessionRecord",
     "SessionStore",
     "SessionView",
@@ -36,6 +53,26 @@ __all__ = [
 class StoreUnavailable(Unavailable):
     """The store could not answer now (its server is unreachable, failing over, or too slow):
     the same call may work later. Callers see ``UNAVAILABLE``."""
+
+
+class SessionGone(Exception):
+    """The session has ended, or another connection holds it, or a later request of this
+    connection came first: the request changed nothing. Callers see ``NOT_FOUND``."""
+
+
+TOMBSTONE_TTL_S = 15 * 60
+"""How long an ended session refuses to be opened again: longer than any request can be
+late (a stalled Redis call gives up after seconds; TCP gives up retransmitting a write
+after about 15 minutes with Linux's default ``tcp_retries2``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """Which connection asks, and the number of this join or leave among its own (from 1,
+    increasing; a resume starts the count again on the new connection)."""
+
+    conn: str
+    op: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,23 +141,40 @@ class SessionStore(Protocol):
     ) -> tuple[str, int]:
         """Create the session if new (or refresh it) in one step; returns the email it is
         bound to and, when that is ``email``, how many sessions the user has now (this one
-        included; 0 otherwise)."""
+        included; 0 otherwise). Raises :class:`SessionGone` (nothing changed) when the
+        session has ended or another connection than ``conn`` holds it (or none: it is
+        detached, and only a resume attaches it again)."""
         ...
 
     async def get(self, session_id: str) -> SessionRecord | None: ...
 
     async def join(
-        self, session_id: str, email: str, room_id: str, join_position: int, *, page: int
+        self,
+        session_id: str,
+        email: str,
+        room_id: str,
+        join_position: int,
+        *,
+        page: int,
+        fence: Fence | None = None,
     ) -> PresenceChange:
         """Count the session in the room; the change carries the room's first ``page``
-        users."""
+        users. With ``fence``, the session's side is checked and written first: raises
+        :class:`SessionGone` (nothing changed) unless ``fence.conn`` holds the session and
+        ``fence.op`` is above the last one applied to this room."""
         ...
 
     async def leave(
-        self, session_id: str, email: str, room_id: str, *, page: int
+        self,
+        session_id: str,
+        email: str,
+        room_id: str,
+        *,
+        page: int,
+        fence: Fence | None = None,
     ) -> PresenceChange:
         """Take the session out of the room; the change carries the room's users when
-        there are at most ``page``."""
+        there are at most ``page``. ``fence`` as for :meth:`join`."""
         ...
 
     async def members(self, room_id: str, *, after: int | None, limit: int) -> MemberPage:
@@ -132,7 +186,8 @@ class SessionStore(Protocol):
         self, session_id: str, *, now: int, expires: int, gateway: str, conn: str
     ) -> bool:
         """Attach a live session to ``conn`` at ``gateway`` until ``expires``; ``False``
-        (and nothing changed) when it has expired."""
+        (and nothing changed) when it has expired. The new connection's joins and leaves
+        are numbered from 1 again."""
         ...
 
     async def set_state(self, session_id: str, *, gateway: str, conn: str, state: str) -> None: ...
@@ -148,7 +203,14 @@ class SessionStore(Protocol):
 
     async def claim(self, session_id: str, *, now: int) -> bool: ...
 
-    async def forget(self, session_id: str) -> None: ...
+    async def forget(self, session_id: str) -> None:
+        """Delete the session (it may be opened again: a refused first join)."""
+        ...
+
+    async def end(self, session_id: str) -> None:
+        """Delete the session for good: :meth:`open` refuses it for
+        :data:`TOMBSTONE_TTL_S`."""
+        ...
 
     async def count(self) -> int:
         """How many sessions the store holds."""

@@ -17,7 +17,7 @@ from chat_gateway.backend import Backend
 from chat_gateway.connection.client import Client
 from chat_gateway.rooms.hub import RoomHub
 
-__all__ = ["RoomLeaving"]
+__all__ = ["RoomLeaving", "leave_request"]
 
 _log = logging.getLogger("chat.gateway.rooms")
 
@@ -35,9 +35,7 @@ class RoomLeaving:
         # leave: on success they are dropped, on failure delivered, never lost or repeated.
         self._hub.suspend(client, room_id)
         try:
-            await self._backend.leave(
-                LeaveRequest(session_id=client.session.session_id, room_id=room_id)
-            )
+            await self._backend.leave(leave_request(client, room_id))
         except ChatError as exc:
             if exc.code is not ErrorCode.NOT_IN_ROOM:
                 self._hub.unsuspend(client, room_id)
@@ -54,9 +52,7 @@ class RoomLeaving:
 
     async def _forget_presence(self, client: Client, room_id: str) -> None:
         try:
-            await self._backend.leave(
-                LeaveRequest(session_id=client.session.session_id, room_id=room_id)
-            )
+            await self._backend.leave(leave_request(client, room_id))
         except ChatError as exc:
             if exc.code is not ErrorCode.NOT_IN_ROOM:
                 _log.warning("presence kept for a room left", extra={"code": exc.code.value})
@@ -64,8 +60,17 @@ class RoomLeaving:
 
     async def undo_join(self, client: Client, room_id: str) -> None:
         try:
-            await self._backend.leave(
-                LeaveRequest(session_id=client.session.session_id, room_id=room_id)
-            )
+            await self._backend.leave(leave_request(client, room_id))
         except ChatError as exc:
             _log.warning("could not undo a failed join", extra={"code": exc.code.value})
+
+
+def leave_request(client: Client, room_id: str) -> LeaveRequest:
+    """This connection's next numbered leave of ``room_id``."""
+    session = client.session
+    return LeaveRequest(
+        session_id=session.session_id,
+        room_id=room_id,
+        conn=client.connection_key,
+        op=session.next_op(),
+    )
