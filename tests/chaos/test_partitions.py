@@ -41,6 +41,21 @@ async def topo(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Topolo
         yield t
 
 
+async def _metric_sum(topo: Topology, labels: list[str], name: str) -> float:
+    """A labelled counter summed over its labels and over service instances."""
+    total = 0.0
+    for address in topo.addresses(*labels):
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://{address}:9090/metrics") as r,
+        ):
+            text = await r.text()
+        total += sum(
+            float(v) for v in re.findall(rf"^{re.escape(name)}\{{.*\}} ([0-9.e+]+)$", text, re.M)
+        )
+    return total
+
+
 async def _metric(topo: Topology, label: str, name: str) -> float:
     """A counter of one service instance's ``/metrics`` (0 when absent)."""
     [address] = topo.addresses(label)
@@ -335,6 +350,10 @@ async def test_a_redis_cluster_primary_on_the_minority_side(topo: Topology) -> N
     turns: dict[str, int] = {}
     connects: dict[str, list[bool]] = {}
     churn: list[asyncio.Future[None]] = []
+    sessions = ["session-1", "session-2"]
+    late_name, drift_name = "chat_session_late_refused_total", "chat_session_drift_repaired_total"
+    late_before = await _metric_sum(topo, sessions, late_name)
+    drifted_before = await _metric_sum(topo, sessions, drift_name)
     try:
         async with loaded(topo, per_client=150, give_up_s=300, warm_up=0.2) as load:
             churn += [
@@ -371,6 +390,8 @@ async def test_a_redis_cluster_primary_on_the_minority_side(topo: Topology) -> N
                     f" churn connections recovered: {connects}"
                 ) from None
             verdict = await load.verdict(topo.ha.postgres.dsn)
+            late = await _metric_sum(topo, sessions, late_name) - late_before
+            drifted = await _metric_sum(topo, sessions, drift_name) - drifted_before
     finally:
         stop.set()
         for task in churn:
@@ -383,6 +404,8 @@ async def test_a_redis_cluster_primary_on_the_minority_side(topo: Topology) -> N
             load,
             replica_promoted_s=round(taken_over_s, 1),
             presence_exact_after_s=round(exact_s, 1),
+            late_requests_refused=int(late),
+            drift_repaired=int(drifted),
             churn_turns=sum(turns.values()),
             old_primary_is_now=role,
         )

@@ -8,8 +8,9 @@ replica, promoted by the majority, never saw them. What is left is *drift*: a us
 in a room their session has left (*stale*: a member who is gone), or a session holding a
 room whose list lacks it (*missing*: a member nobody sees).
 
-The session's side is the truth (it is what the gateway re-registers, resumes and ends), so
-the repair moves the room's side to it: a stale membership leaves the room, a missing one
+The session's side is the truth (it is what the gateway re-registers, resumes and ends, and
+a connection's numbered joins and leaves keep it at the connection's last word: see
+:mod:`chat_session.store`), so the repair moves the room's side to it: a stale membership leaves the room, a missing one
 joins it (each announced to the room as a real leave or join would be).
 
 A join or leave in flight is drift for the moment between its two writes, so drift is

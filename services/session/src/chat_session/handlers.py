@@ -52,7 +52,7 @@ from chat_common.schemas import (
 )
 from chat_common.subjects import gateway_control, room_presence
 from chat_common.tokens import token_hash
-from chat_session.metrics import PRESENCE, REAPED, RESTORED, RESUMES, SESSIONS
+from chat_session.metrics import LATE_REFUSED, PRESENCE, REAPED, RESTORED, RESUMES, SESSIONS
 from chat_session.store import (
     Fence,
     PresenceChange,
@@ -127,7 +127,7 @@ class SessionHandlers:
                 expires=self._clock() + self._attached_ms,
             )
         except SessionGone:
-            raise _gone() from None
+            raise _gone("open") from None
 
     async def join(self, body: bytes) -> bytes:
         req = parse_request(body, JoinRequest)
@@ -148,7 +148,7 @@ class SessionHandlers:
                 fence=Fence(req.conn, req.op) if req.op else None,
             )
         except SessionGone:
-            raise _gone() from None
+            raise _gone("join") from None
         if change.changed:
             await self.announce("user_joined", req.room_id, req.email, change)
         page = change.page
@@ -170,7 +170,7 @@ class SessionHandlers:
                 fence=Fence(req.conn, req.op) if req.op else None,
             )
         except SessionGone:
-            raise _gone() from None
+            raise _gone("leave") from None
         if change.changed:
             await self.announce("user_left", req.room_id, record.email, change)
         return encode(LeaveResponse(last=change.changed, count=change.page.count))
@@ -336,7 +336,9 @@ class SessionHandlers:
                 await asyncio.sleep(interval_s)
 
 
-def _gone() -> ChatError:
+def _gone(request: str) -> ChatError:
+    """A late (or misdirected) request was refused: counted, and answered NOT_FOUND."""
+    LATE_REFUSED.labels(request).inc()
     return ChatError(ErrorCode.NOT_FOUND, "session ended or held by another connection")
 
 

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge
 
-__all__ = ["DRIFT_REPAIRED", "PRESENCE", "REAPED", "RESTORED", "RESUMES", "SESSIONS"]
+__all__ = [
+    "DRIFT_REPAIRED",
+    "LATE_REFUSED",
+    "PRESENCE",
+    "REAPED",
+    "RESTORED",
+    "RESUMES",
+    "SESSIONS",
+]
 
 SESSIONS = Gauge("chat_session_sessions", "Sessions in the store (attached and detached)")
 PRESENCE = Counter("chat_session_presence_total", "Presence changes announced", ["event"])
@@ -17,4 +25,10 @@ DRIFT_REPAIRED = Counter(
     "chat_session_drift_repaired_total",
     "Room memberships moved to their session's side after the two disagreed (a lost write)",
     ["action"],
+)
+LATE_REFUSED = Counter(
+    "chat_session_late_refused_total",
+    "Opens, joins and leaves refused because the session had ended or moved, or a later"
+    " join or leave of the same connection and room came first (a late request)",
+    ["request"],
 )
