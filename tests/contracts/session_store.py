@@ -250,6 +250,22 @@ class SessionStoreContract:
         assert record is not None
         assert (record.conn, sorted(record.rooms)) == ("new", sorted([room, other]))
 
+    async def test_the_old_connections_detach_leaves_a_resumed_session_alone(
+        self, store: SessionStore, bus: PresenceBus
+    ) -> None:
+        """A connection drops and its client resumes on a new one before the gateway's
+        detach for the old one arrives: the detach changes nothing (the session stays
+        attached to the new connection, whose joins and leaves are heard)."""
+        h = _handlers(store, bus, Clock())
+        room = unique_room()
+        await h.join(_join("h1", "back@example.com", room, token="t", op=1, conn="old"))
+        await h.resume(encode({"sessionId": "h1", "token": "t", "gatewayId": "g2", "conn": "new"}))
+        await h.detach(encode({"sessionId": "h1", "conn": "old"}))
+        view = await store.view("h1")
+        assert view is not None and (view.state, view.gateway) == ("attached", "g2")
+        await h.leave(_leave("h1", room, op=1, conn="new"))
+        assert (await store.members(room, after=None, limit=10)).users == []
+
     async def test_a_session_does_not_expire_while_gateways_cannot_heartbeat(
         self, store: SessionStore, bus: PresenceBus
     ) -> None:
@@ -559,11 +575,11 @@ class SessionStoreContract:
         state) and when it expires: a refused join cannot take a session over."""
         await store.open("s1", email="a@example.com", token_hash="h", sid="x", gateway="g1",
                          conn="c1", expires=1_000)  # fmt: skip
-        await store.set_state("s1", gateway="g1", conn="c1", state="detached")
+        assert await store.detach("s1", conn="c1", expires=1_000)
         await store.open("s1", email="b@example.com", token_hash="t", sid="y", gateway="g2",
                          conn="c2", expires=9_000)  # fmt: skip
         record, view = await store.get("s1"), await store.view("s1")
-        assert record is not None and (record.gateway, record.conn) == ("g1", "c1")
+        assert record is not None and (record.gateway, record.conn) == ("", "")
         assert view is not None and (view.state, view.expires) == ("detached", 1_000)
 
     async def test_rooms_lists_rooms_with_users_by_id_and_says_when_there_are_more(

@@ -177,11 +177,12 @@ class SessionHandlers:
 
     async def detach(self, body: bytes) -> bytes:
         req = parse_request(body, DetachRequest)
-        record = await self._store.get(req.session_id)
-        if record is None or record.conn != req.conn:
-            return _EMPTY  # another connection has taken the session over since
-        await self._store.set_expiry([req.session_id], expires=self._clock() + self._window_ms)
-        await self._store.set_state(req.session_id, gateway="", conn="", state="detached")
+        # Nothing changes when another connection has taken the session over since (in one
+        # step: a resume between a check and the write would be undone, its session shown
+        # detached and its joins and leaves refused).
+        await self._store.detach(
+            req.session_id, conn=req.conn, expires=self._clock() + self._window_ms
+        )
         return _EMPTY
 
     async def disconnect(self, body: bytes) -> bytes:

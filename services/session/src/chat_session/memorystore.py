@@ -42,7 +42,7 @@ class _Session:
     """A session's fields: the identity its first ``open`` bound, and where it lives now."""
 
     email: str | None = None
-    """``None`` until bound (``set_state`` and ``reattach`` may create an unbound one)."""
+    """``None`` until bound (``reattach`` may create an unbound one)."""
     token_hash: str = ""
     sid: str = ""
     gateway: str = ""
@@ -187,13 +187,19 @@ class InMemorySessionStore:
         if expiry is None or expiry <= now:
             return False
         self._expiry[session_id] = expires
-        await self.set_state(session_id, gateway=gateway, conn=conn, state="attached")
-        self._sessions[session_id].ops.clear()
+        session = self._sessions.setdefault(session_id, _Session())
+        session.gateway, session.conn, session.state = gateway, conn, "attached"
+        session.ops.clear()
         return True
 
-    async def set_state(self, session_id: str, *, gateway: str, conn: str, state: str) -> None:
-        session = self._sessions.setdefault(session_id, _Session())
-        session.gateway, session.conn, session.state = gateway, conn, state
+    async def detach(self, session_id: str, *, conn: str, expires: int) -> bool:
+        session = self._sessions.get(session_id)
+        if session is None or session.conn != conn:
+            return False
+        if session_id in self._expiry:
+            self._expiry[session_id] = expires
+        session.gateway, session.conn, session.state = "", "", "detached"
+        return True
 
     async def known(self, session_ids: list[str]) -> list[bool]:
         return [session_id in self._sessions for session_id in session_ids]

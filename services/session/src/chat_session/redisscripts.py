@@ -7,7 +7,17 @@ one Redis, on Sentinel and on a Redis Cluster alike.
 
 from __future__ import annotations
 
-__all__ = ["CLAIM", "FENCE", "JOIN", "LEAVE", "OPEN", "REATTACH", "TAKE", "USER_SESSIONS"]
+__all__ = [
+    "CLAIM",
+    "DETACH",
+    "FENCE",
+    "JOIN",
+    "LEAVE",
+    "OPEN",
+    "REATTACH",
+    "TAKE",
+    "USER_SESSIONS",
+]
 
 # Open (or refresh) a session; returns the email it is bound to, or '' (nothing changed)
 # when the session has ended (its tombstone) or another connection holds it (or none: it is
@@ -84,6 +94,16 @@ local count = redis.call('ZCARD', KEYS[1])
 if count == 0 then redis.call('DEL', KEYS[3]) end
 if count > tonumber(ARGV[3]) then return {last, count, {}} end
 return {last, count, redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')}
+"""
+
+# A connection dropped: detach its session (held by no connection, resumable until the new
+# expiry) only if that connection still holds it; 1 if it did. KEYS: session hash, expiry
+# index. ARGV: conn, expires, session id.
+DETACH = """
+if redis.call('HGET', KEYS[1], 'conn') ~= ARGV[1] then return 0 end
+redis.call('ZADD', KEYS[2], 'XX', ARGV[2], ARGV[3])
+redis.call('HSET', KEYS[1], 'gateway', '', 'conn', '', 'state', 'detached')
+return 1
 """
 
 # Reattach a session only if it has not expired (so a reaped session stays dead): extend

@@ -145,6 +145,7 @@ class RedisSessionStore:
         self._leave = redis.register_script(scripts.LEAVE)
         self._reattach = redis.register_script(scripts.REATTACH)
         self._fence = redis.register_script(scripts.FENCE)
+        self._detach = redis.register_script(scripts.DETACH)
         self._claim = redis.register_script(scripts.CLAIM)
         self._take = redis.register_script(scripts.TAKE)
         self._user_set = redis.register_script(scripts.USER_SESSIONS)
@@ -321,10 +322,9 @@ class RedisSessionStore:
         args: list[str | int] = [session_id, now, expires, gateway, conn]
         return bool(await self._reattach(keys=keys, args=args))
 
-    async def set_state(self, session_id: str, *, gateway: str, conn: str, state: str) -> None:
-        await self._r.hset(
-            self._session(session_id), mapping={"gateway": gateway, "conn": conn, "state": state}
-        )
+    async def detach(self, session_id: str, *, conn: str, expires: int) -> bool:
+        keys = [self._session(session_id), self._expiry_of(session_id)]
+        return bool(await self._detach(keys=keys, args=[conn, expires, session_id]))
 
     async def known(self, session_ids: list[str]) -> list[bool]:
         async with self._r.pipeline(transaction=False) as pipe:
