@@ -11,9 +11,10 @@ Endpoints: ``join``, ``leave``, ``detach`` (connection dropped: keep it resumabl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import msgspec
 
@@ -116,7 +117,7 @@ class SessionHandlers:
 
     async def _open(self, req: JoinRequest | RestoreRequest) -> tuple[str, int]:
         """Open (or refresh) the request's session, attached to its connection."""
-        try:
+        with _refused_when_late("open"):
             return await self._store.open(
                 req.session_id,
                 email=req.email,
@@ -126,8 +127,6 @@ class SessionHandlers:
                 conn=req.conn,
                 expires=self._clock() + self._attached_ms,
             )
-        except SessionGone:
-            raise _gone("open") from None
 
     async def join(self, body: bytes) -> bytes:
         req = parse_request(body, JoinRequest)
@@ -138,17 +137,15 @@ class SessionHandlers:
             await self._store.track_user_sessions(req.email, remove=req.session_id)
             await self._store.forget(req.session_id)
             raise ChatError(ErrorCode.RATE_LIMITED, "too many connections for this user")
-        try:
+        with _refused_when_late("join"):
             change = await self._store.join(
                 req.session_id,
                 req.email,
                 req.room_id,
                 req.join_position,
                 page=self._list_max,
-                fence=Fence(req.conn, req.op) if req.op else None,
+                fence=_fence(req),
             )
-        except SessionGone:
-            raise _gone("join") from None
         if change.changed:
             await self.announce("user_joined", req.room_id, req.email, change)
         page = change.page
@@ -161,16 +158,10 @@ class SessionHandlers:
         record = await self._store.get(req.session_id)
         if record is None or req.room_id not in record.rooms:
             raise ChatError(ErrorCode.NOT_IN_ROOM, "not a member of this room")
-        try:
+        with _refused_when_late("leave"):
             change = await self._store.leave(
-                req.session_id,
-                record.email,
-                req.room_id,
-                page=self._list_max,
-                fence=Fence(req.conn, req.op) if req.op else None,
+                req.session_id, record.email, req.room_id, page=self._list_max, fence=_fence(req)
             )
-        except SessionGone:
-            raise _gone("leave") from None
         if change.changed:
             await self.announce("user_left", req.room_id, record.email, change)
         return encode(LeaveResponse(last=change.changed, count=change.page.count))
@@ -337,10 +328,21 @@ class SessionHandlers:
                 await asyncio.sleep(interval_s)
 
 
-def _gone(request: str) -> ChatError:
-    """A late (or misdirected) request was refused: counted, and answered NOT_FOUND."""
-    LATE_REFUSED.labels(request).inc()
-    return ChatError(ErrorCode.NOT_FOUND, "session ended or held by another connection")
+@contextlib.contextmanager
+def _refused_when_late(request: str) -> Iterator[None]:
+    """The store refused a late (or misdirected) request: counted, and answered NOT_FOUND."""
+    try:
+        yield
+    except SessionGone:
+        LATE_REFUSED.labels(request).inc()
+        raise ChatError(
+            ErrorCode.NOT_FOUND, "session ended or held by another connection"
+        ) from None
+
+
+def _fence(req: JoinRequest | LeaveRequest) -> Fence | None:
+    """The request's place among its connection's joins and leaves (unnumbered: none)."""
+    return Fence(req.conn, req.op) if req.op else None
 
 
 def _bounded_limit(limit: int) -> int:
