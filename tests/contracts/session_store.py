@@ -355,6 +355,31 @@ class SessionStoreContract:
         record = await h._store.get("s3")
         assert record is not None and record.rooms == {room: 7}
 
+    async def test_a_restore_cut_short_is_asked_for_again_and_done_whole(
+        self, store: SessionStore, bus: PresenceBus
+    ) -> None:
+        """A restore writes the rooms first and the session last: cut short after the rooms
+        (Redis still coming back), the session is still unknown to the heartbeat, which asks
+        again, and the second restore completes it, announcing nothing. (Session first, a
+        cut-short restore left a known session without its rooms, and the drift sweep then
+        took the user out of a room the connection was in.)"""
+        h = _handlers(store, bus, Clock())
+        room = unique_room()
+        await store.join("k1", "cut@example.com", room, 3, page=100)  # the rooms, no session
+        beat = {"gatewayId": "g1", "sessionIds": ["k1"]}
+        assert msgspec.json.decode(await h.heartbeat(encode(beat))) == {"unknown": ["k1"]}
+        await h.restore(
+            encode({"sessionId": "k1", "gatewayId": "g1", "email": "cut@example.com",
+                    "tokenHash": token_hash("tok"), "sid": "s-k1", "rooms": {room: 3},
+                    "conn": "c-k1"})
+        )  # fmt: skip
+        assert msgspec.json.decode(await h.heartbeat(encode(beat))) == {"unknown": []}
+        record = await store.get("k1")
+        assert record is not None and record.rooms == {room: 3}
+        assert await store.room_memberships() >= {(room, "cut@example.com", "k1")}
+        await bus.settle(room)
+        assert [e for e, d in bus.seen if d["roomId"] == room] == []
+
     async def test_a_small_room_announces_its_list_a_large_one_only_the_change(
         self, store: SessionStore, bus: PresenceBus
     ) -> None:

@@ -249,11 +249,16 @@ class SessionHandlers:
         req = parse_request(body, RestoreRequest)
         if await self._store.get(req.session_id) is not None:
             return _EMPTY  # re-created since (by the connection's own join): nothing to do
-        await self._open(req)
+        if await self._store.ended(req.session_id):
+            raise _late("restore")
+        # The rooms first, the session last: until the session exists the heartbeat calls
+        # it unknown and asks again, so a restore cut short (Redis still coming back) is
+        # done again whole, never left with rooms on one side only.
         for room_id, join_position in req.rooms.items():
             await self._store.join(
                 req.session_id, req.email, room_id, join_position, page=self._list_max
             )
+        await self._open(req)
         RESTORED.inc()
         _log.info("session restored", extra={"rooms": len(req.rooms)})
         return _EMPTY
@@ -330,14 +335,17 @@ class SessionHandlers:
 
 @contextlib.contextmanager
 def _refused_when_late(request: str) -> Iterator[None]:
-    """The store refused a late (or misdirected) request: counted, and answered NOT_FOUND."""
+    """The store refused a late (or misdirected) request: answered as :func:`_late`."""
     try:
         yield
     except SessionGone:
-        LATE_REFUSED.labels(request).inc()
-        raise ChatError(
-            ErrorCode.NOT_FOUND, "session ended or held by another connection"
-        ) from None
+        raise _late(request) from None
+
+
+def _late(request: str) -> ChatError:
+    """A late (or misdirected) request refused: counted, and answered NOT_FOUND."""
+    LATE_REFUSED.labels(request).inc()
+    return ChatError(ErrorCode.NOT_FOUND, "session ended or held by another connection")
 
 
 def _fence(req: JoinRequest | LeaveRequest) -> Fence | None:

@@ -225,6 +225,9 @@ class InMemorySessionStore:
         self._joined.pop(session_id, None)
         self._expiry.pop(session_id, None)
 
+    async def ended(self, session_id: str) -> bool:
+        return session_id in self._ended
+
     async def end(self, session_id: str) -> None:
         await self.forget(session_id)
         self._ended[session_id] = None

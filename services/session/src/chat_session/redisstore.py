@@ -359,6 +359,9 @@ class RedisSessionStore:
             pipe.zrem(self._expiry_of(session_id), session_id)
             await pipe.execute()
 
+    async def ended(self, session_id: str) -> bool:
+        return bool(await self._r.exists(self._session(session_id, ":ended")))
+
     async def end(self, session_id: str) -> None:
         async with self._r.pipeline(transaction=False) as pipe:
             pipe.set(self._session(session_id, ":ended"), 1, ex=TOMBSTONE_TTL_S)

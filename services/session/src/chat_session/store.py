@@ -211,6 +211,10 @@ class SessionStore(Protocol):
         """Delete the session (it may be opened again: a refused first join)."""
         ...
 
+    async def ended(self, session_id: str) -> bool:
+        """Whether the session was ended (its tombstone is there)."""
+        ...
+
     async def end(self, session_id: str) -> None:
         """Delete the session for good: :meth:`open` refuses it for
         :data:`TOMBSTONE_TTL_S`."""
